@@ -1,0 +1,48 @@
+# hitrun developer commands. The quick start needs only `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test unit lint bench kafka kafka-start kafka-stop clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+		{ echo "hitrun needs Python >= 3.11 (set PYTHON=...)"; exit 1; }
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test,dev]'
+	touch $(STAMP)
+
+## demo: local broker + worker + simulated traffic, live counters; Ctrl-C stops all
+demo: $(STAMP) kafka
+	$(PY) -m dev.demo
+
+## test: the whole suite, integration tests included, against a real local broker
+test: $(STAMP) kafka
+	$(PY) -m pytest
+
+unit: $(STAMP)
+	$(PY) -m pytest tests/unit tests/agents
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+## bench: plain aiokafka consumer vs the hitrun worker on the same events
+bench: $(STAMP) kafka
+	$(PY) -m bench.throughput $(BENCH_ARGS)
+
+## kafka: fetch the pinned Apache Kafka jars into the user cache (once)
+kafka: $(STAMP)
+	$(PY) -m dev.localkafka fetch
+
+kafka-start: kafka
+	$(PY) -m dev.localkafka start --data-dir .hitrun/kafka --port 9092
+
+kafka-stop: $(STAMP)
+	$(PY) -m dev.localkafka stop --data-dir .hitrun/kafka
+
+clean:
+	rm -rf .hitrun .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""The detectors: pure logic modules and the Faust agents that wire them."""

@@ -1,0 +1,1 @@
+"""Benchmarks (not tests): throughput measured against a baseline in the same run."""

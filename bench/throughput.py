@@ -1,0 +1,127 @@
+"""`make bench`: a plain aiokafka+orjson consumer vs the hitrun worker, on the same events."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+from aiokafka import AIOKafkaConsumer
+from dev.localkafka import LocalKafka
+
+from dev.worker import WorkerProcess, free_port
+from streams.config import Settings
+from streams.publisher import publish
+from streams.simulate import GroundTruth, TrafficShape, generate
+from streams.topics import ensure_topics
+
+
+@contextlib.contextmanager
+def cluster(workdir: Path) -> Iterator[str]:
+    existing = os.environ.get("HITRUN_KAFKA_BOOTSTRAP")
+    if existing:
+        yield existing
+        return
+    with LocalKafka(workdir / "kafka", port=free_port(), controller_port=free_port()) as kafka:
+        yield kafka.bootstrap
+
+
+async def plain_consumer(settings: Settings, total: int) -> float:
+    """Seconds a bare aiokafka consumer needs to fetch and orjson-decode `total` messages."""
+    consumer = AIOKafkaConsumer(
+        *settings.input_topics,
+        bootstrap_servers=settings.kafka_bootstrap,
+        group_id=f"{settings.app_id}-baseline",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    seen = 0
+    first = 0.0
+    try:
+        while seen < total:
+            batch = await consumer.getmany(timeout_ms=1000, max_records=10_000)
+            for records in batch.values():
+                if not first:
+                    first = time.perf_counter()
+                for record in records:
+                    orjson.loads(record.value)
+                seen += len(records)
+        return time.perf_counter() - first
+    finally:
+        await consumer.stop()
+
+
+def hitrun_worker(env: dict[str, str], total: int, workdir: Path, timeout: float) -> float:
+    """Seconds the hitrun worker needs from its first processed event to the last."""
+    worker = WorkerProcess(env, workdir / "worker.log")
+    with worker:
+        first = 0.0
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            done = worker.metric("hitrun_input_events_total", outcome="processed") + worker.metric(
+                "hitrun_input_events_total", outcome="dead_lettered"
+            )
+            now = time.perf_counter()
+            if done and not first:
+                first = now
+            if done >= total:
+                return now - first
+            time.sleep(0.05)
+        raise TimeoutError(f"worker did not finish {total} events in {timeout}s")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--partitions", type=int, default=8)
+    parser.add_argument("--malformed-ratio", type=float, default=0.01)
+    parser.add_argument("--timeout", type=float, default=900)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="hitrun-bench-") as tmp:
+        workdir = Path(tmp)
+        with cluster(workdir) as bootstrap:
+            tag = uuid.uuid4().hex[:8]
+            env = {
+                "HITRUN_KAFKA_BOOTSTRAP": bootstrap,
+                "HITRUN_APP_ID": f"bench-{tag}",
+                "HITRUN_PARTITIONS": str(args.partitions),
+                "HITRUN_DATA_DIR": str(workdir / "state"),
+                **{
+                    f"HITRUN_TOPIC_{role.upper()}": f"bench-{tag}.{role}"
+                    for role in ("checkouts", "payments", "orders", "inquiries", "dead_letters")
+                },
+            }
+            settings = Settings.from_env(env)
+            asyncio.run(ensure_topics(settings))
+            shape = TrafficShape(seed=42, malformed_ratio=args.malformed_ratio)
+            print(
+                f"bench: publishing {args.events} events to {args.partitions} partitions ...",
+                flush=True,
+            )
+            stats = asyncio.run(publish(settings, generate(shape, args.events, GroundTruth())))
+            print(f"bench: published in {stats.elapsed_s:.1f}s", flush=True)
+
+            baseline = asyncio.run(plain_consumer(settings, args.events))
+            print(
+                f"bench: (a) plain aiokafka + orjson consumer: {args.events / baseline:,.0f} ev/s",
+                flush=True,
+            )
+            worker = hitrun_worker(env, args.events, workdir, args.timeout)
+            print(
+                f"bench: (b) hitrun worker:                    {args.events / worker:,.0f} ev/s",
+                flush=True,
+            )
+            print(f"bench: ratio b/a = {baseline / worker:.3f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Developer tooling: the local Kafka broker, the worker process runner and the demo."""

@@ -1,0 +1,391 @@
+"""A real single-node Apache Kafka (KRaft) broker on 127.0.0.1, run from jars fetched with Maven."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from types import TracebackType
+
+POM = Path(__file__).resolve().parent / "kafka" / "pom.xml"
+KAFKA_VERSION = "4.1.1"
+READY_TOPIC = "__hitrun_ready"
+
+
+class BrokerError(RuntimeError):
+    """The broker could not be fetched, started or stopped."""
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("HITRUN_KAFKA_CACHE") or Path.home() / ".cache" / "hitrun" / "kafka"
+    return Path(root) / KAFKA_VERSION
+
+
+def fetch() -> Path:
+    """The directory of broker jars, fetched with Maven the first time only."""
+    libs = cache_dir() / "libs"
+    marker = cache_dir() / "complete"
+    if marker.is_file() and POM.read_bytes() == marker.read_bytes():
+        return libs
+    if shutil.which("mvn") is None:
+        raise BrokerError(
+            "Maven (mvn) is needed once to fetch the Kafka jars; apt-get install maven"
+        )
+    if libs.exists():
+        shutil.rmtree(libs)
+    libs.parent.mkdir(parents=True, exist_ok=True)
+    work = cache_dir() / "build"
+    work.mkdir(exist_ok=True)
+    shutil.copy(POM, work / "pom.xml")
+    result = subprocess.run(
+        ["mvn", "-B", "-q", "package", f"-Dlibs.dir={libs}"],
+        cwd=work,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise BrokerError(f"mvn failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    shutil.rmtree(work, ignore_errors=True)
+    marker.write_bytes(POM.read_bytes())
+    return libs
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child still answers kill(0); reap it if it is ours.
+    with contextlib.suppress(ChildProcessError):
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        if done == pid:
+            return False
+    return True
+
+
+class LocalKafka:
+    """One broker+controller JVM with its data, config and logs under `data_dir`."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        port: int = 9092,
+        controller_port: int | None = None,
+        heap_mb: int = 512,
+    ) -> None:
+        self.data_dir = Path(data_dir).resolve()
+        self.port = port
+        self.controller_port = controller_port or free_port()
+        self.heap_mb = heap_mb
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.data_dir / "broker.pid"
+
+    @property
+    def log_file(self) -> Path:
+        return self.data_dir / "broker.out"
+
+    @property
+    def pid(self) -> int | None:
+        if self.process is not None:
+            return self.process.pid
+        try:
+            return int(self.pid_file.read_text().strip())
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def _write_config(self) -> Path:
+        logs = self.data_dir / "logs"
+        config = self.data_dir / "server.properties"
+        config.write_text(
+            "\n".join(
+                [
+                    "process.roles=broker,controller",
+                    "node.id=1",
+                    f"controller.quorum.bootstrap.servers=127.0.0.1:{self.controller_port}",
+                    f"listeners=PLAINTEXT://127.0.0.1:{self.port},"
+                    f"CONTROLLER://127.0.0.1:{self.controller_port}",
+                    f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}",
+                    "controller.listener.names=CONTROLLER",
+                    "inter.broker.listener.name=PLAINTEXT",
+                    "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+                    f"log.dirs={logs}",
+                    "num.partitions=1",
+                    "auto.create.topics.enable=false",
+                    "offsets.topic.replication.factor=1",
+                    "offsets.topic.num.partitions=8",
+                    "transaction.state.log.replication.factor=1",
+                    "transaction.state.log.min.isr=1",
+                    "transaction.state.log.num.partitions=8",
+                    "share.coordinator.state.topic.replication.factor=1",
+                    "share.coordinator.state.topic.min.isr=1",
+                    "group.initial.rebalance.delay.ms=0",
+                    # Small segments and a short retention keep test data off the disk.
+                    "log.segment.bytes=16777216",
+                    "log.retention.hours=24",
+                    "log.retention.check.interval.ms=60000",
+                    "num.network.threads=2",
+                    "num.io.threads=4",
+                    "",
+                ]
+            )
+        )
+        (self.data_dir / "log4j2.properties").write_text(
+            "\n".join(
+                [
+                    "status = warn",
+                    "appender.file.type = File",
+                    "appender.file.name = FILE",
+                    f"appender.file.fileName = {self.data_dir / 'broker.log'}",
+                    "appender.file.layout.type = PatternLayout",
+                    "appender.file.layout.pattern = [%d] %p %m (%c)%n",
+                    "appender.console.type = Console",
+                    "appender.console.name = STDOUT",
+                    "appender.console.layout.type = PatternLayout",
+                    "appender.console.layout.pattern = [%d] %p %m (%c)%n",
+                    "appender.console.filter.threshold.type = ThresholdFilter",
+                    "appender.console.filter.threshold.level = warn",
+                    "rootLogger.level = info",
+                    "rootLogger.appenderRefs = file, console",
+                    "rootLogger.appenderRef.file.ref = FILE",
+                    "rootLogger.appenderRef.console.ref = STDOUT",
+                    "logger.kafka.name = kafka",
+                    "logger.kafka.level = info",
+                    "logger.state.name = state.change.logger",
+                    "logger.state.level = warn",
+                    "",
+                ]
+            )
+        )
+        return config
+
+    def _java(self, libs: Path, main: str, *args: str, heap_mb: int) -> list[str]:
+        return [
+            "java",
+            f"-Xmx{heap_mb}m",
+            f"-Xms{min(heap_mb, 256)}m",
+            "-XX:+UseG1GC",
+            "-XX:TieredStopAtLevel=1" if main != "kafka.Kafka" else "-XX:+TieredCompilation",
+            "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={self.data_dir / 'log4j2.properties'}",
+            f"-Dkafka.logs.dir={self.data_dir}",
+            "-cp",
+            f"{libs}/*",
+            main,
+            *args,
+        ]
+
+    def _format(self, libs: Path, config: Path) -> None:
+        if (self.data_dir / "logs" / "meta.properties").is_file():
+            return
+        cluster_id = self._cluster_id()
+        result = subprocess.run(
+            self._java(
+                libs,
+                "kafka.tools.StorageTool",
+                "format",
+                "--cluster-id",
+                cluster_id,
+                "--config",
+                str(config),
+                "--standalone",
+                "--ignore-formatted",
+                heap_mb=256,
+            ),
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise BrokerError(f"storage format failed:\n{result.stdout}\n{result.stderr}")
+
+    def _cluster_id(self) -> str:
+        # A KRaft cluster id is 16 random bytes in URL-safe base64 without padding.
+        import base64
+
+        return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+
+    def start(self, timeout: float = 60.0) -> str:
+        """Start the broker and return its bootstrap address once a client round trip works."""
+        if self.pid is not None and _pid_alive(self.pid):
+            raise BrokerError(f"a broker (pid {self.pid}) already runs from {self.data_dir}")
+        libs = fetch()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        config = self._write_config()
+        self._format(libs, config)
+        out = self.log_file.open("ab")
+        self.process = subprocess.Popen(
+            self._java(libs, "kafka.Kafka", str(config), heap_mb=self.heap_mb),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        out.close()
+        self.pid_file.write_text(str(self.process.pid))
+        try:
+            self._wait_ready(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self.bootstrap
+
+    def _wait_ready(self, timeout: float) -> None:
+        # aiokafka logs every refused connection while the JVM boots; that is expected here.
+        import logging
+
+        logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+        deadline = time.monotonic() + timeout
+        last_error: Exception | None = None
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                raise BrokerError(
+                    f"broker exited with {self.process.returncode} during start:\n{self.log_tail()}"
+                )
+            try:
+                asyncio.run(asyncio.wait_for(_round_trip(self.bootstrap), timeout=10))
+                return
+            except Exception as exc:  # any failure means "not ready yet"
+                last_error = exc
+                time.sleep(0.3)
+        raise BrokerError(f"broker not ready after {timeout}s ({last_error!r}):\n{self.log_tail()}")
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """SIGTERM the JVM, SIGKILL it if it lingers, and make sure it is gone."""
+        pid = self.pid
+        if pid is None:
+            return
+        if _pid_alive(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGTERM)
+            deadline = time.monotonic() + timeout
+            while _pid_alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            if _pid_alive(pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pid, signal.SIGKILL)
+                while _pid_alive(pid):
+                    time.sleep(0.05)
+        if self.process is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(5)
+        self.process = None
+        self.pid_file.unlink(missing_ok=True)
+
+    def log_tail(self, lines: int = 40) -> str:
+        text = ""
+        for path in (self.log_file, self.data_dir / "broker.log"):
+            with contextlib.suppress(FileNotFoundError):
+                text += "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) + "\n"
+        return text or "(no broker log)"
+
+    def __enter__(self) -> LocalKafka:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+async def _round_trip(bootstrap: str) -> None:
+    """Create the readiness topic if missing, then produce to and read back from it."""
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
+    await admin.start()
+    try:
+        if READY_TOPIC not in await admin.list_topics():
+            await admin.create_topics([NewTopic(READY_TOPIC, 1, 1)])
+    finally:
+        await admin.close()
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, request_timeout_ms=5000)
+    await producer.start()
+    try:
+        sent = await producer.send_and_wait(READY_TOPIC, b"ping")
+    finally:
+        await producer.stop()
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        tp = TopicPartition(READY_TOPIC, sent.partition)
+        consumer.assign([tp])
+        consumer.seek(tp, sent.offset)
+        record = await consumer.getone()
+        if record.value != b"ping":
+            raise BrokerError("readiness round trip read back the wrong record")
+    finally:
+        await consumer.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m dev.localkafka", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("fetch", help="fetch the broker jars into the cache (once)")
+    start = sub.add_parser("start", help="start a broker and wait until it is ready")
+    start.add_argument("--data-dir", type=Path, default=Path(".hitrun/kafka"))
+    start.add_argument("--port", type=int, default=9092)
+    start.add_argument("--foreground", action="store_true", help="run until Ctrl-C, then stop")
+    for name in ("stop", "status"):
+        p = sub.add_parser(name)
+        p.add_argument("--data-dir", type=Path, default=Path(".hitrun/kafka"))
+    args = parser.parse_args(argv)
+
+    if args.command == "fetch":
+        print(fetch())
+        return 0
+    broker = LocalKafka(args.data_dir, port=getattr(args, "port", 9092))
+    if args.command == "start":
+        started = time.monotonic()
+        print(f"{broker.start()} ready in {time.monotonic() - started:.1f}s (pid {broker.pid})")
+        if args.foreground:
+            signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+            try:
+                while broker.process is not None and broker.process.poll() is None:
+                    time.sleep(0.5)
+            except KeyboardInterrupt:
+                pass
+            finally:
+                broker.stop()
+        return 0
+    if args.command == "stop":
+        broker.stop()
+        return 0
+    pid = broker.pid
+    alive = pid is not None and _pid_alive(pid)
+    print(f"running (pid {pid})" if alive else "stopped")
+    return 0 if alive else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,128 @@
+"""Starts and stops a hitrun worker as a child process, for tests, the demo and the benchmark."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from types import TracebackType
+
+from prometheus_client.parser import text_string_to_metric_families
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class WorkerProcess:
+    """A `hitrun worker` subprocess with its own environment, stopped by process id."""
+
+    def __init__(
+        self,
+        env: dict[str, str],
+        log_path: Path,
+        web_port: int | None = None,
+        extra_args: tuple[str, ...] = (),
+    ) -> None:
+        self.web_port = web_port or free_port()
+        self.env = {**os.environ, **env, "HITRUN_WEB_PORT": str(self.web_port)}
+        self.log_path = log_path
+        self.extra_args = extra_args
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.web_port}"
+
+    def start(self, timeout: float = 90.0) -> WorkerProcess:
+        """Start the worker and wait until /readyz answers 200."""
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "streams.cli", "worker", *self.extra_args],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(
+                    f"worker exited with {self.process.returncode}:\n{self.log_tail()}"
+                )
+            if self.get("/readyz")[0] == 200:
+                return self
+            time.sleep(0.2)
+        self.stop()
+        raise TimeoutError(f"worker not ready after {timeout}s:\n{self.log_tail()}")
+
+    def get(self, path: str) -> tuple[int, bytes]:
+        """GET a path on the worker's web port: (status, body); (0, b"") when it does not answer."""
+        try:
+            with urllib.request.urlopen(self.url + path, timeout=5) as response:
+                return response.status, response.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read()
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            return 0, b""
+
+    def metric(self, name: str, **labels: str) -> float:
+        """Sum of the worker's samples `name` whose labels include `labels` (0 if unreachable)."""
+        status, body = self.get("/metrics")
+        if status != 200:
+            return 0.0
+        return sum(
+            sample.value
+            for family in text_string_to_metric_families(body.decode())
+            for sample in family.samples
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items())
+        )
+
+    def stop(self, timeout: float = 30.0) -> int | None:
+        """SIGTERM the worker's process group, then SIGKILL if it lingers; returns the exit code."""
+        process = self.process
+        if process is None:
+            return None
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        return process.returncode
+
+    def kill(self) -> None:
+        """SIGKILL at once: a crash, for recovery tests."""
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+    def log_tail(self, lines: int = 60) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return "(no log)"
+
+    def __enter__(self) -> WorkerProcess:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

@@ -1,0 +1,244 @@
+"""Python records that mirror the JSON Schema files; built from already-validated dicts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+PaymentMethod = Literal[
+    "card", "e_wallet", "bank_transfer", "virtual_account", "convenience_store", "cash_on_delivery"
+]
+PaymentStatus = Literal["succeeded", "failed"]
+OrderStatus = Literal["cancelled", "paid", "completed", "refunded", "cod_refused"]
+CancelledBy = Literal["buyer", "seller", "system", "logistics"]
+TrafficSource = Literal["direct", "search", "ad", "social", "email", "referral", "unknown"]
+
+
+def parse_timestamp(text: str) -> datetime:
+    """An aware datetime from an RFC 3339 string that the schema already checked for an offset."""
+    return datetime.fromisoformat(text)
+
+
+@dataclass(frozen=True, slots=True)
+class Money:
+    """An amount in integer minor units of a currency."""
+
+    amount_minor: int
+    currency: str
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Money:
+        return cls(amount_minor=d["amount_minor"], currency=d["currency"])
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """One line of a checkout basket."""
+
+    sku: str
+    category: str
+    quantity: int
+    unit_price_minor: int
+    accessory: bool = False
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Item:
+        return cls(
+            sku=d["sku"],
+            category=d["category"],
+            quantity=d["quantity"],
+            unit_price_minor=d["unit_price_minor"],
+            accessory=d.get("accessory", False),
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ShopEvent:
+    """Fields every input event carries (DESIGN.md §2)."""
+
+    type: str = field(init=False, default="")
+    event_id: str
+    customer_id: str
+    shop_id: str
+    occurred_at: datetime
+
+    @staticmethod
+    def _common(d: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "event_id": d["event_id"],
+            "customer_id": d["customer_id"],
+            "shop_id": d["shop_id"],
+            "occurred_at": parse_timestamp(d["occurred_at"]),
+        }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CheckoutConfirmed(ShopEvent):
+    """A buyer confirmed an order that now awaits payment."""
+
+    type: str = field(init=False, default="checkout_confirmed")
+    order_id: str
+    total: Money
+    payment_method: PaymentMethod
+    payment_due_at: datetime | None = None
+    items: tuple[Item, ...] = ()
+    shipping_address_hash: str | None = None
+    customer_address_hash: str | None = None
+    traffic_source: TrafficSource | None = None
+    promotion_code: str | None = None
+    customer_time_zone: str | None = None
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> CheckoutConfirmed:
+        due = d.get("payment_due_at")
+        return cls(
+            **cls._common(d),
+            order_id=d["order_id"],
+            total=Money.from_dict(d["total"]),
+            payment_method=d["payment_method"],
+            payment_due_at=parse_timestamp(due) if due is not None else None,
+            items=tuple(Item.from_dict(i) for i in d.get("items", ())),
+            shipping_address_hash=d.get("shipping_address_hash"),
+            customer_address_hash=d.get("customer_address_hash"),
+            traffic_source=d.get("traffic_source"),
+            promotion_code=d.get("promotion_code"),
+            customer_time_zone=d.get("customer_time_zone"),
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PaymentAttempted(ShopEvent):
+    """A payment attempt for an order, succeeded or failed."""
+
+    type: str = field(init=False, default="payment_attempted")
+    order_id: str
+    status: PaymentStatus
+    amount: Money
+    method: PaymentMethod
+    payment_id: str | None = None
+    failure_reason: str | None = None
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> PaymentAttempted:
+        return cls(
+            **cls._common(d),
+            order_id=d["order_id"],
+            status=d["status"],
+            amount=Money.from_dict(d["amount"]),
+            method=d["method"],
+            payment_id=d.get("payment_id"),
+            failure_reason=d.get("failure_reason"),
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OrderStatusChanged(ShopEvent):
+    """An order changed status (cancelled, paid, completed, refunded, cod_refused)."""
+
+    type: str = field(init=False, default="order_status_changed")
+    order_id: str
+    status: OrderStatus
+    cancelled_by: CancelledBy | None = None
+    refund: Money | None = None
+    reason: str | None = None
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> OrderStatusChanged:
+        refund = d.get("refund")
+        return cls(
+            **cls._common(d),
+            order_id=d["order_id"],
+            status=d["status"],
+            cancelled_by=d.get("cancelled_by"),
+            refund=Money.from_dict(refund) if refund is not None else None,
+            reason=d.get("reason"),
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InquiryReceived(ShopEvent):
+    """A pre-sale question from a customer."""
+
+    type: str = field(init=False, default="inquiry_received")
+    inquiry_id: str
+    product_id: str | None = None
+    channel: str | None = None
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> InquiryReceived:
+        return cls(
+            **cls._common(d),
+            inquiry_id=d["inquiry_id"],
+            product_id=d.get("product_id"),
+            channel=d.get("channel"),
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AdminActionRequested(ShopEvent):
+    """An operator blacklists or unblacklists a customer by hand."""
+
+    type: str = field(init=False, default="admin_action_requested")
+    action: Literal["blacklist", "unblacklist"]
+    actor: str
+    reason: str
+    scope: Literal["shop", "platform"] = "shop"
+    duration_days: int | None = None
+
+    @property
+    def duration(self) -> timedelta | None:
+        return None if self.duration_days is None else timedelta(days=self.duration_days)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> AdminActionRequested:
+        return cls(
+            **cls._common(d),
+            action=d["action"],
+            actor=d["actor"],
+            reason=d["reason"],
+            scope=d.get("scope", "shop"),
+            duration_days=d.get("duration_days"),
+        )
+
+
+InputEvent = (
+    CheckoutConfirmed
+    | PaymentAttempted
+    | OrderStatusChanged
+    | InquiryReceived
+    | AdminActionRequested
+)
+
+# Event type -> (record class, schema name). The single place that maps the
+# `type` field of the wire format to the contract.
+INPUT_EVENTS: dict[str, tuple[type[InputEvent], str]] = {
+    "checkout_confirmed": (CheckoutConfirmed, "checkout_confirmed.v1"),
+    "payment_attempted": (PaymentAttempted, "payment_attempted.v1"),
+    "order_status_changed": (OrderStatusChanged, "order_status_changed.v1"),
+    "inquiry_received": (InquiryReceived, "inquiry_received.v1"),
+    "admin_action_requested": (AdminActionRequested, "admin_action_requested.v1"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class SourceCoordinates:
+    """Where a record was read: topic, partition, offset and broker timestamp."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeadLetter:
+    """An input message hitrun refused, with its original bytes and the reason."""
+
+    type: str = field(init=False, default="dead_letter")
+    dead_letter_id: str
+    reason: str
+    detail: str
+    source: SourceCoordinates
+    key_b64: str | None
+    value_b64: str | None

@@ -1,0 +1,62 @@
+"""The Faust app: settings, topics and the metrics registry that every worker shares."""
+
+from __future__ import annotations
+
+import faust
+from faust.sensors.prometheus import setup_prometheus_sensors
+from prometheus_client import CollectorRegistry
+
+from streams.config import Settings
+from streams.ingest import IngestRules
+from streams.metrics import Metrics
+from streams.topics import bootstrap_servers
+
+settings = Settings.from_env()
+
+app = faust.App(
+    settings.app_id,
+    broker=[f"kafka://{server}" for server in bootstrap_servers(settings)],
+    # Input stays bytes until hitrun's own codec decodes it, so that a bad
+    # message reaches the dead-letter topic intact instead of crashing Faust's.
+    key_serializer="raw",
+    value_serializer="raw",
+    topic_partitions=settings.partitions,
+    topic_replication_factor=settings.replication_factor,
+    processing_guarantee=settings.processing_guarantee,
+    broker_commit_interval=settings.commit_interval.total_seconds(),
+    consumer_auto_offset_reset="earliest",
+    datadir=settings.data_dir,
+    web_host=settings.web_host,
+    web_bind=settings.web_host,
+    web_port=settings.web_port,
+    autodiscover=False,
+)
+
+registry = CollectorRegistry()
+metrics = Metrics(registry)
+# Faust's own sensor metrics share hitrun's registry and its /metrics page.
+setup_prometheus_sensors(app, pattern="/metrics", registry=registry, name_prefix="hitrun_faust")
+
+
+def _raw_topic(*names: str) -> faust.TopicT:
+    return app.topic(
+        *names,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=settings.partitions,
+        internal=False,
+    )
+
+
+input_topic = _raw_topic(*settings.input_topics, settings.reroute_topic)
+reroute_topic = _raw_topic(settings.reroute_topic)
+dead_letter_topic = _raw_topic(settings.topic_dead_letters)
+
+ingest_rules = IngestRules(
+    accepted_types=settings.input_topics,
+    reroute_topic=settings.reroute_topic,
+    partitions=settings.partitions,
+    max_message_bytes=settings.max_message_bytes,
+)

@@ -1,0 +1,87 @@
+"""Why an input message was refused: a small hierarchy with stable reason codes."""
+
+from __future__ import annotations
+
+
+class InputRejected(Exception):
+    """An input message that cannot be processed; `reason` is stable and goes on the dead letter."""
+
+    reason = "rejected"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class Oversized(InputRejected):
+    reason = "oversized"
+
+
+class Undecodable(InputRejected):
+    """The bytes are not UTF-8."""
+
+    reason = "undecodable"
+
+
+class NotJson(InputRejected):
+    reason = "not_json"
+
+
+class NotAnObject(InputRejected):
+    """Valid JSON, but not a JSON object (an array, a string, a number...)."""
+
+    reason = "not_an_object"
+
+
+class UnknownEventType(InputRejected):
+    reason = "unknown_event_type"
+
+
+class WrongTopic(InputRejected):
+    """A known event type on a topic that does not carry it (a payment on the checkouts topic)."""
+
+    reason = "wrong_topic"
+
+
+class TimestampWithoutOffset(InputRejected):
+    """An event time without a UTC offset is ambiguous, so it is refused rather than guessed."""
+
+    reason = "timestamp_without_offset"
+
+
+class SchemaViolation(InputRejected):
+    reason = "schema_violation"
+
+
+class MissingKey(InputRejected):
+    reason = "missing_key"
+
+
+class KeyMismatch(InputRejected):
+    """The record key disagrees with the body's customer_id, so the partition cannot be trusted."""
+
+    reason = "key_mismatch"
+
+
+class Misrouted(InputRejected):
+    """Still in the wrong partition after being rerouted once: a partition-count mismatch."""
+
+    reason = "misrouted"
+
+
+REASONS: tuple[str, ...] = tuple(
+    cls.reason
+    for cls in (
+        Oversized,
+        Undecodable,
+        NotJson,
+        NotAnObject,
+        UnknownEventType,
+        WrongTopic,
+        TimestampWithoutOffset,
+        SchemaViolation,
+        MissingKey,
+        KeyMismatch,
+        Misrouted,
+    )
+)

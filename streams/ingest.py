@@ -1,0 +1,120 @@
+"""Sorts each raw input message: accept it, reroute it to its customer's partition, or refuse it."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import orjson
+
+from schemas.records import DeadLetter, InputEvent, SourceCoordinates
+from streams.codec import decode_input
+from streams.errors import InputRejected, Misrouted
+from streams.partitioning import partition_for_key
+
+# Header carrying where a rerouted message was first read, so that a later dead
+# letter still points at the producer's original record.
+ORIGIN_HEADER = "hitrun-origin"
+
+Headers = Sequence[tuple[str, bytes]]
+
+
+@dataclass(frozen=True, slots=True)
+class RawMessage:
+    """One record as read from Kafka."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int | None
+    key: bytes | None
+    value: bytes | None
+    headers: Headers = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    event: InputEvent
+
+
+@dataclass(frozen=True, slots=True)
+class Reroute:
+    """Send the original bytes to `partition` of the reroute topic, remembering the origin."""
+
+    partition: int
+    headers: Headers
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    dead_letter: DeadLetter
+
+
+Verdict = Accepted | Reroute | Rejected
+
+
+@dataclass(frozen=True, slots=True)
+class IngestRules:
+    """What the ingest needs to know: which types each topic carries and the limits."""
+
+    accepted_types: Mapping[str, frozenset[str]]
+    reroute_topic: str
+    partitions: int
+    max_message_bytes: int
+
+
+def classify(msg: RawMessage, rules: IngestRules) -> Verdict:
+    """Decide what happens to one raw message. Never raises for bad input."""
+    rerouted = msg.topic == rules.reroute_topic
+    accepted = rules.accepted_types.get(msg.topic)
+    if accepted is None and rerouted:
+        accepted = frozenset().union(*rules.accepted_types.values())
+    try:
+        event = decode_input(msg.value, msg.key, accepted or frozenset(), rules.max_message_bytes)
+        # decode_input has checked that the key is the customer id.
+        home = partition_for_key(event.customer_id.encode(), rules.partitions)
+        if home != msg.partition:
+            if rerouted:
+                raise Misrouted(
+                    f"rerouted to partition {msg.partition} but the key belongs in {home}; "
+                    "do all co-partitioned topics have the same partition count?"
+                )
+            return Reroute(home, _with_origin(msg))
+    except InputRejected as exc:
+        return Rejected(dead_letter_for(msg, exc))
+    return Accepted(event)
+
+
+def origin_of(msg: RawMessage) -> SourceCoordinates:
+    """Where the message was first read: its own coordinates, or its origin header if rerouted."""
+    for name, value in msg.headers:
+        if name == ORIGIN_HEADER:
+            topic, partition, offset, timestamp = orjson.loads(value)
+            return SourceCoordinates(topic, partition, offset, timestamp)
+    return SourceCoordinates(msg.topic, msg.partition, msg.offset, msg.timestamp_ms)
+
+
+def _with_origin(msg: RawMessage) -> Headers:
+    origin = origin_of(msg)
+    encoded = orjson.dumps([origin.topic, origin.partition, origin.offset, origin.timestamp_ms])
+    return (*[(n, v) for n, v in msg.headers if n != ORIGIN_HEADER], (ORIGIN_HEADER, encoded))
+
+
+def dead_letter_for(msg: RawMessage, error: InputRejected) -> DeadLetter:
+    """The dead-letter record for `msg`: original bytes, origin and a stable reason code."""
+    origin = origin_of(msg)
+    identity = f"{origin.topic}\0{origin.partition}\0{origin.offset}".encode()
+    return DeadLetter(
+        dead_letter_id=hashlib.blake2b(identity, digest_size=16).hexdigest(),
+        reason=error.reason,
+        detail=error.detail[:2048],
+        source=origin,
+        key_b64=_b64(msg.key),
+        value_b64=_b64(msg.value),
+    )
+
+
+def _b64(data: bytes | None) -> str | None:
+    return None if data is None else base64.b64encode(data).decode("ascii")

@@ -1,0 +1,40 @@
+"""hitrun's Prometheus metrics, built on an injected registry so tests can read them back."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+OUTCOMES = ("processed", "duplicate", "dead_lettered", "rerouted")
+
+# Event lag spans sub-second (live) to months (a historical replay).
+_LAG_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 2, 5, 10, 30, 60, 300, 3600, 86400, 30 * 86400)
+
+
+class Metrics:
+    """The counters and histograms a worker updates while it processes events."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.input_events = Counter(
+            "hitrun_input_events_total",
+            "Input messages by topic, event type and outcome.",
+            ("topic", "type", "outcome"),
+            registry=registry,
+        )
+        self.dead_letters = Counter(
+            "hitrun_dead_letters_total",
+            "Messages sent to the dead-letter topic, by reason code.",
+            ("reason",),
+            registry=registry,
+        )
+        self.event_lag = Histogram(
+            "hitrun_event_lag_seconds",
+            "Processing time minus event time of processed input events.",
+            buckets=_LAG_BUCKETS,
+            registry=registry,
+        )
+
+    def value(self, name: str, **labels: str) -> float:
+        """Current value of a sample (0 when it was never set); for tests and the demo."""
+        found = self.registry.get_sample_value(name, labels)
+        return 0.0 if found is None else found

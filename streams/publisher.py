@@ -1,0 +1,107 @@
+"""Publishes input messages to Kafka at a steady rate, choosing partitions explicitly."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+
+from streams.config import Settings
+from streams.simulate import PARTITIONERS, SimMessage
+from streams.topics import bootstrap_servers
+
+
+@dataclass
+class PublishStats:
+    sent: int = 0
+    elapsed_s: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """Where the broker stored a message."""
+
+    message: SimMessage
+    topic: str
+    partition: int
+    offset: int
+
+
+def role_topics(settings: Settings) -> dict[str, str]:
+    """Input topic name for each message role."""
+    return {
+        "checkouts": settings.topic_checkouts,
+        "payments": settings.topic_payments,
+        "orders": settings.topic_orders,
+        "inquiries": settings.topic_inquiries,
+    }
+
+
+async def publish(
+    settings: Settings,
+    messages: Iterable[SimMessage],
+    *,
+    rate: float = 0.0,
+    partitioner: str = "murmur2",
+    seed: int = 1,
+    on_progress: Callable[[PublishStats], None] | None = None,
+    progress_every: int = 10_000,
+    deliveries: list[Delivery] | None = None,
+) -> PublishStats:
+    """Send every message; `rate` messages per second (0: as fast as the broker takes them)."""
+    pick = PARTITIONERS[partitioner]
+    rng = random.Random(seed)
+    topics = role_topics(settings)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap_servers(settings),
+        linger_ms=5,
+        max_batch_size=256 * 1024,
+        # Oversized test messages must reach the broker so hitrun can refuse them itself.
+        max_request_size=4 * settings.max_message_bytes + 1024 * 1024,
+        acks="all",
+    )
+    await producer.start()
+    stats = PublishStats()
+    started = time.monotonic()
+    pending: list[asyncio.Future[Any]] = []
+    in_flight: list[SimMessage] = []
+
+    async def settle() -> None:
+        results = await asyncio.gather(*pending)
+        if deliveries is not None:
+            deliveries.extend(
+                Delivery(m, r.topic, r.partition, r.offset)
+                for m, r in zip(in_flight, results, strict=True)
+            )
+        pending.clear()
+        in_flight.clear()
+
+    try:
+        for message in messages:
+            partition = pick(message.key, settings.partitions, rng)
+            pending.append(
+                await producer.send(
+                    topics[message.role], message.value, key=message.key, partition=partition
+                )
+            )
+            in_flight.append(message)
+            stats.sent += 1
+            if len(pending) >= 1000:
+                await settle()
+            if rate > 0:
+                ahead = started + stats.sent / rate - time.monotonic()
+                if ahead > 0:
+                    await asyncio.sleep(ahead)
+            if on_progress is not None and stats.sent % progress_every == 0:
+                stats.elapsed_s = time.monotonic() - started
+                on_progress(stats)
+        await settle()
+    finally:
+        await producer.stop()
+    stats.elapsed_s = time.monotonic() - started
+    return stats

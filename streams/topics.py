@@ -1,0 +1,113 @@
+"""hitrun's topics: explicit names, partition counts and configs, created by hitrun itself."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaConnectionError
+
+from streams.config import Settings
+
+_TOPIC_ALREADY_EXISTS = 36
+_DAY_MS = 86_400_000
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """A topic hitrun needs, with the partition count it must have."""
+
+    name: str
+    partitions: int
+    config: dict[str, str] = field(default_factory=dict)
+    # Topics read by the customer agent must share one partition count, so
+    # that a customer's events and state meet in the same partition number.
+    co_partitioned: bool = True
+
+
+class TopicLayoutError(RuntimeError):
+    """An existing topic has a layout hitrun cannot work with."""
+
+
+def topic_specs(settings: Settings) -> list[TopicSpec]:
+    """Every topic the worker reads or writes."""
+    n = settings.partitions
+    specs = [TopicSpec(name, n) for name in settings.input_topics]
+    specs.append(TopicSpec(settings.reroute_topic, n, {"retention.ms": str(7 * _DAY_MS)}))
+    specs.append(
+        TopicSpec(
+            settings.topic_dead_letters,
+            n,
+            {"retention.ms": str(30 * _DAY_MS)},
+            co_partitioned=False,
+        )
+    )
+    return specs
+
+
+def bootstrap_servers(settings: Settings) -> list[str]:
+    """`host:port` entries of HITRUN_KAFKA_BOOTSTRAP (comma separated)."""
+    return [s.strip() for s in settings.kafka_bootstrap.split(",") if s.strip()]
+
+
+async def ensure_topics(settings: Settings, connect_within_s: float = 60.0) -> list[str]:
+    """Create the missing topics and check the partition counts of existing ones.
+
+    Returns the names created. Raises `TopicLayoutError` when a co-partitioned
+    topic exists with another partition count, since per-customer state would
+    then be split across workers.
+    """
+    specs = topic_specs(settings)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers(settings))
+    await _start_with_retry(admin, connect_within_s)
+    try:
+        created = await _create_missing(admin, specs, settings.replication_factor)
+        await _check_partition_counts(admin, specs)
+        return created
+    finally:
+        await admin.close()
+
+
+async def _start_with_retry(admin: AIOKafkaAdminClient, within_s: float) -> None:
+    deadline = asyncio.get_running_loop().time() + within_s
+    while True:
+        try:
+            await admin.start()
+            return
+        except KafkaConnectionError:
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            await asyncio.sleep(0.5)
+
+
+async def _create_missing(
+    admin: AIOKafkaAdminClient, specs: list[TopicSpec], replication: int
+) -> list[str]:
+    existing = set(await admin.list_topics())
+    missing = [s for s in specs if s.name not in existing]
+    if not missing:
+        return []
+    response = await admin.create_topics(
+        [NewTopic(s.name, s.partitions, replication, topic_configs=s.config) for s in missing]
+    )
+    for topic, code, *message in _topic_errors(response):
+        if code not in (0, _TOPIC_ALREADY_EXISTS):
+            raise TopicLayoutError(f"cannot create topic {topic}: error {code} {message}")
+    return [s.name for s in missing]
+
+
+def _topic_errors(response: Any) -> list[tuple[Any, ...]]:
+    return [tuple(entry) for entry in response.topic_errors]
+
+
+async def _check_partition_counts(admin: AIOKafkaAdminClient, specs: list[TopicSpec]) -> None:
+    described = await admin.describe_topics([s.name for s in specs])
+    counts = {t["topic"]: len(t["partitions"]) for t in described}
+    for spec in specs:
+        if spec.co_partitioned and counts.get(spec.name) != spec.partitions:
+            raise TopicLayoutError(
+                f"topic {spec.name} has {counts.get(spec.name)} partitions, "
+                f"HITRUN_PARTITIONS says {spec.partitions}; co-partitioned topics must match"
+            )

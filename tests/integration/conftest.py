@@ -1,0 +1,34 @@
+"""Integration tests run against a real Kafka broker: HITRUN_KAFKA_BOOTSTRAP's, or a local one."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from dev.localkafka import LocalKafka, free_port
+
+HERE = Path(__file__).resolve().parent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if HERE in Path(str(item.path)).resolve().parents:
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Bootstrap address of the broker every integration test shares."""
+    existing = os.environ.get("HITRUN_KAFKA_BOOTSTRAP")
+    if existing:
+        yield existing
+        return
+    broker = LocalKafka(tmp_path_factory.mktemp("kafka"), port=free_port())
+    broker.start(timeout=120)
+    try:
+        yield broker.bootstrap
+    finally:
+        broker.stop()

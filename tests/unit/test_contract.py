@@ -1,0 +1,137 @@
+"""The contract: schemas, examples, records and the codec agree with each other."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import fastjsonschema
+import jsonschema
+import orjson
+import pytest
+from referencing import Registry, Resource
+
+from schemas import SCHEMA_DIR, compiled_validator, load_schema, schema_names
+from schemas.records import INPUT_EVENTS, DeadLetter, SourceCoordinates
+from streams.codec import decode_input, encode
+from streams.errors import InputRejected
+
+EXAMPLES = sorted((SCHEMA_DIR / "examples").glob("*/*.json"))
+VALID = [p for p in EXAMPLES if p.name.startswith("valid--")]
+INVALID = [p for p in EXAMPLES if p.name.startswith("invalid--")]
+
+
+def _is_json(path: Path) -> bool:
+    try:
+        orjson.loads(path.read_bytes())
+    except orjson.JSONDecodeError:
+        return False
+    return True
+
+
+INPUT_SCHEMAS = {schema: event_type for event_type, (_, schema) in INPUT_EVENTS.items()}
+
+
+def _registry() -> Registry:
+    resources = [
+        (schema["$id"], Resource.from_contents(schema))
+        for schema in (load_schema(n) for n in schema_names())
+    ]
+    return Registry().with_resources(resources)
+
+
+def reference_validator(schema_name: str) -> jsonschema.Draft202012Validator:
+    schema = load_schema(schema_name)
+    jsonschema.Draft202012Validator.check_schema(schema)
+    return jsonschema.Draft202012Validator(schema, registry=_registry())
+
+
+def _decode_example(path: Path) -> object:
+    schema_name = path.parent.name
+    event_type = INPUT_SCHEMAS[schema_name]
+    raw = path.read_bytes()
+    key = None
+    try:
+        key = orjson.loads(raw).get("customer_id", "").encode()
+    except (orjson.JSONDecodeError, AttributeError):
+        key = b"irrelevant"
+    return decode_input(raw, key, frozenset({event_type}), max_bytes=65536)
+
+
+def test_every_schema_is_valid_draft_2020_12_with_a_version_in_its_name() -> None:
+    names = schema_names()
+    assert {"checkout_confirmed.v1", "payment_attempted.v1", "dead_letter.v1"} <= set(names)
+    for name in names:
+        assert name.rsplit(".", 1)[1].startswith("v"), name
+        schema = load_schema(name)
+        assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+        jsonschema.Draft202012Validator.check_schema(schema)
+
+
+def test_every_schema_with_examples_has_valid_and_invalid_ones() -> None:
+    folders = {p.parent.name for p in EXAMPLES}
+    assert set(INPUT_SCHEMAS) <= folders
+    for folder in folders:
+        assert any(p.parent.name == folder for p in VALID), folder
+        assert any(p.parent.name == folder for p in INVALID), folder
+
+
+@pytest.mark.parametrize("path", VALID, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_valid_example_passes_both_validators(path: Path) -> None:
+    body = orjson.loads(path.read_bytes())
+    reference_validator(path.parent.name).validate(body)
+    compiled_validator(path.parent.name)(body)
+
+
+@pytest.mark.parametrize(
+    "path", [p for p in INVALID if _is_json(p)], ids=lambda p: f"{p.parent.name}/{p.name}"
+)
+def test_compiled_validator_agrees_with_the_reference_validator(path: Path) -> None:
+    body = orjson.loads(path.read_bytes())
+    reference_ok = reference_validator(path.parent.name).is_valid(body)
+    try:
+        compiled_validator(path.parent.name)(body)
+        compiled_ok = True
+    except fastjsonschema.JsonSchemaValueException:
+        compiled_ok = False
+    assert compiled_ok == reference_ok
+
+
+@pytest.mark.parametrize(
+    "path",
+    [p for p in INVALID if p.parent.name in INPUT_SCHEMAS],
+    ids=lambda p: f"{p.parent.name}/{p.name}",
+)
+def test_invalid_input_example_is_rejected_for_the_reason_in_its_name(path: Path) -> None:
+    expected_reason = path.name.split("--")[1]
+    with pytest.raises(InputRejected) as excinfo:
+        _decode_example(path)
+    assert excinfo.value.reason == expected_reason, excinfo.value.detail
+
+
+@pytest.mark.parametrize(
+    "path",
+    [p for p in VALID if p.parent.name in INPUT_SCHEMAS],
+    ids=lambda p: f"{p.parent.name}/{p.name}",
+)
+def test_valid_input_example_round_trips_through_record_and_codec(path: Path) -> None:
+    record = _decode_example(path)
+    assert dataclasses.is_dataclass(record)
+    encoded = encode(record)
+    body = orjson.loads(encoded)
+    reference_validator(path.parent.name).validate(body)
+    event_type = body["type"]
+    again = decode_input(encoded, body["customer_id"].encode(), frozenset({event_type}), 65536)
+    assert again == record
+
+
+def test_dead_letter_record_encodes_to_a_valid_dead_letter() -> None:
+    record = DeadLetter(
+        dead_letter_id="f" * 32,
+        reason="not_json",
+        detail="invalid JSON",
+        source=SourceCoordinates("shop.checkouts", 1, 99, None),
+        key_b64=None,
+        value_b64="e30=",
+    )
+    reference_validator("dead_letter.v1").validate(orjson.loads(encode(record)))
