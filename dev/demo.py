@@ -11,9 +11,9 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from dev.localkafka import LocalKafka
 from prometheus_client.parser import text_string_to_metric_families
 
+from dev.localkafka import LocalKafka
 from dev.worker import WorkerProcess, free_port
 
 STATE = Path(".hitrun")
