@@ -76,7 +76,7 @@ def hitrun_worker(env: dict[str, str], total: int, workdir: Path, timeout: float
                 first = now
             if done >= total:
                 return now - first
-            time.sleep(0.05)
+            time.sleep(0.5)
         raise TimeoutError(f"worker did not finish {total} events in {timeout}s")
 
 

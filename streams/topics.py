@@ -64,6 +64,8 @@ async def ensure_topics(settings: Settings, connect_within_s: float = 60.0) -> l
     await _start_with_retry(admin, connect_within_s)
     try:
         created = await _create_missing(admin, specs, settings.replication_factor)
+        if created:
+            await _wait_for_leaders(admin, created, connect_within_s)
         await _check_partition_counts(admin, specs)
         return created
     finally:
@@ -100,6 +102,21 @@ async def _create_missing(
 
 def _topic_errors(response: Any) -> list[tuple[Any, ...]]:
     return [tuple(entry) for entry in response.topic_errors]
+
+
+async def _wait_for_leaders(admin: AIOKafkaAdminClient, names: list[str], within_s: float) -> None:
+    # A new topic answers produce requests with NOT_LEADER until its partitions
+    # have leaders; waiting here spares every producer that first burst of retries.
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within_s
+    while loop.time() < deadline:
+        described = await admin.describe_topics(names)
+        if all(p["leader"] >= 0 for t in described for p in t["partitions"]) and all(
+            t["partitions"] for t in described
+        ):
+            return
+        await asyncio.sleep(0.1)
+    raise TopicLayoutError(f"topics {names} have no leaders after {within_s}s")
 
 
 async def _check_partition_counts(admin: AIOKafkaAdminClient, specs: list[TopicSpec]) -> None:
