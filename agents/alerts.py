@@ -1,0 +1,143 @@
+"""Turns detector effects into the alert records of the output topics (schemas/*.v1.schema.json)."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from agents.effects import (
+    Blacklist,
+    Effect,
+    RecordStrike,
+    ReportRecovery,
+    ReverseStrike,
+    SendReminder,
+    Unblacklist,
+)
+
+# Output topic roles; streams/config.py maps each to a topic name.
+REMINDERS = "reminders"
+STRIKES = "strikes"
+BLACKLIST = "blacklist"
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    """One record for an output topic, keyed by customer."""
+
+    role: str
+    key: str
+    body: dict[str, Any]
+
+    @property
+    def type(self) -> str:
+        return str(self.body["type"])
+
+
+def alert_id(kind: str, customer_id: str, subject: str, attempt: str) -> str:
+    """Deterministic id: the same alert computed twice (a replay, a retry) has the same id."""
+    material = "\x1f".join((kind, customer_id, subject, attempt)).encode()
+    return hashlib.blake2b(material, digest_size=16).hexdigest()
+
+
+def _ts(moment: datetime) -> str:
+    return moment.isoformat()
+
+
+def _money(amount_minor: int, currency: str) -> dict[str, Any]:
+    return {"amount_minor": amount_minor, "currency": currency}
+
+
+def _head(kind: str, customer_id: str, subject: str, attempt: str, at: datetime) -> dict[str, Any]:
+    return {
+        "type": kind,
+        "alert_id": alert_id(kind, customer_id, subject, attempt),
+        "customer_id": customer_id,
+        "occurred_at": _ts(at),
+    }
+
+
+def to_alert(effect: Effect) -> Alert | None:
+    """The alert an effect publishes, or None for effects that only update metrics."""
+    if isinstance(effect, SendReminder):
+        body = _head(
+            "payment_reminder", effect.customer_id, effect.order_id, str(effect.attempt), effect.at
+        ) | {
+            "shop_id": effect.shop_id,
+            "order_id": effect.order_id,
+            "attempt": effect.attempt,
+            "time_zone": effect.time_zone,
+            "orders": [
+                {
+                    "order_id": line.order_id,
+                    "shop_id": line.shop_id,
+                    "amount_due": _money(line.amount_due_minor, line.currency),
+                    "deadline": _ts(line.deadline),
+                }
+                for line in effect.orders
+            ],
+        }
+        return Alert(REMINDERS, effect.customer_id, body)
+    if isinstance(effect, RecordStrike):
+        kind = "order_expired" if effect.reason == "unpaid" else "strike_recorded"
+        body = _head(kind, effect.customer_id, effect.order_id, effect.reason, effect.at) | {
+            "shop_id": effect.shop_id,
+            "order_id": effect.order_id,
+            "strike": {
+                "reason": effect.reason,
+                "scope": effect.scope,
+                "count": effect.strike_count,
+                "threshold": effect.threshold,
+            },
+        }
+        return Alert(STRIKES, effect.customer_id, body)
+    if isinstance(effect, ReverseStrike):
+        body = _head("strike_reversed", effect.customer_id, effect.order_id, "1", effect.at) | {
+            "shop_id": effect.shop_id,
+            "order_id": effect.order_id,
+            "scope": effect.scope,
+            "strike_count": effect.strike_count,
+        }
+        return Alert(STRIKES, effect.customer_id, body)
+    if isinstance(effect, ReportRecovery):
+        body = _head(
+            "payment_recovered", effect.customer_id, effect.order_id, "1", effect.paid_at
+        ) | {
+            "shop_id": effect.shop_id,
+            "order_id": effect.order_id,
+            "reminders_sent": effect.reminders_sent,
+            "amount": _money(effect.amount_minor, effect.currency),
+        }
+        return Alert(STRIKES, effect.customer_id, body)
+    if isinstance(effect, Blacklist):
+        body = _head(
+            "customer_blacklisted",
+            effect.customer_id,
+            effect.scope,
+            _ts(effect.since),
+            effect.since,
+        ) | {
+            "scope": effect.scope,
+            "until": _ts(effect.until),
+            "offence": effect.offence,
+            "actor": effect.actor,
+            "reason": effect.reason,
+            "evidence": [
+                {"order_id": e.order_id, "shop_id": e.shop_id, "reason": e.reason, "at": _ts(e.at)}
+                for e in effect.evidence
+            ],
+        }
+        return Alert(BLACKLIST, effect.customer_id, body)
+    if isinstance(effect, Unblacklist):
+        body = _head(
+            "customer_unblacklisted", effect.customer_id, effect.scope, _ts(effect.at), effect.at
+        ) | {
+            "scope": effect.scope,
+            "cause": effect.cause,
+            "actor": effect.actor,
+            "reason": effect.reason,
+        }
+        return Alert(BLACKLIST, effect.customer_id, body)
+    return None

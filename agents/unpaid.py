@@ -1,0 +1,698 @@
+"""Unpaid after checkout, as pure functions: reminders, expiry strikes and the blacklist.
+
+`handle` applies one input event; `advance` fires every timer due up to `now`.
+Neither reads a clock nor does I/O: the agent passes the stream clock in and
+dispatches the returned effects.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from agents.effects import (
+    Blacklist,
+    CloseOrder,
+    DropUnmatchedPayment,
+    Effect,
+    EvidenceLine,
+    RecordStrike,
+    ReminderLine,
+    ReportRecovery,
+    ReverseStrike,
+    SendReminder,
+    Unblacklist,
+)
+from agents.policy import Policies, UnpaidPolicy
+from schemas.records import (
+    AdminActionRequested,
+    CheckoutConfirmed,
+    InputEvent,
+    OrderStatusChanged,
+    PaymentAttempted,
+)
+
+
+@dataclass(slots=True)
+class OpenOrder:
+    """A confirmed order awaiting payment."""
+
+    order_id: str
+    shop_id: str
+    checkout_at: datetime
+    deadline: datetime | None  # None: cash on delivery, which has no payment deadline
+    total_minor: int
+    currency: str
+    method: str
+    time_zone: str | None
+    paid_minor: int = 0
+    steps: list[datetime] = field(default_factory=list)  # planned reminders not yet sent
+    reminders_sent: int = 0
+
+
+@dataclass(slots=True)
+class ExpiredOrder:
+    """An order that expired unpaid; a payment before `grace_until` still reverses its strike."""
+
+    order_id: str
+    shop_id: str
+    expired_at: datetime
+    grace_until: datetime
+    total_minor: int
+    currency: str
+    paid_minor: int
+
+
+@dataclass(slots=True)
+class Strike:
+    order_id: str
+    shop_id: str
+    scope: str
+    at: datetime
+    reason: str  # "unpaid", "cod_refused" or "buyer_cancelled"
+    reversed: bool = False
+    # Set when the strike led to a blacklisting, so it cannot lead to another one.
+    consumed: bool = False
+
+
+@dataclass(slots=True)
+class Listing:
+    """The customer's entry on one blacklist (a shop's, or "*" for the platform's)."""
+
+    scope: str
+    since: datetime
+    until: datetime
+    offence: int
+    manual: bool
+    actor: str
+    evidence: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Offences:
+    count: int
+    last_end: datetime | None = None
+
+
+@dataclass(slots=True)
+class HeldPayment:
+    """A payment (or `paid` status) that arrived before its checkout, kept for a grace period."""
+
+    event_id: str
+    at: datetime
+    hold_until: datetime
+    amount_minor: int | None  # None: the order was marked paid in full
+    currency: str | None
+
+
+@dataclass(slots=True)
+class UnpaidState:
+    """One customer's state for this detector. Empty containers mean nothing to remember."""
+
+    open: dict[str, OpenOrder] = field(default_factory=dict)
+    expired: dict[str, ExpiredOrder] = field(default_factory=dict)
+    closed: dict[str, datetime] = field(default_factory=dict)
+    strikes: list[Strike] = field(default_factory=list)
+    listings: dict[str, Listing] = field(default_factory=dict)
+    offences: dict[str, Offences] = field(default_factory=dict)
+    held: dict[str, list[HeldPayment]] = field(default_factory=dict)
+    seen: dict[str, datetime] = field(default_factory=dict)
+    last_reminder_at: datetime | None = None
+
+    def is_empty(self) -> bool:
+        return not (
+            self.open
+            or self.expired
+            or self.closed
+            or self.strikes
+            or self.listings
+            or self.offences
+            or self.held
+            or self.seen
+            or self.last_reminder_at
+        )
+
+
+@dataclass(slots=True)
+class _Run:
+    """What one call needs besides the state: who, which policies, and the effects so far."""
+
+    customer_id: str
+    policies: Policies
+    effects: list[Effect] = field(default_factory=list)
+
+    def policy(self, shop_id: str) -> UnpaidPolicy:
+        return self.policies.for_shop(shop_id)
+
+
+# ---------------------------------------------------------------------------
+# Events
+
+
+def handle(
+    state: UnpaidState, event: InputEvent, policies: Policies
+) -> tuple[UnpaidState, list[Effect]]:
+    """Apply one event at its own event time. Timers due before it must already have fired."""
+    run = _Run(event.customer_id, policies)
+    if event.event_id in state.seen:
+        return state, []
+    state.seen[event.event_id] = event.occurred_at
+    if isinstance(event, CheckoutConfirmed):
+        _on_checkout(state, event, run)
+    elif isinstance(event, PaymentAttempted):
+        if event.status == "succeeded":
+            _on_payment(
+                state,
+                event.order_id,
+                event.event_id,
+                event.occurred_at,
+                event.amount.amount_minor,
+                event.amount.currency,
+                run,
+            )
+    elif isinstance(event, OrderStatusChanged):
+        _on_status(state, event, run)
+    elif isinstance(event, AdminActionRequested):
+        _on_admin(state, event, run)
+    return state, run.effects
+
+
+def _on_checkout(state: UnpaidState, event: CheckoutConfirmed, run: _Run) -> None:
+    oid = event.order_id
+    if oid in state.open or oid in state.expired or oid in state.closed:
+        return  # a re-sent checkout under a new event id changes nothing
+    policy = run.policy(event.shop_id)
+    at = event.occurred_at
+    window = policy.window_for(event.payment_method)
+    deadline = event.payment_due_at or (at + window if window is not None else None)
+    order = OpenOrder(
+        order_id=oid,
+        shop_id=event.shop_id,
+        checkout_at=at,
+        deadline=deadline,
+        total_minor=event.total.amount_minor,
+        currency=event.total.currency,
+        method=event.payment_method,
+        time_zone=event.customer_time_zone,
+    )
+    if deadline is not None:
+        order.steps = plan_reminders(at, deadline, policy, event.payment_method, order.time_zone)
+    state.open[oid] = order
+    for held in state.held.pop(oid, []):
+        _on_payment(state, oid, held.event_id, held.at, held.amount_minor, held.currency, run)
+
+
+def _on_payment(
+    state: UnpaidState,
+    order_id: str,
+    event_id: str,
+    at: datetime,
+    amount_minor: int | None,
+    currency: str | None,
+    run: _Run,
+) -> None:
+    order = state.open.get(order_id)
+    if order is not None:
+        if amount_minor is None:
+            order.paid_minor = order.total_minor
+        elif currency == order.currency:
+            order.paid_minor += amount_minor
+        if order.paid_minor >= order.total_minor:
+            _close(state, order, "paid", at, run)
+            if order.reminders_sent:
+                run.effects.append(
+                    ReportRecovery(
+                        customer_id=run.customer_id,
+                        shop_id=order.shop_id,
+                        order_id=order_id,
+                        paid_at=at,
+                        reminders_sent=order.reminders_sent,
+                        amount_minor=order.total_minor,
+                        currency=order.currency,
+                    )
+                )
+        return
+    expired = state.expired.get(order_id)
+    if expired is not None:
+        if at > expired.grace_until:
+            return  # too late to count; the strike stands
+        if amount_minor is None:
+            expired.paid_minor = expired.total_minor
+        elif currency == expired.currency:
+            expired.paid_minor += amount_minor
+        if expired.paid_minor >= expired.total_minor:
+            del state.expired[order_id]
+            state.closed[order_id] = at
+            _reverse_strike(state, order_id, at, run)
+        return
+    if order_id in state.closed:
+        return
+    policy = run.policies.default
+    state.held.setdefault(order_id, []).append(
+        HeldPayment(event_id, at, at + policy.payment_hold, amount_minor, currency)
+    )
+
+
+def _on_status(state: UnpaidState, event: OrderStatusChanged, run: _Run) -> None:
+    oid, at = event.order_id, event.occurred_at
+    if event.status in ("paid", "completed"):
+        _on_payment(state, oid, event.event_id, at, None, None, run)
+    elif event.status == "cancelled":
+        order = state.open.get(oid)
+        if order is not None:
+            _close(state, order, "cancelled", at, run)
+            if (
+                event.cancelled_by == "buyer"
+                and run.policy(order.shop_id).buyer_cancellation_strikes
+            ):
+                _add_strike(state, oid, order.shop_id, at, "buyer_cancelled", run)
+        elif oid not in state.expired:
+            state.closed.setdefault(oid, at)
+    elif event.status == "cod_refused":
+        if any(s.order_id == oid for s in state.strikes):
+            return
+        order = state.open.get(oid)
+        if order is not None:
+            _close(state, order, "refused", at, run)
+        else:
+            state.closed.setdefault(oid, at)
+        _add_strike(state, oid, event.shop_id, at, "cod_refused", run)
+
+
+def _on_admin(state: UnpaidState, event: AdminActionRequested, run: _Run) -> None:
+    policy = run.policy(event.shop_id)
+    scope = "*" if event.scope == "platform" else event.shop_id
+    at = event.occurred_at
+    if event.action == "blacklist":
+        if scope in state.listings:
+            return
+        until = at + (event.duration or policy.blacklist_duration)
+        listing = Listing(
+            scope, at, until, _next_offence(state, scope, at, policy), True, event.actor
+        )
+        state.listings[scope] = listing
+        state.offences[scope] = Offences(listing.offence)
+        run.effects.append(
+            Blacklist(
+                customer_id=run.customer_id,
+                scope=scope,
+                since=at,
+                until=until,
+                offence=listing.offence,
+                evidence=(),
+                actor=event.actor,
+                reason=event.reason,
+            )
+        )
+    elif event.action == "unblacklist":
+        if scope not in state.listings:
+            return
+        listing = state.listings.pop(scope)
+        state.offences.setdefault(scope, Offences(listing.offence)).last_end = at
+        run.effects.append(
+            Unblacklist(
+                customer_id=run.customer_id,
+                scope=scope,
+                at=at,
+                cause="manual",
+                actor=event.actor,
+                reason=event.reason,
+            )
+        )
+
+
+# ---------------------------------------------------------------------------
+# Strikes and the blacklist
+
+
+def _close(state: UnpaidState, order: OpenOrder, outcome: str, at: datetime, run: _Run) -> None:
+    del state.open[order.order_id]
+    state.closed[order.order_id] = at
+    run.effects.append(CloseOrder(run.customer_id, order.shop_id, order.order_id, outcome, at))
+
+
+def strike_count(state: UnpaidState, scope: str, at: datetime, window: timedelta) -> int:
+    """Unreversed strikes of `scope` inside the rolling window ending at `at`."""
+    return sum(
+        1 for s in state.strikes if s.scope == scope and not s.reversed and at - window < s.at <= at
+    )
+
+
+def _add_strike(
+    state: UnpaidState, order_id: str, shop_id: str, at: datetime, reason: str, run: _Run
+) -> None:
+    policy = run.policy(shop_id)
+    scope = policy.scope_of(shop_id)
+    state.strikes.append(Strike(order_id, shop_id, scope, at, reason))
+    run.effects.append(
+        RecordStrike(
+            customer_id=run.customer_id,
+            shop_id=shop_id,
+            order_id=order_id,
+            reason=reason,
+            at=at,
+            scope=scope,
+            strike_count=strike_count(state, scope, at, policy.strike_window),
+            threshold=policy.strike_threshold,
+        )
+    )
+    _maybe_blacklist(state, scope, at, policy, run)
+
+
+def _next_offence(state: UnpaidState, scope: str, at: datetime, policy: UnpaidPolicy) -> int:
+    past = state.offences.get(scope)
+    if past is None:
+        return 1
+    if past.last_end is not None and at - past.last_end >= policy.repeat_offender_memory:
+        return 1
+    return past.count + 1
+
+
+def _maybe_blacklist(
+    state: UnpaidState, scope: str, at: datetime, policy: UnpaidPolicy, run: _Run
+) -> None:
+    if scope in state.listings:
+        return
+    live = [
+        s
+        for s in state.strikes
+        if s.scope == scope
+        and not s.reversed
+        and not s.consumed
+        and at - policy.strike_window < s.at <= at
+    ]
+    if len(live) < policy.strike_threshold:
+        return
+    offence = _next_offence(state, scope, at, policy)
+    until = at + policy.blacklist_duration * (2 ** (offence - 1))
+    for s in live:
+        s.consumed = True
+    state.listings[scope] = Listing(
+        scope, at, until, offence, False, "hitrun", [s.order_id for s in live]
+    )
+    state.offences[scope] = Offences(offence)
+    run.effects.append(
+        Blacklist(
+            customer_id=run.customer_id,
+            scope=scope,
+            since=at,
+            until=until,
+            offence=offence,
+            evidence=tuple(EvidenceLine(s.order_id, s.shop_id, s.reason, s.at) for s in live),
+            actor="hitrun",
+            reason=f"{len(live)} strikes within {policy.strike_window.days} days",
+        )
+    )
+
+
+def _reverse_strike(state: UnpaidState, order_id: str, at: datetime, run: _Run) -> None:
+    strike = next((s for s in state.strikes if s.order_id == order_id and not s.reversed), None)
+    if strike is None:
+        return
+    strike.reversed = True
+    policy = run.policy(strike.shop_id)
+    run.effects.append(
+        ReverseStrike(
+            customer_id=run.customer_id,
+            shop_id=strike.shop_id,
+            order_id=order_id,
+            at=at,
+            scope=strike.scope,
+            strike_count=strike_count(state, strike.scope, at, policy.strike_window),
+        )
+    )
+    listing = state.listings.get(strike.scope)
+    if listing is None or listing.manual or order_id not in listing.evidence:
+        return
+    standing = [
+        s
+        for s in state.strikes
+        if s.order_id in listing.evidence and s.scope == strike.scope and not s.reversed
+    ]
+    if len(standing) >= policy.strike_threshold:
+        return
+    # The blacklisting rested on a strike that no longer holds: undo it.
+    del state.listings[strike.scope]
+    for s in standing:
+        s.consumed = False
+    offences = state.offences[strike.scope]
+    offences.count -= 1
+    if offences.count <= 0:
+        del state.offences[strike.scope]
+    run.effects.append(
+        Unblacklist(
+            customer_id=run.customer_id,
+            scope=strike.scope,
+            at=at,
+            cause="strike_reversed",
+            actor="hitrun",
+            reason=f"strike for order {order_id} reversed by a late payment",
+        )
+    )
+
+
+# ---------------------------------------------------------------------------
+# Timers
+
+
+def plan_reminders(
+    checkout_at: datetime,
+    deadline: datetime,
+    policy: UnpaidPolicy,
+    method: str,
+    time_zone: str | None,
+) -> list[datetime]:
+    """Reminder times inside the payment window, moved out of quiet hours; others dropped."""
+    schedule = policy.schedule_for(method)
+    wanted = [checkout_at + a for a in schedule.after_checkout]
+    wanted += [deadline - b for b in schedule.before_deadline]
+    steps = set()
+    for t in wanted:
+        moved = after_quiet_hours(t, policy, time_zone)
+        if checkout_at < moved < deadline:
+            steps.add(moved)
+    return sorted(steps)
+
+
+@functools.lru_cache(maxsize=512)
+def _zone(name: str) -> ZoneInfo | None:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return None
+
+
+def after_quiet_hours(t: datetime, policy: UnpaidPolicy, time_zone: str | None) -> datetime:
+    """`t`, or the end of the customer's quiet hours if `t` falls inside them."""
+    if time_zone is None or policy.quiet_start is None or policy.quiet_end is None:
+        return t
+    zone = _zone(time_zone)
+    if zone is None:
+        return t
+    local = t.astimezone(zone)
+    clock = local.time().replace(tzinfo=None)
+    start, end = policy.quiet_start, policy.quiet_end
+    inside = (start <= clock or clock < end) if start > end else (start <= clock < end)
+    if not inside:
+        return t
+    day = local.date() if clock < end else local.date() + timedelta(days=1)
+    wake = datetime.combine(day, end, tzinfo=zone)
+    return wake.astimezone(t.tzinfo)
+
+
+def _next_step(
+    order: OpenOrder, last: datetime | None, policy: UnpaidPolicy
+) -> tuple[int, datetime] | None:
+    """Index and time of the order's next feasible reminder, given the cooldown; None if none."""
+    if order.deadline is None:
+        return None
+    for index, step in enumerate(order.steps):
+        at = step
+        if last is not None and at < last + policy.reminder_cooldown:
+            at = after_quiet_hours(last + policy.reminder_cooldown, policy, order.time_zone)
+        if at < order.deadline:
+            return index, at
+    return None
+
+
+def _reminder_time(
+    order: OpenOrder, last: datetime | None, policy: UnpaidPolicy
+) -> datetime | None:
+    """When the order's next reminder can go out, given the cooldown; None if none can."""
+    step = _next_step(order, last, policy)
+    return None if step is None else step[1]
+
+
+def _order_times(
+    order: OpenOrder, last: datetime | None, policy: UnpaidPolicy
+) -> Iterable[datetime]:
+    reminder = _reminder_time(order, last, policy)
+    if reminder is not None:
+        yield reminder
+    if order.deadline is not None:
+        yield order.deadline
+    else:
+        yield order.checkout_at + policy.cod_max_open
+
+
+def next_due(state: UnpaidState, policies: Policies) -> datetime | None:
+    """The earliest moment at which `advance` has something to do (a timer or a clean-up)."""
+    times: list[datetime] = []
+    for order in state.open.values():
+        times.extend(_order_times(order, state.last_reminder_at, policies.for_shop(order.shop_id)))
+    times.extend(e.grace_until for e in state.expired.values())
+    times.extend(listing.until for listing in state.listings.values())
+    times.extend(h.hold_until for holds in state.held.values() for h in holds)
+    default = policies.default
+    if state.strikes:
+        times.append(min(s.at for s in state.strikes) + default.strike_window)
+    times.extend(
+        o.last_end + default.repeat_offender_memory
+        for o in state.offences.values()
+        if o.last_end is not None
+    )
+    if state.closed:
+        times.append(min(state.closed.values()) + default.dedupe_window)
+    if state.seen:
+        times.append(min(state.seen.values()) + default.dedupe_window)
+    if state.last_reminder_at is not None:
+        times.append(state.last_reminder_at + default.reminder_cooldown)
+    return min(times, default=None)
+
+
+def advance(
+    state: UnpaidState, customer_id: str, now: datetime, policies: Policies
+) -> tuple[UnpaidState, list[Effect]]:
+    """Fire, in time order, every reminder, expiry and blacklisting end due by `now`."""
+    run = _Run(customer_id, policies)
+    while True:
+        due = _next_timer(state, policies)
+        if due is None or due > now:
+            break
+        _fire(state, due, run)
+    _prune(state, now, policies)
+    return state, run.effects
+
+
+def _next_timer(state: UnpaidState, policies: Policies) -> datetime | None:
+    times: list[datetime] = []
+    for order in state.open.values():
+        times.extend(_order_times(order, state.last_reminder_at, policies.for_shop(order.shop_id)))
+    times.extend(listing.until for listing in state.listings.values())
+    times.extend(h.hold_until for holds in state.held.values() for h in holds)
+    return min(times, default=None)
+
+
+def _fire(state: UnpaidState, at: datetime, run: _Run) -> None:
+    # Reminders first: at equal times a reminder precedes an expiry (a reminder
+    # is never planned at the deadline itself, so this only orders other orders).
+    _fire_reminders(state, at, run)
+    for order in sorted(state.open.values(), key=lambda o: o.order_id):
+        policy = run.policy(order.shop_id)
+        if order.deadline is not None and order.deadline <= at:
+            _expire(state, order, run)
+        elif order.deadline is None and order.checkout_at + policy.cod_max_open <= at:
+            _close(state, order, "abandoned", at, run)
+    for scope in sorted(state.listings):
+        listing = state.listings[scope]
+        if listing.until <= at:
+            del state.listings[scope]
+            state.offences.setdefault(scope, Offences(listing.offence)).last_end = listing.until
+            run.effects.append(
+                Unblacklist(
+                    customer_id=run.customer_id,
+                    scope=scope,
+                    at=listing.until,
+                    cause="expired",
+                    actor="hitrun",
+                    reason="blacklisting period ended",
+                )
+            )
+    for order_id in sorted(state.held):
+        holds = state.held[order_id]
+        for held in [h for h in holds if h.hold_until <= at]:
+            holds.remove(held)
+            run.effects.append(DropUnmatchedPayment(run.customer_id, order_id, held.event_id))
+        if not holds:
+            del state.held[order_id]
+
+
+def _fire_reminders(state: UnpaidState, at: datetime, run: _Run) -> None:
+    last = state.last_reminder_at
+    due = [
+        o
+        for o in state.open.values()
+        if (t := _reminder_time(o, last, run.policy(o.shop_id))) is not None and t <= at
+    ]
+    if not due:
+        return
+    lead = min(due, key=lambda o: (o.deadline, o.order_id))
+    cooldown = run.policy(lead.shop_id).reminder_cooldown
+    # Orders whose next reminder would fall inside the coming cooldown share this one.
+    batch: list[OpenOrder] = []
+    for order in sorted(state.open.values(), key=lambda o: (o.deadline or at, o.order_id)):
+        step = _next_step(order, last, run.policy(order.shop_id))
+        if step is not None and step[1] < at + cooldown:
+            # This reminder stands for the order's next step; later steps remain,
+            # postponed past the cooldown if they fall inside it.
+            del order.steps[: step[0] + 1]
+            order.reminders_sent += 1
+            batch.append(order)
+    state.last_reminder_at = at
+    run.effects.append(
+        SendReminder(
+            customer_id=run.customer_id,
+            shop_id=lead.shop_id,
+            order_id=lead.order_id,
+            attempt=lead.reminders_sent,
+            at=at,
+            orders=tuple(
+                ReminderLine(
+                    o.order_id, o.shop_id, o.total_minor - o.paid_minor, o.currency, o.deadline
+                )
+                for o in batch
+                if o.deadline is not None
+            ),
+            time_zone=lead.time_zone,
+        )
+    )
+
+
+def _expire(state: UnpaidState, order: OpenOrder, run: _Run) -> None:
+    assert order.deadline is not None
+    policy = run.policy(order.shop_id)
+    at = order.deadline
+    _close(state, order, "expired", at, run)
+    del state.closed[order.order_id]
+    state.expired[order.order_id] = ExpiredOrder(
+        order.order_id,
+        order.shop_id,
+        at,
+        at + policy.late_payment_grace,
+        order.total_minor,
+        order.currency,
+        order.paid_minor,
+    )
+    _add_strike(state, order.order_id, order.shop_id, at, "unpaid", run)
+
+
+def _prune(state: UnpaidState, now: datetime, policies: Policies) -> None:
+    default = policies.default
+    for oid in [oid for oid, e in state.expired.items() if e.grace_until <= now]:
+        state.closed[oid] = state.expired.pop(oid).expired_at
+    state.strikes = [s for s in state.strikes if s.at + default.strike_window > now]
+    for scope in [s for s, o in state.offences.items() if o.last_end is not None]:
+        last_end = state.offences[scope].last_end
+        if last_end is not None and last_end + default.repeat_offender_memory <= now:
+            del state.offences[scope]
+    horizon = now - default.dedupe_window
+    state.closed = {k: v for k, v in state.closed.items() if v > horizon}
+    state.seen = {k: v for k, v in state.seen.items() if v > horizon}
+    if (
+        state.last_reminder_at is not None
+        and state.last_reminder_at + default.reminder_cooldown <= now
+    ):
+        state.last_reminder_at = None
