@@ -1,19 +1,141 @@
-"""The customer agent: the one consumer of every input topic; decodes, guards and dispatches."""
+"""The customer agent: the one consumer of every input topic and of the ticks.
+
+It decodes and guards each message, moves the partition's stream clock, fires
+due timers through the deadline index, applies the event to the customer's
+state, and publishes what the detectors decided. Table writes happen only
+here, inside stream iteration, so each changelog record goes to the partition
+of the customer it belongs to.
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any, cast
 
 import faust
 
-from schemas.records import InputEvent
-from streams.app import app, dead_letter_topic, ingest_rules, input_topic, metrics, reroute_topic
+from agents import unpaid
+from agents.alerts import to_alert
+from agents.effects import (
+    Blacklist,
+    DropUnmatchedPayment,
+    Effect,
+    RecordStrike,
+    ReportRecovery,
+    SendReminder,
+    Unblacklist,
+)
+from agents.state import decode_state, encode_state
+from agents.unpaid import UnpaidState
+from schemas.records import CustomerEvent, Watermark
+from streams.app import (
+    app,
+    dead_letter_topic,
+    ingest_rules,
+    input_topic,
+    metrics,
+    output_topics,
+    reroute_topic,
+    settings,
+    status_topic,
+    tick_topic,
+)
+from streams.clock import DeadlineIndex, PartitionClock, ReorderBuffer
 from streams.codec import encode
 from streams.ingest import Accepted, RawMessage, Rejected, Reroute, Verdict, classify
+from streams.partitioning import partition_for_key
 
 log = logging.getLogger(__name__)
+
+policies = settings.unpaid_policies()
+REPLAY = settings.clock_mode == "replay"
+
+customers_table = app.Table(
+    "customers",
+    default=None,
+    schema=faust.Schema(
+        key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
+    ),
+    partitions=settings.partitions,
+    help="Per-customer detector state (agents/state.py), keyed by customer id.",
+)
+
+
+@dataclass
+class PartitionTimers:
+    """The stream clock, deadline index and (replay mode) reorder buffer of one partition."""
+
+    clock: PartitionClock = field(default_factory=PartitionClock)
+    index: DeadlineIndex = field(default_factory=DeadlineIndex)
+    buffer: ReorderBuffer = field(
+        default_factory=lambda: ReorderBuffer(settings.watermarked_topics)
+    )
+
+
+class Timers:
+    """Per-partition timers of this worker, rebuilt from the table after each rebalance."""
+
+    def __init__(self) -> None:
+        self.partitions: dict[int, PartitionTimers] = {}
+        self.indexed = False
+
+    def reset(self) -> None:
+        self.indexed = False
+
+    def of(self, partition: int) -> PartitionTimers:
+        if not self.indexed:
+            self._rebuild()
+        found = self.partitions.get(partition)
+        if found is None:
+            found = self.partitions[partition] = PartitionTimers()
+        return found
+
+    def _rebuild(self) -> None:
+        # Once per assignment: the table is recovered (Faust resumes streams only
+        # after recovery), so one scan rebuilds every owned partition's index.
+        owned = {
+            tp.partition for tp in app.assignor.assigned_actives() if tp.topic == tick_topic_name
+        }
+        for number in list(self.partitions):
+            if number not in owned:
+                del self.partitions[number]
+        for timers in self.partitions.values():
+            timers.index = DeadlineIndex()
+        open_orders = blacklisted = customers = 0
+        for key, value in customers_table.items():
+            partition = partition_for_key(key, settings.partitions)
+            if partition not in owned or value is None:
+                continue
+            state = decode_state(value)
+            timers = self.partitions.setdefault(partition, PartitionTimers())
+            timers.index.schedule(key.decode(), unpaid.next_due(state, policies))
+            customers += 1
+            open_orders += len(state.open)
+            blacklisted += bool(state.listings)
+        metrics.customers.set(customers)
+        metrics.open_checkouts.set(open_orders)
+        metrics.blacklisted.set(blacklisted)
+        self.indexed = True
+        log.info("deadline index rebuilt: %d customers in partitions %s", customers, sorted(owned))
+
+
+timers = Timers()
+tick_topic_name = settings.tick_topic
+
+
+@app.on_partitions_revoked.connect  # type: ignore[arg-type]  # mode types the sender positional-only
+async def _on_revoked(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
+    timers.reset()
+    log.info("partitions revoked: %d", len(args[0]) if args else 0)
+
+
+@app.on_partitions_assigned.connect  # type: ignore[arg-type]  # mode types the sender positional-only
+async def _on_assigned(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
+    timers.reset()
+    log.info("partitions assigned: %d", len(args[0]) if args else 0)
 
 
 def raw_message(message: faust.types.Message) -> RawMessage:
@@ -31,10 +153,145 @@ def raw_message(message: faust.types.Message) -> RawMessage:
     )
 
 
+def load(customer_id: str) -> UnpaidState:
+    stored = customers_table.get(customer_id.encode())
+    return UnpaidState() if stored is None else decode_state(stored)
+
+
+def store(customer_id: str, before: UnpaidState | None, state: UnpaidState) -> None:
+    """Write the state (or delete it when empty) and keep the gauges in step."""
+    key = customer_id.encode()
+    had = before is not None
+    open_before = len(before.open) if before else 0
+    listed_before = bool(before.listings) if before else False
+    if state.is_empty():
+        if had:
+            del customers_table[key]
+            metrics.customers.dec()
+    else:
+        customers_table[key] = encode_state(state)
+        if not had:
+            metrics.customers.inc()
+    metrics.open_checkouts.inc(len(state.open) - open_before)
+    metrics.blacklisted.inc(int(bool(state.listings)) - int(listed_before))
+
+
+def _snapshot(customer_id: str) -> UnpaidState | None:
+    """The stored state as it is now, for gauge bookkeeping (None when absent)."""
+    stored = customers_table.get(customer_id.encode())
+    return None if stored is None else decode_state(stored)
+
+
+async def publish(customer_id: str, state: UnpaidState, effects: Iterable[Effect]) -> None:
+    """Send each effect's alert; refresh the compacted blacklist status when it changed."""
+    status_changed_at: datetime | None = None
+    for effect in effects:
+        alert = to_alert(effect)
+        if alert is not None:
+            await output_topics[alert.role].send(key=alert.key.encode(), value=encode(alert.body))
+            metrics.alerts.labels(alert.type).inc()
+            log.info("alert %s customer=%s id=%s", alert.type, customer_id, alert.body["alert_id"])
+        if isinstance(effect, ReportRecovery):
+            metrics.recoveries.inc()
+        elif isinstance(effect, DropUnmatchedPayment):
+            metrics.unmatched_payments.inc()
+        elif isinstance(effect, Blacklist):
+            status_changed_at = effect.since
+        elif isinstance(effect, Unblacklist):
+            status_changed_at = effect.at
+    if status_changed_at is not None:
+        await status_topic.send(
+            key=customer_id.encode(), value=blacklist_status(customer_id, state, status_changed_at)
+        )
+
+
+def blacklist_status(customer_id: str, state: UnpaidState, at: datetime) -> bytes | None:
+    """The compacted status record: current listings, or a tombstone when there are none."""
+    if not state.listings:
+        return None
+    return encode(
+        {
+            "type": "blacklist_status",
+            "customer_id": customer_id,
+            "updated_at": at.isoformat(),
+            "listings": [
+                {
+                    "scope": listing.scope,
+                    "since": listing.since.isoformat(),
+                    "until": listing.until.isoformat(),
+                    "offence": listing.offence,
+                    "actor": listing.actor,
+                }
+                for listing in sorted(state.listings.values(), key=lambda x: x.scope)
+            ],
+        }
+    )
+
+
+async def fire_due(partition: PartitionTimers, now: datetime) -> None:
+    """Advance every customer of the partition whose next deadline is at or before `now`."""
+    for _due, customer_id in partition.index.pop_due(now):
+        before = _snapshot(customer_id)
+        if before is None:
+            continue
+        state, effects = unpaid.advance(
+            decode_state(encode_state(before)), customer_id, now, policies
+        )
+        store(customer_id, before, state)
+        partition.index.schedule(customer_id, unpaid.next_due(state, policies))
+        if not REPLAY:
+            wall = datetime.now(UTC)
+            for effect in effects:
+                if isinstance(effect, SendReminder | RecordStrike):
+                    metrics.timer_lateness.observe(max((wall - effect.at).total_seconds(), 0.0))
+        await publish(customer_id, state, effects)
+
+
+async def apply(partition: PartitionTimers, event: CustomerEvent, msg: RawMessage) -> None:
+    """Fire what the event's time makes due, then apply the event to its customer."""
+    now = partition.clock.observe(event.occurred_at)
+    await fire_due(partition, now)
+    customer_id = event.customer_id
+    before = _snapshot(customer_id)
+    state = UnpaidState() if before is None else decode_state(encode_state(before))
+    duplicate = event.event_id in state.seen
+    state, effects = unpaid.handle(state, event, policies)
+    store(customer_id, before, state)
+    partition.index.schedule(customer_id, unpaid.next_due(state, policies))
+    await publish(customer_id, state, effects)
+    metrics.input_events.labels(
+        msg.topic, event.type, "duplicate" if duplicate else "processed"
+    ).inc()
+    lag = (datetime.now(UTC) - event.occurred_at).total_seconds()
+    metrics.event_lag.observe(max(lag, 0.0))
+
+
+async def accept(msg: RawMessage, event: CustomerEvent | Watermark) -> None:
+    """Route an accepted event: straight to the detectors (live) or through the reorder buffer."""
+    partition = timers.of(msg.partition)
+    if REPLAY:
+        item = None if isinstance(event, Watermark) else (event, msg)
+        partition.buffer.add(msg.topic, msg.offset, event.occurred_at, item)
+        if isinstance(event, Watermark):
+            metrics.input_events.labels(msg.topic, event.type, "processed").inc()
+        for _at, held in partition.buffer.release():
+            held_event, held_msg = cast(tuple[CustomerEvent, RawMessage], held)
+            await apply(partition, held_event, held_msg)
+        mark = partition.buffer.watermark()
+        if mark is not None:
+            await fire_due(partition, partition.clock.observe(mark))
+        return
+    if isinstance(event, Watermark):
+        await fire_due(partition, partition.clock.observe(event.occurred_at))
+        metrics.input_events.labels(msg.topic, event.type, "processed").inc()
+        return
+    await apply(partition, event, msg)
+
+
 async def dispatch(msg: RawMessage, verdict: Verdict) -> None:
     """Carry out a verdict: process the event, reroute it, or dead-letter it."""
     if isinstance(verdict, Accepted):
-        await process(verdict.event, msg)
+        await accept(msg, verdict.event)
     elif isinstance(verdict, Reroute):
         await reroute_topic.send(
             key=msg.key, value=msg.value, partition=verdict.partition, headers=list(verdict.headers)
@@ -55,13 +312,13 @@ async def dispatch(msg: RawMessage, verdict: Verdict) -> None:
         )
 
 
-async def process(event: InputEvent, msg: RawMessage) -> None:
-    """Hand a valid event, now in its customer's partition, to the detectors."""
-    # The detectors arrive in their own modules; until then a valid event is
-    # counted and its lag observed, which is what the ingestion contract needs.
-    metrics.input_events.labels(msg.topic, event.type, "processed").inc()
-    lag = (datetime.now(UTC) - event.occurred_at).total_seconds()
-    metrics.event_lag.observe(max(lag, 0.0))
+async def on_tick(msg: RawMessage) -> None:
+    """Live mode: move the partition's clock to the tick's wall time and fire what is due."""
+    if REPLAY or msg.value is None:
+        return
+    wall = datetime.fromtimestamp(int(msg.value) / 1000, tz=UTC)
+    partition = timers.of(msg.partition)
+    await fire_due(partition, partition.clock.observe(wall))
 
 
 @app.agent(input_topic, name="customers")
@@ -69,4 +326,18 @@ async def customers(stream: faust.StreamT[bytes]) -> None:
     """Every input event of a customer passes here, one at a time per partition."""
     async for event in stream.events():
         msg = raw_message(event.message)
-        await dispatch(msg, classify(msg, ingest_rules))
+        if msg.topic == tick_topic_name:
+            await on_tick(msg)
+        else:
+            await dispatch(msg, classify(msg, ingest_rules))
+
+
+@app.timer(interval=settings.tick_interval.total_seconds())
+async def tick() -> None:
+    """Live mode: one tick per owned partition, so idle partitions still fire on time."""
+    if REPLAY:
+        return
+    now_ms = str(int(datetime.now(UTC).timestamp() * 1000)).encode()
+    for tp in sorted(app.assignor.assigned_actives()):
+        if tp.topic == tick_topic_name:
+            await tick_topic.send(key=None, value=now_ms, partition=tp.partition)

@@ -19,7 +19,7 @@ class ReminderSchedule:
     before_deadline: tuple[timedelta, ...] = (3 * HOUR,)
 
 
-def _default_windows() -> dict[str, timedelta | None]:
+def default_windows() -> dict[str, timedelta | None]:
     return {
         "card": HOUR,
         "e_wallet": HOUR,
@@ -35,7 +35,7 @@ def _default_windows() -> dict[str, timedelta | None]:
 class UnpaidPolicy:
     """Settings of the unpaid-after-checkout detector for one shop."""
 
-    payment_windows: Mapping[str, timedelta | None] = field(default_factory=_default_windows)
+    payment_windows: Mapping[str, timedelta | None] = field(default_factory=default_windows)
     reminders: ReminderSchedule = field(default_factory=ReminderSchedule)
     reminders_by_method: Mapping[str, ReminderSchedule] = field(default_factory=dict)
     reminder_cooldown: timedelta = 4 * HOUR

@@ -30,7 +30,7 @@ from agents.policy import Policies, UnpaidPolicy
 from schemas.records import (
     AdminActionRequested,
     CheckoutConfirmed,
-    InputEvent,
+    CustomerEvent,
     OrderStatusChanged,
     PaymentAttempted,
 )
@@ -153,7 +153,7 @@ class _Run:
 
 
 def handle(
-    state: UnpaidState, event: InputEvent, policies: Policies
+    state: UnpaidState, event: CustomerEvent, policies: Policies
 ) -> tuple[UnpaidState, list[Effect]]:
     """Apply one event at its own event time. Timers due before it must already have fired."""
     run = _Run(event.customer_id, policies)

@@ -99,7 +99,18 @@ def main() -> None:
                 "HITRUN_DATA_DIR": str(workdir / "state"),
                 **{
                     f"HITRUN_TOPIC_{role.upper()}": f"bench-{tag}.{role}"
-                    for role in ("checkouts", "payments", "orders", "inquiries", "dead_letters")
+                    for role in (
+                        "checkouts",
+                        "payments",
+                        "orders",
+                        "inquiries",
+                        "admin",
+                        "dead_letters",
+                        "reminders",
+                        "strikes",
+                        "blacklist",
+                        "blacklist_status",
+                    )
                 },
             }
             settings = Settings.from_env(env)

@@ -202,13 +202,29 @@ class AdminActionRequested(ShopEvent):
         )
 
 
-InputEvent = (
+CustomerEvent = (
     CheckoutConfirmed
     | PaymentAttempted
     | OrderStatusChanged
     | InquiryReceived
     | AdminActionRequested
 )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Watermark:
+    """No later record of this topic partition is older than `occurred_at`."""
+
+    type: str = field(init=False, default="watermark")
+    occurred_at: datetime
+    source: str | None = None
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Watermark:
+        return cls(occurred_at=parse_timestamp(d["occurred_at"]), source=d.get("source"))
+
+
+InputEvent = CustomerEvent | Watermark
 
 # Event type -> (record class, schema name). The single place that maps the
 # `type` field of the wire format to the contract.
@@ -218,6 +234,7 @@ INPUT_EVENTS: dict[str, tuple[type[InputEvent], str]] = {
     "order_status_changed": (OrderStatusChanged, "order_status_changed.v1"),
     "inquiry_received": (InquiryReceived, "inquiry_received.v1"),
     "admin_action_requested": (AdminActionRequested, "admin_action_requested.v1"),
+    "watermark": (Watermark, "watermark.v1"),
 }
 
 

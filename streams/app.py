@@ -26,6 +26,7 @@ app = faust.App(
     broker_commit_interval=settings.commit_interval.total_seconds(),
     consumer_auto_offset_reset="earliest",
     datadir=settings.data_dir,
+    store=settings.store,
     web_host=settings.web_host,
     web_bind=settings.web_host,
     web_port=settings.web_port,
@@ -50,9 +51,12 @@ def _raw_topic(*names: str) -> faust.TopicT:
     )
 
 
-input_topic = _raw_topic(*settings.input_topics, settings.reroute_topic)
+input_topic = _raw_topic(*settings.input_topics, settings.reroute_topic, settings.tick_topic)
 reroute_topic = _raw_topic(settings.reroute_topic)
+tick_topic = _raw_topic(settings.tick_topic)
 dead_letter_topic = _raw_topic(settings.topic_dead_letters)
+output_topics = {role: _raw_topic(name) for role, name in settings.output_topics.items()}
+status_topic = _raw_topic(settings.topic_blacklist_status)
 
 ingest_rules = IngestRules(
     accepted_types=settings.input_topics,

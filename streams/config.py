@@ -2,14 +2,56 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
-from datetime import timedelta
+from datetime import time, timedelta
+from pathlib import Path
 from typing import Any, TypeVar
 
+from agents.policy import Policies, ReminderSchedule, UnpaidPolicy, default_windows
+
 T = TypeVar("T")
+
+_DURATION_FIELDS = {
+    "reminder_cooldown",
+    "strike_window",
+    "blacklist_duration",
+    "late_payment_grace",
+    "payment_hold",
+    "cod_max_open",
+    "dedupe_window",
+    "repeat_offender_memory",
+}
+
+
+def _shop_overrides(path: Path) -> dict[str, dict[str, Any]]:
+    """Per-shop policy fields from a JSON file: {"shops": {"shop-1": {"strike_threshold": 2}}}."""
+    try:
+        document = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise SettingsError(f"HITRUN_POLICY_FILE: cannot read {path}: {exc}") from None
+    shops: dict[str, dict[str, Any]] = {}
+    allowed = {f.name for f in fields(UnpaidPolicy)}
+    for shop, values in document.get("shops", {}).items():
+        unknown = set(values) - allowed
+        if unknown:
+            raise SettingsError(
+                f"HITRUN_POLICY_FILE: shop {shop}: unknown fields {sorted(unknown)}"
+            )
+        parsed: dict[str, Any] = {}
+        for name, value in values.items():
+            if name in _DURATION_FIELDS:
+                parsed[name] = parse_duration(value)
+            elif name == "payment_windows":
+                parsed[name] = default_windows() | _windows(value)
+            else:
+                parsed[name] = value
+        shops[shop] = parsed
+    return shops
+
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -59,6 +101,34 @@ def _choice(*options: str) -> Callable[[str], str]:
     return parse
 
 
+def _durations(text: str) -> tuple[timedelta, ...]:
+    """`1h,3h` -> (1h, 3h); empty or `none` -> ()."""
+    if text.strip().lower() in {"", "none"}:
+        return ()
+    return tuple(parse_duration(part) for part in text.split(","))
+
+
+def _windows(text: str) -> dict[str, timedelta | None]:
+    """`card=1h,bank_transfer=24h,cash_on_delivery=none` -> {method: window}."""
+    out: dict[str, timedelta | None] = {}
+    for part in text.split(","):
+        method, sep, value = part.strip().partition("=")
+        if not sep or not method:
+            raise ValueError(f"expected method=duration pairs, got {part!r}")
+        out[method] = None if value.strip().lower() == "none" else parse_duration(value)
+    return out
+
+
+def _quiet_hours(text: str) -> tuple[time, time] | None:
+    """`21:00-08:00` -> (21:00, 08:00); `off` -> None."""
+    if text.strip().lower() in {"off", "none", ""}:
+        return None
+    start, sep, end = text.partition("-")
+    if not sep:
+        raise ValueError(f"expected HH:MM-HH:MM or off, got {text!r}")
+    return time.fromisoformat(start.strip()), time.fromisoformat(end.strip())
+
+
 def _non_empty(text: str) -> str:
     if not text.strip():
         raise ValueError("must not be empty")
@@ -91,6 +161,32 @@ class Settings:
     log_json: bool = _setting("false", _boolean)
     admin_token: str | None = _setting(None, _non_empty, secret=True)
     commit_interval: timedelta = _setting("1s", parse_duration)
+    topic_reminders: str = _setting("hitrun.reminders", _non_empty)
+    topic_strikes: str = _setting("hitrun.strikes", _non_empty)
+    topic_blacklist: str = _setting("hitrun.blacklist", _non_empty)
+    topic_blacklist_status: str = _setting("hitrun.blacklist-status", _non_empty)
+    topic_admin: str = _setting("hitrun.admin", _non_empty)
+    clock_mode: str = _setting("live", _choice("live", "replay"))
+    tick_interval: timedelta = _setting("1s", parse_duration)
+    store: str = _setting("memory://", _non_empty)
+    # Policy defaults (DESIGN.md §4); per-shop overrides come from policy_file.
+    payment_windows: dict[str, timedelta | None] = _setting(
+        "card=1h,e_wallet=1h,bank_transfer=24h,virtual_account=24h,"
+        "convenience_store=48h,cash_on_delivery=none",
+        _windows,
+    )
+    reminders_after_checkout: tuple[timedelta, ...] = _setting("1h", _durations)
+    reminders_before_deadline: tuple[timedelta, ...] = _setting("3h", _durations)
+    reminder_cooldown: timedelta = _setting("4h", parse_duration)
+    quiet_hours: tuple[time, time] | None = _setting("21:00-08:00", _quiet_hours)
+    strike_threshold: int = _setting("3", _positive_int)
+    strike_window: timedelta = _setting("90d", parse_duration)
+    blacklist_duration: timedelta = _setting("90d", parse_duration)
+    late_payment_grace: timedelta = _setting("24h", parse_duration)
+    buyer_cancellation_strikes: bool = _setting("false", _boolean)
+    blacklist_scope: str = _setting("shop", _choice("shop", "platform"))
+    payment_hold: timedelta = _setting("1h", parse_duration)
+    policy_file: str | None = _setting(None, _non_empty)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -115,14 +211,57 @@ class Settings:
         return f"{self.app_id}.reroute"
 
     @property
+    def tick_topic(self) -> str:
+        """Internal topic of clock ticks, one per owned partition per tick interval."""
+        return f"{self.app_id}.ticks"
+
+    @property
     def input_topics(self) -> dict[str, frozenset[str]]:
         """Input topic -> the event types it may carry."""
         return {
-            self.topic_checkouts: frozenset({"checkout_confirmed"}),
-            self.topic_payments: frozenset({"payment_attempted"}),
-            self.topic_orders: frozenset({"order_status_changed"}),
-            self.topic_inquiries: frozenset({"inquiry_received"}),
+            self.topic_checkouts: frozenset({"checkout_confirmed", "watermark"}),
+            self.topic_payments: frozenset({"payment_attempted", "watermark"}),
+            self.topic_orders: frozenset({"order_status_changed", "watermark"}),
+            self.topic_inquiries: frozenset({"inquiry_received", "watermark"}),
+            self.topic_admin: frozenset({"admin_action_requested"}),
         }
+
+    @property
+    def watermarked_topics(self) -> tuple[str, ...]:
+        """Input topics whose progress the replay-mode clock waits for."""
+        return (self.topic_checkouts, self.topic_payments, self.topic_orders, self.topic_inquiries)
+
+    @property
+    def output_topics(self) -> dict[str, str]:
+        """Alert role (agents/alerts.py) -> topic name."""
+        return {
+            "reminders": self.topic_reminders,
+            "strikes": self.topic_strikes,
+            "blacklist": self.topic_blacklist,
+        }
+
+    def unpaid_policies(self) -> Policies:
+        """The unpaid-detector policy from these settings, with the policy file's shop overrides."""
+        quiet_start, quiet_end = self.quiet_hours if self.quiet_hours else (None, None)
+        default = UnpaidPolicy(
+            payment_windows=default_windows() | self.payment_windows,
+            reminders=ReminderSchedule(
+                self.reminders_after_checkout, self.reminders_before_deadline
+            ),
+            reminder_cooldown=self.reminder_cooldown,
+            quiet_start=quiet_start,
+            quiet_end=quiet_end,
+            strike_threshold=self.strike_threshold,
+            strike_window=self.strike_window,
+            blacklist_duration=self.blacklist_duration,
+            late_payment_grace=self.late_payment_grace,
+            buyer_cancellation_strikes=self.buyer_cancellation_strikes,
+            blacklist_scope=self.blacklist_scope,
+            payment_hold=self.payment_hold,
+        )
+        if self.policy_file is None:
+            return Policies(default)
+        return Policies.from_overrides(default, _shop_overrides(Path(self.policy_file)))
 
     def __repr__(self) -> str:
         def show(name: str, secret: bool) -> str:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import orjson
 
-from schemas.records import DeadLetter, InputEvent, SourceCoordinates
+from schemas.records import DeadLetter, InputEvent, SourceCoordinates, Watermark
 from streams.codec import decode_input
 from streams.errors import InputRejected, Misrouted
 from streams.partitioning import partition_for_key
@@ -73,6 +73,9 @@ def classify(msg: RawMessage, rules: IngestRules) -> Verdict:
         accepted = frozenset().union(*rules.accepted_types.values())
     try:
         event = decode_input(msg.value, msg.key, accepted or frozenset(), rules.max_message_bytes)
+        if isinstance(event, Watermark):
+            # A watermark speaks for the partition it was written to: no customer, no reroute.
+            return Accepted(event)
         # decode_input has checked that the key is the customer id.
         home = partition_for_key(event.customer_id.encode(), rules.partitions)
         if home != msg.partition:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 OUTCOMES = ("processed", "duplicate", "dead_lettered", "rerouted")
+
+_LATENESS_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 1.5, 2, 3, 5, 10, 30, 60, 300)
 
 # Event lag spans sub-second (live) to months (a historical replay).
 _LAG_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 2, 5, 10, 30, 60, 300, 3600, 86400, 30 * 86400)
@@ -31,6 +33,44 @@ class Metrics:
             "hitrun_event_lag_seconds",
             "Processing time minus event time of processed input events.",
             buckets=_LAG_BUCKETS,
+            registry=registry,
+        )
+
+        self.alerts = Counter(
+            "hitrun_alerts_total",
+            "Alerts published, by alert type.",
+            ("type",),
+            registry=registry,
+        )
+        self.recoveries = Counter(
+            "hitrun_recoveries_after_reminder_total",
+            "Orders paid after at least one reminder.",
+            registry=registry,
+        )
+        self.unmatched_payments = Counter(
+            "hitrun_unmatched_payments_total",
+            "Payments whose checkout never arrived within the hold period.",
+            registry=registry,
+        )
+        self.open_checkouts = Gauge(
+            "hitrun_open_checkouts",
+            "Orders awaiting payment in this worker's partitions.",
+            registry=registry,
+        )
+        self.blacklisted = Gauge(
+            "hitrun_blacklisted_customers",
+            "Customers on at least one blacklist, in this worker's partitions.",
+            registry=registry,
+        )
+        self.customers = Gauge(
+            "hitrun_customers_in_state",
+            "Customers with stored state in this worker's partitions.",
+            registry=registry,
+        )
+        self.timer_lateness = Histogram(
+            "hitrun_timer_lateness_seconds",
+            "Live mode: wall time a reminder or expiry fired minus the time it was due.",
+            buckets=_LATENESS_BUCKETS,
             registry=registry,
         )
 

@@ -36,6 +36,21 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     n = settings.partitions
     specs = [TopicSpec(name, n) for name in settings.input_topics]
     specs.append(TopicSpec(settings.reroute_topic, n, {"retention.ms": str(7 * _DAY_MS)}))
+    # Ticks only matter for a second; an hour of them is plenty to debug with.
+    specs.append(TopicSpec(settings.tick_topic, n, {"retention.ms": str(3_600_000)}))
+    specs.extend(
+        TopicSpec(name, n, {"retention.ms": str(30 * _DAY_MS)}, co_partitioned=False)
+        for name in settings.output_topics.values()
+    )
+    specs.append(
+        TopicSpec(
+            settings.topic_blacklist_status,
+            n,
+            # Compacted: the latest record per customer is their status; a tombstone clears it.
+            {"cleanup.policy": "compact", "min.compaction.lag.ms": "0", "segment.ms": "600000"},
+            co_partitioned=False,
+        )
+    )
     specs.append(
         TopicSpec(
             settings.topic_dead_letters,

@@ -1,0 +1,102 @@
+"""Stream time per partition, and the per-partition index of customers' next deadlines."""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+
+
+@dataclass
+class PartitionClock:
+    """The stream clock of one partition: it only moves forward.
+
+    In live mode a tick moves it to max(clock, wall time of the tick); in replay
+    mode only event times (and watermarks) move it.
+    """
+
+    now: datetime | None = None
+
+    def observe(self, moment: datetime) -> datetime:
+        if self.now is None or moment > self.now:
+            self.now = moment
+        return self.now
+
+
+@dataclass
+class DeadlineIndex:
+    """A min-heap of (due, customer) for one partition: the next due is found in O(log n).
+
+    Entries are never updated in place; a customer whose deadline moved gets a
+    new entry and stale ones are skipped when popped (the caller re-checks the
+    customer's real next deadline).
+    """
+
+    _heap: list[tuple[datetime, str]] = field(default_factory=list)
+    _latest: dict[str, datetime] = field(default_factory=dict)
+
+    def schedule(self, customer_id: str, due: datetime | None) -> None:
+        """Remember the customer's next deadline (None: nothing pending)."""
+        if due is None:
+            self._latest.pop(customer_id, None)
+            return
+        if self._latest.get(customer_id) == due:
+            return
+        self._latest[customer_id] = due
+        heapq.heappush(self._heap, (due, customer_id))
+
+    def pop_due(self, now: datetime) -> Iterator[tuple[datetime, str]]:
+        """Customers whose latest scheduled deadline is at or before `now`, earliest first."""
+        while self._heap and self._heap[0][0] <= now:
+            due, customer_id = heapq.heappop(self._heap)
+            if self._latest.get(customer_id) != due:
+                continue  # superseded by a later schedule() call
+            del self._latest[customer_id]
+            yield due, customer_id
+
+    def next_due(self) -> datetime | None:
+        while self._heap and self._latest.get(self._heap[0][1]) != self._heap[0][0]:
+            heapq.heappop(self._heap)
+        return self._heap[0][0] if self._heap else None
+
+    def __len__(self) -> int:
+        return len(self._latest)
+
+
+@dataclass
+class ReorderBuffer:
+    """Replay mode: releases one partition's events in event-time order, whatever the fetch order.
+
+    Kafka fetches the input topics independently, so events of one partition
+    arrive interleaved differently on every run. Holding each event until every
+    watched topic has been read past its time (its own events or watermarks)
+    and releasing in (time, topic, offset) order makes a replay deterministic.
+    """
+
+    topics: tuple[str, ...]
+    _pending: list[tuple[datetime, str, int, object]] = field(default_factory=list)
+    _seen: dict[str, datetime] = field(default_factory=dict)
+
+    def add(self, topic: str, offset: int, at: datetime, item: object | None) -> None:
+        """Record that `topic` has reached `at`; hold `item` (None for a bare watermark)."""
+        if topic in self.topics and (topic not in self._seen or at > self._seen[topic]):
+            self._seen[topic] = at
+        if item is not None:
+            heapq.heappush(self._pending, (at, topic, offset, item))
+
+    def watermark(self) -> datetime | None:
+        """The time every watched topic has been read past (None until all have been seen)."""
+        if any(t not in self._seen for t in self.topics):
+            return None
+        return min(self._seen[t] for t in self.topics)
+
+    def release(self) -> Iterator[tuple[datetime, object]]:
+        """Held items at or before the watermark, in (time, topic, offset) order."""
+        mark = self.watermark()
+        while mark is not None and self._pending and self._pending[0][0] <= mark:
+            at, _, _, item = heapq.heappop(self._pending)
+            yield at, item
+
+    def __len__(self) -> int:
+        return len(self._pending)

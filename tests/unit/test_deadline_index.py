@@ -1,0 +1,95 @@
+"""The deadline index returns due customers in time order and skips superseded entries."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from streams.clock import DeadlineIndex, PartitionClock
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def test_due_customers_come_out_earliest_first() -> None:
+    index = DeadlineIndex()
+    index.schedule("b", T0 + timedelta(seconds=2))
+    index.schedule("a", T0 + timedelta(seconds=1))
+    index.schedule("c", T0 + timedelta(seconds=9))
+    assert [c for _, c in index.pop_due(T0 + timedelta(seconds=5))] == ["a", "b"]
+    assert index.next_due() == T0 + timedelta(seconds=9)
+    assert len(index) == 1
+
+
+def test_a_rescheduled_customer_fires_only_at_its_latest_deadline() -> None:
+    index = DeadlineIndex()
+    index.schedule("a", T0 + timedelta(seconds=1))
+    index.schedule("a", T0 + timedelta(seconds=7))
+    assert list(index.pop_due(T0 + timedelta(seconds=5))) == []
+    assert list(index.pop_due(T0 + timedelta(seconds=7))) == [(T0 + timedelta(seconds=7), "a")]
+
+
+def test_a_customer_with_nothing_pending_leaves_the_index() -> None:
+    index = DeadlineIndex()
+    index.schedule("a", T0)
+    index.schedule("a", None)
+    assert list(index.pop_due(T0 + timedelta(days=1))) == []
+    assert index.next_due() is None
+
+
+@given(st.lists(st.tuples(st.sampled_from("abcdef"), st.integers(0, 100)), max_size=60))
+def test_pop_due_matches_a_scan_of_the_latest_schedule(entries: list[tuple[str, int]]) -> None:
+    index = DeadlineIndex()
+    latest: dict[str, datetime] = {}
+    for customer, seconds in entries:
+        due = T0 + timedelta(seconds=seconds)
+        index.schedule(customer, due)
+        latest[customer] = due
+    now = T0 + timedelta(seconds=50)
+    expected = sorted((d, c) for c, d in latest.items() if d <= now)
+    assert list(index.pop_due(now)) == expected
+
+
+def test_the_stream_clock_never_goes_back() -> None:
+    clock = PartitionClock()
+    assert clock.observe(T0 + timedelta(seconds=5)) == T0 + timedelta(seconds=5)
+    assert clock.observe(T0) == T0 + timedelta(seconds=5)
+
+
+def test_replay_buffer_releases_in_event_time_order_once_every_topic_has_passed() -> None:
+    from streams.clock import ReorderBuffer
+
+    buffer = ReorderBuffer(("a", "b"))
+    t = [T0 + timedelta(seconds=s) for s in range(10)]
+    buffer.add("a", 0, t[1], "a1")
+    buffer.add("a", 1, t[5], "a5")
+    assert list(buffer.release()) == []  # topic b not read yet: a b event at t0 may still come
+    buffer.add("b", 0, t[0], "b0")
+    assert list(buffer.release()) == [(t[0], "b0")]
+    buffer.add("b", 1, t[9], None)  # a watermark on b
+    assert list(buffer.release()) == [(t[1], "a1"), (t[5], "a5")]
+
+
+@given(st.permutations(list(range(12))))
+def test_replay_buffer_output_does_not_depend_on_the_interleaving(order: list[int]) -> None:
+    from streams.clock import ReorderBuffer
+
+    # Two topics, each in time order on its own; the interleaving is arbitrary.
+    a = [(T0 + timedelta(seconds=2 * i), f"a{i}") for i in range(6)]
+    b = [(T0 + timedelta(seconds=2 * i + 1), f"b{i}") for i in range(6)]
+    streams = {"a": list(a), "b": list(b)}
+    picks = ["a" if n % 2 else "b" for n in order]
+    buffer = ReorderBuffer(("a", "b"))
+    out: list[object] = []
+    offsets = {"a": 0, "b": 0}
+    for topic in picks:
+        if streams[topic]:
+            at, item = streams[topic].pop(0)
+            buffer.add(topic, offsets[topic], at, item)
+            offsets[topic] += 1
+            out.extend(i for _, i in buffer.release())
+    for topic in ("a", "b"):
+        buffer.add(topic, 99, T0 + timedelta(days=1), None)
+    out.extend(i for _, i in buffer.release())
+    assert out == [item for _, item in sorted(a + b)]
