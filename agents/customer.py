@@ -56,9 +56,9 @@ REPLAY = settings.clock_mode == "replay"
 customers_table = app.Table(
     "customers",
     default=None,
-    schema=faust.Schema(
-        key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
-    ),
+    # bytes types make Faust use the raw codec for the changelog: hitrun encodes itself.
+    key_type=bytes,
+    value_type=bytes,
     partitions=settings.partitions,
     help="Per-customer detector state (agents/state.py), keyed by customer id.",
 )

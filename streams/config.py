@@ -161,6 +161,9 @@ class Settings:
     log_json: bool = _setting("false", _boolean)
     admin_token: str | None = _setting(None, _non_empty, secret=True)
     commit_interval: timedelta = _setting("1s", parse_duration)
+    # How long the group waits for a worker that died without leaving before
+    # moving its partitions to the others.
+    session_timeout: timedelta = _setting("30s", parse_duration)
     topic_reminders: str = _setting("hitrun.reminders", _non_empty)
     topic_strikes: str = _setting("hitrun.strikes", _non_empty)
     topic_blacklist: str = _setting("hitrun.blacklist", _non_empty)

@@ -7,8 +7,10 @@ import random
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
+import orjson
 from aiokafka import AIOKafkaProducer
 
 from streams.config import Settings
@@ -40,6 +42,23 @@ def role_topics(settings: Settings) -> dict[str, str]:
         "orders": settings.topic_orders,
         "inquiries": settings.topic_inquiries,
     }
+
+
+async def publish_watermarks(settings: Settings, at: datetime, source: str = "hitrun") -> int:
+    """Write a watermark at `at` to every partition of every input topic; returns how many."""
+    value = orjson.dumps({"type": "watermark", "occurred_at": at.isoformat(), "source": source})
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers(settings), acks="all")
+    await producer.start()
+    try:
+        futures = [
+            await producer.send(topic, value, partition=p)
+            for topic in settings.watermarked_topics
+            for p in range(settings.partitions)
+        ]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+    return len(futures)
 
 
 async def publish(
