@@ -696,3 +696,52 @@ def _prune(state: UnpaidState, now: datetime, policies: Policies) -> None:
         and state.last_reminder_at + default.reminder_cooldown <= now
     ):
         state.last_reminder_at = None
+
+
+def describe(state: UnpaidState, policies: Policies) -> dict[str, object]:
+    """The customer's unpaid-detector state for support staff (GET /customers/{id})."""
+
+    def ts(moment: datetime | None) -> str | None:
+        return None if moment is None else moment.isoformat()
+
+    return {
+        "open_orders": [
+            {
+                "order_id": o.order_id,
+                "shop_id": o.shop_id,
+                "checkout_at": ts(o.checkout_at),
+                "deadline": ts(o.deadline),
+                "amount_due_minor": o.total_minor - o.paid_minor,
+                "currency": o.currency,
+                "payment_method": o.method,
+                "reminders_sent": o.reminders_sent,
+                "next_reminder_at": ts(
+                    _reminder_time(o, state.last_reminder_at, policies.for_shop(o.shop_id))
+                ),
+            }
+            for o in sorted(state.open.values(), key=lambda o: o.checkout_at)
+        ],
+        "strikes": [
+            {
+                "order_id": s.order_id,
+                "shop_id": s.shop_id,
+                "scope": s.scope,
+                "at": ts(s.at),
+                "reason": s.reason,
+                "reversed": s.reversed,
+            }
+            for s in state.strikes
+        ],
+        "blacklist": [
+            {
+                "scope": listing.scope,
+                "since": ts(listing.since),
+                "until": ts(listing.until),
+                "offence": listing.offence,
+                "actor": listing.actor,
+                "evidence": listing.evidence,
+            }
+            for listing in sorted(state.listings.values(), key=lambda x: x.scope)
+        ],
+        "next_due": ts(next_due(state, policies)),
+    }

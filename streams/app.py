@@ -59,6 +59,7 @@ tick_topic = _raw_topic(settings.tick_topic)
 dead_letter_topic = _raw_topic(settings.topic_dead_letters)
 output_topics = {role: _raw_topic(name) for role, name in settings.output_topics.items()}
 status_topic = _raw_topic(settings.topic_blacklist_status)
+admin_topic = _raw_topic(settings.topic_admin)
 
 ingest_rules = IngestRules(
     accepted_types=settings.input_topics,

@@ -1,4 +1,4 @@
-"""Replay mode: the same recorded input, replayed twice from scratch, gives byte-identical alerts."""
+"""Replay mode: the same recorded input, replayed twice from scratch, gives identical alerts."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""A worker killed with deadlines open recovers its state and fires every alert once per alert_id."""
+"""A worker killed with deadlines open recovers its state and fires each alert once per id."""
 
 from __future__ import annotations
 
