@@ -153,17 +153,30 @@ def raw_message(message: faust.types.Message) -> RawMessage:
     )
 
 
-def load(customer_id: str) -> UnpaidState:
+@dataclass(frozen=True, slots=True)
+class Footprint:
+    """What the gauges need to know about a state before it changes."""
+
+    stored: bool
+    open_orders: int
+    listed: bool
+
+
+def load(customer_id: str) -> tuple[UnpaidState, Footprint]:
+    """The customer's state (fresh if none is stored) and its footprint for the gauges."""
     stored = customers_table.get(customer_id.encode())
-    return UnpaidState() if stored is None else decode_state(stored)
+    if stored is None:
+        return UnpaidState(), Footprint(False, 0, False)
+    state = decode_state(stored)
+    return state, Footprint(True, len(state.open), bool(state.listings))
 
 
-def store(customer_id: str, before: UnpaidState | None, state: UnpaidState) -> None:
+def store(customer_id: str, before: Footprint, state: UnpaidState) -> None:
     """Write the state (or delete it when empty) and keep the gauges in step."""
     key = customer_id.encode()
-    had = before is not None
-    open_before = len(before.open) if before else 0
-    listed_before = bool(before.listings) if before else False
+    had = before.stored
+    open_before = before.open_orders
+    listed_before = before.listed
     if state.is_empty():
         if had:
             del customers_table[key]
@@ -176,12 +189,6 @@ def store(customer_id: str, before: UnpaidState | None, state: UnpaidState) -> N
     metrics.blacklisted.inc(int(bool(state.listings)) - int(listed_before))
 
 
-def _snapshot(customer_id: str) -> UnpaidState | None:
-    """The stored state as it is now, for gauge bookkeeping (None when absent)."""
-    stored = customers_table.get(customer_id.encode())
-    return None if stored is None else decode_state(stored)
-
-
 async def publish(customer_id: str, state: UnpaidState, effects: Iterable[Effect]) -> None:
     """Send each effect's alert; refresh the compacted blacklist status when it changed."""
     status_changed_at: datetime | None = None
@@ -190,7 +197,7 @@ async def publish(customer_id: str, state: UnpaidState, effects: Iterable[Effect
         if alert is not None:
             await output_topics[alert.role].send(key=alert.key.encode(), value=encode(alert.body))
             metrics.alerts.labels(alert.type).inc()
-            log.info("alert %s customer=%s id=%s", alert.type, customer_id, alert.body["alert_id"])
+            log.debug("alert %s customer=%s id=%s", alert.type, customer_id, alert.body["alert_id"])
         if isinstance(effect, ReportRecovery):
             metrics.recoveries.inc()
         elif isinstance(effect, DropUnmatchedPayment):
@@ -231,12 +238,10 @@ def blacklist_status(customer_id: str, state: UnpaidState, at: datetime) -> byte
 async def fire_due(partition: PartitionTimers, now: datetime) -> None:
     """Advance every customer of the partition whose next deadline is at or before `now`."""
     for _due, customer_id in partition.index.pop_due(now):
-        before = _snapshot(customer_id)
-        if before is None:
+        state, before = load(customer_id)
+        if not before.stored:
             continue
-        state, effects = unpaid.advance(
-            decode_state(encode_state(before)), customer_id, now, policies
-        )
+        state, effects = unpaid.advance(state, customer_id, now, policies)
         store(customer_id, before, state)
         partition.index.schedule(customer_id, unpaid.next_due(state, policies))
         if not REPLAY:
@@ -252,8 +257,7 @@ async def apply(partition: PartitionTimers, event: CustomerEvent, msg: RawMessag
     now = partition.clock.observe(event.occurred_at)
     await fire_due(partition, now)
     customer_id = event.customer_id
-    before = _snapshot(customer_id)
-    state = UnpaidState() if before is None else decode_state(encode_state(before))
+    state, before = load(customer_id)
     duplicate = event.event_id in state.seen
     state, effects = unpaid.handle(state, event, policies)
     store(customer_id, before, state)
