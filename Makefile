@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test unit lint bench kafka kafka-start kafka-stop clean
+.PHONY: demo test unit lint bench bench-lateness kafka kafka-start kafka-stop clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -35,6 +35,9 @@ bench: $(STAMP) kafka
 	$(PY) -m bench.throughput $(BENCH_ARGS)
 
 ## kafka: fetch the pinned Apache Kafka jars into the user cache (once)
+bench-lateness: $(STAMP) kafka
+	$(PY) -m bench.timer_lateness
+
 kafka: $(STAMP)
 	$(PY) -m dev.localkafka fetch
 

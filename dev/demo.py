@@ -57,6 +57,8 @@ def counters(body: bytes) -> dict[str, float]:
                 out[key] = out.get(key, 0) + sample.value
             elif sample.name == "hitrun_dead_letters_total":
                 out[f"dead:{sample.labels['reason']}"] = sample.value
+            elif sample.name == "hitrun_alerts_total":
+                out[f"alert:{sample.labels['type']}"] = sample.value
     return out
 
 
@@ -117,10 +119,14 @@ def main() -> int:
                     dead = ", ".join(
                         f"{k[5:]}={int(v)}" for k, v in sorted(c.items()) if k.startswith("dead:")
                     )
+                    alerts = ", ".join(
+                        f"{k[6:]}={int(v)}" for k, v in sorted(c.items()) if k.startswith("alert:")
+                    )
                     print(
                         f"events processed={int(c.get('processed', 0))} "
                         f"rerouted={int(c.get('rerouted', 0))} "
-                        f"dead-lettered={int(c.get('dead_lettered', 0))} [{dead}]",
+                        f"dead-lettered={int(c.get('dead_lettered', 0))} [{dead}]"
+                        f" | alerts [{alerts}]",
                         flush=True,
                     )
             finally:
