@@ -172,6 +172,10 @@ class Settings:
     clock_mode: str = _setting("live", _choice("live", "replay"))
     tick_interval: timedelta = _setting("1s", parse_duration)
     store: str = _setting("memory://", _non_empty)
+    # The agent takes up to batch_size events at a time, waiting at most
+    # batch_linger for a batch to fill.
+    batch_size: int = _setting("500", _positive_int)
+    batch_linger: timedelta = _setting("20ms", parse_duration)
     # Policy defaults (DESIGN.md §4); per-shop overrides come from policy_file.
     payment_windows: dict[str, timedelta | None] = _setting(
         "card=1h,e_wallet=1h,bank_transfer=24h,virtual_account=24h,"

@@ -130,3 +130,21 @@ def test_state_survives_the_changelog_codec_at_any_moment(
     assert restored == state
     rest, _ = play(after, until=END, policies=Policies(POLICY), state=restored)
     assert first + rest == straight
+
+
+@settings(max_examples=60, deadline=None)
+@given(histories())
+def test_every_alert_validates_against_its_schema_and_has_a_unique_id(
+    events: list[InputEvent],
+) -> None:
+    from agents.alerts import to_alert
+    from tests.unit.test_contract import reference_validator
+
+    policies = Policies(UnpaidPolicy(strike_threshold=2))
+    effects, _ = play(events, until=END, policies=policies)
+    alerts = [a for a in map(to_alert, effects) if a is not None]
+    for alert in alerts:
+        reference_validator(f"{alert.type}.v1").validate(alert.body)
+        assert alert.key == alert.body["customer_id"]
+    ids = [a.body["alert_id"] for a in alerts]
+    assert len(ids) == len(set(ids))
