@@ -231,7 +231,13 @@ async def publish(customer_id: str, state: UnpaidState, effects: Iterable[Effect
         if alert is not None:
             await output_topics[alert.role].send(key=alert.key.encode(), value=encode(alert.body))
             metrics.alerts.labels(alert.type).inc()
-            log.debug("alert %s customer=%s id=%s", alert.type, customer_id, alert.body["alert_id"])
+            log.info(
+                "alert %s customer=%s id=%s",
+                alert.type,
+                customer_id,
+                alert.body["alert_id"],
+                extra={"alert_type": alert.type, "customer_id": customer_id},
+            )
         if isinstance(effect, ReportRecovery):
             metrics.recoveries.inc()
         elif isinstance(effect, DropUnmatchedPayment):
@@ -347,6 +353,7 @@ async def dispatch(msg: RawMessage, verdict: Verdict) -> None:
             letter.source.partition,
             letter.source.offset,
             letter.detail,
+            extra={"reason": letter.reason, "source_topic": letter.source.topic},
         )
 
 

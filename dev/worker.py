@@ -46,6 +46,11 @@ class WorkerProcess:
 
     def start(self, timeout: float = 90.0) -> WorkerProcess:
         """Start the worker and wait until /readyz answers 200."""
+        self.launch()
+        return self.wait_ready(timeout)
+
+    def launch(self) -> WorkerProcess:
+        """Start the worker process without waiting for it."""
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
@@ -56,6 +61,12 @@ class WorkerProcess:
             start_new_session=True,
         )
         log.close()
+        return self
+
+    def wait_ready(self, timeout: float = 90.0) -> WorkerProcess:
+        """Wait until /readyz answers 200; raise with the log tail if the worker dies first."""
+        if self.process is None:
+            raise RuntimeError("launch() the worker first")
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

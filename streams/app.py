@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import faust
-from faust.sensors.prometheus import setup_prometheus_sensors
-from prometheus_client import CollectorRegistry
+from faust import web
+from faust.sensors.prometheus import FaustMetrics, PrometheusMonitor
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from streams.config import Settings
 from streams.ingest import IngestRules
-from streams.metrics import Metrics
+from streams.logs import logging_config
+from streams.metrics import FaustSensorCollector, Metrics
 from streams.topics import bootstrap_servers
 
 settings = Settings.from_env()
@@ -33,12 +35,22 @@ app = faust.App(
     web_bind=settings.web_host,
     web_port=settings.web_port,
     autodiscover=False,
+    logging_config=logging_config(settings.log_json, settings.log_level),
 )
 
 registry = CollectorRegistry()
 metrics = Metrics(registry)
-# Faust's own sensor metrics share hitrun's registry and its /metrics page.
-setup_prometheus_sensors(app, pattern="/metrics", registry=registry, name_prefix="hitrun_faust")
+# Faust's own sensor metrics are served on hitrun's /metrics page too, through
+# a collector that renames its one millisecond histogram to seconds.
+_faust_registry = CollectorRegistry()
+app.monitor = PrometheusMonitor(metrics=FaustMetrics.create(_faust_registry, "hitrun_faust"))
+registry.register(FaustSensorCollector(_faust_registry))
+
+
+@app.page("/metrics")
+async def metrics_page(self: web.View, request: web.Request) -> web.Response:
+    """Prometheus text format: hitrun's metrics and Faust's sensor metrics."""
+    return self.bytes(generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 def _raw_topic(*names: str) -> faust.TopicT:

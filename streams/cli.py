@@ -12,6 +12,7 @@ import orjson
 from faust.cli import AppCommand, option
 
 import agents.customer  # noqa: F401  (registers the customer agent with the app)
+import streams.lag
 import streams.web  # noqa: F401  (registers the health views)
 from streams.app import app, settings
 from streams.publisher import PublishStats, publish

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import Metric
 
 OUTCOMES = ("processed", "duplicate", "dead_lettered", "rerouted")
 
@@ -74,7 +77,46 @@ class Metrics:
             registry=registry,
         )
 
+        self.ready = Gauge(
+            "hitrun_ready",
+            "1 when the worker has partitions assigned and tables recovered, else 0.",
+            registry=registry,
+        )
+        self.consumer_lag = Gauge(
+            "hitrun_consumer_lag_messages",
+            "End offset minus committed offset, per input topic partition this worker owns.",
+            ("topic", "partition"),
+            registry=registry,
+        )
+
     def value(self, name: str, **labels: str) -> float:
         """Current value of a sample (0 when it was never set); for tests and the demo."""
         found = self.registry.get_sample_value(name, labels)
         return 0.0 if found is None else found
+
+
+class FaustSensorCollector:
+    """Faust's sensor metrics, with `*_events_runtime_ms` exposed in base units (seconds)."""
+
+    def __init__(self, source: CollectorRegistry) -> None:
+        self.source = source
+
+    def collect(self) -> Iterator[Metric]:
+        for family in self.source.collect():
+            if family.name.endswith("_events_runtime_ms"):
+                yield _milliseconds_to_seconds(family)
+            else:
+                yield family
+
+
+def _milliseconds_to_seconds(family: Metric) -> Metric:
+    name = family.name.removesuffix("_ms") + "_seconds"
+    converted = Metric(name, family.documentation + " (seconds)", family.type)
+    for sample in family.samples:
+        suffix = sample.name.removeprefix(family.name)
+        labels = dict(sample.labels)
+        if "le" in labels and labels["le"] != "+Inf":
+            labels["le"] = repr(float(labels["le"]) / 1000)
+        value = sample.value / 1000 if suffix == "_sum" else sample.value
+        converted.add_sample(name + suffix, labels, value, sample.timestamp)
+    return converted
