@@ -10,10 +10,12 @@ from pathlib import Path
 import click
 import orjson
 from faust.cli import AppCommand, option
+from faust.cli.faust import cli as faust_cli
 
 import agents.customer  # noqa: F401  (registers the customer agent with the app)
 import streams.lag
 import streams.web  # noqa: F401  (registers the health views)
+from streams import clients
 from streams.app import app, settings
 from streams.publisher import PublishStats, publish
 from streams.simulate import PARTITIONERS, GroundTruth, TrafficShape, generate
@@ -133,6 +135,10 @@ async def simulate(
 
 def main() -> None:
     """Entry point of the `hitrun` console script."""
+    # Plain click commands: they need no Faust worker around them, and their
+    # exit codes reach the shell unchanged.
+    faust_cli.add_command(clients.produce)
+    faust_cli.add_command(clients.tail)
     argv = sys.argv[1:]
     if argv and argv[0] == "worker":
         # Faust declares only its internal topics; hitrun owns its input and

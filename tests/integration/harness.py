@@ -76,6 +76,8 @@ def drain(bootstrap: str, topic: str, expected: int, timeout: float = 30.0) -> l
                 await consumer._client.force_metadata_update()
                 partitions = consumer.partitions_for_topic(topic) or set()
             tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+            if not tps:
+                return []  # the topic does not exist
             consumer.assign(tps)
             await consumer.seek_to_beginning(*tps)
             records: list[ConsumerRecord] = []

@@ -1,0 +1,105 @@
+"""`hitrun produce` validates before it sends; `hitrun tail` prints exactly the alerts there are."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+
+from streams.topics import ensure_topics
+from tests.integration.harness import drain, settings_of, start_worker, unique_env, wait_for
+from tests.integration.test_unpaid_live import LIVE_POLICY, checkout
+
+
+def hitrun(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "streams.cli", *args],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def write_lines(path: Path, lines: list[bytes]) -> Path:
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    return path
+
+
+def test_produce_refuses_a_file_with_invalid_lines_unless_asked_to_skip_them(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    env = unique_env(kafka_bootstrap, tmp_path)
+    settings = settings_of(env)
+    good = [orjson.dumps(checkout(f"cust-p{n}", f"o-p{n}")) for n in range(3)]
+    bad_schema = orjson.dumps(
+        checkout("cust-x", "o-x") | {"total": {"amount_minor": 1.5, "currency": "IDR"}}
+    )
+    events = write_lines(
+        tmp_path / "events.jsonl", [good[0], good[1], b"{not json", good[2], bad_schema]
+    )
+
+    asyncio.run(ensure_topics(settings))  # so that "nothing was sent" is read from a real topic
+    refused = hitrun(env, "produce", str(events))
+    assert refused.returncode != 0
+    assert f"{events}:3: not_json" in refused.stderr
+    assert f"{events}:5: schema_violation" in refused.stderr
+    assert "nothing was sent" in refused.stderr
+    assert drain(kafka_bootstrap, settings.topic_checkouts, expected=0, timeout=2) == []
+
+    sent = hitrun(env, "produce", "--skip-invalid", str(events))
+    assert sent.returncode == 0, sent.stderr
+    assert "sent 3 event(s), skipped 2 invalid line(s)" in sent.stdout
+    records = drain(kafka_bootstrap, settings.topic_checkouts, expected=3)
+    assert sorted(r.value for r in records) == sorted(good)
+    assert {r.key for r in records} == {b"cust-p0", b"cust-p1", b"cust-p2"}
+
+
+def test_tail_prints_exactly_the_alerts_the_traffic_caused(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    env = unique_env(kafka_bootstrap, tmp_path, **LIVE_POLICY | {"HITRUN_STRIKE_THRESHOLD": "10"})
+    settings = settings_of(env)
+    worker = start_worker(env, tmp_path)
+    try:
+        lines = [orjson.dumps(checkout("cust-t1", f"o-t{n}")) for n in range(2)]
+        lines.append(orjson.dumps(checkout("cust-t2", "o-t9")))
+        produced = hitrun(env, "produce", str(write_lines(tmp_path / "t.jsonl", lines)))
+        assert produced.returncode == 0, produced.stderr
+        wait_for(
+            lambda: worker.metric("hitrun_alerts_total", type="order_expired") == 3, 30, "expiries"
+        )
+        total = int(worker.metric("hitrun_alerts_total"))
+        on_topics = [
+            orjson.loads(r.value)["alert_id"]
+            for topic in settings.output_topics.values()
+            for r in drain(kafka_bootstrap, topic, expected=0, timeout=2)
+        ]
+        assert len(on_topics) == total
+
+        tailed = hitrun(env, "tail", "--from-beginning", "--json", "--idle-timeout", "3")
+        assert tailed.returncode == 0, tailed.stderr
+        printed = [orjson.loads(line)["alert_id"] for line in tailed.stdout.splitlines()]
+        assert sorted(printed) == sorted(on_topics)
+
+        only = hitrun(
+            env,
+            "tail",
+            "--from-beginning",
+            "--type",
+            "order_expired",
+            "--customer",
+            "cust-t1",
+            "--idle-timeout",
+            "3",
+        )
+        rows = only.stdout.splitlines()
+        assert len(rows) == 2
+        assert all(" order_expired customer=cust-t1 " in row for row in rows)
+    finally:
+        worker.stop()
