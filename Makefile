@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test unit lint bench bench-lateness kafka kafka-start kafka-stop clean
+.PHONY: demo test unit lint bench bench-lateness kafka kafka-start kafka-stop promtool clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -19,8 +19,15 @@ demo: $(STAMP) kafka
 	$(PY) -m dev.demo
 
 ## test: the whole suite, integration tests included, against a real local broker
-test: $(STAMP) kafka
+test: $(STAMP) kafka promtool
 	$(PY) -m pytest
+
+# The operations tests need promtool and a Prometheus server: Debian's package.
+promtool:
+	@command -v promtool >/dev/null || { \
+		if [ "$$(id -u)" = 0 ]; then \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus; \
+		else echo "install Debian's prometheus package (promtool) for the operations tests"; exit 1; fi; }
 
 unit: $(STAMP)
 	$(PY) -m pytest tests/unit tests/agents
