@@ -16,7 +16,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer
 
 from dev.localkafka import LocalKafka
-from dev.worker import WorkerProcess, free_port
+from dev.worker import WorkerProcess, free_port, topic_env
 from streams.config import Settings
 from streams.publisher import publish
 from streams.simulate import GroundTruth, TrafficShape, generate
@@ -97,21 +97,7 @@ def main() -> None:
                 "HITRUN_APP_ID": f"bench-{tag}",
                 "HITRUN_PARTITIONS": str(args.partitions),
                 "HITRUN_DATA_DIR": str(workdir / "state"),
-                **{
-                    f"HITRUN_TOPIC_{role.upper()}": f"bench-{tag}.{role}"
-                    for role in (
-                        "checkouts",
-                        "payments",
-                        "orders",
-                        "inquiries",
-                        "admin",
-                        "dead_letters",
-                        "reminders",
-                        "strikes",
-                        "blacklist",
-                        "blacklist_status",
-                    )
-                },
+                **topic_env(f"bench-{tag}"),
             }
             settings = Settings.from_env(env)
             asyncio.run(ensure_topics(settings))

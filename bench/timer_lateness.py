@@ -16,7 +16,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from bench.throughput import cluster
-from dev.worker import WorkerProcess
+from dev.worker import WorkerProcess, topic_env
 from streams.config import Settings
 from streams.partitioning import partition_for_key
 
@@ -104,21 +104,7 @@ def main() -> None:
             "HITRUN_REMINDERS_BEFORE_DEADLINE": "none",
             "HITRUN_QUIET_HOURS": "off",
             "HITRUN_STRIKE_THRESHOLD": "100",
-            **{
-                f"HITRUN_TOPIC_{role.upper()}": f"lat-{tag}.{role}"
-                for role in (
-                    "checkouts",
-                    "payments",
-                    "orders",
-                    "inquiries",
-                    "admin",
-                    "dead_letters",
-                    "reminders",
-                    "strikes",
-                    "blacklist",
-                    "blacklist_status",
-                )
-            },
+            **topic_env(f"lat-{tag}"),
         }
         settings = Settings.from_env(env)
         with WorkerProcess(env, Path(tmp) / "worker.log") as worker:

@@ -15,6 +15,27 @@ from types import TracebackType
 
 from prometheus_client.parser import text_string_to_metric_families
 
+TOPIC_SETTINGS = (
+    "checkouts",
+    "payments",
+    "orders",
+    "inquiries",
+    "admin",
+    "dead_letters",
+    "reminders",
+    "strikes",
+    "blacklist",
+    "blacklist_status",
+)
+
+
+def topic_env(prefix: str) -> dict[str, str]:
+    """HITRUN_TOPIC_* variables naming every topic `prefix.<role>`, for an isolated run."""
+    return {
+        f"HITRUN_TOPIC_{role.upper()}": f"{prefix}.{role.replace('_', '-')}"
+        for role in TOPIC_SETTINGS
+    }
+
 
 def free_port() -> int:
     """A TCP port on loopback that nothing listens on right now."""

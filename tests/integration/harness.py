@@ -10,7 +10,7 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
-from dev.worker import WorkerProcess
+from dev.worker import WorkerProcess, topic_env
 from streams.config import Settings
 
 
@@ -20,16 +20,7 @@ def unique_env(bootstrap: str, data_dir: Path, **overrides: str) -> dict[str, st
     env = {
         "HITRUN_KAFKA_BOOTSTRAP": bootstrap,
         "HITRUN_APP_ID": f"t-{tag}",
-        "HITRUN_TOPIC_CHECKOUTS": f"t-{tag}.checkouts",
-        "HITRUN_TOPIC_PAYMENTS": f"t-{tag}.payments",
-        "HITRUN_TOPIC_ORDERS": f"t-{tag}.orders",
-        "HITRUN_TOPIC_INQUIRIES": f"t-{tag}.inquiries",
-        "HITRUN_TOPIC_DEAD_LETTERS": f"t-{tag}.dead-letters",
-        "HITRUN_TOPIC_REMINDERS": f"t-{tag}.reminders",
-        "HITRUN_TOPIC_STRIKES": f"t-{tag}.strikes",
-        "HITRUN_TOPIC_BLACKLIST": f"t-{tag}.blacklist",
-        "HITRUN_TOPIC_BLACKLIST_STATUS": f"t-{tag}.blacklist-status",
-        "HITRUN_TOPIC_ADMIN": f"t-{tag}.admin",
+        **topic_env(f"t-{tag}"),
         "HITRUN_PARTITIONS": "4",
         "HITRUN_DATA_DIR": str(data_dir / "state"),
         "HITRUN_COMMIT_INTERVAL": "200ms",
