@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, assert_never
 
 from agents.effects import (
     Blacklist,
@@ -16,11 +16,22 @@ from agents.effects import (
     SendReminder,
     Unblacklist,
 )
+from agents.retention import (
+    FlagEarlyChurn,
+    FlagInquiryOnly,
+    FlagSinglePurchase,
+    ReportReturn,
+    RetentionEffect,
+    WarnFirstPurchase,
+)
 
 # Output topic roles; streams/config.py maps each to a topic name.
 REMINDERS = "reminders"
 STRIKES = "strikes"
 BLACKLIST = "blacklist"
+RETENTION = "retention"
+
+_DAY_S = 86_400.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +68,65 @@ def _head(kind: str, customer_id: str, subject: str, attempt: str, at: datetime)
         "customer_id": customer_id,
         "occurred_at": _ts(at),
     }
+
+
+def _days(span: timedelta) -> float:
+    return round(span.total_seconds() / _DAY_S, 6)
+
+
+def retention_alert(effect: RetentionEffect) -> Alert:
+    """The alert of a retention effect (topic role `retention`)."""
+    cid = effect.customer_id
+    if isinstance(effect, WarnFirstPurchase):
+        body = _head("first_purchase_risk", cid, effect.order_id, "1", effect.at) | {
+            "shop_id": effect.shop_id,
+            "order_id": effect.order_id,
+            "amount": _money(effect.amount_minor, effect.currency),
+            "score": effect.score,
+            "factors": list(effect.factors),
+            "orders_first_day": effect.orders_first_day,
+        }
+    elif isinstance(effect, FlagSinglePurchase):
+        body = _head("single_purchase", cid, effect.order_id, "1", effect.at) | {
+            "shop_id": effect.shop_id,
+            "order_id": effect.order_id,
+            "first_purchase_at": _ts(effect.first_purchase_at),
+            "amount": _money(effect.amount_minor, effect.currency),
+            "window_days": _days(effect.window),
+            "days_since_first_purchase": _days(effect.at - effect.first_purchase_at),
+            "risk": {"score": effect.score, "factors": list(effect.factors)},
+        }
+    elif isinstance(effect, FlagEarlyChurn):
+        body = _head(
+            "early_churn", cid, _ts(effect.first_purchase_at), effect.last_order_id, effect.at
+        ) | {
+            "first_purchase_at": _ts(effect.first_purchase_at),
+            "last_purchase_at": _ts(effect.last_purchase_at),
+            "last_order_id": effect.last_order_id,
+            "purchases": effect.purchases,
+            "dormant_days": _days(effect.at - effect.last_purchase_at),
+        }
+    elif isinstance(effect, ReportReturn):
+        body = _head(
+            "customer_returned", cid, effect.order_id, _ts(effect.flagged_at), effect.at
+        ) | {
+            "shop_id": effect.shop_id,
+            "order_id": effect.order_id,
+            "amount": _money(effect.amount_minor, effect.currency),
+            "flag": effect.flag,
+            "flagged_at": _ts(effect.flagged_at),
+            "days_since_flag": _days(effect.at - effect.flagged_at),
+        }
+    elif isinstance(effect, FlagInquiryOnly):
+        body = _head("inquiry_only", cid, _ts(effect.first_inquiry_at), "1", effect.at) | {
+            "shop_id": effect.shop_id,
+            "first_inquiry_at": _ts(effect.first_inquiry_at),
+            "inquiries": effect.inquiries,
+            "window_days": _days(effect.window),
+        }
+    else:
+        assert_never(effect)
+    return Alert(RETENTION, cid, body)
 
 
 def to_alert(effect: Effect) -> Alert | None:

@@ -17,20 +17,29 @@ from typing import Any, cast
 
 import faust
 
-from agents import unpaid
-from agents.alerts import to_alert
+from agents import retention, unpaid
+from agents.alerts import Alert, retention_alert, to_alert
 from agents.effects import (
     Blacklist,
     DropUnmatchedPayment,
     Effect,
+    RecordPurchase,
     RecordStrike,
     ReportRecovery,
     SendReminder,
     Unblacklist,
 )
-from agents.state import decode_state, encode_state
+from agents.retention import Purchase, RetentionEffect, RetentionState
+from agents.risk import traits_of
+from agents.state import CustomerState, decode_state, encode_state
 from agents.unpaid import UnpaidState
-from schemas.records import CustomerEvent, Watermark
+from schemas.records import (
+    CheckoutConfirmed,
+    CustomerEvent,
+    InquiryReceived,
+    OrderStatusChanged,
+    Watermark,
+)
 from streams.app import (
     app,
     dead_letter_topic,
@@ -45,13 +54,26 @@ from streams.app import (
 )
 from streams.clock import DeadlineIndex, PartitionClock, ReorderBuffer
 from streams.codec import encode
-from streams.ingest import Accepted, RawMessage, Rejected, Reroute, Verdict, classify
+from streams.errors import LateEvent
+from streams.ingest import (
+    Accepted,
+    RawMessage,
+    Rejected,
+    Reroute,
+    Verdict,
+    classify,
+    dead_letter_for,
+)
 from streams.partitioning import partition_for_key
 
 log = logging.getLogger(__name__)
 
 policies = settings.unpaid_policies()
+retention_policy = settings.retention_policy()
 REPLAY = settings.clock_mode == "replay"
+# Retention timers fire this long after their due instant on the stream clock,
+# so that an event within the allowed lateness still finds its window open.
+LATENESS = settings.allowed_lateness
 
 BATCH_WITHIN_S = settings.batch_linger.total_seconds()
 
@@ -117,15 +139,24 @@ class Timers:
                 continue
             state = decode_state(value)
             timers = self.partitions.setdefault(partition, PartitionTimers())
-            timers.index.schedule(key.decode(), unpaid.next_due(state, policies))
+            timers.index.schedule(key.decode(), next_due(state))
             customers += 1
-            open_orders += len(state.open)
-            blacklisted += bool(state.listings)
+            open_orders += len(state.unpaid.open)
+            blacklisted += bool(state.unpaid.listings)
         metrics.customers.set(customers)
         metrics.open_checkouts.set(open_orders)
         metrics.blacklisted.set(blacklisted)
         self.indexed = True
         log.info("deadline index rebuilt: %d customers in partitions %s", customers, sorted(owned))
+
+
+def next_due(state: CustomerState) -> datetime | None:
+    """When the customer's next timer fires on the stream clock (retention's LATENESS later)."""
+    due = unpaid.next_due(state.unpaid, policies)
+    kept = retention.next_due(state.retention, retention_policy)
+    if kept is not None and (due is None or kept + LATENESS < due):
+        return kept + LATENESS
+    return due
 
 
 timers = Timers()
@@ -180,10 +211,10 @@ class StateCache:
     """
 
     def __init__(self) -> None:
-        self._states: dict[str, UnpaidState | None] = {}  # None: no state (deleted)
+        self._states: dict[str, CustomerState | None] = {}  # None: no state (deleted)
         self._dirty: set[str] = set()
 
-    def load(self, customer_id: str) -> tuple[UnpaidState, Footprint]:
+    def load(self, customer_id: str) -> tuple[CustomerState, Footprint]:
         """The customer's state (fresh if none) and its footprint for the gauges."""
         if customer_id in self._states:
             state = self._states[customer_id]
@@ -192,10 +223,10 @@ class StateCache:
             state = None if stored is None else decode_state(stored)
             self._states[customer_id] = state
         if state is None:
-            return UnpaidState(), Footprint(False, 0, False)
-        return state, Footprint(True, len(state.open), bool(state.listings))
+            return CustomerState(), Footprint(False, 0, False)
+        return state, Footprint(True, len(state.unpaid.open), bool(state.unpaid.listings))
 
-    def store(self, customer_id: str, before: Footprint, state: UnpaidState) -> None:
+    def store(self, customer_id: str, before: Footprint, state: CustomerState) -> None:
         """Keep the new state for the flush, and move the gauges by the change."""
         empty = state.is_empty()
         self._states[customer_id] = None if empty else state
@@ -204,8 +235,8 @@ class StateCache:
             metrics.customers.dec()
         elif not before.stored and not empty:
             metrics.customers.inc()
-        metrics.open_checkouts.inc(len(state.open) - before.open_orders)
-        metrics.blacklisted.inc(int(bool(state.listings)) - int(before.listed))
+        metrics.open_checkouts.inc(len(state.unpaid.open) - before.open_orders)
+        metrics.blacklisted.inc(int(bool(state.unpaid.listings)) - int(before.listed))
 
     def flush(self) -> None:
         """Write every changed customer to the table (delete the empty ones); forget the batch."""
@@ -223,21 +254,26 @@ class StateCache:
 cache = StateCache()
 
 
-async def publish(customer_id: str, state: UnpaidState, effects: Iterable[Effect]) -> None:
+async def send_alert(customer_id: str, alert: Alert) -> None:
+    """Publish one alert to its topic, count it and log it."""
+    await output_topics[alert.role].send(key=alert.key.encode(), value=encode(alert.body))
+    metrics.alerts.labels(alert.type).inc()
+    log.info(
+        "alert %s customer=%s id=%s",
+        alert.type,
+        customer_id,
+        alert.body["alert_id"],
+        extra={"alert_type": alert.type, "customer_id": customer_id},
+    )
+
+
+async def publish(customer_id: str, state: CustomerState, effects: Iterable[Effect]) -> None:
     """Send each effect's alert; refresh the compacted blacklist status when it changed."""
     status_changed_at: datetime | None = None
     for effect in effects:
         alert = to_alert(effect)
         if alert is not None:
-            await output_topics[alert.role].send(key=alert.key.encode(), value=encode(alert.body))
-            metrics.alerts.labels(alert.type).inc()
-            log.info(
-                "alert %s customer=%s id=%s",
-                alert.type,
-                customer_id,
-                alert.body["alert_id"],
-                extra={"alert_type": alert.type, "customer_id": customer_id},
-            )
+            await send_alert(customer_id, alert)
         if isinstance(effect, ReportRecovery):
             metrics.recoveries.inc()
         elif isinstance(effect, DropUnmatchedPayment):
@@ -248,8 +284,14 @@ async def publish(customer_id: str, state: UnpaidState, effects: Iterable[Effect
             status_changed_at = effect.at
     if status_changed_at is not None:
         await status_topic.send(
-            key=customer_id.encode(), value=blacklist_status(customer_id, state, status_changed_at)
+            key=customer_id.encode(),
+            value=blacklist_status(customer_id, state.unpaid, status_changed_at),
         )
+
+
+async def publish_retention(customer_id: str, effects: Iterable[RetentionEffect]) -> None:
+    for effect in effects:
+        await send_alert(customer_id, retention_alert(effect))
 
 
 def blacklist_status(customer_id: str, state: UnpaidState, at: datetime) -> bytes | None:
@@ -281,33 +323,72 @@ async def fire_due(partition: PartitionTimers, now: datetime) -> None:
         state, before = cache.load(customer_id)
         if not before.stored:
             continue
-        state, effects = unpaid.advance(state, customer_id, now, policies)
+        state.unpaid, effects = unpaid.advance(state.unpaid, customer_id, now, policies)
+        kept = retention.advance(state.retention, customer_id, now - LATENESS, retention_policy)
         cache.store(customer_id, before, state)
-        partition.index.schedule(customer_id, unpaid.next_due(state, policies))
+        partition.index.schedule(customer_id, next_due(state))
         if not REPLAY:
             wall = datetime.now(UTC)
             for effect in effects:
                 if isinstance(effect, SendReminder | RecordStrike):
                     metrics.timer_lateness.observe(max((wall - effect.at).total_seconds(), 0.0))
         await publish(customer_id, state, effects)
+        await publish_retention(customer_id, kept)
 
 
 async def apply(partition: PartitionTimers, event: CustomerEvent, msg: RawMessage) -> None:
     """Fire what the event's time makes due, then apply the event to its customer."""
+    if partition.clock.is_late(event.occurred_at, LATENESS):
+        behind = partition.clock.events - event.occurred_at if partition.clock.events else None
+        error = LateEvent(
+            f"event time {event.occurred_at.isoformat()} is {behind} behind the partition's "
+            f"event time; the allowed lateness is {LATENESS}"
+        )
+        metrics.late_events.labels(msg.topic).inc()
+        await dead_letter(msg, Rejected(dead_letter_for(msg, error)))
+        return
     now = partition.clock.observe(event.occurred_at)
     await fire_due(partition, now)
     customer_id = event.customer_id
     state, before = cache.load(customer_id)
-    duplicate = event.event_id in state.seen
-    state, effects = unpaid.handle(state, event, policies)
+    duplicate = event.event_id in state.unpaid.seen
+    state.unpaid, effects = unpaid.handle(state.unpaid, event, policies)
+    kept: list[RetentionEffect] = []
+    if not duplicate:
+        # The customer's own timers up to the event fire first (tie rule), even
+        # those the LATENESS delay has not fired on the stream clock yet.
+        kept = retention.advance(state.retention, customer_id, event.occurred_at, retention_policy)
+        kept += observe_retention(state.retention, event, effects)
     cache.store(customer_id, before, state)
-    partition.index.schedule(customer_id, unpaid.next_due(state, policies))
+    partition.index.schedule(customer_id, next_due(state))
     await publish(customer_id, state, effects)
+    await publish_retention(customer_id, kept)
     metrics.input_events.labels(
         msg.topic, event.type, "duplicate" if duplicate else "processed"
     ).inc()
     lag = (datetime.now(UTC) - event.occurred_at).total_seconds()
     metrics.event_lag.observe(max(lag, 0.0))
+
+
+def observe_retention(
+    state: RetentionState, event: CustomerEvent, effects: Iterable[Effect]
+) -> list[RetentionEffect]:
+    """Feed the retention detector what the event and the unpaid detector's verdict say."""
+    if isinstance(event, CheckoutConfirmed):
+        retention.checkout(state, traits_of(event))
+    elif isinstance(event, InquiryReceived):
+        retention.inquiry(state, event.shop_id, event.occurred_at)
+    elif isinstance(event, OrderStatusChanged) and event.status == "refunded":
+        amount = event.refund.amount_minor if event.refund is not None else None
+        retention.refund(state, event.order_id, amount)
+    kept: list[RetentionEffect] = []
+    for effect in effects:
+        if isinstance(effect, RecordPurchase):
+            order = Purchase(
+                effect.order_id, effect.shop_id, effect.at, effect.amount_minor, effect.currency
+            )
+            kept += retention.purchase(state, event.customer_id, order, retention_policy)
+    return kept
 
 
 async def accept(msg: RawMessage, event: CustomerEvent | Watermark) -> None:
@@ -342,19 +423,24 @@ async def dispatch(msg: RawMessage, verdict: Verdict) -> None:
         )
         metrics.input_events.labels(msg.topic, "unknown", "rerouted").inc()
     elif isinstance(verdict, Rejected):
-        letter = verdict.dead_letter
-        await dead_letter_topic.send(key=msg.key, value=encode(letter))
-        metrics.input_events.labels(msg.topic, "unknown", "dead_lettered").inc()
-        metrics.dead_letters.labels(letter.reason).inc()
-        log.warning(
-            "dead letter %s from %s[%d]@%d: %s",
-            letter.reason,
-            letter.source.topic,
-            letter.source.partition,
-            letter.source.offset,
-            letter.detail,
-            extra={"reason": letter.reason, "source_topic": letter.source.topic},
-        )
+        await dead_letter(msg, verdict)
+
+
+async def dead_letter(msg: RawMessage, verdict: Rejected) -> None:
+    """Send a refused message to the dead-letter topic, count it and log why."""
+    letter = verdict.dead_letter
+    await dead_letter_topic.send(key=msg.key, value=encode(letter))
+    metrics.input_events.labels(msg.topic, "unknown", "dead_lettered").inc()
+    metrics.dead_letters.labels(letter.reason).inc()
+    log.warning(
+        "dead letter %s from %s[%d]@%d: %s",
+        letter.reason,
+        letter.source.topic,
+        letter.source.partition,
+        letter.source.offset,
+        letter.detail,
+        extra={"reason": letter.reason, "source_topic": letter.source.topic},
+    )
 
 
 async def on_tick(msg: RawMessage) -> None:
@@ -363,7 +449,7 @@ async def on_tick(msg: RawMessage) -> None:
         return
     wall = datetime.fromtimestamp(int(msg.value) / 1000, tz=UTC)
     partition = timers.of(msg.partition)
-    await fire_due(partition, partition.clock.observe(wall))
+    await fire_due(partition, partition.clock.tick(wall))
 
 
 @app.agent(input_topic, name="customers")

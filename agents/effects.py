@@ -113,6 +113,18 @@ class CloseOrder:
 
 
 @dataclass(frozen=True, slots=True)
+class RecordPurchase:
+    """An order became paid (in full, in time or within the late-payment grace): a purchase."""
+
+    customer_id: str
+    shop_id: str
+    order_id: str
+    at: datetime
+    amount_minor: int
+    currency: str
+
+
+@dataclass(frozen=True, slots=True)
 class DropUnmatchedPayment:
     """A payment whose checkout never arrived within the hold period (counted, not alerted)."""
 
@@ -129,5 +141,6 @@ Effect = (
     | Blacklist
     | Unblacklist
     | CloseOrder
+    | RecordPurchase
     | DropUnmatchedPayment
 )

@@ -1,31 +1,40 @@
-"""Single purchase, then gone, as pure functions: purchase windows, early churn, returns, inquiries.
+"""Single purchase, then gone, as pure functions: purchase cycles, early churn, returns, inquiries.
 
-Definitions (all times are event times; windows are half-open, [start, end)):
+The definitions are written out, with their tie rules, in docs/detection.md;
+in short (all times are event times, windows half-open):
 
-- A purchase is an order that became paid. The caller reports it with
-  `purchase(...)` (the unpaid detector knows when a checkout is paid) and a
-  full refund with `refund(...)`, which takes the purchase back out.
-- The purchase window opens at the first purchase and ends `window` later.
-  At its end, a customer with exactly one purchase in it gets a
-  single-purchase alert.
-- A customer with `churn_min`..`churn_max` purchases in the window whose
-  last purchase is `dormancy` old with nothing since gets an early-churn alert.
-- A customer flagged by either rule who buys again gets a returned alert;
-  that purchase then opens a new window (the customer starts over).
-- The first inquiry opens an inquiry window of `window`; if it ends with no
-  purchase, an inquiry-only alert.
-- A timer due at the same instant as a purchase fires first: a purchase at
-  exactly `first + window` is outside the window.
-- Flags are remembered for `flag_memory`; a customer who buys after that is
-  a new customer again.
+- A customer with nothing remembered is new. Their first purchase opens a
+  cycle and its window [first, first + window); it also gets a first-purchase
+  risk assessment from the checkout traits seen so far (agents/risk.py).
+- At the window end, exactly one purchase in it: single-purchase flag.
+  Two or more: the cycle is watched until `dormancy` after its last purchase;
+  then `churn_min`..`churn_max` purchases is an early-churn flag, more is a
+  loyal customer, forgotten.
+- A flagged customer who buys again is reported returned, and that purchase
+  opens a new cycle. A flag is remembered for `flag_memory`, then forgotten.
+- A new customer's first inquiry opens an inquiry window; no purchase before
+  it ends: inquiry-only.
+- A timer due at the same instant as an event fires first.
+
+`advance` fires every timer due up to `now`, one instant at a time, and each
+firing changes the state, so `next_due` always moves forward.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
+
+from agents.risk import OrderTraits, RiskWeights, assess, traits_from_json
 
 DAY = timedelta(days=1)
+# Checkout traits kept per customer at most (a bot confirming orders all day stays bounded).
+MAX_TRAITS = 20
+
+WINDOW = "window"  # the cycle's window is open
+WATCHING = "watching"  # the window ended with 2+ purchases; waiting for dormancy
+FLAGGED = "flagged"  # single purchase or early churn; waiting for a return
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,11 +46,17 @@ class RetentionPolicy:
     # How long a flag is remembered so that a return can be reported; after
     # that the customer's state is dropped (bounded state).
     flag_memory: timedelta = 365 * DAY
+    # Checkout traits wait this long for their order's payment before they are dropped.
+    trait_memory: timedelta = 7 * DAY
+    # "Several orders on the first day": checkouts in this span up to the first purchase.
+    first_day: timedelta = DAY
+    weights: RiskWeights = field(default_factory=RiskWeights)
 
 
 @dataclass(slots=True)
 class Purchase:
     order_id: str
+    shop_id: str
     at: datetime
     amount_minor: int
     currency: str
@@ -49,154 +64,381 @@ class Purchase:
 
 @dataclass(slots=True)
 class RetentionState:
-    """One customer's purchase window and flags. Empty means nothing to remember."""
+    """One customer's purchase cycle, flag and inquiry window. Empty means nothing to remember."""
 
+    phase: str | None = None  # None (new), WINDOW, WATCHING or FLAGGED
+    # The cycle's purchases, oldest first; only the last churn_max + 1 are
+    # kept, enough to tell single purchase, early churn and loyalty apart.
     purchases: list[Purchase] = field(default_factory=list)
-    window_start: datetime | None = None
-    flagged: str | None = None  # "single_purchase" or "early_churn"
+    cycle_start: datetime | None = None
+    risk_score: float = 0.0  # of the purchase that opened the cycle
+    risk_factors: list[str] = field(default_factory=list)
+    flag: str | None = None  # "single_purchase" or "early_churn"
     flagged_at: datetime | None = None
-    first_inquiry_at: datetime | None = None
+    inquiry_at: datetime | None = None  # start of the open inquiry window
+    inquiry_shop: str | None = None
+    inquiries: int = 0
+    # Traits of checkouts made while no cycle is open, oldest first.
+    traits: list[OrderTraits] = field(default_factory=list)
 
     def is_empty(self) -> bool:
-        return not (self.purchases or self.flagged or self.first_inquiry_at)
+        return self.phase is None and self.inquiry_at is None and not self.traits
+
+
+@dataclass(frozen=True, slots=True)
+class WarnFirstPurchase:
+    """A new customer's first purchase, with its one-time-buyer risk."""
+
+    customer_id: str
+    shop_id: str
+    order_id: str
+    at: datetime
+    amount_minor: int
+    currency: str
+    score: float
+    factors: tuple[str, ...]
+    orders_first_day: int
 
 
 @dataclass(frozen=True, slots=True)
 class FlagSinglePurchase:
     customer_id: str
+    shop_id: str
     order_id: str
     first_purchase_at: datetime
     amount_minor: int
     currency: str
     at: datetime
+    window: timedelta
+    score: float
+    factors: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
 class FlagEarlyChurn:
     customer_id: str
     purchases: int
+    first_purchase_at: datetime
     last_purchase_at: datetime
+    last_order_id: str
     at: datetime
 
 
 @dataclass(frozen=True, slots=True)
 class ReportReturn:
     customer_id: str
+    shop_id: str
+    order_id: str
+    amount_minor: int
+    currency: str
     flag: str
     flagged_at: datetime
-    order_id: str
     at: datetime
 
 
 @dataclass(frozen=True, slots=True)
 class FlagInquiryOnly:
     customer_id: str
+    shop_id: str
     first_inquiry_at: datetime
+    inquiries: int
     at: datetime
+    window: timedelta
 
 
-RetentionEffect = FlagSinglePurchase | FlagEarlyChurn | ReportReturn | FlagInquiryOnly
+RetentionEffect = (
+    WarnFirstPurchase | FlagSinglePurchase | FlagEarlyChurn | ReportReturn | FlagInquiryOnly
+)
+
+
+# ---------------------------------------------------------------------------
+# Events
+
+
+def checkout(state: RetentionState, traits: OrderTraits) -> None:
+    """A confirmed order: its traits are kept for the risk of the purchase that opens a cycle."""
+    if state.phase in (None, FLAGGED) and all(t.order_id != traits.order_id for t in state.traits):
+        state.traits.append(traits)
+        del state.traits[:-MAX_TRAITS]
 
 
 def purchase(
     state: RetentionState,
     customer_id: str,
-    order_id: str,
-    at: datetime,
-    amount_minor: int,
-    currency: str,
+    order: Purchase,
+    policy: RetentionPolicy,
 ) -> list[RetentionEffect]:
-    """A paid order. Fire due timers with `advance` first."""
-    if any(p.order_id == order_id for p in state.purchases):
+    """An order became paid. Timers due up to `order.at` must already have fired."""
+    if any(p.order_id == order.order_id for p in state.purchases):
         return []
     effects: list[RetentionEffect] = []
-    if state.flagged is not None and state.flagged_at is not None:
-        effects.append(ReportReturn(customer_id, state.flagged, state.flagged_at, order_id, at))
-        state.purchases.clear()
-        state.window_start = None
-        state.flagged = state.flagged_at = None
-    if state.window_start is None:
-        state.window_start = at
-    state.purchases.append(Purchase(order_id, at, amount_minor, currency))
-    state.first_inquiry_at = None  # they bought: not inquiry-only
+    if state.phase in (WINDOW, WATCHING):
+        state.purchases.append(order)
+        del state.purchases[: -(policy.churn_max + 1)]
+        return effects
+    if state.phase == FLAGGED:
+        assert state.flag is not None and state.flagged_at is not None
+        effects.append(
+            ReportReturn(
+                customer_id,
+                order.shop_id,
+                order.order_id,
+                order.amount_minor,
+                order.currency,
+                state.flag,
+                state.flagged_at,
+                order.at,
+            )
+        )
+    score, factors, first_day = _risk(state, order, policy)
+    if state.phase is None:
+        effects.append(
+            WarnFirstPurchase(
+                customer_id,
+                order.shop_id,
+                order.order_id,
+                order.at,
+                order.amount_minor,
+                order.currency,
+                score,
+                factors,
+                first_day,
+            )
+        )
+    _open_cycle(state, order, score, factors)
     return effects
 
 
-def _trim(state: RetentionState, policy: RetentionPolicy) -> None:
-    # Past the window only the count (up to churn_max + 1) and the last purchase matter.
-    del state.purchases[: max(0, len(state.purchases) - (policy.churn_max + 1))]
+def _risk(
+    state: RetentionState, order: Purchase, policy: RetentionPolicy
+) -> tuple[float, tuple[str, ...], int]:
+    own = next((t for t in state.traits if t.order_id == order.order_id), None)
+    since = order.at - policy.first_day
+    others = sum(
+        1 for t in state.traits if since < t.at <= order.at and t.order_id != order.order_id
+    )
+    first_day = others + 1
+    score, factors = assess(own, first_day, policy.weights)
+    return score, factors, first_day
 
 
-def refund(state: RetentionState, order_id: str) -> None:
-    """A full refund takes the purchase back out."""
-    state.purchases = [p for p in state.purchases if p.order_id != order_id]
-    if not state.purchases and state.flagged is None:
-        state.window_start = None
+def _open_cycle(
+    state: RetentionState, order: Purchase, score: float, factors: tuple[str, ...]
+) -> None:
+    _forget(state)
+    state.phase = WINDOW
+    state.purchases = [order]
+    state.cycle_start = order.at
+    state.risk_score, state.risk_factors = score, list(factors)
+    # A buyer is not inquiry-only, and their checkout traits have served.
+    state.inquiry_at, state.inquiry_shop, state.inquiries = None, None, 0
+    state.traits.clear()
 
 
-def inquiry(state: RetentionState, at: datetime) -> None:
-    if not state.purchases and state.first_inquiry_at is None:
-        state.first_inquiry_at = at
+def refund(state: RetentionState, order_id: str, amount_minor: int | None) -> None:
+    """A refund: a full one (no amount, or at least the purchase's) takes the purchase out.
+
+    A cycle left with no purchase closes, and the customer is new again.
+    Alerts already sent are not taken back.
+    """
+    if state.phase not in (WINDOW, WATCHING):
+        return
+    for p in state.purchases:
+        if p.order_id == order_id and (amount_minor is None or amount_minor >= p.amount_minor):
+            state.purchases.remove(p)
+            break
+    if not state.purchases:
+        _forget(state)
+
+
+def inquiry(state: RetentionState, shop_id: str, at: datetime) -> None:
+    """A pre-sale question; only a new customer's inquiries are watched."""
+    if state.phase is not None:
+        return
+    if state.inquiry_at is None:
+        state.inquiry_at, state.inquiry_shop, state.inquiries = at, shop_id, 1
+    else:
+        state.inquiries += 1
+
+
+def _forget(state: RetentionState) -> None:
+    state.phase = None
+    state.purchases = []
+    state.cycle_start = None
+    state.risk_score, state.risk_factors = 0.0, []
+    state.flag = state.flagged_at = None
+
+
+# ---------------------------------------------------------------------------
+# Timers
+
+
+def _cycle_due(state: RetentionState, policy: RetentionPolicy) -> datetime | None:
+    if state.phase == WINDOW:
+        assert state.cycle_start is not None
+        return state.cycle_start + policy.window
+    if state.phase == WATCHING:
+        assert state.cycle_start is not None
+        return max(state.cycle_start + policy.window, state.purchases[-1].at + policy.dormancy)
+    if state.phase == FLAGGED:
+        assert state.flagged_at is not None
+        return state.flagged_at + policy.flag_memory
+    return None
 
 
 def next_due(state: RetentionState, policy: RetentionPolicy) -> datetime | None:
-    """The next moment `advance` has something to do; it must make progress there."""
-    times = []
-    if state.flagged is None and state.window_start is not None:
-        end = state.window_start + policy.window
-        # Before the window end, the end; after it, when the dormancy runs out.
-        last = state.purchases[-1].at if state.purchases else end
-        times.append(max(end, last + policy.dormancy) if len(state.purchases) > 1 else end)
-    if state.first_inquiry_at is not None:
-        times.append(state.first_inquiry_at + policy.window)
-    if state.flagged_at is not None:
-        times.append(state.flagged_at + policy.flag_memory)
+    """The next instant `advance` has something to do."""
+    times = [t for t in (_cycle_due(state, policy),) if t is not None]
+    if state.inquiry_at is not None:
+        times.append(state.inquiry_at + policy.window)
+    if state.traits:
+        times.append(min(t.at for t in state.traits) + policy.trait_memory)
     return min(times, default=None)
 
 
 def advance(
     state: RetentionState, customer_id: str, now: datetime, policy: RetentionPolicy
 ) -> list[RetentionEffect]:
-    """Fire every window end, dormancy and inquiry timer due at or before `now`."""
+    """Fire every timer due at or before `now`, earliest first."""
     effects: list[RetentionEffect] = []
-    if state.first_inquiry_at is not None and state.first_inquiry_at + policy.window <= now:
+    due = next_due(state, policy)
+    while due is not None and due <= now:
+        _fire(state, customer_id, due, policy, effects)
+        due = next_due(state, policy)
+    return effects
+
+
+def _fire(
+    state: RetentionState,
+    customer_id: str,
+    at: datetime,
+    policy: RetentionPolicy,
+    effects: list[RetentionEffect],
+) -> None:
+    """Fire what is due at `at` (the earliest due instant)."""
+    state.traits = [t for t in state.traits if t.at + policy.trait_memory > at]
+    if state.inquiry_at is not None and state.inquiry_at + policy.window <= at:
+        assert state.inquiry_shop is not None
         effects.append(
             FlagInquiryOnly(
-                customer_id, state.first_inquiry_at, state.first_inquiry_at + policy.window
+                customer_id,
+                state.inquiry_shop,
+                state.inquiry_at,
+                state.inquiries,
+                at,
+                policy.window,
             )
         )
-        state.first_inquiry_at = None
-    if state.flagged_at is not None and state.flagged_at + policy.flag_memory <= now:
-        state.purchases.clear()
-        state.window_start = None
-        state.flagged = state.flagged_at = None
-    if state.flagged is not None or state.window_start is None:
-        return effects
-    end = state.window_start + policy.window
-    if end > now:
-        return effects
-    in_window = [p for p in state.purchases if p.at < end]
-    if len(in_window) == 1:
-        first = in_window[0]
-        effects.append(
-            FlagSinglePurchase(
-                customer_id, first.order_id, first.at, first.amount_minor, first.currency, end
-            )
+        state.inquiry_at, state.inquiry_shop, state.inquiries = None, None, 0
+    due = _cycle_due(state, policy)
+    if due is None or due > at:
+        return
+    if state.phase == WINDOW:
+        _end_window(state, customer_id, at, policy, effects)
+    elif state.phase == WATCHING:
+        _end_dormancy(state, customer_id, at, policy, effects)
+    else:  # FLAGGED, and the flag memory ran out
+        _forget(state)
+
+
+def _end_window(
+    state: RetentionState,
+    customer_id: str,
+    at: datetime,
+    policy: RetentionPolicy,
+    effects: list[RetentionEffect],
+) -> None:
+    if len(state.purchases) != 1:
+        state.phase = WATCHING
+        return
+    first = state.purchases[0]
+    effects.append(
+        FlagSinglePurchase(
+            customer_id,
+            first.shop_id,
+            first.order_id,
+            first.at,
+            first.amount_minor,
+            first.currency,
+            at,
+            policy.window,
+            state.risk_score,
+            tuple(state.risk_factors),
         )
-        state.flagged, state.flagged_at = "single_purchase", end
-        return effects
-    if not state.purchases:
-        state.window_start = None
-        return effects
-    _trim(state, policy)
-    last = state.purchases[-1].at
-    quiet_until = max(end, last + policy.dormancy)
-    if quiet_until <= now:
-        if policy.churn_min <= len(state.purchases) <= policy.churn_max:
-            effects.append(FlagEarlyChurn(customer_id, len(state.purchases), last, quiet_until))
-            state.flagged, state.flagged_at = "early_churn", quiet_until
-        else:
-            # A loyal customer (more than churn_max purchases) went quiet: start over.
-            state.purchases.clear()
-            state.window_start = None
-    return effects
+    )
+    _flag(state, "single_purchase", at)
+
+
+def _end_dormancy(
+    state: RetentionState,
+    customer_id: str,
+    at: datetime,
+    policy: RetentionPolicy,
+    effects: list[RetentionEffect],
+) -> None:
+    count = len(state.purchases)
+    if not policy.churn_min <= count <= policy.churn_max:
+        _forget(state)  # a loyal customer went quiet (or refunds left too few): start over
+        return
+    assert state.cycle_start is not None
+    last = state.purchases[-1]
+    effects.append(
+        FlagEarlyChurn(customer_id, count, state.cycle_start, last.at, last.order_id, at)
+    )
+    _flag(state, "early_churn", at)
+
+
+def _flag(state: RetentionState, flag: str, at: datetime) -> None:
+    _forget(state)
+    state.phase, state.flag, state.flagged_at = FLAGGED, flag, at
+
+
+# ---------------------------------------------------------------------------
+# Storage and inspection
+
+
+def state_from_json(d: dict[str, Any]) -> RetentionState:
+    """The state from its JSON form (orjson writes the dataclass)."""
+    when = datetime.fromisoformat
+
+    def opt(text: str | None) -> datetime | None:
+        return None if text is None else when(text)
+
+    return RetentionState(
+        phase=d["phase"],
+        purchases=[
+            Purchase(p["order_id"], p["shop_id"], when(p["at"]), p["amount_minor"], p["currency"])
+            for p in d["purchases"]
+        ],
+        cycle_start=opt(d["cycle_start"]),
+        risk_score=d["risk_score"],
+        risk_factors=list(d["risk_factors"]),
+        flag=d["flag"],
+        flagged_at=opt(d["flagged_at"]),
+        inquiry_at=opt(d["inquiry_at"]),
+        inquiry_shop=d["inquiry_shop"],
+        inquiries=d["inquiries"],
+        traits=[traits_from_json(t) for t in d["traits"]],
+    )
+
+
+def describe(state: RetentionState, policy: RetentionPolicy) -> dict[str, object]:
+    """The customer's retention state for support staff (GET /customers/{id})."""
+
+    def ts(moment: datetime | None) -> str | None:
+        return None if moment is None else moment.isoformat()
+
+    due = _cycle_due(state, policy)
+    return {
+        "phase": state.phase or "new",
+        "cycle_start": ts(state.cycle_start),
+        "purchases_in_cycle": len(state.purchases),
+        "flag": state.flag,
+        "flagged_at": ts(state.flagged_at),
+        "next_decision_at": ts(due),
+        "inquiry_window_start": ts(state.inquiry_at),
+        "inquiries": state.inquiries,
+        "first_purchase_risk": {"score": state.risk_score, "factors": state.risk_factors}
+        if state.phase is not None
+        else None,
+    }

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import orjson
 
+from agents.retention import RetentionState, state_from_json
 from agents.unpaid import (
     ExpiredOrder,
     HeldPayment,
@@ -24,14 +26,31 @@ def _opt(text: str | None) -> datetime | None:
     return None if text is None else _when(text)
 
 
-def encode_state(state: UnpaidState) -> bytes:
+@dataclass(slots=True)
+class CustomerState:
+    """Everything hitrun remembers of one customer: one part per detector."""
+
+    unpaid: UnpaidState = field(default_factory=UnpaidState)
+    retention: RetentionState = field(default_factory=RetentionState)
+
+    def is_empty(self) -> bool:
+        return self.unpaid.is_empty() and self.retention.is_empty()
+
+
+def encode_state(state: CustomerState) -> bytes:
     """JSON bytes of the state (orjson writes dataclasses and datetimes natively)."""
     return orjson.dumps(state)
 
 
-def decode_state(data: bytes) -> UnpaidState:
+def decode_state(data: bytes) -> CustomerState:
     """The state from `encode_state`'s bytes."""
     d: dict[str, Any] = orjson.loads(data)
+    if "unpaid" not in d:  # written before the retention detector existed
+        return CustomerState(_unpaid(d))
+    return CustomerState(_unpaid(d["unpaid"]), state_from_json(d["retention"]))
+
+
+def _unpaid(d: dict[str, Any]) -> UnpaidState:
     return UnpaidState(
         open={
             k: OpenOrder(

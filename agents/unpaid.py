@@ -19,6 +19,7 @@ from agents.effects import (
     DropUnmatchedPayment,
     Effect,
     EvidenceLine,
+    RecordPurchase,
     RecordStrike,
     ReminderLine,
     ReportRecovery,
@@ -222,6 +223,11 @@ def _on_payment(
             order.paid_minor += amount_minor
         if order.paid_minor >= order.total_minor:
             _close(state, order, "paid", at, run)
+            run.effects.append(
+                RecordPurchase(
+                    run.customer_id, order.shop_id, order_id, at, order.total_minor, order.currency
+                )
+            )
             if order.reminders_sent:
                 run.effects.append(
                     ReportRecovery(
@@ -247,6 +253,16 @@ def _on_payment(
             del state.expired[order_id]
             state.closed[order_id] = at
             _reverse_strike(state, order_id, at, run)
+            run.effects.append(
+                RecordPurchase(
+                    run.customer_id,
+                    expired.shop_id,
+                    order_id,
+                    at,
+                    expired.total_minor,
+                    expired.currency,
+                )
+            )
         return
     if order_id in state.closed:
         return

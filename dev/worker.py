@@ -26,6 +26,7 @@ TOPIC_SETTINGS = (
     "strikes",
     "blacklist",
     "blacklist_status",
+    "retention",
 )
 
 

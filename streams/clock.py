@@ -5,23 +5,37 @@ from __future__ import annotations
 import heapq
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 
 @dataclass
 class PartitionClock:
     """The stream clock of one partition: it only moves forward.
 
-    In live mode a tick moves it to max(clock, wall time of the tick); in replay
-    mode only event times (and watermarks) move it.
+    Event times and watermarks move it in both modes; in live mode a tick also
+    moves it to the tick's wall time, so idle partitions still fire on time.
+    Lateness is judged against event time alone (`events`): a worker catching
+    up on a backlog after ticks have moved the clock must not find the backlog late.
     """
 
     now: datetime | None = None
+    events: datetime | None = None
 
     def observe(self, moment: datetime) -> datetime:
+        """An event or watermark at `moment`; returns the clock."""
+        if self.events is None or moment > self.events:
+            self.events = moment
+        return self.tick(moment)
+
+    def tick(self, moment: datetime) -> datetime:
+        """Wall time of a live tick (or any other reading that is not an event)."""
         if self.now is None or moment > self.now:
             self.now = moment
         return self.now
+
+    def is_late(self, moment: datetime, lateness: timedelta) -> bool:
+        """Is an event at `moment` older than the partition's event time by more than `lateness`?"""
+        return self.events is not None and moment < self.events - lateness
 
 
 @dataclass

@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from agents.policy import Policies, ReminderSchedule, UnpaidPolicy, default_windows
+from agents.retention import RetentionPolicy
+from agents.risk import RiskWeights, parse_weights
 
 T = TypeVar("T")
 
@@ -169,6 +171,7 @@ class Settings:
     topic_blacklist: str = _setting("hitrun.blacklist", _non_empty)
     topic_blacklist_status: str = _setting("hitrun.blacklist-status", _non_empty)
     topic_admin: str = _setting("hitrun.admin", _non_empty)
+    topic_retention: str = _setting("hitrun.retention", _non_empty)
     clock_mode: str = _setting("live", _choice("live", "replay"))
     tick_interval: timedelta = _setting("1s", parse_duration)
     store: str = _setting("memory://", _non_empty)
@@ -194,6 +197,17 @@ class Settings:
     blacklist_scope: str = _setting("shop", _choice("shop", "platform"))
     payment_hold: timedelta = _setting("1h", parse_duration)
     policy_file: str | None = _setting(None, _non_empty)
+    # Single purchase, then gone (DESIGN.md §4; definitions in docs/detection.md).
+    single_purchase_window: timedelta = _setting("90d", parse_duration)
+    churn_dormancy: timedelta = _setting("90d", parse_duration)
+    churn_min_purchases: int = _setting("2", _positive_int)
+    churn_max_purchases: int = _setting("5", _positive_int)
+    flag_memory: timedelta = _setting("365d", parse_duration)
+    risk_weights: RiskWeights = _setting("", parse_weights)
+    # An event older than its partition's stream clock by more than this is
+    # dead-lettered as `late_event`; retention windows close this much after
+    # their end on the stream clock, so an accepted event is never too late for one.
+    allowed_lateness: timedelta = _setting("1h", parse_duration)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -210,7 +224,17 @@ class Settings:
                 values[f.name] = f.metadata["parse"](raw)
             except ValueError as exc:
                 raise SettingsError(f"{variable}: {exc}") from None
-        return cls(**values)
+        settings = cls(**values)
+        settings._check()
+        return settings
+
+    def _check(self) -> None:
+        if not 2 <= self.churn_min_purchases <= self.churn_max_purchases:
+            raise SettingsError(
+                "HITRUN_CHURN_MIN_PURCHASES: must be at least 2 and at most "
+                f"HITRUN_CHURN_MAX_PURCHASES ({self.churn_max_purchases}), "
+                f"got {self.churn_min_purchases}"
+            )
 
     @property
     def reroute_topic(self) -> str:
@@ -245,7 +269,23 @@ class Settings:
             "reminders": self.topic_reminders,
             "strikes": self.topic_strikes,
             "blacklist": self.topic_blacklist,
+            "retention": self.topic_retention,
         }
+
+    def retention_policy(self) -> RetentionPolicy:
+        """The single-purchase detector's policy from these settings."""
+        return RetentionPolicy(
+            window=self.single_purchase_window,
+            dormancy=self.churn_dormancy,
+            churn_min=self.churn_min_purchases,
+            churn_max=self.churn_max_purchases,
+            flag_memory=self.flag_memory,
+            weights=self.risk_weights,
+        )
+
+    def replay_horizon(self) -> timedelta:
+        """How far past the last event a final watermark must go to close every window."""
+        return max(self.single_purchase_window, self.churn_dormancy) + self.allowed_lateness
 
     def unpaid_policies(self) -> Policies:
         """The unpaid-detector policy from these settings, with the policy file's shop overrides."""

@@ -63,6 +63,12 @@ class KeyMismatch(InputRejected):
     reason = "key_mismatch"
 
 
+class LateEvent(InputRejected):
+    """Older than its partition's event time by more than the allowed lateness."""
+
+    reason = "late_event"
+
+
 class Misrouted(InputRejected):
     """Still in the wrong partition after being rerouted once: a partition-count mismatch."""
 
@@ -82,6 +88,7 @@ REASONS: tuple[str, ...] = tuple(
         SchemaViolation,
         MissingKey,
         KeyMismatch,
+        LateEvent,
         Misrouted,
     )
 )

@@ -32,6 +32,13 @@ class Metrics:
             ("reason",),
             registry=registry,
         )
+        self.late_events = Counter(
+            "hitrun_late_events_total",
+            "Events older than their partition's event time by more than the allowed lateness "
+            "(dead-lettered as late_event), by input topic.",
+            ("topic",),
+            registry=registry,
+        )
         self.event_lag = Histogram(
             "hitrun_event_lag_seconds",
             "Processing time minus event time of processed input events.",

@@ -47,6 +47,28 @@ _CATEGORIES = ("shoes", "apparel", "electronics", "beauty", "home", "toys", "boo
 _TIME_ZONES = ("Asia/Jakarta", "Asia/Singapore", "Asia/Kuala_Lumpur", "Asia/Manila", None)
 _SOURCES = ("direct", "search", "ad", "social", "email", "referral")
 
+# Kinds that buy at most once (never_pays only tries); their first order shows
+# the one-time-buyer traits of DESIGN.md §1 more often than other first orders.
+_ONE_TIMERS = frozenset({"pays_promptly", "pays_after_reminder", "one_time_buyer", "never_pays"})
+
+
+@dataclass(frozen=True)
+class _FirstOrderOdds:
+    """How often a customer's first order shows each one-time-buyer trait."""
+
+    gift: float  # shipped to an address other than the buyer's
+    search_or_ad: float  # arrived from search or an ad (otherwise from any source)
+    promotion: float  # used a first-order promotion code
+    one_category: float  # each further item is in the first item's category
+    accessory_only: float  # every item is an accessory
+    several_first_day: float  # orders cancelled by the buyer before the paid one, same day
+
+
+_ODDS = {
+    "one_timer": _FirstOrderOdds(0.3, 0.5, 0.45, 0.85, 0.2, 0.15),
+    "other": _FirstOrderOdds(0.08, 0.0, 0.15, 0.4, 0.05, 0.03),
+}
+
 
 @dataclass(frozen=True, slots=True)
 class SimMessage:
@@ -113,6 +135,7 @@ class _Customer:
         self.ids = _Ids(rng)
         self.tz = rng.choice(_TIME_ZONES)
         self.address = f"addr-{rng.getrandbits(32):08x}"
+        self.odds = _ODDS["one_timer" if kind in _ONE_TIMERS else "other"]
 
     def _base(self, type_: str, at: datetime) -> dict[str, Any]:
         return {
@@ -124,20 +147,23 @@ class _Customer:
         }
 
     def checkout(self, at: datetime, method: str, first: bool) -> tuple[dict[str, Any], int]:
-        rng = self.rng
+        rng, odds = self.rng, self.odds
         category = rng.choice(_CATEGORIES)
+        same = odds.one_category if first else 0.7
         items: list[dict[str, Any]] = [
             {
                 "sku": self.ids.new("sku"),
-                "category": category if first or rng.random() < 0.7 else rng.choice(_CATEGORIES),
+                "category": category if n == 0 or rng.random() < same else rng.choice(_CATEGORIES),
                 "quantity": rng.randint(1, 3),
                 "unit_price_minor": rng.randrange(5_000, 500_000, 500),
             }
-            for _ in range(rng.randint(1, 3))
+            for n in range(rng.randint(1, 3))
         ]
+        if first and rng.random() < odds.accessory_only:
+            for item in items:
+                item["accessory"] = True
         total = sum(i["quantity"] * i["unit_price_minor"] for i in items)
-        one_timer = self.kind in ("one_time_buyer", "never_pays")
-        gift = first and rng.random() < (0.35 if one_timer else 0.08)
+        gift = first and rng.random() < odds.gift
         body = self._base("checkout_confirmed", at) | {
             "order_id": self.ids.new("ord"),
             "total": {"amount_minor": total, "currency": "IDR"},
@@ -146,11 +172,9 @@ class _Customer:
             "shipping_address_hash": f"addr-{rng.getrandbits(32):08x}" if gift else self.address,
             "customer_address_hash": self.address,
             "traffic_source": rng.choice(("search", "ad"))
-            if one_timer and rng.random() < 0.6
+            if first and rng.random() < odds.search_or_ad
             else rng.choice(_SOURCES),
-            "promotion_code": "WELCOME10"
-            if first and rng.random() < (0.5 if one_timer else 0.15)
-            else None,
+            "promotion_code": "WELCOME10" if first and rng.random() < odds.promotion else None,
             "customer_time_zone": self.tz,
         }
         return body, total
@@ -167,11 +191,16 @@ class _Customer:
             "failure_reason": "declined" if status == "failed" else None,
         }
 
-    def order_status(self, at: datetime, order: dict[str, Any], status: str) -> dict[str, Any]:
-        return self._base("order_status_changed", at) | {
+    def order_status(
+        self, at: datetime, order: dict[str, Any], status: str, by: str | None = None
+    ) -> dict[str, Any]:
+        body = self._base("order_status_changed", at) | {
             "order_id": order["order_id"],
             "status": status,
         }
+        if by is not None:
+            body["cancelled_by"] = by
+        return body
 
     def timeline(self) -> list[tuple[datetime, str, dict[str, Any]]]:
         rng, t = self.rng, self.start
@@ -183,6 +212,22 @@ class _Customer:
             paid = at + rng.randint(2, 30) * minutes
             out.extend([(at, "checkouts", order), (paid, "payments", self.payment(paid, order))])
 
+        def second_thoughts(at: datetime) -> datetime:
+            """Orders placed and cancelled by the buyer before the first paid one; its time."""
+            if rng.random() >= self.odds.several_first_day:
+                return at
+            for _ in range(rng.randint(1, 2)):
+                order, _ = self.checkout(at, rng.choice(("card", "e_wallet")), True)
+                cancelled = at + rng.randint(2, 20) * minutes
+                out.append((at, "checkouts", order))
+                out.append(
+                    (cancelled, "orders", self.order_status(cancelled, order, "cancelled", "buyer"))
+                )
+                at = cancelled + rng.randint(5, 60) * minutes
+            return at
+
+        if self.kind in ("pays_promptly", "pays_after_reminder", "one_time_buyer"):
+            t = second_thoughts(t)
         if self.kind == "pays_promptly":
             buy(t, True)
         elif self.kind == "pays_after_reminder":
@@ -209,7 +254,7 @@ class _Customer:
         elif self.kind == "one_time_buyer":
             buy(t, True)
         elif self.kind == "loyal_repeat_buyer":
-            at = t
+            at = second_thoughts(t)
             for n in range(rng.randint(4, 8)):
                 buy(at, n == 0)
                 at += timedelta(days=rng.randint(10, 40), minutes=rng.randint(0, 600))

@@ -13,7 +13,8 @@ from typing import Any
 import orjson
 from faust import web
 
-from agents.customer import customers_table, policies
+from agents import retention
+from agents.customer import customers_table, policies, retention_policy
 from agents.state import decode_state
 from agents.unpaid import describe
 from schemas import compiled_validator
@@ -54,7 +55,14 @@ async def customer(self: web.View, request: web.Request, customer_id: str) -> we
     stored = customers_table.get(customer_id.encode())
     if stored is None:
         return self.json({"error": "unknown customer", "customer_id": customer_id}, status=404)
-    return self.json({"customer_id": customer_id, **describe(decode_state(stored), policies)})
+    state = decode_state(stored)
+    return self.json(
+        {
+            "customer_id": customer_id,
+            **describe(state.unpaid, policies),
+            "retention": retention.describe(state.retention, retention_policy),
+        }
+    )
 
 
 def _authorized(request: web.Request) -> tuple[bool, int, str]:

@@ -6,12 +6,15 @@ import asyncio
 import time
 import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 
 from dev.worker import WorkerProcess, topic_env
 from streams.config import Settings
+from streams.partitioning import partition_for_key
 
 
 def unique_env(bootstrap: str, data_dir: Path, **overrides: str) -> dict[str, str]:
@@ -85,3 +88,58 @@ def drain(bootstrap: str, topic: str, expected: int, timeout: float = 30.0) -> l
             await consumer.stop()
 
     return asyncio.run(run())
+
+
+def now_text() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+def checkout(customer: str, order: str) -> dict[str, object]:
+    return {
+        "type": "checkout_confirmed",
+        "event_id": f"{order}-co",
+        "customer_id": customer,
+        "shop_id": "shop-1",
+        "occurred_at": now_text(),
+        "order_id": order,
+        "total": {"amount_minor": 5000, "currency": "IDR"},
+        "payment_method": "card",
+    }
+
+
+def payment(customer: str, order: str) -> dict[str, object]:
+    return {
+        "type": "payment_attempted",
+        "event_id": f"{order}-pay",
+        "customer_id": customer,
+        "shop_id": "shop-1",
+        "occurred_at": now_text(),
+        "order_id": order,
+        "status": "succeeded",
+        "amount": {"amount_minor": 5000, "currency": "IDR"},
+        "method": "card",
+    }
+
+
+def send(settings: Settings, topic: str, body: dict[str, object]) -> None:
+    async def run() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
+        await producer.start()
+        try:
+            key = str(body["customer_id"]).encode()
+            await producer.send_and_wait(
+                topic,
+                orjson.dumps(body),
+                key=key,
+                partition=partition_for_key(key, settings.partitions),
+            )
+        finally:
+            await producer.stop()
+
+    asyncio.run(run())
+
+
+def alerts(settings: Settings, topic: str, expected: int, timeout: float = 20) -> list[dict]:
+    return [
+        orjson.loads(r.value) for r in drain(settings.kafka_bootstrap, topic, expected, timeout)
+    ]

@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 import orjson
-from aiokafka import AIOKafkaProducer
 
 from schemas import compiled_validator
-from streams.config import Settings
-from streams.partitioning import partition_for_key
-from tests.integration.harness import drain, settings_of, start_worker, unique_env, wait_for
+from tests.integration.harness import (
+    alerts,
+    checkout,
+    drain,
+    payment,
+    send,
+    settings_of,
+    start_worker,
+    unique_env,
+    wait_for,
+)
 
 LIVE_POLICY = {
     "HITRUN_PAYMENT_WINDOWS": "card=4s",
@@ -25,61 +31,6 @@ LIVE_POLICY = {
     "HITRUN_STRIKE_THRESHOLD": "3",
     "HITRUN_BLACKLIST_DURATION": "1h",
 }
-
-
-def now_text() -> str:
-    return datetime.now(UTC).isoformat()
-
-
-def checkout(customer: str, order: str) -> dict[str, object]:
-    return {
-        "type": "checkout_confirmed",
-        "event_id": f"{order}-co",
-        "customer_id": customer,
-        "shop_id": "shop-1",
-        "occurred_at": now_text(),
-        "order_id": order,
-        "total": {"amount_minor": 5000, "currency": "IDR"},
-        "payment_method": "card",
-    }
-
-
-def payment(customer: str, order: str) -> dict[str, object]:
-    return {
-        "type": "payment_attempted",
-        "event_id": f"{order}-pay",
-        "customer_id": customer,
-        "shop_id": "shop-1",
-        "occurred_at": now_text(),
-        "order_id": order,
-        "status": "succeeded",
-        "amount": {"amount_minor": 5000, "currency": "IDR"},
-        "method": "card",
-    }
-
-
-def send(settings: Settings, topic: str, body: dict[str, object]) -> None:
-    async def run() -> None:
-        producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
-        await producer.start()
-        try:
-            key = str(body["customer_id"]).encode()
-            await producer.send_and_wait(
-                topic,
-                orjson.dumps(body),
-                key=key,
-                partition=partition_for_key(key, settings.partitions),
-            )
-        finally:
-            await producer.stop()
-
-    asyncio.run(run())
-
-
-def alerts(settings: Settings, topic: str, expected: int, timeout: float = 20) -> list[dict]:
-    return [
-        orjson.loads(r.value) for r in drain(settings.kafka_bootstrap, topic, expected, timeout)
-    ]
 
 
 def test_checkout_reminder_expiry_strikes_blacklist_late_payment_reversal_unblacklist(

@@ -30,6 +30,13 @@ def _is_json(path: Path) -> bool:
 
 
 INPUT_SCHEMAS = {schema: event_type for event_type, (_, schema) in INPUT_EVENTS.items()}
+RETENTION_SCHEMAS = {
+    "first_purchase_risk.v1",
+    "single_purchase.v1",
+    "early_churn.v1",
+    "customer_returned.v1",
+    "inquiry_only.v1",
+}
 
 
 def _registry() -> Registry:
@@ -68,9 +75,19 @@ def test_every_schema_is_valid_draft_2020_12_with_a_version_in_its_name() -> Non
         jsonschema.Draft202012Validator.check_schema(schema)
 
 
+def test_every_event_schema_is_named_after_its_type() -> None:
+    # Alerts are validated against f"{type}.v1"; a schema named otherwise would never be used.
+    names = [n for n in schema_names() if n != "common.v1"]
+    assert set(names) >= RETENTION_SCHEMAS
+    for name in names:
+        schema = load_schema(name)
+        assert schema["$id"] == f"https://hitrun.dev/schemas/{name}.schema.json"
+        assert f"{schema['properties']['type']['const']}.v1" == name
+
+
 def test_every_schema_with_examples_has_valid_and_invalid_ones() -> None:
     folders = {p.parent.name for p in EXAMPLES}
-    assert set(INPUT_SCHEMAS) <= folders
+    assert set(INPUT_SCHEMAS) | RETENTION_SCHEMAS <= folders
     for folder in folders:
         assert any(p.parent.name == folder for p in VALID), folder
         assert any(p.parent.name == folder for p in INVALID), folder
@@ -95,6 +112,20 @@ def test_compiled_validator_agrees_with_the_reference_validator(path: Path) -> N
     except fastjsonschema.JsonSchemaValueException:
         compiled_ok = False
     assert compiled_ok == reference_ok
+
+
+@pytest.mark.parametrize(
+    "path",
+    [p for p in INVALID if p.parent.name not in INPUT_SCHEMAS],
+    ids=lambda p: f"{p.parent.name}/{p.name}",
+)
+def test_invalid_output_example_is_rejected_by_both_validators(path: Path) -> None:
+    # Output contracts have no decoder to reject an example for its named reason;
+    # without this, an example both validators wrongly accept would pass unnoticed.
+    body = orjson.loads(path.read_bytes())
+    assert not reference_validator(path.parent.name).is_valid(body)
+    with pytest.raises(fastjsonschema.JsonSchemaValueException):
+        compiled_validator(path.parent.name)(body)
 
 
 @pytest.mark.parametrize(
