@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test unit lint bench bench-lateness kafka kafka-start kafka-stop promtool clean
+.PHONY: demo test unit lint bench bench-lateness bench-replay bench-risk kafka kafka-start kafka-stop promtool clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -41,9 +41,18 @@ lint: $(STAMP)
 bench: $(STAMP) kafka
 	$(PY) -m bench.throughput $(BENCH_ARGS)
 
-## kafka: fetch the pinned Apache Kafka jars into the user cache (once)
 bench-lateness: $(STAMP) kafka
 	$(PY) -m bench.timer_lateness
+
+## bench-replay: `hitrun replay` of 100,000 transactions end to end vs a plain consumer
+bench-replay: $(STAMP) kafka
+	$(PY) -m bench.replay $(BENCH_ARGS)
+
+## bench-risk: how well the first-purchase risk score separates one-time from repeat buyers
+bench-risk: $(STAMP)
+	$(PY) -m bench.risk_auc
+
+## kafka: fetch the pinned Apache Kafka jars into the user cache (once)
 
 kafka: $(STAMP)
 	$(PY) -m dev.localkafka fetch

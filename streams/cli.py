@@ -18,6 +18,7 @@ import streams.web  # noqa: F401  (registers the health views)
 from streams import clients
 from streams.app import app, settings
 from streams.publisher import PublishStats, publish
+from streams.replay import replay_command
 from streams.simulate import PARTITIONERS, GroundTruth, TrafficShape, generate
 from streams.topics import ensure_topics
 
@@ -139,6 +140,7 @@ def main() -> None:
     # exit codes reach the shell unchanged.
     faust_cli.add_command(clients.produce)
     faust_cli.add_command(clients.tail)
+    faust_cli.add_command(replay_command)
     argv = sys.argv[1:]
     if argv and argv[0] == "worker":
         # Faust declares only its internal topics; hitrun owns its input and

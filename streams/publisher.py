@@ -25,6 +25,14 @@ class PublishStats:
 
 
 @dataclass(frozen=True, slots=True)
+class Mark:
+    """A watermark for every partition of every input topic: nothing older than `at` follows."""
+
+    at: datetime
+    source: str = "hitrun"
+
+
+@dataclass(frozen=True, slots=True)
 class Delivery:
     """Where the broker stored a message."""
 
@@ -46,24 +54,32 @@ def role_topics(settings: Settings) -> dict[str, str]:
 
 async def publish_watermarks(settings: Settings, at: datetime, source: str = "hitrun") -> int:
     """Write a watermark at `at` to every partition of every input topic; returns how many."""
-    value = orjson.dumps({"type": "watermark", "occurred_at": at.isoformat(), "source": source})
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers(settings), acks="all")
     await producer.start()
     try:
-        futures = [
-            await producer.send(topic, value, partition=p)
-            for topic in settings.watermarked_topics
-            for p in range(settings.partitions)
-        ]
+        futures = await _send_mark(producer, settings, Mark(at, source))
         await asyncio.gather(*futures)
     finally:
         await producer.stop()
     return len(futures)
 
 
+async def _send_mark(
+    producer: AIOKafkaProducer, settings: Settings, mark: Mark
+) -> list[asyncio.Future[Any]]:
+    value = orjson.dumps(
+        {"type": "watermark", "occurred_at": mark.at.isoformat(), "source": mark.source}
+    )
+    return [
+        await producer.send(topic, value, partition=p)
+        for topic in settings.watermarked_topics
+        for p in range(settings.partitions)
+    ]
+
+
 async def publish(
     settings: Settings,
-    messages: Iterable[SimMessage],
+    messages: Iterable[SimMessage | Mark],
     *,
     rate: float = 0.0,
     partitioner: str = "murmur2",
@@ -72,7 +88,11 @@ async def publish(
     progress_every: int = 10_000,
     deliveries: list[Delivery] | None = None,
 ) -> PublishStats:
-    """Send every message; `rate` messages per second (0: as fast as the broker takes them)."""
+    """Send every message; `rate` messages per second (0: as fast as the broker takes them).
+
+    A `Mark` among the messages sends watermarks (after everything before it,
+    since each partition keeps the order of its records); it is not counted in `sent`.
+    """
     pick = PARTITIONERS[partitioner]
     rng = random.Random(seed)
     topics = role_topics(settings)
@@ -102,6 +122,10 @@ async def publish(
 
     try:
         for message in messages:
+            if isinstance(message, Mark):
+                await settle()
+                await asyncio.gather(*await _send_mark(producer, settings, message))
+                continue
             partition = pick(message.key, settings.partitions, rng)
             pending.append(
                 await producer.send(

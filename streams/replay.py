@@ -1,0 +1,276 @@
+"""Historical replay: publish recorded events at their own times, wait, count the alerts."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+
+import click
+import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+from streams.config import Settings
+from streams.publisher import Mark, publish
+from streams.simulate import SimMessage
+from streams.topics import bootstrap_servers, ensure_topics
+from streams.transactions import (
+    FileFormat,
+    TransactionFileError,
+    read_transactions,
+    transaction_events,
+)
+
+# Watermarks every this many messages let the replay-mode worker release
+# events as the replay goes, instead of holding all of them until the end.
+WATERMARK_EVERY = 5_000
+
+
+class ReplayError(RuntimeError):
+    """The replay could not be published or was not consumed in time."""
+
+
+@dataclass
+class ReplayReport:
+    """What a replay sent, how long each part took, and the alerts it produced by type."""
+
+    messages: int = 0
+    published_s: float = 0.0
+    processed_s: float = 0.0
+    alerts: Counter[str] = field(default_factory=Counter)
+
+
+def with_watermarks(
+    messages: Sequence[SimMessage], horizon: timedelta, source: str, every: int = WATERMARK_EVERY
+) -> Iterator[SimMessage | Mark]:
+    """The messages (in event-time order) with watermarks between them and a final one.
+
+    Each intermediate watermark sits just before the next message's time, so it
+    promises nothing a later message breaks; the final one is `horizon` past the
+    last message, so that every window still open at the end of the data closes.
+    """
+    for n, message in enumerate(messages):
+        if n and n % every == 0:
+            yield Mark(message.occurred_at - timedelta(microseconds=1), source)
+        yield message
+    if messages:
+        yield Mark(messages[-1].occurred_at + horizon + timedelta(seconds=1), source)
+
+
+async def replay(
+    settings: Settings,
+    messages: Sequence[SimMessage],
+    *,
+    source: str,
+    stall_timeout_s: float = 120.0,
+    say: Callable[[str], None] = print,
+) -> ReplayReport:
+    """Publish `messages` and the watermarks, wait until the worker group has consumed them all,
+    and count the alerts published meanwhile."""
+    await ensure_topics(settings)
+    outputs = sorted(set(settings.output_topics.values()))
+    before = await _end_offsets(settings, outputs)
+    report = ReplayReport()
+    started = time.monotonic()
+    stats = await publish(settings, with_watermarks(messages, settings.replay_horizon(), source))
+    report.messages = stats.sent
+    report.published_s = time.monotonic() - started
+    say(f"replay: published {stats.sent} messages in {report.published_s:.1f}s")
+    await wait_until_consumed(settings, stall_timeout_s, say)
+    report.processed_s = time.monotonic() - started
+    report.alerts = await count_alerts(settings, before)
+    return report
+
+
+async def _end_offsets(settings: Settings, topics: Sequence[str]) -> dict[TopicPartition, int]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers(settings))
+    await consumer.start()
+    try:
+        tps = [TopicPartition(t, p) for t in topics for p in range(settings.partitions)]
+        ends: dict[TopicPartition, int] = await consumer.end_offsets(tps)
+        return ends
+    finally:
+        await consumer.stop()
+
+
+async def remaining(settings: Settings) -> int:
+    """Input records not yet committed by the worker group (`HITRUN_APP_ID`)."""
+    ends = await _end_offsets(settings, settings.watermarked_topics)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers(settings))
+    await admin.start()
+    try:
+        committed = await admin.list_consumer_group_offsets(settings.app_id)
+    finally:
+        await admin.close()
+    left = 0
+    for tp, end in ends.items():
+        done = committed.get(tp)
+        left += max(0, end - (done.offset if done is not None and done.offset >= 0 else 0))
+    return left
+
+
+async def wait_until_consumed(
+    settings: Settings, stall_timeout_s: float, say: Callable[[str], None]
+) -> None:
+    """Return when the group has committed every input record (Faust flushes its sends first).
+
+    Raises `ReplayError` when nothing moves for `stall_timeout_s`: no worker is running.
+    """
+    last = await remaining(settings)
+    moved_at = time.monotonic()
+    reported = time.monotonic()
+    while last > 0:
+        await asyncio.sleep(0.5)
+        now_left = await remaining(settings)
+        if now_left < last:
+            last, moved_at = now_left, time.monotonic()
+        elif time.monotonic() - moved_at > stall_timeout_s:
+            raise ReplayError(
+                f"{last} input records still unconsumed and no progress for "
+                f"{stall_timeout_s:.0f}s: is a worker of group {settings.app_id!r} running "
+                "(HITRUN_CLOCK_MODE=replay hitrun worker)?"
+            )
+        if time.monotonic() - reported >= 5:
+            say(f"replay: {last} input records left to process")
+            reported = time.monotonic()
+
+
+async def count_alerts(settings: Settings, since: dict[TopicPartition, int]) -> Counter[str]:
+    """Alerts by type on the output topics from the `since` offsets to their current ends."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap_servers(settings),
+        isolation_level="read_committed",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    counts: Counter[str] = Counter()
+    try:
+        ends = await consumer.end_offsets(list(since))
+        todo = [tp for tp in since if ends[tp] > since[tp]]
+        if not todo:
+            return counts
+        consumer.assign(todo)
+        for tp in todo:
+            consumer.seek(tp, since[tp])
+        while todo:
+            batch = await consumer.getmany(*todo, timeout_ms=1000)
+            for records in batch.values():
+                for record in records:
+                    if record.value is not None:
+                        counts[orjson.loads(record.value)["type"]] += 1
+            todo = [tp for tp in todo if await consumer.position(tp) < ends[tp]]
+    finally:
+        await consumer.stop()
+    return counts
+
+
+@click.command("replay")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--delimiter",
+    default=",",
+    show_default=True,
+    help="Field separator; 'whitespace' for files split by runs of spaces or tabs.",
+)
+@click.option("--no-header", is_flag=True, help="The first line is data; columns are positions.")
+@click.option("--customer-column", default="customer_id", show_default=True)
+@click.option("--time-column", default="timestamp", show_default=True, help="A date or timestamp.")
+@click.option("--amount-column", default="amount", show_default=True)
+@click.option("--order-column", default=None, help="Rows sharing an order id are one order.")
+@click.option(
+    "--date-format",
+    default=None,
+    help="strptime format of the time column; default ISO 8601 or YYYYMMDD.",
+)
+@click.option("--time-zone", default="UTC", show_default=True, help="For times without offset.")
+@click.option("--currency", default="USD", show_default=True)
+@click.option("--minor-digits", type=int, default=2, show_default=True)
+@click.option("--shop-id", default="replay", show_default=True)
+@click.option("--skip-invalid", is_flag=True, help="Replay the valid rows even if some are not.")
+@click.option(
+    "--stall-timeout",
+    type=float,
+    default=120.0,
+    show_default=True,
+    help="Give up when the worker group makes no progress for this many seconds.",
+)
+def replay_command(
+    file: Path,
+    delimiter: str,
+    no_header: bool,
+    customer_column: str,
+    time_column: str,
+    amount_column: str,
+    order_column: str | None,
+    date_format: str | None,
+    time_zone: str,
+    currency: str,
+    minor_digits: int,
+    shop_id: str,
+    skip_invalid: bool,
+    stall_timeout: float,
+) -> None:
+    """Replay a transactions file through hitrun and print the alerts it produced, by type.
+
+    Each transaction becomes a checkout and a succeeded payment stamped with
+    its historical time; watermarks follow, the last one far enough past the
+    data that every window closes. A worker must run in replay mode
+    (HITRUN_CLOCK_MODE=replay hitrun worker) with the same HITRUN_* settings.
+    """
+    settings = Settings.from_env()
+    try:
+        fmt = FileFormat(
+            delimiter=None if delimiter.lower() == "whitespace" else delimiter,
+            header=not no_header,
+            customer=customer_column,
+            time=time_column,
+            amount=amount_column,
+            order=order_column,
+            date_format=date_format,
+            time_zone=time_zone,
+            currency=currency,
+            minor_digits=minor_digits,
+        )
+        result = read_transactions(file, fmt)
+    except (TransactionFileError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    for error in result.errors[:20]:
+        click.echo(f"{file}:{error.line}: {error.reason}: {error.detail}", err=True)
+    if len(result.errors) > 20:
+        click.echo(f"... and {len(result.errors) - 20} more invalid row(s)", err=True)
+    if result.errors and not skip_invalid:
+        raise click.ClickException(f"{len(result.errors)} invalid row(s); nothing was sent")
+    source = result.digest
+    try:
+        messages = list(transaction_events(result.transactions, shop_id=shop_id, source=source))
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(
+        f"replay: {len(result.transactions)} transactions -> {len(messages)} events "
+        f"({len(result.errors)} row(s) skipped)"
+    )
+    try:
+        report = asyncio.run(
+            replay(
+                settings,
+                messages,
+                source=f"replay-{source}",
+                stall_timeout_s=stall_timeout,
+                say=click.echo,
+            )
+        )
+    except ReplayError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(
+        f"replay: processed in {report.processed_s:.1f}s "
+        f"({report.messages / max(report.processed_s, 1e-9):.0f} events/s end to end)"
+    )
+    click.echo("alerts by type:")
+    for kind, count in sorted(report.alerts.items()):
+        click.echo(f"  {kind:<24} {count}")
+    click.echo(f"  {'total':<24} {sum(report.alerts.values())}")
