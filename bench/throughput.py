@@ -19,7 +19,7 @@ from dev.localkafka import LocalKafka
 from dev.worker import WorkerProcess, free_port, topic_env
 from streams.config import Settings
 from streams.publisher import publish
-from streams.simulate import GroundTruth, TrafficShape, generate
+from streams.simulate import SIMULATED_LATENESS, GroundTruth, TrafficShape, generate
 from streams.topics import ensure_topics
 
 
@@ -97,6 +97,7 @@ def main() -> None:
                 "HITRUN_APP_ID": f"bench-{tag}",
                 "HITRUN_PARTITIONS": str(args.partitions),
                 "HITRUN_DATA_DIR": str(workdir / "state"),
+                "HITRUN_ALLOWED_LATENESS": SIMULATED_LATENESS,
                 **topic_env(f"bench-{tag}"),
             }
             settings = Settings.from_env(env)

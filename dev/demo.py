@@ -15,6 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from dev.localkafka import LocalKafka
 from dev.worker import WorkerProcess, free_port
+from streams.simulate import SIMULATED_LATENESS
 
 STATE = Path(".hitrun")
 
@@ -76,6 +77,7 @@ def main() -> int:
         env = {
             "HITRUN_KAFKA_BOOTSTRAP": bootstrap,
             "HITRUN_DATA_DIR": str(STATE / "worker-data"),
+            "HITRUN_ALLOWED_LATENESS": SIMULATED_LATENESS,
         }
         worker = WorkerProcess(env, STATE / "logs" / "worker.log", web_port=free_port())
         print("demo: starting the hitrun worker ...", flush=True)

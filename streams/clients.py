@@ -132,6 +132,16 @@ def describe(topic: str, partition: int, offset: int, alert: dict[str, Any]) -> 
     elif kind in ("customer_blacklisted", "customer_unblacklisted"):
         parts.append(f"scope={alert['scope']} actor={alert['actor']}")
         parts.append(f"until={alert['until']}" if "until" in alert else f"cause={alert['cause']}")
+    elif kind == "first_purchase_risk":
+        parts.append(f"score={alert['score']:.2f} factors={','.join(alert['factors']) or '-'}")
+    elif kind == "single_purchase":
+        parts.append(f"first={alert['first_purchase_at']} risk={alert['risk']['score']:.2f}")
+    elif kind == "early_churn":
+        parts.append(f"purchases={alert['purchases']} last={alert['last_purchase_at']}")
+    elif kind == "customer_returned":
+        parts.append(f"flag={alert['flag']} days_since_flag={alert['days_since_flag']:.1f}")
+    elif kind == "inquiry_only":
+        parts.append(f"inquiries={alert['inquiries']} first={alert['first_inquiry_at']}")
     elif kind == "dead_letter":
         source = alert["source"]
         parts = [

@@ -43,6 +43,14 @@ MALFORMATIONS = (
 
 ROLES = ("checkouts", "payments", "orders", "inquiries")
 
+# The generator packs days of shop activity into seconds of traffic (a new
+# customer every two minutes of event time). A live worker reads each input
+# topic at its own pace, so the few hundred messages by which one topic runs
+# ahead of another span hours of event time here, where real traffic spans
+# seconds. Live runs of simulated traffic therefore allow this much lateness
+# (HITRUN_ALLOWED_LATENESS) instead of the default hour.
+SIMULATED_LATENESS = "30d"
+
 _CATEGORIES = ("shoes", "apparel", "electronics", "beauty", "home", "toys", "books")
 _TIME_ZONES = ("Asia/Jakarta", "Asia/Singapore", "Asia/Kuala_Lumpur", "Asia/Manila", None)
 _SOURCES = ("direct", "search", "ad", "social", "email", "referral")

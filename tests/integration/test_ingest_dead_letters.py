@@ -10,7 +10,13 @@ from pathlib import Path
 import orjson
 
 from streams.publisher import Delivery, publish
-from streams.simulate import MALFORMATIONS, GroundTruth, TrafficShape, generate
+from streams.simulate import (
+    MALFORMATIONS,
+    SIMULATED_LATENESS,
+    GroundTruth,
+    TrafficShape,
+    generate,
+)
 from tests.integration.harness import (
     drain,
     metric_sum,
@@ -26,7 +32,7 @@ SENT = 1500
 def test_processed_plus_dead_lettered_equals_sent_and_each_letter_is_complete(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
-    env = unique_env(kafka_bootstrap, tmp_path)
+    env = unique_env(kafka_bootstrap, tmp_path, HITRUN_ALLOWED_LATENESS=SIMULATED_LATENESS)
     settings = settings_of(env)
     worker = start_worker(env, tmp_path)
     try:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from streams.partitioning import partition_for_key
 from streams.publisher import Delivery, publish
-from streams.simulate import GroundTruth, TrafficShape, generate
+from streams.simulate import SIMULATED_LATENESS, GroundTruth, TrafficShape, generate
 from tests.integration.harness import (
     drain,
     metric_sum,
@@ -23,7 +23,7 @@ SENT = 600
 def test_misplaced_events_are_rerouted_to_their_murmur2_partition_before_processing(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
-    env = unique_env(kafka_bootstrap, tmp_path)
+    env = unique_env(kafka_bootstrap, tmp_path, HITRUN_ALLOWED_LATENESS=SIMULATED_LATENESS)
     settings = settings_of(env)
     n = settings.partitions
     worker = start_worker(env, tmp_path)
