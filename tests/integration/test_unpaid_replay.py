@@ -7,6 +7,8 @@ from collections import defaultdict
 from datetime import timedelta
 from pathlib import Path
 
+import orjson
+
 from streams.publisher import publish, publish_watermarks
 from streams.simulate import GroundTruth, SimMessage, TrafficShape, generate
 from tests.integration.harness import drain, settings_of, start_worker, unique_env, wait_for
@@ -58,6 +60,14 @@ def _types_of(topic: str, settings) -> tuple[str, ...]:  # type: ignore[no-untyp
         return ("payment_reminder",)
     if topic == settings.topic_strikes:
         return ("order_expired", "strike_recorded", "strike_reversed", "payment_recovered")
+    if topic == settings.topic_retention:
+        return (
+            "first_purchase_risk",
+            "single_purchase",
+            "early_churn",
+            "customer_returned",
+            "inquiry_only",
+        )
     return ("customer_blacklisted", "customer_unblacklisted")
 
 
@@ -69,4 +79,6 @@ def test_replaying_the_same_input_twice_gives_byte_identical_alert_streams(
     assert sum(len(v) for p in first["reminders"].values() for v in [p]) > 10
     assert sum(len(p) for p in first["strikes"].values()) > 10
     assert sum(len(p) for p in first["blacklist"].values()) >= 1
+    retention = [orjson.loads(v)["type"] for p in first["retention"].values() for v in p]
+    assert {"first_purchase_risk", "single_purchase", "inquiry_only"} <= set(retention)
     assert first == second
