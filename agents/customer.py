@@ -77,12 +77,30 @@ LATENESS = settings.allowed_lateness
 
 BATCH_WITHIN_S = settings.batch_linger.total_seconds()
 
-customers_table = app.Table(
-    "customers",
+
+class CustomerTable(faust.Table):
+    """The customer table, whose changelog partition is computed here from the key.
+
+    Every customer's events meet in partition murmur2(customer id) after the
+    partition guard, and the changelog record of a customer goes to the same
+    partition. Faust's `use_partitioner` leaves that choice to the producer,
+    which partitions synchronously from its cached metadata and raises when
+    the changelog topic is not in it (aiokafka drops topics it has not sent
+    to from its metadata after a refresh): the table write crashed the agent.
+    The partition count is a setting, so no metadata is needed.
+    """
+
+    def partition_for_key(self, key: Any) -> int:
+        return partition_for_key(key, settings.partitions)
+
+
+customers_table = CustomerTable(
+    app,
+    name="customers",
+    beacon=app.tables.beacon,
     default=None,
-    # The changelog partition comes from the key (murmur2, like every input
-    # after the partition guard), not from the event being processed: that
-    # lets a batch write its customers' states once, at its end.
+    # Keys are read from any owned partition (a batch mixes partitions), so
+    # the store must not assume the current event's partition.
     use_partitioner=True,
     # bytes types make Faust use the raw codec for the changelog: hitrun encodes itself.
     key_type=bytes,
@@ -90,6 +108,7 @@ customers_table = app.Table(
     partitions=settings.partitions,
     help="Per-customer detector state (agents/state.py), keyed by customer id.",
 )
+app.tables.add(customers_table)
 
 
 @dataclass
