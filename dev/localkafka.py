@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import os
 import shutil
@@ -80,6 +81,20 @@ def _pid_alive(pid: int) -> bool:
         if done == pid:
             return False
     return True
+
+
+def new_cluster_id() -> str:
+    """A KRaft cluster id: 16 random bytes in URL-safe base64 without padding.
+
+    Never one that starts with "-": the storage tool's argument parser reads
+    `--cluster-id -x...` as a missing value followed by an option, and the
+    format failed on about one start in 64 (Kafka's own Uuid.randomUuid skips
+    those ids for the same reason).
+    """
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 class LocalKafka:
@@ -225,10 +240,7 @@ class LocalKafka:
             raise BrokerError(f"storage format failed:\n{result.stdout}\n{result.stderr}")
 
     def _cluster_id(self) -> str:
-        # A KRaft cluster id is 16 random bytes in URL-safe base64 without padding.
-        import base64
-
-        return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        return new_cluster_id()
 
     def start(self, timeout: float = 60.0) -> str:
         """Start the broker and return its bootstrap address once a client round trip works."""
