@@ -288,12 +288,17 @@ def _cycle_due(state: RetentionState, policy: RetentionPolicy) -> datetime | Non
 
 def next_due(state: RetentionState, policy: RetentionPolicy) -> datetime | None:
     """The next instant `advance` has something to do."""
-    times = [t for t in (_cycle_due(state, policy),) if t is not None]
+    due = _cycle_due(state, policy)
+    # On equal instants the earlier candidate wins, as min() would pick it.
     if state.inquiry_at is not None:
-        times.append(state.inquiry_at + policy.window)
+        inquiry_due = state.inquiry_at + policy.window
+        if due is None or inquiry_due < due:
+            due = inquiry_due
     if state.traits:
-        times.append(min(t.at for t in state.traits) + policy.trait_memory)
-    return min(times, default=None)
+        traits_due = min(t.at for t in state.traits) + policy.trait_memory
+        if due is None or traits_due < due:
+            due = traits_due
+    return due
 
 
 def advance(

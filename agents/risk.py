@@ -11,6 +11,7 @@ the exact definition of each factor and the offline evaluation.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, fields
 from datetime import datetime
@@ -165,10 +166,16 @@ def assess(
     including the purchase.
     """
     present = _present(first, orders_first_day)
-    weight = weights.as_dict()
+    weight, total = _weight_table(weights)
     # Summing in FACTORS order with absent factors as 0 keeps the numerator <= the
     # denominator under float rounding, so the score never exceeds 1.
-    total = sum(weight[name] for name in FACTORS)
     hit = sum(weight[name] if name in present else 0.0 for name in FACTORS)
     score = hit / total if total > 0 else 0.0
     return score, tuple(name for name in FACTORS if name in present)
+
+
+@functools.lru_cache(maxsize=16)
+def _weight_table(weights: RiskWeights) -> tuple[dict[str, float], float]:
+    """{factor: weight} and the sum of the weights (in FACTORS order), once per weights."""
+    weight = weights.as_dict()
+    return weight, sum(weight[name] for name in FACTORS)

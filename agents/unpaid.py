@@ -556,20 +556,26 @@ def _order_times(
 
 def next_due(state: UnpaidState, policies: Policies) -> datetime | None:
     """The earliest moment at which `advance` has something to do (a timer or a clean-up)."""
+    # Called after every change of every customer: empty parts are skipped
+    # without building anything (most customers have only a few parts).
     times: list[datetime] = []
     for order in state.open.values():
         times.extend(_order_times(order, state.last_reminder_at, policies.for_shop(order.shop_id)))
-    times.extend(e.grace_until for e in state.expired.values())
-    times.extend(listing.until for listing in state.listings.values())
-    times.extend(h.hold_until for holds in state.held.values() for h in holds)
+    if state.expired:
+        times.extend(e.grace_until for e in state.expired.values())
+    if state.listings:
+        times.extend(listing.until for listing in state.listings.values())
+    if state.held:
+        times.extend(h.hold_until for holds in state.held.values() for h in holds)
     default = policies.default
     if state.strikes:
         times.append(min(s.at for s in state.strikes) + default.strike_window)
-    times.extend(
-        o.last_end + default.repeat_offender_memory
-        for o in state.offences.values()
-        if o.last_end is not None
-    )
+    if state.offences:
+        times.extend(
+            o.last_end + default.repeat_offender_memory
+            for o in state.offences.values()
+            if o.last_end is not None
+        )
     if state.closed:
         times.append(min(state.closed.values()) + default.dedupe_window)
     if state.seen:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import faust
 from faust import web
-from faust.sensors.prometheus import FaustMetrics, PrometheusMonitor
+from faust.sensors.prometheus import PrometheusMonitor
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from streams.config import Settings
 from streams.ingest import IngestRules
 from streams.logs import logging_config
-from streams.metrics import FaustSensorCollector, Metrics
+from streams.metrics import FaustSensorCollector, Metrics, faust_metrics
 from streams.topics import bootstrap_servers
 
 settings = Settings.from_env()
@@ -43,7 +43,7 @@ metrics = Metrics(registry)
 # Faust's own sensor metrics are served on hitrun's /metrics page too, through
 # a collector that renames its one millisecond histogram to seconds.
 _faust_registry = CollectorRegistry()
-app.monitor = PrometheusMonitor(metrics=FaustMetrics.create(_faust_registry, "hitrun_faust"))
+app.monitor = PrometheusMonitor(metrics=faust_metrics(_faust_registry, "hitrun_faust"))
 registry.register(FaustSensorCollector(_faust_registry))
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -134,6 +135,10 @@ async def simulate(
         await asyncio.to_thread(Path(truth).write_bytes, data)
 
 
+WORKER_GC_THRESHOLD = (10_000, 10, 10)
+FAUST_LOG_LEVELS = {"warning": "warn"}
+
+
 def main() -> None:
     """Entry point of the `hitrun` console script."""
     # Plain click commands: they need no Faust worker around them, and their
@@ -143,11 +148,17 @@ def main() -> None:
     faust_cli.add_command(replay_command)
     argv = sys.argv[1:]
     if argv and argv[0] == "worker":
+        # Every event allocates short-lived containers (records, states, futures);
+        # with the default threshold (700) the collector ran hundreds of times a
+        # second and took about 5% of a busy worker (docs/performance.md).
+        gc.set_threshold(*WORKER_GC_THRESHOLD)
         # Faust declares only its internal topics; hitrun owns its input and
         # output topics and creates them before the consumer subscribes.
         asyncio.run(ensure_topics(settings))
         if not any(a.startswith(("-l", "--loglevel")) for a in argv):
-            sys.argv.insert(2, f"--loglevel={settings.log_level}")
+            # Faust's --loglevel spells warning "warn".
+            level = FAUST_LOG_LEVELS.get(settings.log_level, settings.log_level)
+            sys.argv.insert(2, f"--loglevel={level}")
     app.main()
 
 

@@ -91,19 +91,21 @@ class ReorderBuffer:
     topics: tuple[str, ...]
     _pending: list[tuple[datetime, str, int, object]] = field(default_factory=list)
     _seen: dict[str, datetime] = field(default_factory=dict)
+    # watermark(), kept up to date by add(): it is asked after every event.
+    _mark: datetime | None = None
 
     def add(self, topic: str, offset: int, at: datetime, item: object | None) -> None:
         """Record that `topic` has reached `at`; hold `item` (None for a bare watermark)."""
         if topic in self.topics and (topic not in self._seen or at > self._seen[topic]):
             self._seen[topic] = at
+            if all(t in self._seen for t in self.topics):
+                self._mark = min(self._seen.values())
         if item is not None:
             heapq.heappush(self._pending, (at, topic, offset, item))
 
     def watermark(self) -> datetime | None:
         """The time every watched topic has been read past (None until all have been seen)."""
-        if any(t not in self._seen for t in self.topics):
-            return None
-        return min(self._seen[t] for t in self.topics)
+        return self._mark
 
     def release(self) -> Iterator[tuple[datetime, object]]:
         """Held items at or before the watermark, in (time, topic, offset) order."""

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import logging
+import os
+import sys
 from datetime import UTC, datetime
-from typing import Any
+from typing import IO, Any
 
 import orjson
+from mode.utils.logging import DEFAULT_COLOR_FORMAT, DEFAULT_COLORS, ExtensionFormatter
 
 # Attributes every LogRecord has; anything else was passed in `extra=` and is kept.
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
@@ -28,10 +31,47 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(entry, default=str).decode()
 
 
-def logging_config(json_lines: bool, level: str) -> dict[str, Any] | None:
-    """A dictConfig for the worker: None keeps Faust's own console format."""
+class ConsoleFormatter(ExtensionFormatter):
+    """Faust's console lines, written without colorlog's per-record work when colors are off.
+
+    colorlog builds a table of every escape code for each record and blanks
+    it when the output is no terminal; with a log line per alert, that was a
+    tenth of the worker's time. Without colors, this formats the same text
+    with the format's color field left out; on a terminal it colors as before.
+    """
+
+    def __init__(
+        self, fmt: str = DEFAULT_COLOR_FORMAT, stream: IO[str] | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(fmt=fmt, stream=stream, **kwargs)
+        out = stream or sys.stdout
+        # colorlog's rule: FORCE_COLOR wins, then NO_COLOR, then "is it a terminal".
+        self.colored = "FORCE_COLOR" in os.environ or (
+            "NO_COLOR" not in os.environ and out.isatty()
+        )
+        self._plain = logging.Formatter(fmt.replace("%(log_color)s", ""))
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        if self.colored:
+            return str(super().formatMessage(record))
+        return self._plain.formatMessage(record)
+
+
+def logging_config(json_lines: bool, level: str) -> dict[str, Any]:
+    """A dictConfig for the worker: JSON lines, or Faust's console format (merged into Faust's)."""
     if not json_lines:
-        return None
+        # Faust's own handlers and levels, with only its console formatter replaced.
+        return {
+            "merge": True,
+            "formatters": {
+                "colored": {
+                    "()": ConsoleFormatter,
+                    "fmt": DEFAULT_COLOR_FORMAT,
+                    "log_colors": DEFAULT_COLORS,
+                    "stream": sys.stdout,
+                }
+            },
+        }
     return {
         "version": 1,
         "disable_existing_loggers": False,

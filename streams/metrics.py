@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any, Generic, TypeVar
 
+from faust.sensors.prometheus import FaustMetrics
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import Metric
+from prometheus_client.metrics import MetricWrapperBase
+
+M = TypeVar("M", Counter, Gauge, Histogram)
 
 OUTCOMES = ("processed", "duplicate", "dead_lettered", "rerouted")
 
@@ -13,6 +18,25 @@ _LATENESS_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 1.5, 2, 3, 5, 10, 30, 60, 300)
 
 # Event lag spans sub-second (live) to months (a historical replay).
 _LAG_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 2, 5, 10, 30, 60, 300, 3600, 86400, 30 * 86400)
+
+
+class Children(Generic[M]):
+    """The children of one labelled metric, looked up by label values once and then kept.
+
+    `labels()` checks and converts its arguments and takes a lock on every
+    call; the agent counts several labelled samples per event. Only for
+    metrics whose children are never removed.
+    """
+
+    def __init__(self, metric: M) -> None:
+        self._metric: M = metric
+        self._children: dict[tuple[str, ...], M] = {}
+
+    def __call__(self, *values: str) -> M:
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[values] = self._metric.labels(*values)
+        return child
 
 
 class Metrics:
@@ -84,6 +108,12 @@ class Metrics:
             registry=registry,
         )
 
+        # The labelled counters of the event path, by label values.
+        self.input_event = Children(self.input_events)
+        self.dead_letter = Children(self.dead_letters)
+        self.late_event = Children(self.late_events)
+        self.alert = Children(self.alerts)
+
         self.ready = Gauge(
             "hitrun_ready",
             "1 when the worker has partitions assigned and tables recovered, else 0.",
@@ -100,6 +130,50 @@ class Metrics:
         """Current value of a sample (0 when it was never set); for tests and the demo."""
         found = self.registry.get_sample_value(name, labels)
         return 0.0 if found is None else found
+
+
+class KeptChildren:
+    """A labelled metric whose children are kept by label values, for Faust's sensor.
+
+    Faust's Prometheus sensor calls `labels(...)` several times per event
+    (message in, stream event, table get and set, send); each call sorts the
+    label names, converts the values and takes a lock. Everything else goes
+    to the metric itself; removing children forgets the kept ones.
+    """
+
+    def __init__(self, metric: MetricWrapperBase) -> None:
+        self._metric = metric
+        self._children: dict[tuple[Any, ...], MetricWrapperBase] = {}
+
+    def labels(self, *values: object, **named: object) -> MetricWrapperBase:
+        key = values or tuple(named.items())
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = self._metric.labels(*values, **named)
+        return child
+
+    def remove(self, *values: object) -> None:
+        self._children.clear()
+        self._metric.remove(*values)
+
+    def clear(self) -> None:
+        self._children.clear()
+        self._metric.clear()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._metric, name)
+
+
+def faust_metrics(registry: CollectorRegistry, prefix: str) -> FaustMetrics:
+    """Faust's sensor metrics in `registry`, the labelled ones keeping their children."""
+    created = FaustMetrics.create(registry, prefix)
+    # Any: the fields are typed as the metric classes; KeptChildren stands in for them.
+    kept: dict[str, Any] = {
+        name: KeptChildren(metric)
+        for name, metric in created._asdict().items()
+        if metric._labelnames
+    }
+    return created._replace(**kept)
 
 
 class FaustSensorCollector:

@@ -6,8 +6,9 @@ import io
 import logging
 
 import orjson
+import pytest
 
-from streams.logs import JsonFormatter, logging_config
+from streams.logs import ConsoleFormatter, JsonFormatter, logging_config
 
 
 def test_a_record_becomes_one_json_line_with_its_extra_fields() -> None:
@@ -29,10 +30,36 @@ def test_a_record_becomes_one_json_line_with_its_extra_fields() -> None:
     assert entry["ts"].endswith("+00:00")
 
 
-def test_the_logging_config_is_only_set_when_json_is_asked_for() -> None:
-    assert logging_config(False, "info") is None
+def test_json_logs_replace_the_whole_logging_config() -> None:
     config = logging_config(True, "warning")
-    assert config is not None
+    assert "merge" not in config
     assert config["root"]["level"] == "WARNING"
     assert config["formatters"]["json"]["()"] is JsonFormatter
     assert config["handlers"]["console"]["formatter"] == "json"
+
+
+def test_console_logs_keep_fausts_handlers_and_only_swap_its_formatter() -> None:
+    config = logging_config(False, "info")
+    assert config["merge"] is True
+    assert set(config) == {"merge", "formatters"}
+    assert config["formatters"]["colored"]["()"] is ConsoleFormatter
+
+
+def test_the_console_formatter_writes_faust_lines_without_color_codes_off_a_terminal(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("FORCE_COLOR", raising=False)
+    formatter = ConsoleFormatter(stream=io.StringIO())
+    assert not formatter.colored
+    record = logging.LogRecord("hitrun", logging.INFO, __file__, 1, "alert %s", ("x",), None)
+    line = formatter.format(record)
+    assert "\x1b[" not in line
+    assert line.rstrip().endswith("[INFO] alert x")
+    assert f"[{record.process}]" in line
+
+
+def test_the_console_formatter_colors_when_asked_to(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FORCE_COLOR", "1")
+    formatter = ConsoleFormatter(stream=io.StringIO())
+    record = logging.LogRecord("hitrun", logging.WARNING, __file__, 1, "late", (), None)
+    assert "\x1b[" in formatter.format(record)

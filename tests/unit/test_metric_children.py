@@ -1,0 +1,44 @@
+"""Kept metric children count exactly what `labels()` children count."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter
+
+from streams.metrics import Children, KeptChildren, Metrics, faust_metrics
+
+
+def test_a_kept_child_is_the_labelled_child_and_counts_into_the_registry() -> None:
+    registry = CollectorRegistry()
+    metrics = Metrics(registry)
+    metrics.alert("order_expired").inc()
+    metrics.alert("order_expired").inc(2)
+    assert metrics.alert("order_expired") is metrics.alerts.labels("order_expired")
+    assert registry.get_sample_value("hitrun_alerts_total", {"type": "order_expired"}) == 3
+
+
+def test_children_are_looked_up_once_per_label_values() -> None:
+    counter = Counter("x_total", "x", ["a", "b"], registry=CollectorRegistry())
+    children = Children(counter)
+    assert children("1", "2") is children("1", "2")
+    assert children("1", "2") is not children("1", "3")
+
+
+def test_fausts_labelled_sensor_metrics_keep_their_children_and_forget_them_when_removed() -> None:
+    registry = CollectorRegistry()
+    created = faust_metrics(registry, "t")
+    kept = created.messages_received_per_topics
+    assert isinstance(kept, KeptChildren)
+    kept.labels("topic-a").inc()
+    assert kept.labels("topic-a") is kept.labels("topic-a")
+    assert (
+        registry.get_sample_value("t_messages_received_per_topic_total", {"topic": "topic-a"}) == 1
+    )
+    kept.remove("topic-a")
+    assert (
+        registry.get_sample_value("t_messages_received_per_topic_total", {"topic": "topic-a"})
+        is None
+    )
+    kept.labels("topic-a").inc()
+    assert (
+        registry.get_sample_value("t_messages_received_per_topic_total", {"topic": "topic-a"}) == 1
+    )
