@@ -10,10 +10,11 @@ of the customer it belongs to.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any, NoReturn, cast
 
 import faust
 
@@ -42,14 +43,10 @@ from schemas.records import (
 )
 from streams.app import (
     app,
-    dead_letter_topic,
     ingest_rules,
     input_topic,
     metrics,
-    output_topics,
-    reroute_topic,
     settings,
-    status_topic,
     tick_topic,
 )
 from streams.clock import DeadlineIndex, PartitionClock, ReorderBuffer
@@ -65,6 +62,8 @@ from streams.ingest import (
     dead_letter_for,
 )
 from streams.partitioning import partition_for_key
+from streams.sink import Headers, OutRecord, RecordSink
+from streams.topics import bootstrap_servers
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +75,10 @@ REPLAY = settings.clock_mode == "replay"
 LATENESS = settings.allowed_lateness
 
 BATCH_WITHIN_S = settings.batch_linger.total_seconds()
+# Alert role -> topic (a settings property builds the mapping on every call).
+ALERT_TOPICS = settings.output_topics
+# EX_SOFTWARE: the worker stopped itself because a batch failed (stop_without_commit).
+EXIT_BATCH_FAILED = 70
 
 
 class CustomerTable(faust.Table):
@@ -185,6 +188,7 @@ tick_topic_name = settings.tick_topic
 @app.on_partitions_revoked.connect  # type: ignore[arg-type]  # mode types the sender positional-only
 async def _on_revoked(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
     cache.flush()
+    await send_batch_records()
     timers.reset()
     log.info("partitions revoked: %d", len(args[0]) if args else 0)
 
@@ -238,7 +242,8 @@ class StateCache:
         if customer_id in self._states:
             state = self._states[customer_id]
         else:
-            stored = customers_table.get(customer_id.encode())
+            # From the store itself: the table's own `get` adds sensor calls per read.
+            stored = customers_table.data.get(customer_id.encode())
             state = None if stored is None else decode_state(stored)
             self._states[customer_id] = state
         if state is None:
@@ -254,18 +259,36 @@ class StateCache:
             metrics.customers.dec()
         elif not before.stored and not empty:
             metrics.customers.inc()
-        metrics.open_checkouts.inc(len(state.unpaid.open) - before.open_orders)
-        metrics.blacklisted.inc(int(bool(state.unpaid.listings)) - int(before.listed))
+        opened = len(state.unpaid.open) - before.open_orders
+        if opened:
+            metrics.open_checkouts.inc(opened)
+        listed = int(bool(state.unpaid.listings)) - int(before.listed)
+        if listed:
+            metrics.blacklisted.inc(listed)
 
     def flush(self) -> None:
-        """Write every changed customer to the table (delete the empty ones); forget the batch."""
+        """Write every changed customer to the table's store (dropping the empty ones) and queue
+        its changelog record in the sink; forget the batch.
+
+        The store is written directly, not through the table's `__setitem__`,
+        whose changelog send would go through Faust's producer record by
+        record; the sink sends the same records (raw key and value, to the
+        partition `partition_for_key` gives) in one batch per partition.
+        """
+        store = customers_table.data
         for customer_id in sorted(self._dirty):
             key = customer_id.encode()
             state = self._states[customer_id]
-            if state is not None:
-                customers_table[key] = encode_state(state)
-            elif key in customers_table:
-                del customers_table[key]
+            value = None if state is None else encode_state(state)
+            if value is not None:
+                store[key] = value
+            elif key in store:
+                del store[key]
+            else:
+                continue
+            sink.put(
+                OutRecord(changelog_topic_name, key, value, customers_table.partition_for_key(key))
+            )
         self._dirty.clear()
         self._states.clear()
 
@@ -273,26 +296,51 @@ class StateCache:
 cache = StateCache()
 
 
-async def send_alert(customer_id: str, alert: Alert) -> None:
-    """Publish one alert to its topic, count it and log it."""
-    await output_topics[alert.role].send(key=alert.key.encode(), value=encode(alert.body))
-    metrics.alerts.labels(alert.type).inc()
-    log.info(
-        "alert %s customer=%s id=%s",
-        alert.type,
-        customer_id,
-        alert.body["alert_id"],
-        extra={"alert_type": alert.type, "customer_id": customer_id},
-    )
+class Outbox:
+    """What the current batch publishes: alerts, status records, reroutes and dead letters.
+
+    Processing an event awaits nothing: each record is counted, logged and
+    queued in the sink when it is decided; the sink sends the batch's records
+    together, in the order they were decided within each partition, and the
+    batch is acknowledged only once the broker has them all.
+    """
+
+    def put(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        partition: int | None = None,
+        headers: Headers = (),
+    ) -> None:
+        sink.put(OutRecord(topic, key, value, partition, headers))
+
+    def alert(self, customer_id: str, alert: Alert) -> None:
+        """Queue one alert for its topic, count it and log it."""
+        self.put(ALERT_TOPICS[alert.role], alert.key.encode(), encode(alert.body))
+        kind = alert.type
+        metrics.alert(kind).inc()
+        log.info(
+            "alert %s customer=%s id=%s",
+            kind,
+            customer_id,
+            alert.body["alert_id"],
+            extra={"alert_type": kind, "customer_id": customer_id},
+        )
 
 
-async def publish(customer_id: str, state: CustomerState, effects: Iterable[Effect]) -> None:
-    """Send each effect's alert; refresh the compacted blacklist status when it changed."""
+outbox = Outbox()
+sink = RecordSink(bootstrap_servers(settings), client_id=f"{settings.app_id}-sink")
+changelog_topic_name = customers_table.changelog_topic.get_topic_name()
+
+
+def publish(customer_id: str, state: CustomerState, effects: Iterable[Effect]) -> None:
+    """Queue each effect's alert; refresh the compacted blacklist status when it changed."""
     status_changed_at: datetime | None = None
     for effect in effects:
         alert = to_alert(effect)
         if alert is not None:
-            await send_alert(customer_id, alert)
+            outbox.alert(customer_id, alert)
         if isinstance(effect, ReportRecovery):
             metrics.recoveries.inc()
         elif isinstance(effect, DropUnmatchedPayment):
@@ -302,15 +350,16 @@ async def publish(customer_id: str, state: CustomerState, effects: Iterable[Effe
         elif isinstance(effect, Unblacklist):
             status_changed_at = effect.at
     if status_changed_at is not None:
-        await status_topic.send(
-            key=customer_id.encode(),
-            value=blacklist_status(customer_id, state.unpaid, status_changed_at),
+        outbox.put(
+            settings.topic_blacklist_status,
+            customer_id.encode(),
+            blacklist_status(customer_id, state.unpaid, status_changed_at),
         )
 
 
-async def publish_retention(customer_id: str, effects: Iterable[RetentionEffect]) -> None:
+def publish_retention(customer_id: str, effects: Iterable[RetentionEffect]) -> None:
     for effect in effects:
-        await send_alert(customer_id, retention_alert(effect))
+        outbox.alert(customer_id, retention_alert(effect))
 
 
 def blacklist_status(customer_id: str, state: UnpaidState, at: datetime) -> bytes | None:
@@ -336,7 +385,7 @@ def blacklist_status(customer_id: str, state: UnpaidState, at: datetime) -> byte
     )
 
 
-async def fire_due(partition: PartitionTimers, now: datetime) -> None:
+def fire_due(partition: PartitionTimers, now: datetime) -> None:
     """Advance every customer of the partition whose next deadline is at or before `now`."""
     for _due, customer_id in partition.index.pop_due(now):
         state, before = cache.load(customer_id)
@@ -351,11 +400,11 @@ async def fire_due(partition: PartitionTimers, now: datetime) -> None:
             for effect in effects:
                 if isinstance(effect, SendReminder | RecordStrike):
                     metrics.timer_lateness.observe(max((wall - effect.at).total_seconds(), 0.0))
-        await publish(customer_id, state, effects)
-        await publish_retention(customer_id, kept)
+        publish(customer_id, state, effects)
+        publish_retention(customer_id, kept)
 
 
-async def apply(partition: PartitionTimers, event: CustomerEvent, msg: RawMessage) -> None:
+def apply(partition: PartitionTimers, event: CustomerEvent, msg: RawMessage) -> None:
     """Fire what the event's time makes due, then apply the event to its customer."""
     if partition.clock.is_late(event.occurred_at, LATENESS):
         behind = partition.clock.events - event.occurred_at if partition.clock.events else None
@@ -363,11 +412,11 @@ async def apply(partition: PartitionTimers, event: CustomerEvent, msg: RawMessag
             f"event time {event.occurred_at.isoformat()} is {behind} behind the partition's "
             f"event time; the allowed lateness is {LATENESS}"
         )
-        metrics.late_events.labels(msg.topic).inc()
-        await dead_letter(msg, Rejected(dead_letter_for(msg, error)))
+        metrics.late_event(msg.topic).inc()
+        dead_letter(msg, Rejected(dead_letter_for(msg, error)))
         return
     now = partition.clock.observe(event.occurred_at)
-    await fire_due(partition, now)
+    fire_due(partition, now)
     customer_id = event.customer_id
     state, before = cache.load(customer_id)
     duplicate = event.event_id in state.unpaid.seen
@@ -380,11 +429,9 @@ async def apply(partition: PartitionTimers, event: CustomerEvent, msg: RawMessag
         kept += observe_retention(state.retention, event, effects)
     cache.store(customer_id, before, state)
     partition.index.schedule(customer_id, next_due(state))
-    await publish(customer_id, state, effects)
-    await publish_retention(customer_id, kept)
-    metrics.input_events.labels(
-        msg.topic, event.type, "duplicate" if duplicate else "processed"
-    ).inc()
+    publish(customer_id, state, effects)
+    publish_retention(customer_id, kept)
+    metrics.input_event(msg.topic, event.type, "duplicate" if duplicate else "processed").inc()
     lag = (datetime.now(UTC) - event.occurred_at).total_seconds()
     metrics.event_lag.observe(max(lag, 0.0))
 
@@ -410,47 +457,45 @@ def observe_retention(
     return kept
 
 
-async def accept(msg: RawMessage, event: CustomerEvent | Watermark) -> None:
+def accept(msg: RawMessage, event: CustomerEvent | Watermark) -> None:
     """Route an accepted event: straight to the detectors (live) or through the reorder buffer."""
     partition = timers.of(msg.partition)
     if REPLAY:
         item = None if isinstance(event, Watermark) else (event, msg)
         partition.buffer.add(msg.topic, msg.offset, event.occurred_at, item)
         if isinstance(event, Watermark):
-            metrics.input_events.labels(msg.topic, event.type, "processed").inc()
+            metrics.input_event(msg.topic, event.type, "processed").inc()
         for _at, held in partition.buffer.release():
             held_event, held_msg = cast(tuple[CustomerEvent, RawMessage], held)
-            await apply(partition, held_event, held_msg)
+            apply(partition, held_event, held_msg)
         mark = partition.buffer.watermark()
         if mark is not None:
-            await fire_due(partition, partition.clock.observe(mark))
+            fire_due(partition, partition.clock.observe(mark))
         return
     if isinstance(event, Watermark):
-        await fire_due(partition, partition.clock.observe(event.occurred_at))
-        metrics.input_events.labels(msg.topic, event.type, "processed").inc()
+        fire_due(partition, partition.clock.observe(event.occurred_at))
+        metrics.input_event(msg.topic, event.type, "processed").inc()
         return
-    await apply(partition, event, msg)
+    apply(partition, event, msg)
 
 
-async def dispatch(msg: RawMessage, verdict: Verdict) -> None:
+def dispatch(msg: RawMessage, verdict: Verdict) -> None:
     """Carry out a verdict: process the event, reroute it, or dead-letter it."""
     if isinstance(verdict, Accepted):
-        await accept(msg, verdict.event)
+        accept(msg, verdict.event)
     elif isinstance(verdict, Reroute):
-        await reroute_topic.send(
-            key=msg.key, value=msg.value, partition=verdict.partition, headers=list(verdict.headers)
-        )
-        metrics.input_events.labels(msg.topic, "unknown", "rerouted").inc()
+        outbox.put(settings.reroute_topic, msg.key, msg.value, verdict.partition, verdict.headers)
+        metrics.input_event(msg.topic, "unknown", "rerouted").inc()
     elif isinstance(verdict, Rejected):
-        await dead_letter(msg, verdict)
+        dead_letter(msg, verdict)
 
 
-async def dead_letter(msg: RawMessage, verdict: Rejected) -> None:
-    """Send a refused message to the dead-letter topic, count it and log why."""
+def dead_letter(msg: RawMessage, verdict: Rejected) -> None:
+    """Queue a refused message for the dead-letter topic, count it and log why."""
     letter = verdict.dead_letter
-    await dead_letter_topic.send(key=msg.key, value=encode(letter))
-    metrics.input_events.labels(msg.topic, "unknown", "dead_lettered").inc()
-    metrics.dead_letters.labels(letter.reason).inc()
+    outbox.put(settings.topic_dead_letters, msg.key, encode(letter))
+    metrics.input_event(msg.topic, "unknown", "dead_lettered").inc()
+    metrics.dead_letter(letter.reason).inc()
     log.warning(
         "dead letter %s from %s[%d]@%d: %s",
         letter.reason,
@@ -462,13 +507,29 @@ async def dead_letter(msg: RawMessage, verdict: Rejected) -> None:
     )
 
 
-async def on_tick(msg: RawMessage) -> None:
+def on_tick(msg: RawMessage) -> None:
     """Live mode: move the partition's clock to the tick's wall time and fire what is due."""
     if REPLAY or msg.value is None:
         return
     wall = datetime.fromtimestamp(int(msg.value) / 1000, tz=UTC)
     partition = timers.of(msg.partition)
-    await fire_due(partition, partition.clock.tick(wall))
+    fire_due(partition, partition.clock.tick(wall))
+
+
+async def send_batch_records() -> None:
+    """Send what the batch produced and wait for the broker; record the changelog offsets."""
+    delivered = await sink.flush()
+    store = customers_table.data
+    for tp, offset in delivered.items():
+        if tp.topic == changelog_topic_name:
+            # What Faust does after each changelog send: a persistent store
+            # (RocksDB) then recovers only the changelog's tail.
+            store.set_persisted_offset(tp, offset)
+
+
+@app.on_before_shutdown.connect  # type: ignore[arg-type]  # mode types the sender positional-only
+async def _on_shutdown(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
+    await sink.stop()
 
 
 @app.agent(input_topic, name="customers")
@@ -476,13 +537,37 @@ async def customers(stream: faust.StreamT[bytes]) -> None:
     """Every input event of a customer passes here, one at a time per partition."""
     # take_events exists on faust.Stream; the StreamT protocol does not declare it.
     async for batch in stream.take_events(settings.batch_size, within=BATCH_WITHIN_S):  # type: ignore[attr-defined]
-        for event in batch:
-            msg = raw_message(event.message)
-            if msg.topic == tick_topic_name:
-                await on_tick(msg)
-            else:
-                await dispatch(msg, classify(msg, ingest_rules))
-        cache.flush()
+        try:
+            for event in batch:
+                msg = raw_message(event.message)
+                if msg.topic == tick_topic_name:
+                    on_tick(msg)
+                else:
+                    dispatch(msg, classify(msg, ingest_rules))
+            cache.flush()
+            await send_batch_records()
+        except Exception as exc:
+            stop_without_commit(exc)
+
+
+def stop_without_commit(exc: Exception) -> NoReturn:
+    """End the process now: a batch failed, and its offsets must not be committed.
+
+    Faust acknowledges every event of a `take_events` batch when the batch's
+    loop body is left, by an exception too, and a graceful stop commits what
+    was acknowledged: the batch's events would count as done although their
+    state and alerts were never written. Exiting at once leaves the offsets at
+    the last completed batch; a restarted worker recovers the table from its
+    changelog and processes the batch again (alert ids are deterministic).
+    """
+    log.critical(
+        "batch failed; stopping without committing its offsets: %r",
+        exc,
+        exc_info=exc,
+        extra={"exit_code": EXIT_BATCH_FAILED},
+    )
+    logging.shutdown()
+    os._exit(EXIT_BATCH_FAILED)
 
 
 @app.timer(interval=settings.tick_interval.total_seconds())

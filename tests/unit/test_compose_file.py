@@ -54,3 +54,10 @@ def test_prometheus_scrapes_the_worker_metrics_port() -> None:
     ]
     assert "worker:6066" in targets
     assert "9090:9090" in services["prometheus"]["ports"]
+
+
+def test_every_worker_is_restarted_when_it_stops_itself_after_a_failed_batch() -> None:
+    services = compose()["services"]
+    workers = [s for s in services.values() if s.get("command") == ["worker"]]
+    assert len(workers) == 2
+    assert all(w.get("restart") in {"on-failure", "unless-stopped", "always"} for w in workers)

@@ -1,0 +1,140 @@
+"""The record sink: what one batch of the agent publishes, sent per partition and confirmed.
+
+Faust's `Topic.send` and table writes hand records to its producer one at a
+time, each through its producer buffer, a task and aiokafka's accumulator;
+with an alert or a changelog record for most events, that was most of the
+worker's time (docs/performance.md). The sink collects a batch's records,
+builds one Kafka record batch per topic partition, sends each with a single
+`send_batch`, and waits until the broker has acknowledged every one of them.
+The agent acknowledges its input batch only after that, so a committed offset
+never runs ahead of the records it produced, whatever Faust's producer does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka import AIOKafkaProducer, TopicPartition
+
+from streams.partitioning import partition_for_key
+
+Headers = Sequence[tuple[str, bytes]]
+# A record batch handed to the producer: its partition, record count and delivery future.
+Sent = tuple[TopicPartition, int, "asyncio.Future[Any]"]
+
+
+@dataclass(frozen=True, slots=True)
+class OutRecord:
+    """One record to publish; partition None: murmur2 of the key, like Kafka's Java client."""
+
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    partition: int | None = None
+    headers: Headers = ()
+
+
+class RecordSink:
+    """Collects records with `put`; `flush` sends them and returns the last offset per partition."""
+
+    def __init__(self, bootstrap_servers: list[str], client_id: str) -> None:
+        self._bootstrap = bootstrap_servers
+        self._client_id = client_id
+        self._producer: AIOKafkaProducer | None = None
+        self._records: list[OutRecord] = []
+        self._partition_counts: dict[str, int] = {}
+        # Keyless records (dead letters of keyless messages) go round the partitions.
+        self._spread = itertools.count()
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def put(self, record: OutRecord) -> None:
+        self._records.append(record)
+
+    async def start(self) -> None:
+        if self._producer is None:
+            producer = AIOKafkaProducer(
+                bootstrap_servers=self._bootstrap,
+                client_id=self._client_id,
+                # Every in-sync replica has each record before the batch is acknowledged.
+                acks="all",
+                # The sink batches itself and sends at once.
+                linger_ms=0,
+            )
+            await producer.start()
+            self._producer = producer
+
+    async def stop(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            await producer.stop()
+
+    async def flush(self) -> dict[TopicPartition, int]:
+        """Send every record put since the last flush; return once the broker has them all.
+
+        Records of one partition keep the order they were put in. Raises the
+        producer's error when any batch was not delivered.
+        """
+        records, self._records = self._records, []
+        if not records:
+            return {}
+        await self.start()
+        producer = self._producer
+        assert producer is not None  # started just above
+        by_partition: dict[tuple[str, int], list[OutRecord]] = defaultdict(list)
+        for record in records:
+            partition = record.partition
+            if partition is None:
+                partition = await self._partition_of(producer, record.topic, record.key)
+            by_partition[record.topic, partition].append(record)
+        sent: list[Sent] = []
+        for (topic, partition), group in by_partition.items():
+            sent += await self._send_partition(producer, topic, partition, group)
+        last: dict[TopicPartition, int] = {}
+        for tp, count, future in sent:
+            delivered = await future
+            # A batch's delivery gives its base offset; its records follow it.
+            last[tp] = delivered.offset + count - 1
+        return last
+
+    @staticmethod
+    async def _send_partition(
+        producer: AIOKafkaProducer, topic: str, partition: int, group: list[OutRecord]
+    ) -> list[Sent]:
+        """Hand one partition's records to the producer in as few record batches as they fit."""
+        tp = TopicPartition(topic, partition)
+        sent: list[Sent] = []
+        batch, count = producer.create_batch(), 0
+        for record in group:
+            if not _append(batch, record):
+                sent.append(
+                    (tp, count, await producer.send_batch(batch, topic, partition=partition))
+                )
+                batch, count = producer.create_batch(), 0
+                if not _append(batch, record):
+                    raise ValueError(f"a record for {topic} does not fit in an empty batch")
+            count += 1
+        sent.append((tp, count, await producer.send_batch(batch, topic, partition=partition)))
+        return sent
+
+    async def _partition_of(self, producer: AIOKafkaProducer, topic: str, key: bytes | None) -> int:
+        count = self._partition_counts.get(topic)
+        if count is None:
+            count = self._partition_counts[topic] = len(await producer.partitions_for(topic))
+        if key is None:
+            return next(self._spread) % count
+        return partition_for_key(key, count)
+
+
+def _append(batch: Any, record: OutRecord) -> bool:
+    """Add the record to an aiokafka batch; False when the batch is full."""
+    added = batch.append(
+        key=record.key, value=record.value, timestamp=None, headers=list(record.headers)
+    )
+    return added is not None

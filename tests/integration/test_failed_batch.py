@@ -1,0 +1,88 @@
+"""A batch that fails stops the worker before its offsets are committed: nothing counts as done."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+from pathlib import Path
+
+from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from agents.customer import EXIT_BATCH_FAILED
+from dev.worker import WorkerProcess
+from streams.config import Settings
+from streams.partitioning import partition_for_key
+from streams.topics import ensure_topics
+from tests.integration.harness import checkout, send, settings_of, unique_env
+
+CORRUPT_CUSTOMER = b"cust-corrupt"
+
+
+async def plant_corrupt_state(settings: Settings) -> None:
+    """A customer state in the table's changelog that no hitrun wrote (not even JSON)."""
+    await ensure_topics(settings)
+    changelog = f"{settings.app_id}-customers-changelog"
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics(
+            [
+                NewTopic(
+                    changelog,
+                    settings.partitions,
+                    1,
+                    topic_configs={"cleanup.policy": "compact"},
+                )
+            ]
+        )
+    finally:
+        await admin.close()
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+    await producer.start()
+    try:
+        await producer.send_and_wait(
+            changelog,
+            b"\xffnot a state",
+            key=CORRUPT_CUSTOMER,
+            partition=partition_for_key(CORRUPT_CUSTOMER, settings.partitions),
+        )
+    finally:
+        await producer.stop()
+
+
+async def committed_offsets(settings: Settings) -> dict[TopicPartition, int]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        found = await admin.list_consumer_group_offsets(settings.app_id)
+    finally:
+        await admin.close()
+    return {tp: meta.offset for tp, meta in found.items() if meta.offset >= 0}
+
+
+def test_a_failing_batch_stops_the_worker_without_committing_its_events(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    env = unique_env(kafka_bootstrap, tmp_path)
+    settings = settings_of(env)
+    asyncio.run(plant_corrupt_state(settings))
+    send(settings, settings.topic_checkouts, checkout("cust-ok", "order-1"))
+
+    # The first batch rebuilds the deadline index from the recovered table and
+    # fails on the corrupt state. Faust would acknowledge that batch when the
+    # exception left the loop; the worker must end before anything is committed.
+    worker = WorkerProcess(env, tmp_path / "worker.log").launch()
+    try:
+        assert worker.process is not None
+        code = worker.process.wait(timeout=120)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"the worker kept running:\n{worker.log_tail()}") from None
+    finally:
+        worker.stop()
+    log = worker.log_path.read_text(errors="replace")
+    assert code == EXIT_BATCH_FAILED, log[-4000:]
+    assert "batch failed; stopping without committing its offsets" in log
+    committed = asyncio.run(committed_offsets(settings))
+    inputs = set(settings.input_topics)
+    assert not {tp: o for tp, o in committed.items() if tp.topic in inputs and o > 0}, committed

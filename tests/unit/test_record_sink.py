@@ -1,0 +1,107 @@
+"""The record sink sends each partition's records in order, in as few batches as fit."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiokafka import TopicPartition
+
+from streams.partitioning import partition_for_key
+from streams.sink import OutRecord, RecordSink
+
+
+@dataclass
+class FakeBatch:
+    room: int
+    records: list[tuple[bytes | None, bytes | None, list[Any]]] = field(default_factory=list)
+
+    def append(
+        self, *, key: bytes | None, value: bytes | None, timestamp: None, headers: list[Any]
+    ) -> object | None:
+        if len(self.records) == self.room:
+            return None
+        self.records.append((key, value, headers))
+        return object()
+
+
+@dataclass
+class Delivered:
+    offset: int
+
+
+class FakeProducer:
+    """Batches hold `room` records; each topic partition's log starts at offset 100."""
+
+    def __init__(self, room: int, partitions: int) -> None:
+        self.room = room
+        self.partitions = partitions
+        self.sent: list[tuple[str, int, FakeBatch]] = []
+        self.ends: dict[tuple[str, int], int] = {}
+
+    def create_batch(self) -> FakeBatch:
+        return FakeBatch(self.room)
+
+    async def send_batch(
+        self, batch: FakeBatch, topic: str, *, partition: int
+    ) -> asyncio.Future[Delivered]:
+        self.sent.append((topic, partition, batch))
+        base = self.ends.get((topic, partition), 100)
+        self.ends[topic, partition] = base + len(batch.records)
+        future: asyncio.Future[Delivered] = asyncio.get_running_loop().create_future()
+        future.set_result(Delivered(base))
+        return future
+
+    async def partitions_for(self, topic: str) -> set[int]:
+        return set(range(self.partitions))
+
+
+def flush(
+    records: list[OutRecord], room: int = 3, partitions: int = 4
+) -> tuple[FakeProducer, dict[TopicPartition, int]]:
+    sink = RecordSink(["127.0.0.1:1"], client_id="test")
+    producer = FakeProducer(room, partitions)
+    sink._producer = producer  # type: ignore[assignment]
+    for record in records:
+        sink.put(record)
+
+    async def run() -> dict[TopicPartition, int]:
+        return await sink.flush()
+
+    return producer, asyncio.run(run())
+
+
+def test_a_partitions_records_keep_their_order_across_batches_and_its_last_offset_is_returned() -> (
+    None
+):
+    records = [OutRecord("alerts", b"c1", f"v{n}".encode(), partition=2) for n in range(7)]
+    producer, last = flush(records, room=3)
+    assert [len(b.records) for _, _, b in producer.sent] == [3, 3, 1]
+    values = [value for _, _, b in producer.sent for _, value, _ in b.records]
+    assert values == [f"v{n}".encode() for n in range(7)]
+    assert last == {TopicPartition("alerts", 2): 106}
+
+
+def test_a_keyed_record_without_a_partition_goes_where_murmur2_puts_its_key() -> None:
+    producer, _ = flush([OutRecord("alerts", b"customer-9", b"x")], partitions=4)
+    ((topic, partition, _),) = producer.sent
+    assert (topic, partition) == ("alerts", partition_for_key(b"customer-9", 4))
+
+
+def test_each_topic_partition_gets_its_own_batch_and_headers_travel_with_the_record() -> None:
+    records = [
+        OutRecord("a", b"k", b"1", partition=0, headers=(("h", b"v"),)),
+        OutRecord("b", b"k", b"2", partition=0),
+        OutRecord("a", b"k", None, partition=1),
+    ]
+    producer, last = flush(records)
+    assert sorted((t, p) for t, p, _ in producer.sent) == [("a", 0), ("a", 1), ("b", 0)]
+    first = next(b for t, p, b in producer.sent if (t, p) == ("a", 0))
+    assert first.records == [(b"k", b"1", [("h", b"v")])]
+    assert last[TopicPartition("a", 1)] == 100
+
+
+def test_an_empty_flush_sends_nothing() -> None:
+    producer, last = flush([])
+    assert producer.sent == [] and last == {}
