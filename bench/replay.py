@@ -68,7 +68,8 @@ def main() -> None:
                 "HITRUN_CLOCK_MODE": "replay",
                 **topic_env(f"bench-replay-{tag}"),
             }
-            with WorkerProcess(env, workdir / "worker.log"):
+            events = 2 * args.transactions
+            with WorkerProcess(env, workdir / "worker.log") as worker:
                 print(f"bench-replay: hitrun replay of {args.transactions} transactions ...")
                 started = time.perf_counter()
                 done = subprocess.run(
@@ -79,11 +80,23 @@ def main() -> None:
                     check=False,
                 )
                 elapsed = time.perf_counter() - started
-            print(done.stdout, end="")
-            if done.returncode != 0:
-                print(done.stderr, file=sys.stderr)
-                raise SystemExit(done.returncode)
-            events = 2 * args.transactions
+                print(done.stdout, end="")
+                if done.returncode != 0:
+                    print(done.stderr, file=sys.stderr)
+                    raise SystemExit(done.returncode)
+                # A figure only counts if nothing was lost on the way.
+                applied = sum(
+                    worker.metric("hitrun_input_events_total", type=kind, outcome="processed")
+                    for kind in ("checkout_confirmed", "payment_attempted")
+                )
+                refused = worker.metric("hitrun_dead_letters_total")
+                if applied != events or refused:
+                    print(worker.log_tail(), file=sys.stderr)
+                    raise SystemExit(
+                        f"bench-replay: the worker applied {applied:.0f} of {events} events "
+                        f"and dead-lettered {refused:.0f}"
+                    )
+                print(f"bench-replay: all {events} events applied, none dead-lettered")
             baseline = asyncio.run(plain_consumer(Settings.from_env(env), events))
             print(
                 f"bench-replay: (a) plain consumer over the same {events} input events: "

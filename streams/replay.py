@@ -98,46 +98,69 @@ async def _end_offsets(settings: Settings, topics: Sequence[str]) -> dict[TopicP
         await consumer.stop()
 
 
-async def remaining(settings: Settings) -> int:
-    """Input records not yet committed by the worker group (`HITRUN_APP_ID`)."""
-    ends = await _end_offsets(settings, settings.watermarked_topics)
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers(settings))
-    await admin.start()
-    try:
-        committed = await admin.list_consumer_group_offsets(settings.app_id)
-    finally:
-        await admin.close()
-    left = 0
-    for tp, end in ends.items():
-        done = committed.get(tp)
-        left += max(0, end - (done.offset if done is not None and done.offset >= 0 else 0))
-    return left
+class Progress:
+    """How many input records the worker group (`HITRUN_APP_ID`) has not committed yet.
+
+    One admin client and one consumer serve every look, so that waiting does
+    not open new connections twice a second beside a busy worker.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        servers = bootstrap_servers(settings)
+        self._consumer = AIOKafkaConsumer(bootstrap_servers=servers, enable_auto_commit=False)
+        self._admin = AIOKafkaAdminClient(bootstrap_servers=servers)
+        self._partitions = [
+            TopicPartition(t, p)
+            for t in settings.watermarked_topics
+            for p in range(settings.partitions)
+        ]
+
+    async def __aenter__(self) -> Progress:
+        await self._consumer.start()
+        await self._admin.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._admin.close()
+        await self._consumer.stop()
+
+    async def remaining(self) -> int:
+        ends = await self._consumer.end_offsets(self._partitions)
+        committed = await self._admin.list_consumer_group_offsets(self._settings.app_id)
+        left = 0
+        for tp, end in ends.items():
+            done = committed.get(tp)
+            left += max(0, end - (done.offset if done is not None and done.offset >= 0 else 0))
+        return left
 
 
 async def wait_until_consumed(
     settings: Settings, stall_timeout_s: float, say: Callable[[str], None]
 ) -> None:
-    """Return when the group has committed every input record (Faust flushes its sends first).
+    """Return when the group has committed every input record (the worker confirms a batch's
+    records before the batch is acknowledged).
 
     Raises `ReplayError` when nothing moves for `stall_timeout_s`: no worker is running.
     """
-    last = await remaining(settings)
-    moved_at = time.monotonic()
-    reported = time.monotonic()
-    while last > 0:
-        await asyncio.sleep(0.5)
-        now_left = await remaining(settings)
-        if now_left < last:
-            last, moved_at = now_left, time.monotonic()
-        elif time.monotonic() - moved_at > stall_timeout_s:
-            raise ReplayError(
-                f"{last} input records still unconsumed and no progress for "
-                f"{stall_timeout_s:.0f}s: is a worker of group {settings.app_id!r} running "
-                "(HITRUN_CLOCK_MODE=replay hitrun worker)?"
-            )
-        if time.monotonic() - reported >= 5:
-            say(f"replay: {last} input records left to process")
-            reported = time.monotonic()
+    async with Progress(settings) as progress:
+        last = await progress.remaining()
+        moved_at = time.monotonic()
+        reported = time.monotonic()
+        while last > 0:
+            await asyncio.sleep(0.5)
+            now_left = await progress.remaining()
+            if now_left < last:
+                last, moved_at = now_left, time.monotonic()
+            elif time.monotonic() - moved_at > stall_timeout_s:
+                raise ReplayError(
+                    f"{last} input records still unconsumed and no progress for "
+                    f"{stall_timeout_s:.0f}s: is a worker of group {settings.app_id!r} running "
+                    "(HITRUN_CLOCK_MODE=replay hitrun worker)?"
+                )
+            if time.monotonic() - reported >= 5:
+                say(f"replay: {last} input records left to process")
+                reported = time.monotonic()
 
 
 async def count_alerts(settings: Settings, since: dict[TopicPartition, int]) -> Counter[str]:
