@@ -3,17 +3,20 @@
 Writes a seeded transactions file (default 100,000 rows), starts a replay-mode
 worker, runs the real `hitrun replay` command and times it from start to its
 summary (publish, processing, every window closed, alerts counted). The
-baseline, in the same run, is a plain aiokafka consumer fetching and decoding
-the very messages the replay published.
+baselines, in the same run, are a plain aiokafka consumer fetching and
+decoding the very messages the replay published, and a Faust agent that only
+counts them (bench/faust_floor.py): what Faust itself costs per event here.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import csv
 import os
 import random
+import signal
 import subprocess
 import sys
 import tempfile
@@ -23,7 +26,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from bench.throughput import cluster, plain_consumer
-from dev.worker import WorkerProcess, topic_env
+from dev.worker import WorkerProcess, free_port, topic_env
 from streams.config import Settings
 
 
@@ -52,6 +55,12 @@ def main() -> None:
     parser.add_argument("--transactions", type=int, default=100_000)
     parser.add_argument("--partitions", type=int, default=8)
     parser.add_argument("--seed", type=int, default=3)
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="Replay-mode workers in the group (each is one Python process, about one core).",
+    )
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="hitrun-bench-replay-") as tmp:
@@ -69,8 +78,15 @@ def main() -> None:
                 **topic_env(f"bench-replay-{tag}"),
             }
             events = 2 * args.transactions
-            with WorkerProcess(env, workdir / "worker.log") as worker:
-                print(f"bench-replay: hitrun replay of {args.transactions} transactions ...")
+            with contextlib.ExitStack() as workers:
+                group = [
+                    workers.enter_context(WorkerProcess(env, workdir / f"worker-{n}.log"))
+                    for n in range(args.workers)
+                ]
+                print(
+                    f"bench-replay: hitrun replay of {args.transactions} transactions, "
+                    f"{args.workers} worker(s) ..."
+                )
                 started = time.perf_counter()
                 done = subprocess.run(
                     [sys.executable, "-m", "streams.cli", "replay", str(data)],
@@ -87,26 +103,71 @@ def main() -> None:
                 # A figure only counts if nothing was lost on the way.
                 applied = sum(
                     worker.metric("hitrun_input_events_total", type=kind, outcome="processed")
+                    for worker in group
                     for kind in ("checkout_confirmed", "payment_attempted")
                 )
-                refused = worker.metric("hitrun_dead_letters_total")
+                refused = sum(worker.metric("hitrun_dead_letters_total") for worker in group)
                 if applied != events or refused:
-                    print(worker.log_tail(), file=sys.stderr)
+                    for worker in group:
+                        print(worker.log_tail(), file=sys.stderr)
                     raise SystemExit(
                         f"bench-replay: the worker applied {applied:.0f} of {events} events "
                         f"and dead-lettered {refused:.0f}"
                     )
                 print(f"bench-replay: all {events} events applied, none dead-lettered")
-            baseline = asyncio.run(plain_consumer(Settings.from_env(env), events))
+            settings = Settings.from_env(env)
+            baseline = asyncio.run(plain_consumer(settings, events))
+            floor = faust_floor(settings, events, workdir)
             print(
                 f"bench-replay: (a) plain consumer over the same {events} input events: "
                 f"{events / baseline:,.0f} ev/s ({baseline:.1f}s)"
             )
             print(
-                f"bench-replay: (b) hitrun replay, end to end: {elapsed:.1f}s "
+                f"bench-replay: (b) a Faust agent that only counts them: "
+                f"{events / floor:,.0f} ev/s ({floor:.1f}s)"
+            )
+            print(
+                f"bench-replay: (c) hitrun replay, end to end: {elapsed:.1f}s "
                 f"({events / elapsed:,.0f} ev/s)"
             )
-            print(f"bench-replay: ratio b/a = {baseline / elapsed:.3f}")
+            print(
+                f"bench-replay: ratio c/a = {baseline / elapsed:.3f}, c/b = {floor / elapsed:.3f}"
+            )
+
+
+def faust_floor(settings: Settings, events: int, workdir: Path, timeout: float = 600.0) -> float:
+    """Seconds the counting agent of bench/faust_floor.py takes from its first event to the last."""
+    report = workdir / "floor-report.txt"
+    env = {
+        **os.environ,
+        "FLOOR_BROKER": settings.kafka_bootstrap,
+        "FLOOR_TOPICS": ",".join(settings.watermarked_topics),
+        "FLOOR_EXPECTED": str(events),
+        "FLOOR_REPORT": str(report),
+        "FLOOR_APP_ID": f"{settings.app_id}-floor",
+        "FLOOR_WEB_PORT": str(free_port()),
+        "FLOOR_DATA_DIR": str(workdir / "floor-data"),
+    }
+    command = [sys.executable, "-m", "faust", "-A", "bench.faust_floor", "worker", "-l", "warn"]
+    with (workdir / "floor.log").open("ab") as log:
+        process = subprocess.Popen(
+            command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        deadline = time.monotonic() + timeout
+        while not report.exists():
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"bench-replay: the Faust floor agent failed; see {log.name}")
+            time.sleep(0.2)
+        return float(report.read_text())
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
 
 
 if __name__ == "__main__":
