@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import faust
 from faust import web
-from faust.sensors.prometheus import PrometheusMonitor
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from streams.config import Settings
 from streams.ingest import IngestRules
 from streams.logs import logging_config
-from streams.metrics import FaustSensorCollector, Metrics, faust_metrics
+from streams.metrics import EventlessPrometheusMonitor, FaustSensorCollector, Metrics, faust_metrics
 from streams.topics import bootstrap_servers
 
 settings = Settings.from_env()
@@ -40,10 +39,11 @@ app = faust.App(
 
 registry = CollectorRegistry()
 metrics = Metrics(registry)
-# Faust's own sensor metrics are served on hitrun's /metrics page too, through
-# a collector that renames its one millisecond histogram to seconds.
+# Faust's own sensor metrics (less its per-event ones, which hitrun counts
+# itself) are served on hitrun's /metrics page too, through a collector that
+# renames its one millisecond histogram to seconds.
 _faust_registry = CollectorRegistry()
-app.monitor = PrometheusMonitor(metrics=faust_metrics(_faust_registry, "hitrun_faust"))
+app.monitor = EventlessPrometheusMonitor(metrics=faust_metrics(_faust_registry, "hitrun_faust"))
 registry.register(FaustSensorCollector(_faust_registry))
 
 

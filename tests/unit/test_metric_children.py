@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+from faust.types import TP
 from prometheus_client import CollectorRegistry, Counter
 
-from streams.metrics import Children, KeptChildren, Metrics, faust_metrics
+from streams.metrics import (
+    Children,
+    EventlessPrometheusMonitor,
+    KeptChildren,
+    Metrics,
+    faust_metrics,
+)
 
 
 def test_a_kept_child_is_the_labelled_child_and_counts_into_the_registry() -> None:
@@ -42,3 +49,17 @@ def test_fausts_labelled_sensor_metrics_keep_their_children_and_forget_them_when
     assert (
         registry.get_sample_value("t_messages_received_per_topic_total", {"topic": "topic-a"}) == 1
     )
+
+
+def test_the_faust_sensor_skips_per_event_hooks_and_keeps_the_others() -> None:
+    registry = CollectorRegistry()
+    monitor = EventlessPrometheusMonitor(metrics=faust_metrics(registry, "t"))
+    tp = TP("shop.checkouts", 3)
+    monitor.on_message_in(tp, 7, None)  # type: ignore[arg-type]
+    assert monitor.on_stream_event_in(tp, 7, None, None) is None  # type: ignore[arg-type]
+    monitor.on_stream_event_out(tp, 7, None, None, None)  # type: ignore[arg-type]
+    monitor.on_message_out(tp, 7, None)  # type: ignore[arg-type]
+    assert registry.get_sample_value("t_messages_received_total") == 0
+    monitor.on_tp_commit({tp: 8})
+    committed = {"topic": "shop.checkouts", "partition": "3"}
+    assert registry.get_sample_value("t_topic_partition_offset_commited", committed) == 8
