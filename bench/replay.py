@@ -16,7 +16,6 @@ import contextlib
 import csv
 import os
 import random
-import signal
 import subprocess
 import sys
 import tempfile
@@ -26,7 +25,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from bench.throughput import cluster, plain_consumer
-from dev.worker import WorkerProcess, free_port, topic_env
+from dev.worker import WorkerProcess, free_port, stop_group, topic_env
 from streams.config import Settings
 
 
@@ -161,13 +160,7 @@ def faust_floor(settings: Settings, events: int, workdir: Path, timeout: float =
             time.sleep(0.2)
         return float(report.read_text())
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+        stop_group(process, 30)
 
 
 if __name__ == "__main__":

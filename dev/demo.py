@@ -14,7 +14,7 @@ from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 
 from dev.localkafka import LocalKafka
-from dev.worker import WorkerProcess, free_port
+from dev.worker import WorkerProcess, free_port, stop_group
 from streams.simulate import SIMULATED_LATENESS
 
 STATE = Path(".hitrun")
@@ -132,13 +132,7 @@ def main() -> int:
                         flush=True,
                     )
             finally:
-                if simulator.poll() is None:
-                    os.killpg(simulator.pid, signal.SIGTERM)
-                    try:
-                        simulator.wait(15)
-                    except subprocess.TimeoutExpired:
-                        os.killpg(simulator.pid, signal.SIGKILL)
-                        simulator.wait()
+                stop_group(simulator, 15)
                 sim_log.close()
                 print("demo: simulator stopped; stopping the worker ...", flush=True)
     print("demo: everything stopped", flush=True)

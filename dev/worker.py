@@ -46,6 +46,18 @@ def free_port() -> int:
         return port
 
 
+def stop_group(process: subprocess.Popen[bytes], timeout: float) -> int:
+    """SIGTERM a child started with its own session (process group), SIGKILL it if it lingers."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    return process.returncode
+
+
 class WorkerProcess:
     """A `hitrun worker` subprocess with its own environment, stopped by process id."""
 
@@ -125,17 +137,9 @@ class WorkerProcess:
 
     def stop(self, timeout: float = 30.0) -> int | None:
         """SIGTERM the worker's process group, then SIGKILL if it lingers; returns the exit code."""
-        process = self.process
-        if process is None:
+        if self.process is None:
             return None
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
-        return process.returncode
+        return stop_group(self.process, timeout)
 
     def kill(self) -> None:
         """SIGKILL at once: a crash, for recovery tests."""
