@@ -139,6 +139,24 @@ WORKER_GC_THRESHOLD = (10_000, 10, 10)
 FAUST_LOG_LEVELS = {"warning": "warn"}
 
 
+def use_event_loop(name: str) -> None:
+    """Make `name` ("uvloop" or "asyncio") the event loop of every thread started from now on.
+
+    Faust's consumer runs in a thread with a loop of its own; a policy covers it too.
+    """
+    if name == "uvloop":
+        try:
+            import uvloop  # not imported at module level: only the worker needs it
+        except ImportError:
+            raise SystemExit(
+                "HITRUN_EVENT_LOOP=uvloop but uvloop is not installed; "
+                "install it or set HITRUN_EVENT_LOOP=asyncio"
+            ) from None
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    else:
+        asyncio.set_event_loop_policy(None)
+
+
 def main() -> None:
     """Entry point of the `hitrun` console script."""
     # Plain click commands: they need no Faust worker around them, and their
@@ -152,6 +170,7 @@ def main() -> None:
         # with the default threshold (700) the collector ran hundreds of times a
         # second and took about 5% of a busy worker (docs/performance.md).
         gc.set_threshold(*WORKER_GC_THRESHOLD)
+        use_event_loop(settings.event_loop)
         # Faust declares only its internal topics; hitrun owns its input and
         # output topics and creates them before the consumer subscribes.
         asyncio.run(ensure_topics(settings))

@@ -182,6 +182,8 @@ class Settings:
     # batch_linger for a batch to fill.
     batch_size: int = _setting("500", _positive_int)
     batch_linger: timedelta = _setting("20ms", parse_duration)
+    # The worker's event loop: libuv's (uvloop) or the standard library's.
+    event_loop: str = _setting("uvloop", _choice("uvloop", "asyncio"))
     # Policy defaults (DESIGN.md §4); per-shop overrides come from policy_file.
     payment_windows: dict[str, timedelta | None] = _setting(
         "card=1h,e_wallet=1h,bank_transfer=24h,virtual_account=24h,"
