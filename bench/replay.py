@@ -147,7 +147,12 @@ def faust_floor(settings: Settings, events: int, workdir: Path, timeout: float =
         "FLOOR_WEB_PORT": str(free_port()),
         "FLOOR_DATA_DIR": str(workdir / "floor-data"),
     }
-    command = [sys.executable, "-m", "faust", "-A", "bench.faust_floor", "worker", "-l", "warn"]
+    # The event loop hitrun's workers use (HITRUN_EVENT_LOOP), so that only the work differs.
+    loop = "uvloop" if settings.event_loop == "uvloop" else "aio"
+    command = [
+        *(sys.executable, "-m", "faust", "-A", "bench.faust_floor", "-L", loop),
+        *("worker", "-l", "warn"),
+    ]
     with (workdir / "floor.log").open("ab") as log:
         process = subprocess.Popen(
             command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
