@@ -75,8 +75,6 @@ REPLAY = settings.clock_mode == "replay"
 LATENESS = settings.allowed_lateness
 
 BATCH_WITHIN_S = settings.batch_linger.total_seconds()
-# Alert role -> topic (a settings property builds the mapping on every call).
-ALERT_TOPICS = settings.output_topics
 # EX_SOFTWARE: the worker stopped itself because a batch failed (stop_without_commit).
 EXIT_BATCH_FAILED = 70
 
@@ -296,40 +294,36 @@ class StateCache:
 cache = StateCache()
 
 
-class Outbox:
-    """What the current batch publishes: alerts, status records, reroutes and dead letters.
+def queue(
+    topic: str,
+    key: bytes | None,
+    value: bytes | None,
+    partition: int | None = None,
+    headers: Headers = (),
+) -> None:
+    """Queue one record of the current batch in the sink.
 
-    Processing an event awaits nothing: each record is counted, logged and
-    queued in the sink when it is decided; the sink sends the batch's records
-    together, in the order they were decided within each partition, and the
-    batch is acknowledged only once the broker has them all.
+    Processing an event awaits nothing: each record is queued when it is
+    decided; the sink sends the batch's records together, in the order they
+    were decided within each partition, and the batch is acknowledged only
+    once the broker has them all.
     """
-
-    def put(
-        self,
-        topic: str,
-        key: bytes | None,
-        value: bytes | None,
-        partition: int | None = None,
-        headers: Headers = (),
-    ) -> None:
-        sink.put(OutRecord(topic, key, value, partition, headers))
-
-    def alert(self, customer_id: str, alert: Alert) -> None:
-        """Queue one alert for its topic, count it and log it."""
-        self.put(ALERT_TOPICS[alert.role], alert.key.encode(), encode(alert.body))
-        kind = alert.type
-        metrics.alert(kind).inc()
-        log.info(
-            "alert %s customer=%s id=%s",
-            kind,
-            customer_id,
-            alert.body["alert_id"],
-            extra={"alert_type": kind, "customer_id": customer_id},
-        )
+    sink.put(OutRecord(topic, key, value, partition, headers))
 
 
-outbox = Outbox()
+def queue_alert(customer_id: str, alert: Alert) -> None:
+    """Queue one alert for its topic, count it and log it."""
+    queue(settings.output_topics[alert.role], alert.key.encode(), encode(alert.body))
+    metrics.alert(alert.type).inc()
+    log.info(
+        "alert %s customer=%s id=%s",
+        alert.type,
+        customer_id,
+        alert.body["alert_id"],
+        extra={"alert_type": alert.type, "customer_id": customer_id},
+    )
+
+
 sink = RecordSink(bootstrap_servers(settings), client_id=f"{settings.app_id}-sink")
 changelog_topic_name = customers_table.changelog_topic.get_topic_name()
 
@@ -340,7 +334,7 @@ def publish(customer_id: str, state: CustomerState, effects: Iterable[Effect]) -
     for effect in effects:
         alert = to_alert(effect)
         if alert is not None:
-            outbox.alert(customer_id, alert)
+            queue_alert(customer_id, alert)
         if isinstance(effect, ReportRecovery):
             metrics.recoveries.inc()
         elif isinstance(effect, DropUnmatchedPayment):
@@ -350,7 +344,7 @@ def publish(customer_id: str, state: CustomerState, effects: Iterable[Effect]) -
         elif isinstance(effect, Unblacklist):
             status_changed_at = effect.at
     if status_changed_at is not None:
-        outbox.put(
+        queue(
             settings.topic_blacklist_status,
             customer_id.encode(),
             blacklist_status(customer_id, state.unpaid, status_changed_at),
@@ -359,7 +353,7 @@ def publish(customer_id: str, state: CustomerState, effects: Iterable[Effect]) -
 
 def publish_retention(customer_id: str, effects: Iterable[RetentionEffect]) -> None:
     for effect in effects:
-        outbox.alert(customer_id, retention_alert(effect))
+        queue_alert(customer_id, retention_alert(effect))
 
 
 def blacklist_status(customer_id: str, state: UnpaidState, at: datetime) -> bytes | None:
@@ -484,7 +478,7 @@ def dispatch(msg: RawMessage, verdict: Verdict) -> None:
     if isinstance(verdict, Accepted):
         accept(msg, verdict.event)
     elif isinstance(verdict, Reroute):
-        outbox.put(settings.reroute_topic, msg.key, msg.value, verdict.partition, verdict.headers)
+        queue(settings.reroute_topic, msg.key, msg.value, verdict.partition, verdict.headers)
         metrics.input_event(msg.topic, "unknown", "rerouted").inc()
     elif isinstance(verdict, Rejected):
         dead_letter(msg, verdict)
@@ -493,7 +487,7 @@ def dispatch(msg: RawMessage, verdict: Verdict) -> None:
 def dead_letter(msg: RawMessage, verdict: Rejected) -> None:
     """Queue a refused message for the dead-letter topic, count it and log why."""
     letter = verdict.dead_letter
-    outbox.put(settings.topic_dead_letters, msg.key, encode(letter))
+    queue(settings.topic_dead_letters, msg.key, encode(letter))
     metrics.input_event(msg.topic, "unknown", "dead_lettered").inc()
     metrics.dead_letter(letter.reason).inc()
     log.warning(

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import faust
 from faust import web
+from faust.sensors.prometheus import FaustMetrics
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from streams.config import Settings
 from streams.ingest import IngestRules
 from streams.logs import logging_config
-from streams.metrics import EventlessPrometheusMonitor, FaustSensorCollector, Metrics, faust_metrics
+from streams.metrics import EventlessPrometheusMonitor, FaustSensorCollector, Metrics
 from streams.topics import bootstrap_servers
 
 settings = Settings.from_env()
@@ -43,7 +44,9 @@ metrics = Metrics(registry)
 # itself) are served on hitrun's /metrics page too, through a collector that
 # renames its one millisecond histogram to seconds.
 _faust_registry = CollectorRegistry()
-app.monitor = EventlessPrometheusMonitor(metrics=faust_metrics(_faust_registry, "hitrun_faust"))
+app.monitor = EventlessPrometheusMonitor(
+    metrics=FaustMetrics.create(_faust_registry, "hitrun_faust")
+)
 registry.register(FaustSensorCollector(_faust_registry))
 
 

@@ -8,6 +8,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from datetime import time, timedelta
+from functools import cached_property
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -241,17 +242,19 @@ class Settings:
                 f"got {self.churn_min_purchases}"
             )
 
-    @property
+    # Derived names are computed once per settings object (the fields are
+    # frozen): the agent reads some of them for every event or alert.
+    @cached_property
     def reroute_topic(self) -> str:
         """Internal topic where events found in the wrong partition are sent to the right one."""
         return f"{self.app_id}.reroute"
 
-    @property
+    @cached_property
     def tick_topic(self) -> str:
         """Internal topic of clock ticks, one per owned partition per tick interval."""
         return f"{self.app_id}.ticks"
 
-    @property
+    @cached_property
     def input_topics(self) -> dict[str, frozenset[str]]:
         """Input topic -> the event types it may carry."""
         return {
@@ -262,12 +265,12 @@ class Settings:
             self.topic_admin: frozenset({"admin_action_requested"}),
         }
 
-    @property
+    @cached_property
     def watermarked_topics(self) -> tuple[str, ...]:
         """Input topics whose progress the replay-mode clock waits for."""
         return (self.topic_checkouts, self.topic_payments, self.topic_orders, self.topic_inquiries)
 
-    @property
+    @cached_property
     def output_topics(self) -> dict[str, str]:
         """Alert role (agents/alerts.py) -> topic name."""
         return {

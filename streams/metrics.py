@@ -5,11 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any, Generic, TypeVar
 
-from faust.sensors.prometheus import FaustMetrics, PrometheusMonitor
+from faust.sensors.prometheus import PrometheusMonitor
 from faust.types import TP, EventT, Message, StreamT
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import Metric
-from prometheus_client.metrics import MetricWrapperBase
 
 M = TypeVar("M", Counter, Gauge, Histogram)
 
@@ -133,38 +132,6 @@ class Metrics:
         return 0.0 if found is None else found
 
 
-class KeptChildren:
-    """A labelled metric whose children are kept by label values, for Faust's sensor.
-
-    Faust's Prometheus sensor calls `labels(...)` several times per event
-    (message in, stream event, table get and set, send); each call sorts the
-    label names, converts the values and takes a lock. Everything else goes
-    to the metric itself; removing children forgets the kept ones.
-    """
-
-    def __init__(self, metric: MetricWrapperBase) -> None:
-        self._metric = metric
-        self._children: dict[tuple[Any, ...], MetricWrapperBase] = {}
-
-    def labels(self, *values: object, **named: object) -> MetricWrapperBase:
-        key = values or tuple(named.items())
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = self._metric.labels(*values, **named)
-        return child
-
-    def remove(self, *values: object) -> None:
-        self._children.clear()
-        self._metric.remove(*values)
-
-    def clear(self) -> None:
-        self._children.clear()
-        self._metric.clear()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._metric, name)
-
-
 class EventlessPrometheusMonitor(PrometheusMonitor):
     """Faust's Prometheus sensor without its four per-message and per-event hooks.
 
@@ -196,18 +163,6 @@ class EventlessPrometheusMonitor(PrometheusMonitor):
 
     def on_message_out(self, tp: TP, offset: int, message: Message) -> None:
         return None
-
-
-def faust_metrics(registry: CollectorRegistry, prefix: str) -> FaustMetrics:
-    """Faust's sensor metrics in `registry`, the labelled ones keeping their children."""
-    created = FaustMetrics.create(registry, prefix)
-    # Any: the fields are typed as the metric classes; KeptChildren stands in for them.
-    kept: dict[str, Any] = {
-        name: KeptChildren(metric)
-        for name, metric in created._asdict().items()
-        if metric._labelnames
-    }
-    return created._replace(**kept)
 
 
 class FaustSensorCollector:

@@ -1,17 +1,12 @@
-"""Kept metric children count exactly what `labels()` children count."""
+"""Kept metric children equal `labels()` children; Faust's sensor skips per-event hooks."""
 
 from __future__ import annotations
 
+from faust.sensors.prometheus import FaustMetrics
 from faust.types import TP
 from prometheus_client import CollectorRegistry, Counter
 
-from streams.metrics import (
-    Children,
-    EventlessPrometheusMonitor,
-    KeptChildren,
-    Metrics,
-    faust_metrics,
-)
+from streams.metrics import Children, EventlessPrometheusMonitor, Metrics
 
 
 def test_a_kept_child_is_the_labelled_child_and_counts_into_the_registry() -> None:
@@ -30,30 +25,9 @@ def test_children_are_looked_up_once_per_label_values() -> None:
     assert children("1", "2") is not children("1", "3")
 
 
-def test_fausts_labelled_sensor_metrics_keep_their_children_and_forget_them_when_removed() -> None:
-    registry = CollectorRegistry()
-    created = faust_metrics(registry, "t")
-    kept = created.messages_received_per_topics
-    assert isinstance(kept, KeptChildren)
-    kept.labels("topic-a").inc()
-    assert kept.labels("topic-a") is kept.labels("topic-a")
-    assert (
-        registry.get_sample_value("t_messages_received_per_topic_total", {"topic": "topic-a"}) == 1
-    )
-    kept.remove("topic-a")
-    assert (
-        registry.get_sample_value("t_messages_received_per_topic_total", {"topic": "topic-a"})
-        is None
-    )
-    kept.labels("topic-a").inc()
-    assert (
-        registry.get_sample_value("t_messages_received_per_topic_total", {"topic": "topic-a"}) == 1
-    )
-
-
 def test_the_faust_sensor_skips_per_event_hooks_and_keeps_the_others() -> None:
     registry = CollectorRegistry()
-    monitor = EventlessPrometheusMonitor(metrics=faust_metrics(registry, "t"))
+    monitor = EventlessPrometheusMonitor(metrics=FaustMetrics.create(registry, "t"))
     tp = TP("shop.checkouts", 3)
     monitor.on_message_in(tp, 7, None)  # type: ignore[arg-type]
     assert monitor.on_stream_event_in(tp, 7, None, None) is None  # type: ignore[arg-type]
