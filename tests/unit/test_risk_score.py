@@ -144,8 +144,9 @@ traits_st = st.builds(
     at=st.datetimes(
         min_value=datetime(2000, 1, 1),
         max_value=datetime(2100, 1, 1),
-        timezones=st.builds(
-            timezone, st.timedeltas(timedelta(hours=-23, minutes=-59), timedelta(hours=23))
+        # RFC 3339 offsets are whole minutes (the input contract's `occurred_at`).
+        timezones=st.integers(-(23 * 60 + 59), 23 * 60).map(
+            lambda minutes: timezone(timedelta(minutes=minutes))
         ),
     ),
     gift=st.none() | st.booleans(),
