@@ -218,7 +218,7 @@ class LocalKafka:
     def _format(self, libs: Path, config: Path) -> None:
         if (self.data_dir / "logs" / "meta.properties").is_file():
             return
-        cluster_id = self._cluster_id()
+        cluster_id = new_cluster_id()
         result = subprocess.run(
             self._java(
                 libs,
@@ -238,9 +238,6 @@ class LocalKafka:
         )
         if result.returncode != 0:
             raise BrokerError(f"storage format failed:\n{result.stdout}\n{result.stderr}")
-
-    def _cluster_id(self) -> str:
-        return new_cluster_id()
 
     def start(self, timeout: float = 60.0) -> str:
         """Start the broker and return its bootstrap address once a client round trip works."""
