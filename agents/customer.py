@@ -74,6 +74,10 @@ REPLAY = settings.clock_mode == "replay"
 # so that an event within the allowed lateness still finds its window open.
 LATENESS = settings.allowed_lateness
 
+# A live alert is news for whoever reads the log; a replay's alerts are history
+# (tens of thousands per file, summarised by `hitrun replay`), logged at debug.
+ALERT_LOG_LEVEL = logging.DEBUG if REPLAY else logging.INFO
+
 BATCH_WITHIN_S = settings.batch_linger.total_seconds()
 # EX_SOFTWARE: the worker stopped itself because a batch failed (stop_without_commit).
 EXIT_BATCH_FAILED = 70
@@ -315,7 +319,8 @@ def queue_alert(customer_id: str, alert: Alert) -> None:
     """Queue one alert for its topic, count it and log it."""
     queue(settings.output_topics[alert.role], alert.key.encode(), encode(alert.body))
     metrics.alert(alert.type).inc()
-    log.info(
+    log.log(
+        ALERT_LOG_LEVEL,
         "alert %s customer=%s id=%s",
         alert.type,
         customer_id,

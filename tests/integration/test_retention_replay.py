@@ -81,5 +81,7 @@ def test_a_replayed_transactions_file_gives_the_counts_computed_from_the_file(
         published = re.search(r"published (\d+) messages", printed)
         assert published is not None
         assert events == int(published[1]) == 2 * len(read_purchases_csv(path))
+        # A replay's alerts are history: summarised above, not logged one by one at info.
+        assert " alert single_purchase " not in worker.log_path.read_text()
     finally:
         worker.stop()
