@@ -32,7 +32,7 @@ from agents.effects import (
 )
 from agents.retention import Purchase, RetentionEffect, RetentionState
 from agents.risk import traits_of
-from agents.state import CustomerState, decode_state, encode_state
+from agents.state import CustomerState, decode_state, encode_state, next_wake
 from agents.unpaid import UnpaidState
 from schemas.records import (
     CheckoutConfirmed,
@@ -175,15 +175,19 @@ class Timers:
 
 
 def next_due(state: CustomerState) -> datetime | None:
-    """When the customer's next timer fires on the stream clock (retention's LATENESS later)."""
-    due = unpaid.next_due(state.unpaid, policies)
-    kept = retention.next_due(state.retention, retention_policy)
-    if kept is not None and (due is None or kept + LATENESS < due):
-        return kept + LATENESS
-    return due
+    """When the customer's timers next run on the stream clock (agents/state.py, `next_wake`)."""
+    return next_wake(state, policies, retention_policy, LATENESS)
 
 
 timers = Timers()
+
+
+def stream_clock(customer_id: str) -> datetime | None:
+    """The stream clock of the customer's partition on this worker (None before its first event)."""
+    found = timers.partitions.get(partition_for_key(customer_id.encode(), settings.partitions))
+    return None if found is None else found.clock.now
+
+
 tick_topic_name = settings.tick_topic
 
 
@@ -418,6 +422,8 @@ def apply(partition: PartitionTimers, event: CustomerEvent, msg: RawMessage) -> 
     fire_due(partition, now)
     customer_id = event.customer_id
     state, before = cache.load(customer_id)
+    # Clean-ups wait for the customer's next touch (next_due): this is one.
+    unpaid.prune(state.unpaid, now, policies)
     duplicate = event.event_id in state.unpaid.seen
     state.unpaid, effects = unpaid.handle(state.unpaid, event, policies)
     kept: list[RetentionEffect] = []

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
 
-from agents.retention import RetentionState, state_from_json
+from agents import retention, unpaid
+from agents.policy import Policies
+from agents.retention import RetentionPolicy, RetentionState, state_from_json
 from agents.unpaid import (
     ExpiredOrder,
     HeldPayment,
@@ -35,6 +37,30 @@ class CustomerState:
 
     def is_empty(self) -> bool:
         return self.unpaid.is_empty() and self.retention.is_empty()
+
+
+def next_wake(
+    state: CustomerState,
+    policies: Policies,
+    retention_policy: RetentionPolicy,
+    lateness: timedelta,
+) -> datetime | None:
+    """When the customer's timers must next run on the stream clock (retention's `lateness` later).
+
+    The unpaid detector's clean-ups (ids past the dedupe window, strikes past
+    their window) wake the customer only when nothing else is due: otherwise
+    they wait for the customer's next event or timer, which prunes up to the
+    stream clock first (`unpaid.next_cleanup` says why that is the same).
+    Every paid order would else cost a wake-up of its own a week later, for a
+    customer whose retention window is still open.
+    """
+    due = unpaid.next_timer(state.unpaid, policies)
+    kept = retention.next_due(state.retention, retention_policy)
+    if kept is not None and (due is None or kept + lateness < due):
+        due = kept + lateness
+    if due is None:
+        return unpaid.next_cleanup(state.unpaid, policies)
+    return due
 
 
 def encode_state(state: CustomerState) -> bytes:

@@ -156,7 +156,11 @@ class _Run:
 def handle(
     state: UnpaidState, event: CustomerEvent, policies: Policies
 ) -> tuple[UnpaidState, list[Effect]]:
-    """Apply one event at its own event time. Timers due before it must already have fired."""
+    """Apply one event at its own event time.
+
+    Timers due before it must already have fired, and the state must be
+    pruned up to the stream clock (`advance` and `prune` do both).
+    """
     run = _Run(event.customer_id, policies)
     if event.event_id in state.seen:
         return state, []
@@ -556,17 +560,39 @@ def _order_times(
 
 def next_due(state: UnpaidState, policies: Policies) -> datetime | None:
     """The earliest moment at which `advance` has something to do (a timer or a clean-up)."""
+    timer = next_timer(state, policies)
+    cleanup = next_cleanup(state, policies)
+    if timer is None or (cleanup is not None and cleanup < timer):
+        return cleanup
+    return timer
+
+
+def next_timer(state: UnpaidState, policies: Policies) -> datetime | None:
+    """The earliest reminder, expiry, end of a listing or of a payment hold: what has effects."""
     # Called after every change of every customer: empty parts are skipped
     # without building anything (most customers have only a few parts).
     times: list[datetime] = []
     for order in state.open.values():
         times.extend(_order_times(order, state.last_reminder_at, policies.for_shop(order.shop_id)))
-    if state.expired:
-        times.extend(e.grace_until for e in state.expired.values())
     if state.listings:
         times.extend(listing.until for listing in state.listings.values())
     if state.held:
         times.extend(h.hold_until for holds in state.held.values() for h in holds)
+    return min(times, default=None)
+
+
+def next_cleanup(state: UnpaidState, policies: Policies) -> datetime | None:
+    """The earliest moment at which `prune` forgets something; forgetting has no effects.
+
+    What is forgotten here no longer decides anything at any later moment
+    (each rule that reads it also checks its age), except the dedupe window's
+    memory of event and order ids: `handle` must therefore see a state pruned
+    up to the stream clock, and so a caller may prune lazily, whenever it next
+    touches the state, instead of at this moment.
+    """
+    times: list[datetime] = []
+    if state.expired:
+        times.extend(e.grace_until for e in state.expired.values())
     default = policies.default
     if state.strikes:
         times.append(min(s.at for s in state.strikes) + default.strike_window)
@@ -588,24 +614,15 @@ def next_due(state: UnpaidState, policies: Policies) -> datetime | None:
 def advance(
     state: UnpaidState, customer_id: str, now: datetime, policies: Policies
 ) -> tuple[UnpaidState, list[Effect]]:
-    """Fire, in time order, every reminder, expiry and blacklisting end due by `now`."""
+    """Fire, in time order, every reminder, expiry and blacklisting end due by `now`; then prune."""
     run = _Run(customer_id, policies)
     while True:
-        due = _next_timer(state, policies)
+        due = next_timer(state, policies)
         if due is None or due > now:
             break
         _fire(state, due, run)
-    _prune(state, now, policies)
+    prune(state, now, policies)
     return state, run.effects
-
-
-def _next_timer(state: UnpaidState, policies: Policies) -> datetime | None:
-    times: list[datetime] = []
-    for order in state.open.values():
-        times.extend(_order_times(order, state.last_reminder_at, policies.for_shop(order.shop_id)))
-    times.extend(listing.until for listing in state.listings.values())
-    times.extend(h.hold_until for holds in state.held.values() for h in holds)
-    return min(times, default=None)
 
 
 def _fire(state: UnpaidState, at: datetime, run: _Run) -> None:
@@ -701,7 +718,11 @@ def _expire(state: UnpaidState, order: OpenOrder, run: _Run) -> None:
     _add_strike(state, order.order_id, order.shop_id, at, "unpaid", run)
 
 
-def _prune(state: UnpaidState, now: datetime, policies: Policies) -> None:
+def prune(state: UnpaidState, now: datetime, policies: Policies) -> None:
+    """Forget what is older than its window at `now` (see `next_cleanup`); idempotent."""
+    cleanup = next_cleanup(state, policies)
+    if cleanup is None or cleanup > now:
+        return
     default = policies.default
     for oid in [oid for oid, e in state.expired.items() if e.grace_until <= now]:
         state.closed[oid] = state.expired.pop(oid).expired_at

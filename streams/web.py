@@ -14,9 +14,9 @@ import orjson
 from faust import web
 
 from agents import retention
-from agents.customer import customers_table, policies, retention_policy
+from agents.customer import customers_table, policies, retention_policy, stream_clock
 from agents.state import decode_state
-from agents.unpaid import describe
+from agents.unpaid import describe, prune
 from schemas import compiled_validator
 from streams.app import admin_topic, app, settings
 from streams.codec import encode
@@ -56,6 +56,10 @@ async def customer(self: web.View, request: web.Request, customer_id: str) -> we
     if stored is None:
         return self.json({"error": "unknown customer", "customer_id": customer_id}, status=404)
     state = decode_state(stored)
+    # Clean-ups wait for the customer's next event or timer; show the state as of the stream clock.
+    now = stream_clock(customer_id)
+    if now is not None:
+        prune(state.unpaid, now, policies)
     return self.json(
         {
             "customer_id": customer_id,

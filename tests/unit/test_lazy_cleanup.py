@@ -1,0 +1,117 @@
+"""Clean-ups that wait for the customer's next touch change nothing a customer or shop sees.
+
+The agent used to wake a customer at every due instant of `unpaid.next_due`,
+clean-ups included; it now wakes them at `next_wake`, which leaves clean-ups
+to the next event or timer, and prunes before each event. Played the way
+the agent plays them (the stream clock moves at events and at ticks), both
+give the same effects at the same instants, and the same state once pruned.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from agents import unpaid
+from agents.effects import Effect
+from agents.policy import Policies, UnpaidPolicy
+from agents.retention import RetentionPolicy
+from agents.state import CustomerState, next_wake
+from schemas.records import InputEvent
+from tests.unit.events import T0, checkout, status
+from tests.unit.test_unpaid_invariants import END, histories
+
+# A short dedupe window and strike window make clean-ups fall between events.
+POLICIES = Policies(
+    UnpaidPolicy(
+        dedupe_window=timedelta(days=2),
+        strike_window=timedelta(days=20),
+        strike_threshold=2,
+        blacklist_duration=timedelta(days=10),
+    )
+)
+LATENESS = timedelta(minutes=5)
+Wake = Callable[[CustomerState], datetime | None]
+
+
+def eager(state: CustomerState) -> datetime | None:
+    return unpaid.next_due(state.unpaid, POLICIES)
+
+
+def lazy(state: CustomerState) -> datetime | None:
+    return next_wake(state, POLICIES, RetentionPolicy(), LATENESS)
+
+
+def play(
+    events: list[InputEvent], ticks: list[datetime], wake: Wake, prune_first: bool
+) -> tuple[list[Effect], CustomerState]:
+    """The agent's loop for one customer: each clock reading wakes them if due, then the event."""
+    state = CustomerState()
+    out: list[Effect] = []
+    readings: list[tuple[datetime, InputEvent | None]] = [(e.occurred_at, e) for e in events]
+    readings += [(t, None) for t in ticks]
+    readings.append((END, None))
+    for now, event in sorted(readings, key=lambda r: (r[0], r[1] is not None)):
+        due = wake(state)
+        if due is not None and due <= now:
+            state.unpaid, fired = unpaid.advance(state.unpaid, "c1", now, POLICIES)
+            out += fired
+        if event is not None:
+            if prune_first:
+                unpaid.prune(state.unpaid, now, POLICIES)
+            state.unpaid, caused = unpaid.handle(state.unpaid, event, POLICIES)
+            out += caused
+    return out, state
+
+
+@st.composite
+def with_resends(draw: st.DrawFn) -> list[InputEvent]:
+    """Histories, some refused COD parcels, and events sent again days later (same event id)."""
+    events = draw(histories())
+    for n in range(draw(st.integers(0, 2))):
+        when = T0 + timedelta(minutes=draw(st.integers(0, 200 * 24 * 60)))
+        events.append(checkout(f"cod{n}", when, method="cash_on_delivery"))
+        events.append(status(f"cod{n}", when + timedelta(days=2), "cod_refused"))
+    for event in draw(st.lists(st.sampled_from(events), max_size=4)):
+        later = timedelta(hours=draw(st.integers(1, 5 * 24)))
+        events.append(dataclasses.replace(event, occurred_at=event.occurred_at + later))
+    return events
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    with_resends(),
+    st.lists(st.integers(0, 210 * 24), max_size=30).map(
+        lambda hours: [T0 + timedelta(hours=h) for h in hours]
+    ),
+)
+def test_lazy_clean_ups_give_the_same_effects_as_clean_ups_on_time(
+    events: list[InputEvent], ticks: list[datetime]
+) -> None:
+    before, old = play(events, ticks, eager, prune_first=False)
+    after, new = play(events, ticks, lazy, prune_first=True)
+    assert after == before
+    unpaid.prune(old.unpaid, END, POLICIES)
+    unpaid.prune(new.unpaid, END, POLICIES)
+    assert new == old
+
+
+def test_a_paid_order_does_not_wake_its_customer_at_the_end_of_the_dedupe_window() -> None:
+    events = [checkout("o1", T0)]
+    state = CustomerState()
+    state.unpaid, _ = unpaid.handle(state.unpaid, events[0], POLICIES)
+    state.unpaid, _ = unpaid.handle(
+        state.unpaid, status("o1", T0 + timedelta(hours=1), "paid"), POLICIES
+    )
+    assert not state.unpaid.open
+    # Nothing but clean-ups left: they wake the customer, or the ids would stay forever.
+    assert lazy(state) == unpaid.next_cleanup(state.unpaid, POLICIES) is not None
+    # With a retention window open, the clean-ups wait for its end.
+    state.retention.phase = "window"
+    state.retention.cycle_start = T0
+    state.retention.purchases = []
+    assert lazy(state) == T0 + RetentionPolicy().window + LATENESS
