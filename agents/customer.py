@@ -195,12 +195,14 @@ tick_topic_name = settings.tick_topic
 async def _on_revoked(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
     cache.flush()
     await send_batch_records()
+    cache.forget()
     timers.reset()
     log.info("partitions revoked: %d", len(args[0]) if args else 0)
 
 
 @app.on_partitions_assigned.connect  # type: ignore[arg-type]  # mode types the sender positional-only
 async def _on_assigned(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
+    cache.forget()
     timers.reset()
     log.info("partitions assigned: %d", len(args[0]) if args else 0)
 
@@ -237,24 +239,37 @@ class StateCache:
     per event, and decoding once per batch, removes most of that cost. The
     batch is flushed before its events are acknowledged, so a committed offset
     never runs ahead of the state it produced.
+
+    Between batches, the states this worker wrote last (up to `keep`) stay
+    decoded: they are the very states the store holds, since the table is
+    written only here. A rebalance forgets them all (`forget`), as recovery
+    may rewrite the store.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, keep: int) -> None:
         self._states: dict[str, CustomerState | None] = {}  # None: no state (deleted)
         self._dirty: set[str] = set()
+        self._kept: dict[str, CustomerState] = {}  # oldest write first
+        self._keep = keep
 
     def load(self, customer_id: str) -> tuple[CustomerState, Footprint]:
         """The customer's state (fresh if none) and its footprint for the gauges."""
         if customer_id in self._states:
             state = self._states[customer_id]
         else:
-            # From the store itself: the table's own `get` adds sensor calls per read.
-            stored = customers_table.data.get(customer_id.encode())
-            state = None if stored is None else decode_state(stored)
+            state = self._kept.get(customer_id)
+            if state is None:
+                # From the store itself: the table's own `get` adds sensor calls per read.
+                stored = customers_table.data.get(customer_id.encode())
+                state = None if stored is None else decode_state(stored)
             self._states[customer_id] = state
         if state is None:
             return CustomerState(), Footprint(False, 0, False)
         return state, Footprint(True, len(state.unpaid.open), bool(state.unpaid.listings))
+
+    def forget(self) -> None:
+        """Drop the states kept between batches (the store may change under them)."""
+        self._kept.clear()
 
     def store(self, customer_id: str, before: Footprint, state: CustomerState) -> None:
         """Keep the new state for the flush, and move the gauges by the change."""
@@ -282,12 +297,15 @@ class StateCache:
         partition `partition_for_key` gives) in one batch per partition.
         """
         store = customers_table.data
+        kept = self._kept
         for customer_id in sorted(self._dirty):
             key = customer_id.encode()
             state = self._states[customer_id]
-            value = None if state is None else encode_state(state)
-            if value is not None:
-                store[key] = value
+            kept.pop(customer_id, None)  # written again: kept as the newest
+            value: bytes | None = None
+            if state is not None:
+                store[key] = value = encode_state(state)
+                kept[customer_id] = state
             elif key in store:
                 del store[key]
             else:
@@ -295,11 +313,13 @@ class StateCache:
             sink.put(
                 OutRecord(changelog_topic_name, key, value, customers_table.partition_for_key(key))
             )
+        while len(kept) > self._keep:
+            del kept[next(iter(kept))]
         self._dirty.clear()
         self._states.clear()
 
 
-cache = StateCache()
+cache = StateCache(settings.state_cache)
 
 
 def queue(

@@ -79,6 +79,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError(f"expected zero or a positive integer, got {text!r}")
+    return value
+
+
 def _port(text: str) -> int:
     value = int(text)
     if not 0 < value < 65536:
@@ -183,6 +190,8 @@ class Settings:
     # batch_linger for a batch to fill.
     batch_size: int = _setting("500", _positive_int)
     batch_linger: timedelta = _setting("20ms", parse_duration)
+    # Customer states kept decoded between batches (about 2 KB each); 0: decode every batch.
+    state_cache: int = _setting("100000", _count)
     # The worker's event loop: libuv's (uvloop) or the standard library's.
     event_loop: str = _setting("uvloop", _choice("uvloop", "asyncio"))
     # Policy defaults (DESIGN.md §4); per-shop overrides come from policy_file.

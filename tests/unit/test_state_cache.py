@@ -1,0 +1,110 @@
+"""The agent's state cache: states it wrote stay decoded between batches, within a bound."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+import agents.customer as customer
+from agents.customer import StateCache
+from agents.state import CustomerState, decode_state, encode_state
+from streams.sink import OutRecord
+from tests.unit.events import T0
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.records: list[OutRecord] = []
+
+    def put(self, record: OutRecord) -> None:
+        self.records.append(record)
+
+
+@pytest.fixture
+def sink(monkeypatch: pytest.MonkeyPatch) -> Iterator[Sink]:
+    fake = Sink()
+    monkeypatch.setattr(customer, "sink", fake)
+    store = customer.customers_table.data
+    before = dict(store.items())
+    yield fake
+    for key in [k for k in store if k not in before]:
+        del store[key]
+
+
+@pytest.fixture
+def decodes(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    seen: list[bytes] = []
+
+    def counting(data: bytes) -> CustomerState:
+        seen.append(data)
+        return decode_state(data)
+
+    monkeypatch.setattr(customer, "decode_state", counting)
+    return seen
+
+
+def write(cache: StateCache, customer_id: str) -> CustomerState:
+    state, before = cache.load(customer_id)
+    state.unpaid.seen[f"{customer_id}-e1"] = T0
+    cache.store(customer_id, before, state)
+    return state
+
+
+def test_a_state_written_in_one_batch_is_the_one_loaded_in_the_next(
+    sink: Sink, decodes: list[bytes]
+) -> None:
+    cache = StateCache(keep=10)
+    written = write(cache, "cache-c1")
+    cache.flush()
+    assert customer.customers_table.data[b"cache-c1"] == encode_state(written)
+    assert [r.key for r in sink.records] == [b"cache-c1"]
+    loaded, footprint = cache.load("cache-c1")
+    assert loaded is written and footprint.stored
+    assert decodes == []
+
+
+def test_after_a_rebalance_states_are_decoded_from_the_store_again(
+    sink: Sink, decodes: list[bytes]
+) -> None:
+    cache = StateCache(keep=10)
+    write(cache, "cache-c2")
+    cache.flush()
+    # Recovery after a rebalance may rewrite the store under the kept states.
+    changed = CustomerState()
+    changed.unpaid.seen["recovered"] = T0
+    customer.customers_table.data[b"cache-c2"] = encode_state(changed)
+    cache.forget()
+    loaded, _ = cache.load("cache-c2")
+    assert loaded == changed
+    assert decodes == [encode_state(changed)]
+
+
+def test_only_the_most_recently_written_states_are_kept(sink: Sink, decodes: list[bytes]) -> None:
+    cache = StateCache(keep=2)
+    for name in ("cache-a", "cache-b", "cache-c"):
+        write(cache, name)
+        cache.flush()
+    write(cache, "cache-a")  # decoded: it was the oldest of three
+    cache.flush()
+    assert len(decodes) == 1
+    cache.load("cache-c")
+    cache.load("cache-a")
+    assert len(decodes) == 1
+    cache.flush()
+    cache.load("cache-b")  # pushed out by the rewrite of cache-a
+    assert len(decodes) == 2
+
+
+def test_a_deleted_state_is_not_kept(sink: Sink, decodes: list[bytes]) -> None:
+    cache = StateCache(keep=10)
+    write(cache, "cache-d")
+    cache.flush()
+    state, before = cache.load("cache-d")
+    state.unpaid.seen.clear()
+    cache.store("cache-d", before, state)
+    cache.flush()
+    assert b"cache-d" not in customer.customers_table.data
+    assert sink.records[-1].value is None  # the changelog tombstone
+    _, footprint = cache.load("cache-d")
+    assert not footprint.stored
