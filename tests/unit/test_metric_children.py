@@ -37,3 +37,26 @@ def test_the_faust_sensor_skips_per_event_hooks_and_keeps_the_others() -> None:
     monitor.on_tp_commit({tp: 8})
     committed = {"topic": "shop.checkouts", "partition": "3"}
     assert registry.get_sample_value("t_topic_partition_offset_commited", committed) == 8
+
+
+def test_the_end_offset_gauge_is_set_when_the_high_watermark_moves() -> None:
+    registry = CollectorRegistry()
+    monitor = EventlessPrometheusMonitor(metrics=FaustMetrics.create(registry, "t"))
+    gauge = monitor._metrics.topic_partition_end_offset
+    looked_up: list[dict[str, object]] = []
+    labels = gauge.labels
+
+    def counting(**names: object) -> object:
+        looked_up.append(names)
+        return labels(**names)
+
+    gauge.labels = counting  # type: ignore[method-assign]
+    tp = TP("shop.checkouts", 3)
+    for offset in (10, 10, 10, 12, 12):
+        monitor.track_tp_end_offset(tp, offset)
+    other = TP("shop.checkouts", 4)
+    monitor.track_tp_end_offset(other, 12)
+    assert len(looked_up) == 3
+    assert monitor.tp_end_offsets == {tp: 12, other: 12}
+    where = {"topic": "shop.checkouts", "partition": "3"}
+    assert registry.get_sample_value("t_topic_partition_end_offset", where) == 12
