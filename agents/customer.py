@@ -251,6 +251,8 @@ class StateCache:
         self._dirty: set[str] = set()
         self._kept: dict[str, CustomerState] = {}  # oldest write first
         self._keep = keep
+        # The batch's changes of the gauges, moved once per batch by the flush.
+        self._customers = self._open_orders = self._listed = 0
 
     def load(self, customer_id: str) -> tuple[CustomerState, Footprint]:
         """The customer's state (fresh if none) and its footprint for the gauges."""
@@ -272,20 +274,13 @@ class StateCache:
         self._kept.clear()
 
     def store(self, customer_id: str, before: Footprint, state: CustomerState) -> None:
-        """Keep the new state for the flush, and move the gauges by the change."""
+        """Keep the new state for the flush, and count its change of the gauges."""
         empty = state.is_empty()
         self._states[customer_id] = None if empty else state
         self._dirty.add(customer_id)
-        if before.stored and empty:
-            metrics.customers.dec()
-        elif not before.stored and not empty:
-            metrics.customers.inc()
-        opened = len(state.unpaid.open) - before.open_orders
-        if opened:
-            metrics.open_checkouts.inc(opened)
-        listed = int(bool(state.unpaid.listings)) - int(before.listed)
-        if listed:
-            metrics.blacklisted.inc(listed)
+        self._customers += int(not empty) - int(before.stored)
+        self._open_orders += len(state.unpaid.open) - before.open_orders
+        self._listed += int(bool(state.unpaid.listings)) - int(before.listed)
 
     def flush(self) -> None:
         """Write every changed customer to the table's store (dropping the empty ones) and queue
@@ -315,6 +310,14 @@ class StateCache:
             )
         while len(kept) > self._keep:
             del kept[next(iter(kept))]
+        for gauge, change in (
+            (metrics.customers, self._customers),
+            (metrics.open_checkouts, self._open_orders),
+            (metrics.blacklisted, self._listed),
+        ):
+            if change:
+                gauge.inc(change)
+        self._customers = self._open_orders = self._listed = 0
         self._dirty.clear()
         self._states.clear()
 
@@ -457,8 +460,9 @@ def apply(partition: PartitionTimers, event: CustomerEvent, msg: RawMessage) -> 
     publish(customer_id, state, effects)
     publish_retention(customer_id, kept)
     metrics.input_event(msg.topic, event.type, "duplicate" if duplicate else "processed").inc()
-    lag = (datetime.now(UTC) - event.occurred_at).total_seconds()
-    metrics.event_lag.observe(max(lag, 0.0))
+    if not REPLAY:  # a replayed event's lag is its age
+        lag = (datetime.now(UTC) - event.occurred_at).total_seconds()
+        metrics.event_lag.observe(max(lag, 0.0))
 
 
 def observe_retention(

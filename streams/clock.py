@@ -98,7 +98,7 @@ class ReorderBuffer:
         """Record that `topic` has reached `at`; hold `item` (None for a bare watermark)."""
         if topic in self.topics and (topic not in self._seen or at > self._seen[topic]):
             self._seen[topic] = at
-            if all(t in self._seen for t in self.topics):
+            if len(self._seen) == len(self.topics):  # every watched topic has been read
                 self._mark = min(self._seen.values())
         if item is not None:
             heapq.heappush(self._pending, (at, topic, offset, item))
