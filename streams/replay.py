@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -20,6 +20,7 @@ from streams.publisher import Mark, publish
 from streams.simulate import SimMessage
 from streams.topics import bootstrap_servers, ensure_topics
 from streams.transactions import (
+    EVENTS_PER_TRANSACTION,
     FileFormat,
     TransactionFileError,
     read_transactions,
@@ -46,25 +47,28 @@ class ReplayReport:
 
 
 def with_watermarks(
-    messages: Sequence[SimMessage], horizon: timedelta, source: str, every: int = WATERMARK_EVERY
+    messages: Iterable[SimMessage], horizon: timedelta, source: str, every: int = WATERMARK_EVERY
 ) -> Iterator[SimMessage | Mark]:
     """The messages (in event-time order) with watermarks between them and a final one.
 
     Each intermediate watermark sits just before the next message's time, so it
     promises nothing a later message breaks; the final one is `horizon` past the
     last message, so that every window still open at the end of the data closes.
+    The messages are taken one at a time, as they are sent.
     """
+    last: SimMessage | None = None
     for n, message in enumerate(messages):
         if n and n % every == 0:
             yield Mark(message.occurred_at - timedelta(microseconds=1), source)
         yield message
-    if messages:
-        yield Mark(messages[-1].occurred_at + horizon + timedelta(seconds=1), source)
+        last = message
+    if last is not None:
+        yield Mark(last.occurred_at + horizon + timedelta(seconds=1), source)
 
 
 async def replay(
     settings: Settings,
-    messages: Sequence[SimMessage],
+    messages: Iterable[SimMessage],
     *,
     source: str,
     stall_timeout_s: float = 120.0,
@@ -270,11 +274,13 @@ def replay_command(
         raise click.ClickException(f"{len(result.errors)} invalid row(s); nothing was sent")
     source = result.digest
     try:
-        messages = list(transaction_events(result.transactions, shop_id=shop_id, source=source))
+        # Built while they are sent, so the workers start on the first ones at once.
+        messages = transaction_events(result.transactions, shop_id=shop_id, source=source)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(
-        f"replay: {len(result.transactions)} transactions -> {len(messages)} events "
+        f"replay: {len(result.transactions)} transactions -> "
+        f"{EVENTS_PER_TRANSACTION * len(result.transactions)} events "
         f"({len(result.errors)} row(s) skipped)"
     )
     try:

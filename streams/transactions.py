@@ -208,6 +208,10 @@ def read_transactions(path: Path, fmt: FileFormat) -> ReadResult:
     return ReadResult(reader.transactions, reader.errors, reader.rows, _digest(data))
 
 
+# A checkout and its succeeded payment.
+EVENTS_PER_TRANSACTION = 2
+
+
 def transaction_events(
     transactions: Iterable[Transaction],
     *,
@@ -443,11 +447,8 @@ def _identifier(raw: str, name: str) -> str:
 def _is_identifier(value: str) -> bool:
     # The contract's `identifier`: 1-128 characters, no whitespace; control
     # characters are refused too, since no shop means them.
-    return (
-        0 < len(value) <= _MAX_IDENTIFIER
-        and value.isprintable()
-        and not any(c.isspace() for c in value)
-    )
+    # Of the whitespace characters, only the ASCII space is printable.
+    return 0 < len(value) <= _MAX_IDENTIFIER and value.isprintable() and " " not in value
 
 
 def _zone(name: str) -> tzinfo:
@@ -508,8 +509,12 @@ def _parse_amount(text: str, minor_digits: int) -> int:
 
 
 def _compact(at: datetime) -> str:
+    # What f"{at:%Y%m%dT%H%M%S}" gives (the year unpadded, as glibc writes it), without strftime.
     fraction = f".{at.microsecond:06d}" if at.microsecond else ""
-    return f"{at:%Y%m%dT%H%M%S}{fraction}Z"
+    return (
+        f"{at.year}{at.month:02d}{at.day:02d}T{at.hour:02d}{at.minute:02d}{at.second:02d}"
+        f"{fraction}Z"
+    )
 
 
 def _shown(text: str) -> str:

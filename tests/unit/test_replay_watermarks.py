@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 from hypothesis import given
@@ -36,3 +37,17 @@ def test_the_last_watermark_closes_every_window_past_the_data() -> None:
     out = list(with_watermarks([message(0), message(10)], timedelta(days=91), "test"))
     assert out[-1] == Mark(T0 + timedelta(seconds=10) + timedelta(days=91, seconds=1), "test")
     assert list(with_watermarks([], timedelta(days=91), "test")) == []
+
+
+def test_messages_are_taken_one_at_a_time_as_they_are_sent() -> None:
+    built: list[int] = []
+
+    def transactions() -> Iterator[SimMessage]:
+        for seconds in range(4):
+            built.append(seconds)
+            yield message(seconds)
+
+    out = with_watermarks(transactions(), timedelta(days=91), "test", every=2)
+    assert next(out) == message(0)
+    assert built == [0]
+    assert len(list(out)) == 3 + 1 + 1  # three more messages, one watermark between, the last

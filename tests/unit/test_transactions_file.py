@@ -26,6 +26,8 @@ from streams.transactions import (
     ReadResult,
     Transaction,
     TransactionFileError,
+    _compact,
+    _is_identifier,
     read_transactions,
     transaction_events,
 )
@@ -843,3 +845,16 @@ def test_any_well_formed_file_gives_events_hitrun_accepts_and_the_same_bytes_eve
         if isinstance(r, CheckoutConfirmed)
     )
     assert got == expected
+
+
+@given(st.text(max_size=140))
+def test_an_identifier_is_printable_text_without_any_whitespace(value: str) -> None:
+    # The contract's rule, written out character by character.
+    expected = 0 < len(value) <= 128 and value.isprintable() and not any(c.isspace() for c in value)
+    assert _is_identifier(value) == expected
+
+
+@given(st.datetimes(timezones=st.just(UTC)))
+def test_the_compact_time_in_an_order_id_is_the_strftime_one(at: datetime) -> None:
+    fraction = f".{at.microsecond:06d}" if at.microsecond else ""
+    assert _compact(at) == f"{at:%Y%m%dT%H%M%S}{fraction}Z"
