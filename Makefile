@@ -44,7 +44,7 @@ bench: $(STAMP) kafka
 bench-lateness: $(STAMP) kafka
 	$(PY) -m bench.timer_lateness
 
-## bench-replay: `hitrun replay` of 100,000 transactions end to end vs a plain consumer
+## bench-replay: `hitrun replay` of 100,000 transactions end to end (one worker per core) vs two baselines
 bench-replay: $(STAMP) kafka
 	$(PY) -m bench.replay $(BENCH_ARGS)
 

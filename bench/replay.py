@@ -57,10 +57,13 @@ def main() -> None:
     parser.add_argument(
         "--workers",
         type=int,
-        default=1,
-        help="Replay-mode workers in the group (each is one Python process, about one core).",
+        default=None,
+        help="Replay-mode workers in the group (each is one Python process, about one core); "
+        "default one per core, at most one per partition.",
     )
     args = parser.parse_args()
+    if args.workers is None:
+        args.workers = min(os.cpu_count() or 1, args.partitions)
 
     with tempfile.TemporaryDirectory(prefix="hitrun-bench-replay-") as tmp:
         workdir = Path(tmp)
