@@ -8,7 +8,14 @@ from pathlib import Path
 import orjson
 
 from dev.worker import WorkerProcess
-from tests.integration.harness import drain, settings_of, start_worker, unique_env, wait_for
+from tests.integration.harness import (
+    drain,
+    payment,
+    settings_of,
+    start_worker,
+    unique_env,
+    wait_for,
+)
 from tests.integration.test_unpaid_live import checkout, send
 
 TOKEN = "s3cret-admin-token"
@@ -85,5 +92,46 @@ def test_admin_actions_are_refused_when_no_token_is_configured(
     try:
         assert post(worker, "/admin/blacklist", ACTION, token="anything") == 403
         assert post(worker, "/admin/unblacklist", ACTION, token="") == 403
+    finally:
+        worker.stop()
+
+
+def test_the_customer_view_shows_the_state_as_of_the_stream_clock(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    # A paid order opens a retention window (90 days), so the strike of the
+    # expired order is forgotten lazily, at the customer's next touch: the
+    # view must not show it once its window has passed on the stream clock.
+    env = unique_env(
+        kafka_bootstrap,
+        tmp_path,
+        HITRUN_PAYMENT_WINDOWS="card=1s",
+        HITRUN_REMINDERS_AFTER_CHECKOUT="none",
+        HITRUN_REMINDERS_BEFORE_DEADLINE="none",
+        HITRUN_QUIET_HOURS="off",
+        HITRUN_LATE_PAYMENT_GRACE="1s",
+        HITRUN_STRIKE_WINDOW="6s",
+    )
+    settings = settings_of(env)
+    worker = start_worker(env, tmp_path)
+    customer = "cust-w2"
+    try:
+        send(settings, settings.topic_checkouts, checkout(customer, "o-paid"))
+        send(settings, settings.topic_payments, payment(customer, "o-paid"))
+        send(settings, settings.topic_checkouts, checkout(customer, "o-unpaid"))
+        wait_for(
+            lambda: worker.metric("hitrun_alerts_total", type="order_expired") == 1,
+            20,
+            "the unpaid order's strike",
+        )
+        view = orjson.loads(worker.get(f"/customers/{customer}")[1])
+        assert [strike["order_id"] for strike in view["strikes"]] == ["o-unpaid"]
+        wait_for(
+            lambda: orjson.loads(worker.get(f"/customers/{customer}")[1])["strikes"] == [],
+            20,
+            "the strike to leave the view once its window has passed",
+        )
+        view = orjson.loads(worker.get(f"/customers/{customer}")[1])
+        assert view["retention"]["phase"] == "window"
     finally:
         worker.stop()
