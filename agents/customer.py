@@ -1,10 +1,10 @@
-"""The customer agent: the one consumer of every input topic and of the ticks.
+"""The customer agent: applies every input record and live tick that hitrun's loop hands it.
 
 It decodes and guards each message, moves the partition's stream clock, fires
 due timers through the deadline index, applies the event to the customer's
-state, and publishes what the detectors decided. Table writes happen only
-here, inside stream iteration, so each changelog record goes to the partition
-of the customer it belongs to.
+state, and queues what the detectors decided. streams/loop.py owns the batch:
+it publishes the queued records, waits for the broker, and only then lets the
+agent write the new states to the table's store and commits the input offsets.
 """
 
 from __future__ import annotations
@@ -14,9 +14,10 @@ import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, NoReturn, cast
+from typing import Any, cast
 
 import faust
+from aiokafka import TopicPartition
 
 from agents import retention, unpaid
 from agents.alerts import Alert, retention_alert, to_alert
@@ -41,13 +42,13 @@ from schemas.records import (
     OrderStatusChanged,
     Watermark,
 )
+from streams import faust_bridge
 from streams.app import (
     app,
     ingest_rules,
     input_topic,
     metrics,
     settings,
-    tick_topic,
 )
 from streams.clock import DeadlineIndex, PartitionClock, ReorderBuffer
 from streams.codec import encode
@@ -61,6 +62,7 @@ from streams.ingest import (
     classify,
     dead_letter_for,
 )
+from streams.loop import ConsumeLoop
 from streams.partitioning import partition_for_key
 from streams.sink import Headers, OutRecord, RecordSink
 from streams.topics import bootstrap_servers
@@ -78,7 +80,6 @@ LATENESS = settings.allowed_lateness
 # (tens of thousands per file, summarised by `hitrun replay`), logged at debug.
 ALERT_LOG_LEVEL = logging.DEBUG if REPLAY else logging.INFO
 
-BATCH_WITHIN_S = settings.batch_linger.total_seconds()
 # EX_SOFTWARE: the worker stopped itself because a batch failed (stop_without_commit).
 EXIT_BATCH_FAILED = 70
 
@@ -134,7 +135,10 @@ class Timers:
         self.partitions: dict[int, PartitionTimers] = {}
         self.indexed = False
 
-    def reset(self) -> None:
+    def clear(self) -> None:
+        """Forget clocks, indexes and held events: a new assignment reads from the committed
+        offsets and rebuilds the index from the recovered table."""
+        self.partitions.clear()
         self.indexed = False
 
     def of(self, partition: int) -> PartitionTimers:
@@ -149,7 +153,9 @@ class Timers:
         # Once per assignment: the table is recovered (Faust resumes streams only
         # after recovery), so one scan rebuilds every owned partition's index.
         owned = {
-            tp.partition for tp in app.assignor.assigned_actives() if tp.topic == tick_topic_name
+            tp.partition
+            for tp in app.assignor.assigned_actives()
+            if tp.topic == settings.topic_checkouts
         }
         for number in list(self.partitions):
             if number not in owned:
@@ -188,38 +194,16 @@ def stream_clock(customer_id: str) -> datetime | None:
     return None if found is None else found.clock.now
 
 
-tick_topic_name = settings.tick_topic
-
-
 @app.on_partitions_revoked.connect  # type: ignore[arg-type]  # mode types the sender positional-only
 async def _on_revoked(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
-    cache.flush()
-    await send_batch_records()
-    cache.forget()
-    timers.reset()
+    await consume_loop.on_revoked()
     log.info("partitions revoked: %d", len(args[0]) if args else 0)
 
 
 @app.on_partitions_assigned.connect  # type: ignore[arg-type]  # mode types the sender positional-only
 async def _on_assigned(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
-    cache.forget()
-    timers.reset()
+    await consume_loop.on_assigned()
     log.info("partitions assigned: %d", len(args[0]) if args else 0)
-
-
-def raw_message(message: faust.types.Message) -> RawMessage:
-    """hitrun's view of a Faust message."""
-    raw = message.headers or ()
-    headers = tuple(raw.items()) if isinstance(raw, Mapping) else tuple(raw)
-    return RawMessage(
-        topic=message.topic,
-        partition=message.partition,
-        offset=message.offset,
-        timestamp_ms=int(message.timestamp * 1000) if message.timestamp else None,
-        key=message.key,
-        value=message.value,
-        headers=headers,
-    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,9 +220,13 @@ class StateCache:
 
     A customer's events often arrive close together, and each table write is
     a changelog record: writing once per customer per batch instead of once
-    per event, and decoding once per batch, removes most of that cost. The
-    batch is flushed before its events are acknowledged, so a committed offset
-    never runs ahead of the state it produced.
+    per event, and decoding once per batch, removes most of that cost.
+
+    A batch's new states reach the store only after the broker confirmed the
+    batch's records (`stage`, then `commit`): a batch that is dropped (a
+    rebalance, a crash) leaves the store as it was, so re-reading its input
+    applies it again instead of finding its events already "seen" while its
+    alerts were never published.
 
     Between batches, the states this worker wrote last (up to `keep`) stay
     decoded: they are the very states the store holds, since the table is
@@ -251,7 +239,9 @@ class StateCache:
         self._dirty: set[str] = set()
         self._kept: dict[str, CustomerState] = {}  # oldest write first
         self._keep = keep
-        # The batch's changes of the gauges, moved once per batch by the flush.
+        # The staged batch: (key, encoded value or None, state) per changed customer.
+        self._staged: list[tuple[bytes, bytes | None, CustomerState | None]] = []
+        # The batch's changes of the gauges, moved once per batch by the commit.
         self._customers = self._open_orders = self._listed = 0
 
     def load(self, customer_id: str) -> tuple[CustomerState, Footprint]:
@@ -270,11 +260,15 @@ class StateCache:
         return state, Footprint(True, len(state.unpaid.open), bool(state.unpaid.listings))
 
     def forget(self) -> None:
-        """Drop the states kept between batches (the store may change under them)."""
+        """Drop everything not yet in the store, and the states kept between batches."""
         self._kept.clear()
+        self._states.clear()
+        self._dirty.clear()
+        self._staged.clear()
+        self._customers = self._open_orders = self._listed = 0
 
     def store(self, customer_id: str, before: Footprint, state: CustomerState) -> None:
-        """Keep the new state for the flush, and count its change of the gauges."""
+        """Keep the new state for the batch's end, and count its change of the gauges."""
         empty = state.is_empty()
         self._states[customer_id] = None if empty else state
         self._dirty.add(customer_id)
@@ -282,32 +276,38 @@ class StateCache:
         self._open_orders += len(state.unpaid.open) - before.open_orders
         self._listed += int(bool(state.unpaid.listings)) - int(before.listed)
 
-    def flush(self) -> None:
-        """Write every changed customer to the table's store (dropping the empty ones) and queue
-        its changelog record in the sink; forget the batch.
+    def stage(self) -> None:
+        """Encode every changed customer and queue its changelog record in the sink.
 
-        The store is written directly, not through the table's `__setitem__`,
-        whose changelog send would go through Faust's producer record by
-        record; the sink sends the same records (raw key and value, to the
-        partition `partition_for_key` gives) in one batch per partition.
+        The sink sends the records (raw key and value, to the partition
+        `partition_for_key` gives) with the batch's alerts; the store is
+        written by `commit` once the broker has them.
         """
         store = customers_table.data
-        kept = self._kept
         for customer_id in sorted(self._dirty):
             key = customer_id.encode()
             state = self._states[customer_id]
-            kept.pop(customer_id, None)  # written again: kept as the newest
-            value: bytes | None = None
-            if state is not None:
-                store[key] = value = encode_state(state)
-                kept[customer_id] = state
-            elif key in store:
-                del store[key]
-            else:
+            value = None if state is None else encode_state(state)
+            if value is None and key not in store:
                 continue
+            self._staged.append((key, value, state))
             sink.put(
                 OutRecord(changelog_topic_name, key, value, customers_table.partition_for_key(key))
             )
+        self._dirty.clear()
+
+    def commit(self) -> None:
+        """The batch is confirmed: write its states to the store and move the gauges."""
+        store = customers_table.data
+        kept = self._kept
+        for key, value, state in self._staged:
+            customer_id = key.decode()
+            kept.pop(customer_id, None)  # written again: kept as the newest
+            if value is None:
+                store.pop(key, None)
+            else:
+                store[key] = value
+                kept[customer_id] = cast(CustomerState, state)
         while len(kept) > self._keep:
             del kept[next(iter(kept))]
         for gauge, change in (
@@ -318,7 +318,7 @@ class StateCache:
             if change:
                 gauge.inc(change)
         self._customers = self._open_orders = self._listed = 0
-        self._dirty.clear()
+        self._staged.clear()
         self._states.clear()
 
 
@@ -354,10 +354,6 @@ def queue_alert(customer_id: str, alert: Alert) -> None:
         alert.body["alert_id"],
         extra={"alert_type": alert.type, "customer_id": customer_id},
     )
-
-
-sink = RecordSink(bootstrap_servers(settings), client_id=f"{settings.app_id}-sink")
-changelog_topic_name = customers_table.changelog_topic.get_topic_name()
 
 
 def publish(customer_id: str, state: CustomerState, effects: Iterable[Effect]) -> None:
@@ -536,58 +532,57 @@ def dead_letter(msg: RawMessage, verdict: Rejected) -> None:
     )
 
 
-def on_tick(msg: RawMessage) -> None:
+def on_tick(partition_number: int, wall_ms: int) -> None:
     """Live mode: move the partition's clock to the tick's wall time and fire what is due."""
-    if REPLAY or msg.value is None:
-        return
-    wall = datetime.fromtimestamp(int(msg.value) / 1000, tz=UTC)
-    partition = timers.of(msg.partition)
+    wall = datetime.fromtimestamp(wall_ms / 1000, tz=UTC)
+    partition = timers.of(partition_number)
     fire_due(partition, partition.clock.tick(wall))
 
 
-async def send_batch_records() -> None:
-    """Send what the batch produced and wait for the broker; record the changelog offsets."""
-    delivered = await sink.flush()
-    store = customers_table.data
-    for tp, offset in delivered.items():
-        if tp.topic == changelog_topic_name:
-            # What Faust does after each changelog send: a persistent store
-            # (RocksDB) then recovers only the changelog's tail.
-            store.set_persisted_offset(tp, offset)
+class CustomerProcessor:
+    """The agent as streams/loop.py drives it: apply records and ticks, stage, confirm, reset."""
+
+    def apply(self, msg: RawMessage) -> None:
+        dispatch(msg, classify(msg, ingest_rules))
+
+    def tick(self, partition: int, wall_ms: int) -> None:
+        on_tick(partition, wall_ms)
+
+    def held(self) -> dict[TopicPartition, int]:
+        held: dict[TopicPartition, int] = {}
+        for number, partition in timers.partitions.items():
+            for topic, offset in partition.buffer.lowest_held().items():
+                held[TopicPartition(topic, number)] = offset
+        return held
+
+    def end_batch(self) -> None:
+        cache.stage()
+
+    def confirmed(self, delivered: Mapping[TopicPartition, int]) -> None:
+        cache.commit()
+        if REPLAY:
+            metrics.held_events.set(sum(len(p.buffer) for p in timers.partitions.values()))
+        store = customers_table.data
+        for tp, offset in delivered.items():
+            if tp.topic == changelog_topic_name:
+                # What Faust does after each changelog send: a persistent store
+                # (RocksDB) then recovers only the changelog's tail.
+                store.set_persisted_offset(tp, offset)
+
+    def reset(self) -> None:
+        cache.forget()
+        sink.discard()
+        timers.clear()
 
 
-@app.on_before_shutdown.connect  # type: ignore[arg-type]  # mode types the sender positional-only
-async def _on_shutdown(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
-    await sink.stop()
-
-
-@app.agent(input_topic, name="customers")
-async def customers(stream: faust.StreamT[bytes]) -> None:
-    """Every input event of a customer passes here, one at a time per partition."""
-    # take_events exists on faust.Stream; the StreamT protocol does not declare it.
-    async for batch in stream.take_events(settings.batch_size, within=BATCH_WITHIN_S):  # type: ignore[attr-defined]
-        try:
-            for event in batch:
-                msg = raw_message(event.message)
-                if msg.topic == tick_topic_name:
-                    on_tick(msg)
-                else:
-                    dispatch(msg, classify(msg, ingest_rules))
-            cache.flush()
-            await send_batch_records()
-        except Exception as exc:
-            stop_without_commit(exc)
-
-
-def stop_without_commit(exc: Exception) -> NoReturn:
+def stop_without_commit(exc: BaseException) -> None:
     """End the process now: a batch failed, and its offsets must not be committed.
 
-    Faust acknowledges every event of a `take_events` batch when the batch's
-    loop body is left, by an exception too, and a graceful stop commits what
-    was acknowledged: the batch's events would count as done although their
-    state and alerts were never written. Exiting at once leaves the offsets at
-    the last completed batch; a restarted worker recovers the table from its
-    changelog and processes the batch again (alert ids are deterministic).
+    The loop never commits a batch that failed, but a graceful stop would
+    still run Faust's shutdown around a half-applied batch. Exiting at once
+    leaves the offsets at the last confirmed batch; a restarted worker
+    recovers the table from its changelog and processes the batch again
+    (alert ids are deterministic).
     """
     log.critical(
         "batch failed; stopping without committing its offsets: %r",
@@ -599,12 +594,24 @@ def stop_without_commit(exc: Exception) -> NoReturn:
     os._exit(EXIT_BATCH_FAILED)
 
 
-@app.timer(interval=settings.tick_interval.total_seconds())
-async def tick() -> None:
-    """Live mode: one tick per owned partition, so idle partitions still fire on time."""
-    if REPLAY:
-        return
-    now_ms = str(int(datetime.now(UTC).timestamp() * 1000)).encode()
-    for tp in sorted(app.assignor.assigned_actives()):
-        if tp.topic == tick_topic_name:
-            await tick_topic.send(key=None, value=now_ms, partition=tp.partition)
+sink = RecordSink(bootstrap_servers(settings), client_id=f"{settings.app_id}-sink")
+changelog_topic_name = customers_table.changelog_topic.get_topic_name()
+
+consume_loop = ConsumeLoop(
+    CustomerProcessor(),
+    sink,
+    topics=frozenset({*settings.input_topics, settings.reroute_topic}),
+    clock_topics=(*settings.watermarked_topics, settings.reroute_topic),
+    live=not REPLAY,
+    tick_interval_s=settings.tick_interval.total_seconds(),
+    commit_interval_s=settings.commit_interval.total_seconds(),
+    on_fatal=stop_without_commit,
+)
+faust_bridge.install(app, consume_loop)
+# The input topics are subscribed through the conductor, like an agent's would be.
+app.topics.add(input_topic)
+
+
+@app.on_before_shutdown.connect  # type: ignore[arg-type]  # mode types the sender positional-only
+async def _on_shutdown(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
+    await sink.stop()

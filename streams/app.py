@@ -29,6 +29,8 @@ app = faust.App(
     broker_session_timeout=settings.session_timeout.total_seconds(),
     broker_heartbeat_interval=min(3.0, settings.session_timeout.total_seconds() / 4),
     consumer_auto_offset_reset="earliest",
+    # One fetch is one batch of hitrun's loop (streams/loop.py).
+    broker_max_poll_records=settings.batch_size,
     datadir=settings.data_dir,
     store=settings.store,
     web_host=settings.web_host,
@@ -68,9 +70,8 @@ def _raw_topic(*names: str) -> faust.TopicT:
     )
 
 
-input_topic = _raw_topic(*settings.input_topics, settings.reroute_topic, settings.tick_topic)
+input_topic = _raw_topic(*settings.input_topics, settings.reroute_topic)
 reroute_topic = _raw_topic(settings.reroute_topic)
-tick_topic = _raw_topic(settings.tick_topic)
 dead_letter_topic = _raw_topic(settings.topic_dead_letters)
 output_topics = {role: _raw_topic(name) for role, name in settings.output_topics.items()}
 status_topic = _raw_topic(settings.topic_blacklist_status)

@@ -157,6 +157,10 @@ def use_event_loop(name: str) -> None:
         asyncio.set_event_loop_policy(None)
 
 
+def _say_err(line: str) -> None:
+    print(f"hitrun worker: {line}", file=sys.stderr, flush=True)
+
+
 def main() -> None:
     """Entry point of the `hitrun` console script."""
     # Plain click commands: they need no Faust worker around them, and their
@@ -173,7 +177,8 @@ def main() -> None:
         use_event_loop(settings.event_loop)
         # Faust declares only its internal topics; hitrun owns its input and
         # output topics and creates them before the consumer subscribes.
-        asyncio.run(ensure_topics(settings))
+        # A worker started while the broker is away waits for it, one line per attempt.
+        asyncio.run(ensure_topics(settings, connect_within_s=None, say=_say_err))
         if not any(a.startswith(("-l", "--loglevel")) for a in argv):
             # Faust's --loglevel spells warning "warn".
             level = FAUST_LOG_LEVELS.get(settings.log_level, settings.log_level)

@@ -93,6 +93,10 @@ class ReorderBuffer:
     _seen: dict[str, datetime] = field(default_factory=dict)
     # watermark(), kept up to date by add(): it is asked after every event.
     _mark: datetime | None = None
+    # Offsets held per topic (a min-heap; released ones are dropped lazily), so
+    # the loop never commits past an event that is held and not yet applied.
+    _held: dict[str, list[int]] = field(default_factory=dict)
+    _released: dict[str, set[int]] = field(default_factory=dict)
 
     def add(self, topic: str, offset: int, at: datetime, item: object | None) -> None:
         """Record that `topic` has reached `at`; hold `item` (None for a bare watermark)."""
@@ -102,6 +106,7 @@ class ReorderBuffer:
                 self._mark = min(self._seen.values())
         if item is not None:
             heapq.heappush(self._pending, (at, topic, offset, item))
+            heapq.heappush(self._held.setdefault(topic, []), offset)
 
     def watermark(self) -> datetime | None:
         """The time every watched topic has been read past (None until all have been seen)."""
@@ -111,8 +116,20 @@ class ReorderBuffer:
         """Held items at or before the watermark, in (time, topic, offset) order."""
         mark = self.watermark()
         while mark is not None and self._pending and self._pending[0][0] <= mark:
-            at, _, _, item = heapq.heappop(self._pending)
+            at, topic, offset, item = heapq.heappop(self._pending)
+            self._released.setdefault(topic, set()).add(offset)
             yield at, item
+
+    def lowest_held(self) -> dict[str, int]:
+        """Per topic, the lowest offset of an item still held (topics holding none are absent)."""
+        lowest: dict[str, int] = {}
+        for topic, held in self._held.items():
+            released = self._released.get(topic)
+            while held and released and held[0] in released:
+                released.discard(heapq.heappop(held))
+            if held:
+                lowest[topic] = held[0]
+        return lowest
 
     def __len__(self) -> int:
         return len(self._pending)

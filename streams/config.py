@@ -186,10 +186,8 @@ class Settings:
     clock_mode: str = _setting("live", _choice("live", "replay"))
     tick_interval: timedelta = _setting("1s", parse_duration)
     store: str = _setting("memory://", _non_empty)
-    # The agent takes up to batch_size events at a time, waiting at most
-    # batch_linger for a batch to fill.
+    # The loop applies at most batch_size fetched records at a time (one fetch).
     batch_size: int = _setting("500", _positive_int)
-    batch_linger: timedelta = _setting("20ms", parse_duration)
     # Customer states kept decoded between batches (about 2 KB each); 0: decode every batch.
     state_cache: int = _setting("100000", _count)
     # The worker's event loop: libuv's (uvloop) or the standard library's.
@@ -257,11 +255,6 @@ class Settings:
     def reroute_topic(self) -> str:
         """Internal topic where events found in the wrong partition are sent to the right one."""
         return f"{self.app_id}.reroute"
-
-    @cached_property
-    def tick_topic(self) -> str:
-        """Internal topic of clock ticks, one per owned partition per tick interval."""
-        return f"{self.app_id}.ticks"
 
     @cached_property
     def input_topics(self) -> dict[str, frozenset[str]]:

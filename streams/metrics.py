@@ -119,6 +119,12 @@ class Metrics:
             "1 when the worker has partitions assigned and tables recovered, else 0.",
             registry=registry,
         )
+        self.held_events = Gauge(
+            "hitrun_held_events",
+            "Replay mode: events read but held in the reorder buffers until every input topic "
+            "has passed their time (their offsets are not committed yet).",
+            registry=registry,
+        )
         self.consumer_lag = Gauge(
             "hitrun_consumer_lag_messages",
             "End offset minus committed offset, per input topic partition this worker owns.",

@@ -14,10 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from aiokafka import AIOKafkaProducer, TopicPartition
 
@@ -47,12 +46,16 @@ class RecordSink:
         self._client_id = client_id
         self._producer: AIOKafkaProducer | None = None
         self._records: list[OutRecord] = []
+        # Records of a failed flush, by (topic, partition), and the offsets a
+        # failed flush did get delivered: both carry over to the next flush.
+        self._undelivered: dict[tuple[str, int], list[OutRecord]] = {}
+        self._delivered: dict[TopicPartition, int] = {}
         self._partition_counts: dict[str, int] = {}
         # Keyless records (dead letters of keyless messages) go round the partitions.
         self._spread = itertools.count()
 
     def __len__(self) -> int:
-        return len(self._records)
+        return len(self._records) + sum(map(len, self._undelivered.values()))
 
     def put(self, record: OutRecord) -> None:
         self._records.append(record)
@@ -75,32 +78,59 @@ class RecordSink:
         if producer is not None:
             await producer.stop()
 
-    async def flush(self) -> dict[TopicPartition, int]:
-        """Send every record put since the last flush; return once the broker has them all.
+    def discard(self) -> None:
+        """Drop every record not yet delivered (the batch that produced them is dropped)."""
+        self._records = []
+        self._undelivered.clear()
+        self._delivered.clear()
 
-        Records of one partition keep the order they were put in. Raises the
-        producer's error when any batch was not delivered.
+    async def flush(self) -> dict[TopicPartition, int]:
+        """Send every record put since the last successful flush; return once the broker has
+        them all, with the last offset per partition.
+
+        Records of one partition keep the order they were put in. When any
+        partition's records are not delivered, the producer's error is raised
+        and those records stay for the next `flush`, which sends them again
+        (a partition's records may then be written twice: at-least-once, with
+        the same alert ids); the delivered partitions are not sent again.
         """
         records, self._records = self._records, []
-        if not records:
+        if not records and not self._undelivered:
             return {}
         await self.start()
         producer = self._producer
         assert producer is not None  # started just above
-        by_partition: dict[tuple[str, int], list[OutRecord]] = defaultdict(list)
+        undelivered = self._undelivered
         for record in records:
             partition = record.partition
             if partition is None:
                 partition = await self._partition_of(producer, record.topic, record.key)
-            by_partition[record.topic, partition].append(record)
-        sent: list[Sent] = []
-        for (topic, partition), group in by_partition.items():
-            sent += await self._send_partition(producer, topic, partition, group)
-        last: dict[TopicPartition, int] = {}
-        for tp, count, future in sent:
-            delivered = await future
-            # A batch's delivery gives its base offset; its records follow it.
-            last[tp] = delivered.offset + count - 1
+            undelivered.setdefault((record.topic, partition), []).append(record)
+        sent: list[tuple[tuple[str, int], list[Sent]]] = []
+        failure: BaseException | None = None
+        for (topic, partition), group in undelivered.items():
+            try:
+                sent.append(
+                    (
+                        (topic, partition),
+                        await self._send_partition(producer, topic, partition, group),
+                    )
+                )
+            except Exception as exc:  # the broker is away: retried by the next flush
+                failure = failure or exc
+        for key, batches in sent:
+            outcomes = await asyncio.gather(*(f for _, _, f in batches), return_exceptions=True)
+            errors = [o for o in outcomes if isinstance(o, BaseException)]
+            if errors:
+                failure = failure or errors[0]
+                continue
+            for (tp, count, _), delivered in zip(batches, outcomes, strict=True):
+                # A batch's delivery gives its base offset; its records follow it.
+                self._delivered[tp] = cast(Any, delivered).offset + count - 1
+            del undelivered[key]
+        if failure is not None:
+            raise failure
+        last, self._delivered = self._delivered, {}
         return last
 
     @staticmethod

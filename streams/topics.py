@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,8 +37,6 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     n = settings.partitions
     specs = [TopicSpec(name, n) for name in settings.input_topics]
     specs.append(TopicSpec(settings.reroute_topic, n, {"retention.ms": str(7 * _DAY_MS)}))
-    # Ticks only matter for a second; an hour of them is plenty to debug with.
-    specs.append(TopicSpec(settings.tick_topic, n, {"retention.ms": str(3_600_000)}))
     specs.extend(
         TopicSpec(name, n, {"retention.ms": str(30 * _DAY_MS)}, co_partitioned=False)
         for name in settings.output_topics.values()
@@ -67,36 +66,55 @@ def bootstrap_servers(settings: Settings) -> list[str]:
     return [s.strip() for s in settings.kafka_bootstrap.split(",") if s.strip()]
 
 
-async def ensure_topics(settings: Settings, connect_within_s: float = 60.0) -> list[str]:
+async def ensure_topics(
+    settings: Settings,
+    connect_within_s: float | None = 60.0,
+    say: Callable[[str], None] | None = None,
+) -> list[str]:
     """Create the missing topics and check the partition counts of existing ones.
 
-    Returns the names created. Raises `TopicLayoutError` when a co-partitioned
-    topic exists with another partition count, since per-customer state would
-    then be split across workers.
+    Waits for the broker up to `connect_within_s` (None: as long as it takes,
+    as a worker does), telling `say` about each failed attempt. Returns the
+    names created. Raises `TopicLayoutError` when a co-partitioned topic exists
+    with another partition count, since per-customer state would then be split
+    across workers.
     """
     specs = topic_specs(settings)
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers(settings))
-    await _start_with_retry(admin, connect_within_s)
+    servers = bootstrap_servers(settings)
+    admin = await _start_with_retry(servers, connect_within_s, say)
     try:
         created = await _create_missing(admin, specs, settings.replication_factor)
         if created:
-            await _wait_for_leaders(admin, created, connect_within_s)
+            await _wait_for_leaders(admin, created, connect_within_s or 60.0)
         await _check_partition_counts(admin, specs)
         return created
     finally:
         await admin.close()
 
 
-async def _start_with_retry(admin: AIOKafkaAdminClient, within_s: float) -> None:
-    deadline = asyncio.get_running_loop().time() + within_s
+async def _start_with_retry(
+    servers: list[str], within_s: float | None, say: Callable[[str], None] | None
+) -> AIOKafkaAdminClient:
+    loop = asyncio.get_running_loop()
+    deadline = None if within_s is None else loop.time() + within_s
+    delay, attempt = 0.5, 0
     while True:
+        attempt += 1
+        admin = AIOKafkaAdminClient(bootstrap_servers=servers)
         try:
             await admin.start()
-            return
-        except KafkaConnectionError:
-            if asyncio.get_running_loop().time() > deadline:
+            return admin
+        except KafkaConnectionError as exc:
+            await admin.close()
+            if deadline is not None and loop.time() > deadline:
                 raise
-            await asyncio.sleep(0.5)
+            if say is not None:
+                say(
+                    f"broker {','.join(servers)} unreachable (attempt {attempt}: {exc}); "
+                    f"retrying in {delay:.1f}s"
+                )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
 
 async def _create_missing(

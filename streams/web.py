@@ -14,7 +14,13 @@ import orjson
 from faust import web
 
 from agents import retention
-from agents.customer import customers_table, policies, retention_policy, stream_clock
+from agents.customer import (
+    consume_loop,
+    customers_table,
+    policies,
+    retention_policy,
+    stream_clock,
+)
 from agents.state import decode_state
 from agents.unpaid import describe, prune
 from schemas import compiled_validator
@@ -24,6 +30,8 @@ from streams.codec import encode
 
 def readiness() -> tuple[bool, str]:
     """Whether this worker has its partitions and recovered tables, and why not."""
+    if consume_loop.status.broker_error is not None:
+        return False, f"broker unavailable ({consume_loop.status.broker_error}); retrying"
     if app.rebalancing:
         return False, "rebalancing"
     # TableManager always has a recovery service; its type stub omits it.

@@ -44,6 +44,12 @@ def decodes(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
     return seen
 
 
+def confirm(cache: StateCache) -> None:
+    """What the loop does with a batch the broker confirmed."""
+    cache.stage()
+    cache.commit()
+
+
 def write(cache: StateCache, customer_id: str) -> CustomerState:
     state, before = cache.load(customer_id)
     state.unpaid.seen[f"{customer_id}-e1"] = T0
@@ -56,7 +62,7 @@ def test_a_state_written_in_one_batch_is_the_one_loaded_in_the_next(
 ) -> None:
     cache = StateCache(keep=10)
     written = write(cache, "cache-c1")
-    cache.flush()
+    confirm(cache)
     assert customer.customers_table.data[b"cache-c1"] == encode_state(written)
     assert [r.key for r in sink.records] == [b"cache-c1"]
     loaded, footprint = cache.load("cache-c1")
@@ -69,7 +75,7 @@ def test_after_a_rebalance_states_are_decoded_from_the_store_again(
 ) -> None:
     cache = StateCache(keep=10)
     write(cache, "cache-c2")
-    cache.flush()
+    confirm(cache)
     # Recovery after a rebalance may rewrite the store under the kept states.
     changed = CustomerState()
     changed.unpaid.seen["recovered"] = T0
@@ -84,14 +90,14 @@ def test_only_the_most_recently_written_states_are_kept(sink: Sink, decodes: lis
     cache = StateCache(keep=2)
     for name in ("cache-a", "cache-b", "cache-c"):
         write(cache, name)
-        cache.flush()
+        confirm(cache)
     write(cache, "cache-a")  # decoded: it was the oldest of three
-    cache.flush()
+    confirm(cache)
     assert len(decodes) == 1
     cache.load("cache-c")
     cache.load("cache-a")
     assert len(decodes) == 1
-    cache.flush()
+    confirm(cache)
     cache.load("cache-b")  # pushed out by the rewrite of cache-a
     assert len(decodes) == 2
 
@@ -99,12 +105,30 @@ def test_only_the_most_recently_written_states_are_kept(sink: Sink, decodes: lis
 def test_a_deleted_state_is_not_kept(sink: Sink, decodes: list[bytes]) -> None:
     cache = StateCache(keep=10)
     write(cache, "cache-d")
-    cache.flush()
+    confirm(cache)
     state, before = cache.load("cache-d")
     state.unpaid.seen.clear()
     cache.store("cache-d", before, state)
-    cache.flush()
+    confirm(cache)
     assert b"cache-d" not in customer.customers_table.data
     assert sink.records[-1].value is None  # the changelog tombstone
     _, footprint = cache.load("cache-d")
     assert not footprint.stored
+
+
+def test_a_batch_that_is_never_confirmed_leaves_the_store_as_it_was(
+    sink: Sink, decodes: list[bytes]
+) -> None:
+    cache = StateCache(keep=10)
+    stored = encode_state(write(cache, "cache-e"))
+    confirm(cache)
+    state, before = cache.load("cache-e")
+    state.unpaid.seen["cache-e-e2"] = T0
+    cache.store("cache-e", before, state)
+    cache.stage()  # queued for the broker, which never confirms: the batch is dropped
+    assert [r.key for r in sink.records] == [b"cache-e", b"cache-e"]
+    cache.forget()
+    # forget() also drops the kept states, which the dropped batch changed in place.
+    assert customer.customers_table.data[b"cache-e"] == stored
+    loaded, _ = cache.load("cache-e")
+    assert "cache-e-e2" not in loaded.unpaid.seen

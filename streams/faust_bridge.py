@@ -1,0 +1,171 @@
+"""Every Faust internal hitrun relies on, in one place; tests/unit/test_faust_bridge.py pins them.
+
+Faust stays hitrun's application framework: group membership, partition
+assignment, table recovery, the web server and the command line. What hitrun
+takes over is the path of an input record from the fetch to the commit
+(streams/loop.py): Faust's consumer hands every fetched message to the
+conductor and a stream one at a time (several tasks and an `asyncio.wait`
+per message), acknowledges through a gap-tracking offset list, and commits
+whatever that list says. hitrun replaces the consumer's drain coroutine so
+that each fetched batch goes to its own loop whole, and commits the offsets
+that loop has applied and had confirmed.
+
+The internals used, all of faust-streaming 0.15's aiokafka driver:
+
+- `Transport.Consumer` (the class the app instantiates; replaced before the
+  consumer is created) and `Consumer._drain_messages(fetcher)` (the
+  coroutine the Fetcher service runs; overridden);
+- `Consumer._wait_next_records(timeout)` (one fetch of the active, not
+  paused, partitions; it waits while the flow is stopped), `flow_active`,
+  `callback` and `_to_message` (records of topics hitrun does not own, such as
+  changelogs during recovery, still go to the conductor), `_stopped`;
+- `Consumer._read_offset` (the committed offsets `perform_seek` read back
+  when the partitions were resumed);
+- `Consumer._thread` (the consumer thread and its aiokafka consumer):
+  `call_thread`, `_ensure_consumer()`, `tp_last_committed_at`;
+- `App.consumer_generation_id`, `App.assignor.assigned_actives()` and
+  `App.tables.recovery.completed`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Protocol
+
+import faust
+from aiokafka import TopicPartition
+from aiokafka.structs import OffsetAndMetadata
+from faust.transport.drivers import aiokafka as faust_aiokafka
+
+if TYPE_CHECKING:
+    from aiokafka import ConsumerRecord
+
+RecordMap = Mapping[TopicPartition, list["ConsumerRecord[bytes, bytes]"]]
+
+# The faust-streaming releases whose internals this module was written against
+# (pyproject.toml pins the same range).
+SUPPORTED_FAUST = ((0, 15, 3), (0, 15, 99))
+
+
+class Runner(Protocol):
+    """What the consumer hands its fetching over to (streams/loop.py's ConsumeLoop)."""
+
+    async def run(self, source: FaustSource) -> None: ...
+
+
+class HitrunConsumer(faust_aiokafka.Consumer):
+    """Faust's aiokafka consumer whose fetched records go to hitrun's loop, batch by batch."""
+
+    runner: Runner | None = None
+
+    async def _drain_messages(self, fetcher: Any) -> None:
+        runner = type(self).runner
+        if runner is None:  # no loop installed: Faust's own per-message path
+            await super()._drain_messages(fetcher)
+            return
+        try:
+            await runner.run(FaustSource(self, fetcher))
+        except self.consumer_stopped_errors:
+            if not self.app.should_stop:
+                raise
+            # Stopping already: the broker closed the consumer on the way out.
+
+
+def install(app: faust.App, runner: Runner) -> None:
+    """Make `app`'s consumer hand its fetched batches to `runner`.
+
+    Must run before the app creates its consumer (at worker start).
+    """
+    if app._consumer is not None:
+        raise RuntimeError("the app's consumer exists already; install the loop before it starts")
+    HitrunConsumer.runner = runner
+    # Transport.create_consumer instantiates `self.Consumer`.
+    app.transport.Consumer = HitrunConsumer  # type: ignore[misc]  # a ClassVar set per transport
+
+
+class FaustSource:
+    """What the loop needs of Faust's consumer: fetch, pass on, seek, commit, ownership."""
+
+    def __init__(self, consumer: HitrunConsumer, fetcher: Any) -> None:
+        self._consumer = consumer
+        self._fetcher = fetcher
+        self.app = consumer.app
+
+    def stopping(self) -> bool:
+        return bool(
+            self._consumer._stopped.is_set()
+            or self._fetcher._stopped.is_set()
+            or self._consumer.should_stop
+        )
+
+    @property
+    def generation(self) -> int:
+        return int(self.app.consumer_generation_id)
+
+    @property
+    def flow_active(self) -> bool:
+        return bool(self._consumer.flow_active)
+
+    async def fetch(self, wait_s: float) -> RecordMap:
+        """One fetch from the active partitions (empty while the flow is stopped)."""
+        records, _active = await self._consumer._wait_next_records(wait_s)
+        return records or {}
+
+    async def pass_on(self, tp: TopicPartition, records: Iterable[Any]) -> None:
+        """Hand records of a topic hitrun does not own (a changelog) to Faust's conductor."""
+        consumer = self._consumer
+        for record in records:
+            await consumer.callback(consumer._to_message(tp, record))
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        """Read `tp` from `offset` on (the consumer thread applies it before its next fetch)."""
+        self._consumer._thread.seek(tp, offset)
+
+    def highwater(self, tp: TopicPartition) -> int | None:
+        """The end offset of `tp` as the last fetch response gave it (None before one)."""
+        consumer = self._consumer._thread._consumer
+        if consumer is None:
+            return None
+        value = consumer.highwater(tp)
+        return None if value is None else int(value)
+
+    def start_offset(self, tp: TopicPartition) -> int | None:
+        """Where reading `tp` started after the last assignment (its committed offset)."""
+        value = self._consumer._read_offset.get(tp)
+        return None if value is None else int(value)
+
+    def assignment(self) -> set[TopicPartition]:
+        return {TopicPartition(tp.topic, tp.partition) for tp in self._consumer.assignment()}
+
+    def owned_partitions(self, topic: str) -> set[int]:
+        """Partition numbers of `topic` this worker actively owns."""
+        return {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == topic}
+
+    def recovered(self) -> bool:
+        """Tables recovered for the current assignment (Faust resumes fetching only then)."""
+        # TableManager always has a recovery service; its type stub omits it.
+        return bool(self.app.tables.recovery.completed.is_set())  # type: ignore[attr-defined]
+
+    async def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
+        """Commit `offsets` (next offset to read per partition) for the group.
+
+        Runs in the consumer thread, like every call on its aiokafka consumer;
+        raises the consumer's error (CommitFailedError after a rebalance, a
+        KafkaError while the broker is away) instead of crashing the worker,
+        as Faust's own commit would.
+        """
+        thread = self._consumer._thread
+
+        async def commit_in_thread() -> None:
+            consumer = thread._ensure_consumer()
+            owned = consumer.assignment()
+            mine = {
+                tp: OffsetAndMetadata(offset, "") for tp, offset in offsets.items() if tp in owned
+            }
+            if mine:
+                await consumer.commit(mine)
+                now = time.monotonic()  # the clock Faust's livelock check reads
+                thread.tp_last_committed_at.update(dict.fromkeys(mine, now))
+
+        await thread.call_thread(commit_in_thread)

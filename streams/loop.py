@@ -1,0 +1,339 @@
+"""hitrun's consume loop: fetch → apply → publish → commit, one fetched batch at a time.
+
+Each fetched batch is applied whole by the processor (the customer agent),
+the records it produced are sent and confirmed by the broker, and only then
+do its input offsets become committable. An offset is committed only when
+every record before it in its partition has been applied and its outputs
+confirmed; events the processor still holds (the replay reorder buffer) keep
+their partition's commit position at the first of them. A rebalance waits for
+the batch in hand and commits what is confirmed; a batch fetched before a
+rebalance is dropped unapplied. While the broker is away the loop retries the
+publish and the commit with backoff and reports itself not ready; a worker
+never exits because the broker went away.
+
+Faust's side of this (the fetch, seeks, commits, ownership) is
+streams/faust_bridge.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from aiokafka import TopicPartition
+from aiokafka.errors import CommitFailedError, KafkaError
+
+from streams.faust_bridge import RecordMap
+from streams.ingest import RawMessage
+
+log = logging.getLogger(__name__)
+
+
+class Processor(Protocol):
+    """The customer agent as the loop sees it."""
+
+    def apply(self, msg: RawMessage) -> None:
+        """Apply one input record; queue what it produces in the sink."""
+
+    def tick(self, partition: int, wall_ms: int) -> None:
+        """Live mode: move the partition's clock to wall time and fire what is due."""
+
+    def held(self) -> Mapping[TopicPartition, int]:
+        """The lowest offset per input partition of the events held unapplied."""
+
+    def end_batch(self) -> None:
+        """The batch is applied: queue its state changes (changelog records) in the sink."""
+
+    def confirmed(self, delivered: Mapping[TopicPartition, int]) -> None:
+        """The broker has every record of the batch: make its state changes visible."""
+
+    def reset(self) -> None:
+        """Forget every derived in-memory state: the store and the log are the truth."""
+
+
+class Sink(Protocol):
+    async def flush(self) -> dict[TopicPartition, int]: ...
+
+
+class Source(Protocol):
+    """What the loop needs of the consumer (streams/faust_bridge.py's FaustSource)."""
+
+    def stopping(self) -> bool: ...
+    @property
+    def flow_active(self) -> bool: ...
+    async def fetch(self, wait_s: float) -> RecordMap: ...
+    async def pass_on(self, tp: TopicPartition, records: Any) -> None: ...
+    def highwater(self, tp: TopicPartition) -> int | None: ...
+    def start_offset(self, tp: TopicPartition) -> int | None: ...
+    def owned_partitions(self, topic: str) -> set[int]: ...
+    def recovered(self) -> bool: ...
+    async def commit(self, offsets: Mapping[TopicPartition, int]) -> None: ...
+
+
+class BatchFailed(Exception):
+    """Applying or publishing a batch failed in a way retrying cannot mend."""
+
+
+@dataclass
+class Backoff:
+    """Delays between retries: doubling from `first` up to `most` seconds."""
+
+    first: float = 0.2
+    most: float = 5.0
+
+    def delays(self) -> Any:
+        delay = self.first
+        while True:
+            yield delay
+            delay = min(delay * 2, self.most)
+
+
+@dataclass
+class LoopStatus:
+    """What /readyz and the metrics read of the loop."""
+
+    broker_error: str | None = None
+    batches: int = 0
+    committed_at: float = field(default_factory=time.monotonic)
+
+
+def retriable(exc: BaseException) -> bool:
+    """Is `exc` the broker being away (retry) rather than a refusal that will not change?"""
+    if isinstance(exc, KafkaError):
+        return bool(exc.retriable) or type(exc).__name__ in {
+            "KafkaTimeoutError",
+            "KafkaConnectionError",
+            "NodeNotReadyError",
+            "RequestTimedOutError",
+        }
+    return isinstance(exc, asyncio.TimeoutError | ConnectionError)
+
+
+class ConsumeLoop:
+    """Owns the path from fetch to commit for hitrun's input topics."""
+
+    def __init__(
+        self,
+        processor: Processor,
+        sink: Sink,
+        *,
+        topics: frozenset[str],
+        clock_topics: tuple[str, ...],
+        live: bool,
+        tick_interval_s: float,
+        commit_interval_s: float,
+        on_fatal: Callable[[BaseException], None],
+        backoff: Backoff | None = None,
+    ) -> None:
+        self.processor = processor
+        self.sink = sink
+        self.topics = topics
+        # The input topics whose progress decides whether a partition is caught up.
+        self.clock_topics = clock_topics
+        self.live = live
+        self.tick_interval_s = tick_interval_s
+        self.commit_interval_s = commit_interval_s
+        self.on_fatal = on_fatal
+        self.backoff = backoff or Backoff()
+        self.status = LoopStatus()
+        self._lock = asyncio.Lock()
+        # Bumped by every rebalance: a batch fetched in an older epoch is dropped.
+        self._epoch = 0
+        self._next: dict[TopicPartition, int] = {}  # next offset to apply
+        self._committed: dict[TopicPartition, int] = {}
+        self._last_commit = time.monotonic()
+        self._last_tick = 0.0
+        self._source: Source | None = None
+
+    # -- the loop ----------------------------------------------------------
+
+    async def run(self, source: Source) -> None:
+        """Fetch, apply, publish and commit until the consumer stops."""
+        self._source = source
+        while not source.stopping():
+            epoch = self._epoch
+            records = await source.fetch(1.0)
+            ours: dict[TopicPartition, list[Any]] = {}
+            for tp, batch in records.items():
+                if tp.topic in self.topics:
+                    ours[TopicPartition(tp.topic, tp.partition)] = batch
+                else:
+                    await source.pass_on(tp, batch)
+            async with self._lock:
+                if epoch != self._epoch or not source.flow_active or source.stopping():
+                    # A rebalance started after the fetch: these records may no
+                    # longer be ours; Faust seeks to the committed offsets after it.
+                    continue
+                try:
+                    await self._batch(source, ours)
+                    await self._maybe_commit(source)
+                except BatchFailed as exc:
+                    self.on_fatal(exc.__cause__ or exc)
+                    return
+
+    async def _batch(self, source: Source, records: dict[TopicPartition, list[Any]]) -> None:
+        applied = 0
+        try:
+            for tp, record in _interleaved(records):
+                expected = self._next.get(tp)
+                if expected is not None and record.offset < expected:
+                    continue  # re-read after a seek: applied and confirmed already
+                self.processor.apply(_raw(record))
+                self._next[tp] = record.offset + 1
+                applied += 1
+            ticked = self._tick(source)
+            if not applied and not ticked:
+                return
+            self.processor.end_batch()
+        except Exception as exc:
+            raise BatchFailed(repr(exc)) from exc
+        delivered = await self._publish()
+        self.processor.confirmed(delivered)
+        self.status.batches += 1
+
+    def _tick(self, source: Source) -> bool:
+        """Live mode: tick each owned partition whose input is caught up, once per interval."""
+        if not self.live or not source.recovered():
+            return False
+        now = time.monotonic()
+        if now - self._last_tick < self.tick_interval_s:
+            return False
+        self._last_tick = now
+        wall_ms = int(time.time() * 1000)
+        ticked = False
+        for partition in sorted(source.owned_partitions(self.clock_topics[0])):
+            if self.caught_up(source, partition):
+                self.processor.tick(partition, wall_ms)
+                ticked = True
+        return ticked
+
+    def caught_up(self, source: Source, partition: int) -> bool:
+        """Has every input topic of `partition` been applied up to its end offset?
+
+        Wall time may move a partition's clock only then: after an outage the
+        deadlines fire once the records that could pay them have been read.
+        """
+        for topic in self.clock_topics:
+            tp = TopicPartition(topic, partition)
+            end = source.highwater(tp)
+            if end is None:
+                return False  # no fetch response yet: unknown, so not caught up
+            done = self._next.get(tp)
+            if done is None:
+                done = source.start_offset(tp) or 0
+            if done < end:
+                return False
+        return True
+
+    async def _publish(self) -> dict[TopicPartition, int]:
+        """Send the batch's records and wait for the broker, retrying while it is away."""
+        delays = self.backoff.delays()
+        while True:
+            try:
+                delivered = await self.sink.flush()
+            except Exception as exc:
+                if not retriable(exc):
+                    raise BatchFailed(f"publishing the batch failed: {exc!r}") from exc
+                delay = next(delays)
+                self.status.broker_error = f"publish: {type(exc).__name__}"
+                log.warning(
+                    "broker unavailable while publishing (%r); retrying in %.1fs", exc, delay
+                )
+                await asyncio.sleep(delay)
+                continue
+            if self.status.broker_error is not None:
+                log.info("broker reachable again: batch published")
+            self.status.broker_error = None
+            return delivered
+
+    # -- commits -----------------------------------------------------------
+
+    def committable(self) -> dict[TopicPartition, int]:
+        """Per input partition, the offset up to which everything is applied and confirmed."""
+        held = self.processor.held()
+        positions: dict[TopicPartition, int] = {}
+        for tp, next_offset in self._next.items():
+            position = min(next_offset, held.get(tp, next_offset))
+            if position > self._committed.get(tp, -1):
+                positions[tp] = position
+        return positions
+
+    async def _maybe_commit(self, source: Source, force: bool = False) -> None:
+        if not force and time.monotonic() - self._last_commit < self.commit_interval_s:
+            return
+        self._last_commit = time.monotonic()
+        offsets = self.committable()
+        if not offsets:
+            return
+        try:
+            await source.commit(offsets)
+        except CommitFailedError as exc:
+            # The group moved on (a rebalance): another member owns these now.
+            log.info("commit refused after a rebalance: %s", exc)
+            return
+        except KafkaError as exc:
+            self.status.broker_error = f"commit: {type(exc).__name__}"
+            log.warning("commit failed (%r); the next one retries", exc)
+            return
+        self._committed.update(offsets)
+        self.status.committed_at = time.monotonic()
+
+    # -- rebalances --------------------------------------------------------
+
+    async def on_revoked(self) -> None:
+        """Partitions are being taken away: finish the batch in hand, commit what is confirmed."""
+        self._epoch += 1
+        async with self._lock:
+            if self._source is not None:
+                await self._maybe_commit(self._source, force=True)
+            self._forget()
+
+    async def on_assigned(self) -> None:
+        """A new assignment: start again from the committed offsets, state from the store."""
+        self._epoch += 1
+        async with self._lock:
+            self._forget()
+
+    def _forget(self) -> None:
+        self._next.clear()
+        self._committed.clear()
+        self.processor.reset()
+
+
+def _interleaved(records: Mapping[TopicPartition, list[Any]]) -> Any:
+    """Records partition by partition number, topics taking turns, each topic's in offset order.
+
+    Within a partition number the input topics are read side by side, so a
+    batch never applies one topic's records far ahead of another's.
+    """
+    by_partition: dict[int, list[tuple[TopicPartition, list[Any]]]] = {}
+    for tp, batch in records.items():
+        by_partition.setdefault(tp.partition, []).append((tp, batch))
+    for partition in sorted(by_partition):
+        lanes = sorted(by_partition[partition])
+        if len(lanes) == 1:
+            tp, batch = lanes[0]
+            for record in batch:
+                yield tp, record
+            continue
+        longest = max(len(batch) for _, batch in lanes)
+        for i in range(longest):
+            for tp, batch in lanes:
+                if i < len(batch):
+                    yield tp, batch[i]
+
+
+def _raw(record: Any) -> RawMessage:
+    return RawMessage(
+        topic=record.topic,
+        partition=record.partition,
+        offset=record.offset,
+        timestamp_ms=record.timestamp,
+        key=record.key,
+        value=record.value,
+        headers=tuple(record.headers or ()),
+    )

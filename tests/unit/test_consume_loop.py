@@ -1,0 +1,273 @@
+"""The consume loop commits only what is applied and confirmed, rides out the broker, and
+never applies a batch across a rebalance (fakes for the consumer, the agent and the sink)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from aiokafka import TopicPartition
+from aiokafka.errors import KafkaConnectionError, RecordTooLargeError
+
+from streams.ingest import RawMessage
+from streams.loop import Backoff, ConsumeLoop
+
+CHECKOUTS = "shop.checkouts"
+PAYMENTS = "shop.payments"
+
+
+@dataclass
+class Record:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None = b"c"
+    value: bytes | None = b"{}"
+    timestamp: int = 0
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+
+@dataclass
+class FakeProcessor:
+    applied: list[tuple[str, int, int]] = field(default_factory=list)
+    ticks: list[int] = field(default_factory=list)
+    holding: dict[TopicPartition, int] = field(default_factory=dict)
+    confirmed_batches: int = 0
+    resets: int = 0
+    fail_on: int | None = None
+
+    def apply(self, msg: RawMessage) -> None:
+        if msg.offset == self.fail_on:
+            raise RuntimeError("a bug")
+        self.applied.append((msg.topic, msg.partition, msg.offset))
+
+    def tick(self, partition: int, wall_ms: int) -> None:
+        self.ticks.append(partition)
+
+    def held(self) -> Mapping[TopicPartition, int]:
+        return self.holding
+
+    def end_batch(self) -> None:
+        pass
+
+    def confirmed(self, delivered: Mapping[TopicPartition, int]) -> None:
+        self.confirmed_batches += 1
+
+    def reset(self) -> None:
+        self.resets += 1
+
+
+@dataclass
+class FakeSink:
+    failures: list[BaseException] = field(default_factory=list)
+    gate: asyncio.Event | None = None
+    flushes: int = 0
+
+    async def flush(self) -> dict[TopicPartition, int]:
+        self.flushes += 1
+        if self.gate is not None:
+            await self.gate.wait()
+        if self.failures:
+            raise self.failures.pop(0)
+        return {}
+
+
+@dataclass
+class FakeSource:
+    fetches: list[dict[TopicPartition, list[Any]]]
+    ends: dict[TopicPartition, int] = field(default_factory=dict)
+    commits: list[dict[TopicPartition, int]] = field(default_factory=list)
+    flow_active: bool = True
+    partitions: set[int] = field(default_factory=lambda: {0})
+    before_fetch_returns: Any = None
+    done: bool = False
+
+    def stopping(self) -> bool:
+        return self.done
+
+    async def fetch(self, wait_s: float) -> dict[TopicPartition, list[Any]]:
+        if not self.fetches:
+            self.done = True  # the consumer stops: the loop ends after this fetch
+            return {}
+        batch = self.fetches.pop(0)
+        if self.before_fetch_returns is not None:
+            await self.before_fetch_returns()
+        await asyncio.sleep(0)
+        return batch
+
+    async def pass_on(self, tp: TopicPartition, records: Any) -> None:
+        pass
+
+    def highwater(self, tp: TopicPartition) -> int | None:
+        return self.ends.get(tp)
+
+    def start_offset(self, tp: TopicPartition) -> int | None:
+        return None
+
+    def owned_partitions(self, topic: str) -> set[int]:
+        return self.partitions
+
+    def recovered(self) -> bool:
+        return True
+
+    async def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
+        self.commits.append(dict(offsets))
+
+    @property
+    def last_commit(self) -> dict[TopicPartition, int]:
+        merged: dict[TopicPartition, int] = {}
+        for commit in self.commits:
+            merged.update(commit)
+        return merged
+
+
+def tp(topic: str, partition: int = 0) -> TopicPartition:
+    return TopicPartition(topic, partition)
+
+
+def records(topic: str, offsets: range, partition: int = 0) -> dict[TopicPartition, list[Any]]:
+    return {tp(topic, partition): [Record(topic, partition, o) for o in offsets]}
+
+
+def make_loop(
+    processor: FakeProcessor, sink: FakeSink, *, live: bool = False, fatal: list[Any] | None = None
+) -> ConsumeLoop:
+    return ConsumeLoop(
+        processor,
+        sink,
+        topics=frozenset({CHECKOUTS, PAYMENTS}),
+        clock_topics=(CHECKOUTS, PAYMENTS),
+        live=live,
+        tick_interval_s=0.0,
+        commit_interval_s=0.0,
+        on_fatal=(fatal.append if fatal is not None else pytest.fail),
+        backoff=Backoff(first=0.001, most=0.002),
+    )
+
+
+def test_applied_and_confirmed_offsets_are_committed() -> None:
+    processor, sink = FakeProcessor(), FakeSink()
+    source = FakeSource([records(CHECKOUTS, range(0, 3)), records(CHECKOUTS, range(3, 5))])
+    asyncio.run(make_loop(processor, sink).run(source))
+    assert [o for _, _, o in processor.applied] == [0, 1, 2, 3, 4]
+    assert source.last_commit == {tp(CHECKOUTS): 5}
+    assert processor.confirmed_batches == 2
+
+
+def test_a_held_event_keeps_its_partition_commit_at_its_offset() -> None:
+    processor, sink = FakeProcessor(holding={tp(CHECKOUTS): 2}), FakeSink()
+    source = FakeSource([records(CHECKOUTS, range(0, 5)), records(PAYMENTS, range(0, 2))])
+    asyncio.run(make_loop(processor, sink).run(source))
+    assert source.last_commit == {tp(CHECKOUTS): 2, tp(PAYMENTS): 2}
+
+
+def test_records_read_again_after_a_seek_are_not_applied_twice() -> None:
+    processor, sink = FakeProcessor(), FakeSink()
+    source = FakeSource([records(CHECKOUTS, range(0, 4)), records(CHECKOUTS, range(2, 6))])
+    asyncio.run(make_loop(processor, sink).run(source))
+    assert [o for _, _, o in processor.applied] == [0, 1, 2, 3, 4, 5]
+
+
+def test_publishing_is_retried_while_the_broker_is_away_and_nothing_is_committed_meanwhile() -> (
+    None
+):
+    processor = FakeProcessor()
+    sink = FakeSink(failures=[KafkaConnectionError(), KafkaConnectionError()])
+    source = FakeSource([records(CHECKOUTS, range(0, 3))])
+    loop = make_loop(processor, sink)
+    seen_errors: list[str | None] = []
+    original = sink.flush
+
+    async def watching_flush() -> dict[TopicPartition, int]:
+        seen_errors.append(loop.status.broker_error)
+        assert source.commits == []
+        return await original()
+
+    sink.flush = watching_flush  # type: ignore[method-assign]
+    asyncio.run(loop.run(source))
+    assert sink.flushes == 3
+    assert seen_errors[1:] == ["publish: KafkaConnectionError"] * 2
+    assert loop.status.broker_error is None
+    assert source.last_commit == {tp(CHECKOUTS): 3}
+
+
+def test_a_refusal_that_retrying_cannot_mend_stops_without_committing() -> None:
+    fatal: list[Any] = []
+    processor, sink = FakeProcessor(), FakeSink(failures=[RecordTooLargeError()])
+    source = FakeSource([records(CHECKOUTS, range(0, 3)), records(CHECKOUTS, range(3, 4))])
+    asyncio.run(make_loop(processor, sink, fatal=fatal).run(source))
+    assert len(fatal) == 1 and isinstance(fatal[0], RecordTooLargeError)
+    assert source.commits == []
+    assert processor.confirmed_batches == 0
+
+
+def test_a_failing_apply_stops_without_committing_the_batch() -> None:
+    fatal: list[Any] = []
+    processor, sink = FakeProcessor(fail_on=1), FakeSink()
+    source = FakeSource([records(CHECKOUTS, range(0, 3))])
+    asyncio.run(make_loop(processor, sink, fatal=fatal).run(source))
+    assert isinstance(fatal[0], RuntimeError)
+    assert source.commits == [] and sink.flushes == 0
+
+
+def test_a_batch_fetched_before_a_rebalance_is_dropped_unapplied() -> None:
+    processor, sink = FakeProcessor(), FakeSink()
+    source = FakeSource([records(CHECKOUTS, range(0, 3))])
+    loop = make_loop(processor, sink)
+
+    async def rebalance_during_fetch() -> None:
+        await loop.on_revoked()
+
+    source.before_fetch_returns = rebalance_during_fetch
+    asyncio.run(loop.run(source))
+    assert processor.applied == []
+    assert source.commits == []
+    assert processor.resets == 1
+
+
+def test_revocation_waits_for_the_batch_in_hand_and_commits_it() -> None:
+    processor, sink = FakeProcessor(), FakeSink(gate=asyncio.Event())
+    source = FakeSource([records(CHECKOUTS, range(0, 3))])
+    loop = make_loop(processor, sink)
+    loop.commit_interval_s = 3600  # only the revocation commits
+
+    async def scenario() -> None:
+        running = asyncio.create_task(loop.run(source))
+        while sink.flushes == 0:
+            await asyncio.sleep(0)
+        revoking = asyncio.create_task(loop.on_revoked())
+        await asyncio.sleep(0.01)
+        assert not revoking.done()  # waits for the batch being published
+        assert sink.gate is not None
+        sink.gate.set()
+        await revoking
+        await running
+
+    asyncio.run(scenario())
+    assert source.commits == [{tp(CHECKOUTS): 3}]
+
+
+def test_live_ticks_move_only_partitions_whose_input_is_caught_up() -> None:
+    processor, sink = FakeProcessor(), FakeSink()
+    source = FakeSource(
+        [records(CHECKOUTS, range(0, 2)) | records(CHECKOUTS, range(0, 2), partition=1)],
+        ends={
+            tp(CHECKOUTS, 0): 2,
+            tp(PAYMENTS, 0): 0,
+            tp(CHECKOUTS, 1): 2,
+            tp(PAYMENTS, 1): 5,  # payments of partition 1 not read yet
+        },
+        partitions={0, 1},
+    )
+    asyncio.run(make_loop(processor, sink, live=True).run(source))
+    assert processor.ticks == [0]
+
+
+def test_a_partition_never_fetched_is_not_caught_up() -> None:
+    processor, sink = FakeProcessor(), FakeSink()
+    source = FakeSource([{}], ends={}, partitions={0})
+    asyncio.run(make_loop(processor, sink, live=True).run(source))
+    assert processor.ticks == []

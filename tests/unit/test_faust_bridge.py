@@ -1,0 +1,105 @@
+"""The Faust internals streams/faust_bridge.py relies on are still there and still behave so.
+
+A faust-streaming upgrade that renames, removes or reorders any of them makes
+one of these fail, instead of silently losing or skipping input records.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from importlib.metadata import version
+from typing import Any
+
+import faust
+from faust.tables.recovery import Recovery
+from faust.transport.consumer import Consumer as BaseConsumer
+from faust.transport.consumer import Fetcher
+from faust.transport.drivers import aiokafka as faust_aiokafka
+
+from streams import faust_bridge
+
+
+def _faust_version() -> tuple[int, ...]:
+    return tuple(int(part) for part in version("faust-streaming").split(".")[:3])
+
+
+def test_the_installed_faust_is_a_release_the_bridge_was_written_against() -> None:
+    low, high = faust_bridge.SUPPORTED_FAUST
+    assert low <= _faust_version() <= high
+
+
+def test_the_consumer_methods_the_loop_calls_keep_their_signatures() -> None:
+    consumer = faust_aiokafka.Consumer
+    assert list(inspect.signature(consumer._drain_messages).parameters) == ["self", "fetcher"]
+    assert inspect.iscoroutinefunction(consumer._wait_next_records)
+    assert list(inspect.signature(consumer._wait_next_records).parameters) == ["self", "timeout"]
+    assert list(inspect.signature(consumer._to_message).parameters) == ["self", "tp", "record"]
+    thread = faust_aiokafka.AIOKafkaConsumerThread
+    assert inspect.iscoroutinefunction(thread.call_thread)
+    assert callable(thread.seek) and callable(thread._ensure_consumer)
+
+
+def test_the_fetcher_runs_the_consumers_drain_coroutine() -> None:
+    # faust.transport.consumer.Fetcher._fetcher awaits consumer._drain_messages(self).
+    source = inspect.getsource(Fetcher)
+    assert "_drain_messages(self)" in source
+
+
+def test_revocation_stops_the_flow_before_it_signals_hitrun() -> None:
+    # The loop drops a batch fetched before a revocation by seeing the flow
+    # stopped or its epoch moved; the signal (our handler) comes after both.
+    source = inspect.getsource(faust.App._on_partitions_revoked)
+    assert source.index("stop_flow") < source.index("on_partitions_revoked.send")
+    assert source.index("pause_partitions") < source.index("on_partitions_revoked.send")
+
+
+def test_resuming_after_recovery_seeks_every_partition_to_its_committed_offset() -> None:
+    # After a rebalance the loop starts again from the committed offsets: Faust
+    # seeks there when recovery resumes the streams, and records start_offset.
+    recovery = inspect.getsource(Recovery._resume_streams)
+    assert "perform_seek" in recovery
+    seek = inspect.getsource(BaseConsumer.perform_seek)
+    assert "self._read_offset" in seek and "seek_to_committed" in seek
+
+
+def test_install_makes_the_app_create_a_consumer_that_hands_batches_to_the_runner() -> None:
+    app = faust.App("bridge-test", broker="kafka://127.0.0.1:1", autodiscover=False)
+    seen: list[Any] = []
+
+    class Runner:
+        async def run(self, source: faust_bridge.FaustSource) -> None:
+            seen.append(source)
+
+    previous = faust_bridge.HitrunConsumer.runner
+    try:
+        faust_bridge.install(app, Runner())
+        # Transport.create_consumer instantiates transport.Consumer.
+        assert app.transport.Consumer is faust_bridge.HitrunConsumer
+        assert "self.Consumer(" in inspect.getsource(type(app.transport).create_consumer)
+        # The consumer's drain (run by the Fetcher) goes to the runner, not to the conductor.
+        consumer = object.__new__(faust_bridge.HitrunConsumer)
+        consumer.__dict__["app"] = app
+        asyncio.run(consumer._drain_messages(object()))
+        assert len(seen) == 1 and isinstance(seen[0], faust_bridge.FaustSource)
+    finally:
+        faust_bridge.HitrunConsumer.runner = previous
+
+
+def test_the_consumer_state_faustsource_reads_is_set_up_by_faust() -> None:
+    assert "self._read_offset = defaultdict" in inspect.getsource(BaseConsumer)
+    assert "self.flow_active = False" in inspect.getsource(BaseConsumer.stop_flow)
+    assert "tp_last_committed_at" in inspect.getsource(
+        faust_aiokafka.AIOKafkaConsumerThread.__post_init__
+    )
+
+
+def test_install_refuses_an_app_whose_consumer_already_exists() -> None:
+    app = faust.App("bridge-test-2", broker="kafka://127.0.0.1:1", autodiscover=False)
+    app._consumer = object()  # as if the worker had started
+    try:
+        faust_bridge.install(app, object())  # type: ignore[arg-type]
+    except RuntimeError as exc:
+        assert "before it starts" in str(exc)
+    else:
+        raise AssertionError("install accepted an app whose consumer exists")
