@@ -11,6 +11,8 @@ from typing import Any
 import pytest
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaConnectionError, RecordTooLargeError
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from streams.ingest import RawMessage
 from streams.loop import Backoff, ConsumeLoop
@@ -271,3 +273,76 @@ def test_a_partition_never_fetched_is_not_caught_up() -> None:
     source = FakeSource([{}], ends={}, partitions={0})
     asyncio.run(make_loop(processor, sink, live=True).run(source))
     assert processor.ticks == []
+
+
+@dataclass
+class ReplayingSource(FakeSource):
+    """A log of records per partition that, after a rebalance, is read again from the commit."""
+
+    log_sizes: dict[TopicPartition, int] = field(default_factory=dict)
+    chunks: list[int] = field(default_factory=list)
+    rebalance_at: set[int] = field(default_factory=set)
+    loop: ConsumeLoop | None = None
+    position: dict[TopicPartition, int] = field(default_factory=dict)
+    applied_at_commit: list[tuple[dict[TopicPartition, int], set[tuple[str, int, int]]]] = field(
+        default_factory=list
+    )
+    processor: FakeProcessor | None = None
+    fetch_count: int = 0
+
+    async def fetch(self, wait_s: float) -> dict[TopicPartition, list[Any]]:
+        self.fetch_count += 1
+        if self.fetch_count > 400 or not self.chunks:
+            self.done = True
+            return {}
+        size = self.chunks.pop(0)
+        batch: dict[TopicPartition, list[Any]] = {}
+        for part, end in self.log_sizes.items():
+            start = self.position.get(part, 0)
+            upto = min(start + size, end)
+            if upto > start:
+                batch[part] = [Record(part.topic, part.partition, o) for o in range(start, upto)]
+                self.position[part] = upto
+        if self.fetch_count in self.rebalance_at and self.loop is not None:
+            # A rebalance lands between this fetch and its apply; afterwards
+            # every partition is read again from its committed offset.
+            await self.loop.on_revoked()
+            await self.loop.on_assigned()
+            self.position = dict(self.last_commit)
+        return batch
+
+    async def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
+        assert self.processor is not None
+        self.applied_at_commit.append((dict(offsets), set(self.processor.applied)))
+        await super().commit(offsets)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    sizes=st.lists(st.integers(0, 30), min_size=2, max_size=2),
+    chunks=st.lists(st.integers(1, 12), min_size=1, max_size=40),
+    rebalances=st.sets(st.integers(1, 40), max_size=6),
+    held=st.dictionaries(st.sampled_from([0, 1]), st.integers(0, 30), max_size=2),
+)
+def test_no_offset_is_committed_before_every_record_below_it_was_applied(
+    sizes: list[int], chunks: list[int], rebalances: set[int], held: dict[int, int]
+) -> None:
+    parts = [tp(CHECKOUTS), tp(PAYMENTS)]
+    processor = FakeProcessor(holding={parts[i]: offset for i, offset in held.items()})
+    source = ReplayingSource(
+        fetches=[],
+        log_sizes=dict(zip(parts, sizes, strict=True)),
+        chunks=[*chunks, 50, 50],  # the last fetches read everything that is left
+        rebalance_at=rebalances,
+        processor=processor,
+    )
+    loop = make_loop(processor, FakeSink())
+    source.loop = loop
+    asyncio.run(loop.run(source))
+    for offsets, applied in source.applied_at_commit:
+        for part, offset in offsets.items():
+            missing = [o for o in range(offset) if (part.topic, part.partition, o) not in applied]
+            assert not missing, f"committed {part} at {offset} before applying {missing}"
+            assert offset <= processor.holding.get(part, offset)
+    for part, size in zip(parts, sizes, strict=True):
+        assert {o for t, _, o in processor.applied if t == part.topic} == set(range(size))
