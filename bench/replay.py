@@ -21,12 +21,14 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from bench.throughput import cluster, plain_consumer
 from dev.worker import WorkerProcess, free_port, stop_group, topic_env
 from streams.config import Settings
+from streams.replay import Progress
 
 
 def write_transactions(path: Path, rows: int, seed: int) -> None:
@@ -60,6 +62,13 @@ def main() -> None:
         default=None,
         help="Replay-mode workers in the group (each is one Python process, about one core); "
         "default one per core, at most one per partition.",
+    )
+    parser.add_argument(
+        "--compare-with",
+        metavar="REV",
+        default=None,
+        help="Also time the worker of this git revision (a temporary worktree) over the same "
+        "published input, alone, as a baseline for (d) in the same run.",
     )
     args = parser.parse_args()
     if args.workers is None:
@@ -118,6 +127,19 @@ def main() -> None:
                     )
                 print(f"bench-replay: all {events} events applied, none dead-lettered")
             settings = Settings.from_env(env)
+            alone = worker_alone(env, workdir, tree=None)
+            print(
+                f"bench-replay: (d) this worker alone over the published input: "
+                f"{events / alone:,.0f} ev/s ({alone:.1f}s)"
+            )
+            if args.compare_with:
+                with worktree(args.compare_with, workdir / "baseline-tree") as tree:
+                    before = worker_alone(env, workdir, tree=tree)
+                print(
+                    f"bench-replay: (e) the worker of {args.compare_with} alone over the same "
+                    f"input: {events / before:,.0f} ev/s ({before:.1f}s); "
+                    f"d/e = {before / alone:.2f}"
+                )
             baseline = asyncio.run(plain_consumer(settings, events))
             floor = faust_floor(settings, events, workdir)
             print(
@@ -135,6 +157,61 @@ def main() -> None:
             print(
                 f"bench-replay: ratio c/a = {baseline / elapsed:.3f}, c/b = {floor / elapsed:.3f}"
             )
+
+
+@contextlib.contextmanager
+def worktree(rev: str, path: Path) -> Iterator[Path]:
+    """A detached git worktree of `rev` at `path`, removed afterwards."""
+    subprocess.run(["git", "worktree", "add", "--detach", "-q", str(path), rev], check=True)
+    try:
+        yield path
+    finally:
+        subprocess.run(["git", "worktree", "remove", "--force", str(path)], check=False)
+
+
+def worker_alone(
+    env: dict[str, str], workdir: Path, tree: Path | None, timeout: float = 900.0
+) -> float:
+    """Seconds one replay-mode worker of a fresh group (the code in `tree`, default this
+    checkout) takes from start to having committed every input record already published.
+
+    The input is read again from the start, so only the worker's own speed is timed: no
+    publisher competes for the cores.
+    """
+    tag = uuid.uuid4().hex[:8]
+    fresh = {
+        **env,
+        "HITRUN_APP_ID": f"bench-alone-{tag}",
+        "HITRUN_DATA_DIR": str(workdir / f"alone-{tag}"),
+        "HITRUN_WEB_PORT": str(free_port()),
+    }
+    settings = Settings.from_env(fresh)
+    log = (workdir / f"alone-{tag}.log").open("ab")
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "streams.cli", "worker"],
+        cwd=tree,
+        env={**os.environ, **fresh},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    log.close()
+    try:
+
+        async def wait() -> None:
+            async with Progress(settings) as progress:
+                while await progress.remaining() > 0:
+                    if process.poll() is not None:
+                        raise SystemExit(f"bench-replay: the worker in {tree} exited")
+                    if time.perf_counter() - started > timeout:
+                        raise SystemExit("bench-replay: the lone worker did not finish in time")
+                    await asyncio.sleep(0.25)
+
+        asyncio.run(wait())
+        return time.perf_counter() - started
+    finally:
+        stop_group(process, 30)
 
 
 def faust_floor(settings: Settings, events: int, workdir: Path, timeout: float = 600.0) -> float:
