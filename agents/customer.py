@@ -52,7 +52,7 @@ from streams.app import (
 )
 from streams.clock import DeadlineIndex, PartitionClock, ReorderBuffer
 from streams.codec import encode
-from streams.errors import LateEvent
+from streams.errors import LateEvent, ProcessingError
 from streams.ingest import (
     Accepted,
     RawMessage,
@@ -80,6 +80,8 @@ LATENESS = settings.allowed_lateness
 # (tens of thousands per file, summarised by `hitrun replay`), logged at debug.
 ALERT_LOG_LEVEL = logging.DEBUG if REPLAY else logging.INFO
 
+# HITRUN_ON_PROCESSING_ERROR=stop: a message that raises stops the worker (exit 70).
+STOP_ON_ERROR = settings.on_processing_error == "stop"
 # EX_SOFTWARE: the worker stopped itself because a batch failed (stop_without_commit).
 EXIT_BATCH_FAILED = 70
 
@@ -167,7 +169,13 @@ class Timers:
             partition = partition_for_key(key, settings.partitions)
             if partition not in owned or value is None:
                 continue
-            state = decode_state(value)
+            try:
+                state = decode_state(value)
+            except Exception as exc:
+                # Its messages meet the same error and are dead-lettered one by one.
+                metrics.processing_error("rebuild", type(exc).__name__).inc()
+                log.error("stored state of customer %s cannot be decoded: %r", key, exc)
+                continue
             timers = self.partitions.setdefault(partition, PartitionTimers())
             timers.index.schedule(key.decode(), next_due(state))
             customers += 1
@@ -215,6 +223,10 @@ class Footprint:
     listed: bool
 
 
+# A scope's marker for "this customer is unchanged in the batch: the store has it".
+_CLEAN = object()
+
+
 class StateCache:
     """Customer states decoded for the current batch; the table is written once per batch.
 
@@ -243,9 +255,49 @@ class StateCache:
         self._staged: list[tuple[bytes, bytes | None, CustomerState | None]] = []
         # The batch's changes of the gauges, moved once per batch by the commit.
         self._customers = self._open_orders = self._listed = 0
+        # The open scope (one message or one timer): what each customer it loaded
+        # was before it, to put back if the scope fails. CLEAN: as in the store.
+        self._scope: dict[str, bytes | object | None] | None = None
+        self._scope_gauges = (0, 0, 0)
+
+    def begin(self) -> None:
+        """Open a scope: the states loaded until `end` can be put back by `rollback`."""
+        self._scope = {}
+        self._scope_gauges = (self._customers, self._open_orders, self._listed)
+
+    def end(self) -> None:
+        self._scope = None
+
+    def rollback(self) -> list[str]:
+        """Put every customer the scope loaded back as it was before it; returns their ids.
+
+        A customer not yet changed in this batch is dropped from the batch and
+        from the kept states (the core changes states in place), so its next
+        load reads the store again; one already changed gets its state from
+        before the scope back.
+        """
+        scope, self._scope = self._scope or {}, None
+        for customer_id, before in scope.items():
+            self._kept.pop(customer_id, None)
+            if before is _CLEAN:
+                self._states.pop(customer_id, None)
+                self._dirty.discard(customer_id)
+            else:
+                self._states[customer_id] = (
+                    None if before is None else decode_state(cast(bytes, before))
+                )
+        self._customers, self._open_orders, self._listed = self._scope_gauges
+        return sorted(scope)
 
     def load(self, customer_id: str) -> tuple[CustomerState, Footprint]:
         """The customer's state (fresh if none) and its footprint for the gauges."""
+        scope = self._scope
+        if scope is not None and customer_id not in scope:
+            if customer_id in self._dirty:
+                changed = self._states[customer_id]
+                scope[customer_id] = None if changed is None else encode_state(changed)
+            else:
+                scope[customer_id] = _CLEAN
         if customer_id in self._states:
             state = self._states[customer_id]
         else:
@@ -265,6 +317,7 @@ class StateCache:
         self._states.clear()
         self._dirty.clear()
         self._staged.clear()
+        self._scope = None
         self._customers = self._open_orders = self._listed = 0
 
     def store(self, customer_id: str, before: Footprint, state: CustomerState) -> None:
@@ -408,22 +461,51 @@ def blacklist_status(customer_id: str, state: UnpaidState, at: datetime) -> byte
 
 
 def fire_due(partition: PartitionTimers, now: datetime) -> None:
-    """Advance every customer of the partition whose next deadline is at or before `now`."""
+    """Advance every customer of the partition whose next deadline is at or before `now`.
+
+    Each customer's timers run in a scope of their own: one that raises is put
+    back as it was, counted and logged, and left out of the index until its
+    next event (which meets the same fault and is dead-lettered), so one
+    customer never stops the partition's other deadlines.
+    """
     for _due, customer_id in partition.index.pop_due(now):
-        state, before = cache.load(customer_id)
-        if not before.stored:
-            continue
-        state.unpaid, effects = unpaid.advance(state.unpaid, customer_id, now, policies)
-        kept = retention.advance(state.retention, customer_id, now - LATENESS, retention_policy)
-        cache.store(customer_id, before, state)
-        partition.index.schedule(customer_id, next_due(state))
-        if not REPLAY:
-            wall = datetime.now(UTC)
-            for effect in effects:
-                if isinstance(effect, SendReminder | RecordStrike):
-                    metrics.timer_lateness.observe(max((wall - effect.at).total_seconds(), 0.0))
-        publish(customer_id, state, effects)
-        publish_retention(customer_id, kept)
+        mark = sink.mark()
+        cache.begin()
+        try:
+            advance_customer(partition, customer_id, now)
+        except Exception as exc:
+            if STOP_ON_ERROR:
+                raise
+            sink.truncate(mark)
+            cache.rollback()
+            metrics.processing_error("timer", type(exc).__name__).inc()
+            log.error(
+                "timers of customer %s failed and were set aside: %s: %s",
+                customer_id,
+                type(exc).__name__,
+                exc,
+                extra={"customer_id": customer_id, "reason": "processing_error"},
+            )
+        else:
+            cache.end()
+
+
+def advance_customer(partition: PartitionTimers, customer_id: str, now: datetime) -> None:
+    """Run one customer's timers due at `now` and queue what they decide."""
+    state, before = cache.load(customer_id)
+    if not before.stored:
+        return
+    state.unpaid, effects = unpaid.advance(state.unpaid, customer_id, now, policies)
+    kept = retention.advance(state.retention, customer_id, now - LATENESS, retention_policy)
+    cache.store(customer_id, before, state)
+    partition.index.schedule(customer_id, next_due(state))
+    if not REPLAY:
+        wall = datetime.now(UTC)
+        for effect in effects:
+            if isinstance(effect, SendReminder | RecordStrike):
+                metrics.timer_lateness.observe(max((wall - effect.at).total_seconds(), 0.0))
+    publish(customer_id, state, effects)
+    publish_retention(customer_id, kept)
 
 
 def apply(partition: PartitionTimers, event: CustomerEvent, msg: RawMessage) -> None:
@@ -439,6 +521,24 @@ def apply(partition: PartitionTimers, event: CustomerEvent, msg: RawMessage) -> 
         return
     now = partition.clock.observe(event.occurred_at)
     fire_due(partition, now)
+    mark = sink.mark()
+    cache.begin()
+    try:
+        apply_to_customer(partition, event, msg, now)
+    except Exception as exc:
+        if STOP_ON_ERROR:
+            raise
+        sink.truncate(mark)
+        cache.rollback()
+        processing_failed(msg, exc)
+    else:
+        cache.end()
+
+
+def apply_to_customer(
+    partition: PartitionTimers, event: CustomerEvent, msg: RawMessage, now: datetime
+) -> None:
+    """Apply one event to its customer's state and queue what the detectors decide."""
     customer_id = event.customer_id
     state, before = cache.load(customer_id)
     # Clean-ups wait for the customer's next touch (next_due): this is one.
@@ -459,6 +559,13 @@ def apply(partition: PartitionTimers, event: CustomerEvent, msg: RawMessage) -> 
     if not REPLAY:  # a replayed event's lag is its age
         lag = (datetime.now(UTC) - event.occurred_at).total_seconds()
         metrics.event_lag.observe(max(lag, 0.0))
+
+
+def processing_failed(msg: RawMessage, exc: Exception) -> None:
+    """Dead-letter a message whose application raised; its customer's state was put back."""
+    metrics.processing_error("message", type(exc).__name__).inc()
+    error = ProcessingError(f"{type(exc).__name__}: {exc}")
+    dead_letter(msg, Rejected(dead_letter_for(msg, error)))
 
 
 def observe_retention(
@@ -543,7 +650,14 @@ class CustomerProcessor:
     """The agent as streams/loop.py drives it: apply records and ticks, stage, confirm, reset."""
 
     def apply(self, msg: RawMessage) -> None:
-        dispatch(msg, classify(msg, ingest_rules))
+        try:
+            verdict = classify(msg, ingest_rules)
+        except Exception as exc:  # classify refuses bad input itself; this is a bug in it
+            if STOP_ON_ERROR:
+                raise
+            processing_failed(msg, exc)
+            return
+        dispatch(msg, verdict)
 
     def tick(self, partition: int, wall_ms: int) -> None:
         on_tick(partition, wall_ms)

@@ -186,6 +186,10 @@ class Settings:
     clock_mode: str = _setting("live", _choice("live", "replay"))
     tick_interval: timedelta = _setting("1s", parse_duration)
     store: str = _setting("memory://", _non_empty)
+    # What a message whose application raises does: dead_letter (reason
+    # processing_error; the partition goes on) or stop (the worker exits 70
+    # without committing, as for a broker refusal).
+    on_processing_error: str = _setting("dead_letter", _choice("dead_letter", "stop"))
     # The loop applies at most batch_size fetched records at a time (one fetch).
     batch_size: int = _setting("500", _positive_int)
     # Customer states kept decoded between batches (about 2 KB each); 0: decode every batch.

@@ -69,6 +69,19 @@ class LateEvent(InputRejected):
     reason = "late_event"
 
 
+class ProcessingError(InputRejected):
+    """Applying a valid-looking message raised (a bug, a corrupt stored state): the message is
+    set aside with the exception, the customer's state stays as it was, the partition goes on."""
+
+    reason = "processing_error"
+
+
+class FromFuture(InputRejected):
+    """Live mode: an event time further ahead of wall time than the allowed clock skew."""
+
+    reason = "from_future"
+
+
 class Misrouted(InputRejected):
     """Still in the wrong partition after being rerouted once: a partition-count mismatch."""
 
@@ -90,5 +103,7 @@ REASONS: tuple[str, ...] = tuple(
         KeyMismatch,
         LateEvent,
         Misrouted,
+        ProcessingError,
+        FromFuture,
     )
 )

@@ -91,12 +91,37 @@ def classify(msg: RawMessage, rules: IngestRules) -> Verdict:
 
 
 def origin_of(msg: RawMessage) -> SourceCoordinates:
-    """Where the message was first read: its own coordinates, or its origin header if rerouted."""
+    """Where the message was first read: its own coordinates, or its origin header if rerouted.
+
+    Only hitrun's own reroute writes that header, but any producer can set
+    one: a header that is not [topic, partition, offset, timestamp] with
+    those types is ignored, and the message's own coordinates are used.
+    """
     for name, value in msg.headers:
         if name == ORIGIN_HEADER:
-            topic, partition, offset, timestamp = orjson.loads(value)
-            return SourceCoordinates(topic, partition, offset, timestamp)
+            origin = _parse_origin(value)
+            if origin is not None:
+                return origin
     return SourceCoordinates(msg.topic, msg.partition, msg.offset, msg.timestamp_ms)
+
+
+def _parse_origin(value: bytes | None) -> SourceCoordinates | None:
+    try:
+        parsed = orjson.loads(value) if value is not None else None
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(parsed, list) or len(parsed) != 4:
+        return None
+    topic, partition, offset, timestamp = parsed
+    ints = (partition, offset)
+    if (
+        not isinstance(topic, str)
+        or not topic
+        or not all(type(n) is int and 0 <= n < 2**63 for n in ints)
+        or not (timestamp is None or (type(timestamp) is int and 0 <= timestamp < 2**63))
+    ):
+        return None
+    return SourceCoordinates(topic, partition, offset, timestamp)
 
 
 def _with_origin(msg: RawMessage) -> Headers:

@@ -119,6 +119,14 @@ class Metrics:
             "1 when the worker has partitions assigned and tables recovered, else 0.",
             registry=registry,
         )
+        self.processing_errors = Counter(
+            "hitrun_processing_errors_total",
+            "Exceptions raised while applying one message (dead-lettered as processing_error), "
+            "one customer's timers, or decoding a stored state at an index rebuild.",
+            ("stage", "exception"),
+            registry=registry,
+        )
+        self.processing_error = Children(self.processing_errors)
         self.held_events = Gauge(
             "hitrun_held_events",
             "Replay mode: events read but held in the reorder buffers until every input topic "

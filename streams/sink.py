@@ -60,6 +60,14 @@ class RecordSink:
     def put(self, record: OutRecord) -> None:
         self._records.append(record)
 
+    def mark(self) -> int:
+        """A point to go back to with `truncate` (records put since the last flush)."""
+        return len(self._records)
+
+    def truncate(self, mark: int) -> None:
+        """Drop the records put after `mark`: the work that produced them was undone."""
+        del self._records[mark:]
+
     async def start(self) -> None:
         if self._producer is None:
             producer = AIOKafkaProducer(

@@ -1,4 +1,5 @@
-"""A batch that fails stops the worker before its offsets are committed: nothing counts as done."""
+"""A message that cannot be applied is dead-lettered and the partition goes on; with
+HITRUN_ON_PROCESSING_ERROR=stop the worker stops before the batch is committed instead."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import asyncio
 import subprocess
 from pathlib import Path
 
+import orjson
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
@@ -14,7 +16,7 @@ from dev.worker import WorkerProcess
 from streams.config import Settings
 from streams.partitioning import partition_for_key
 from streams.topics import ensure_topics
-from tests.integration.harness import checkout, send, settings_of, unique_env
+from tests.integration.harness import checkout, drain, send, settings_of, unique_env, wait_for
 
 CORRUPT_CUSTOMER = b"cust-corrupt"
 
@@ -61,17 +63,45 @@ async def committed_offsets(settings: Settings) -> dict[TopicPartition, int]:
     return {tp: meta.offset for tp, meta in found.items() if meta.offset >= 0}
 
 
-def test_a_failing_batch_stops_the_worker_without_committing_its_events(
+def test_a_customer_whose_stored_state_is_corrupt_is_dead_lettered_and_the_rest_goes_on(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
     env = unique_env(kafka_bootstrap, tmp_path)
     settings = settings_of(env)
     asyncio.run(plant_corrupt_state(settings))
+    send(settings, settings.topic_checkouts, checkout(CORRUPT_CUSTOMER.decode(), "order-c"))
     send(settings, settings.topic_checkouts, checkout("cust-ok", "order-1"))
+    with WorkerProcess(env, tmp_path / "worker.log") as worker:
+        wait_for(
+            lambda: (
+                worker.metric("hitrun_input_events_total", outcome="processed") >= 1
+                and worker.metric("hitrun_dead_letters_total", reason="processing_error") >= 1
+            ),
+            60,
+            "the good checkout applied and the corrupt customer's dead-lettered",
+        )
+        letters = [
+            orjson.loads(r.value)
+            for r in drain(kafka_bootstrap, settings.topic_dead_letters, expected=1)
+        ]
+        wait_for(
+            lambda: sum(asyncio.run(committed_offsets(settings)).values()) >= 2,
+            20,
+            "both input records to be committed",
+        )
+        assert worker.get("/readyz")[0] == 200
+    assert [letter["reason"] for letter in letters] == ["processing_error"]
+    assert "decode" in letters[0]["detail"].lower() or "Error" in letters[0]["detail"]
 
-    # The first batch rebuilds the deadline index from the recovered table and
-    # fails on the corrupt state. Faust would acknowledge that batch when the
-    # exception left the loop; the worker must end before anything is committed.
+
+def test_in_stop_mode_a_failing_message_stops_the_worker_without_committing_it(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    env = unique_env(kafka_bootstrap, tmp_path, HITRUN_ON_PROCESSING_ERROR="stop")
+    settings = settings_of(env)
+    asyncio.run(plant_corrupt_state(settings))
+    send(settings, settings.topic_checkouts, checkout(CORRUPT_CUSTOMER.decode(), "order-c"))
+
     worker = WorkerProcess(env, tmp_path / "worker.log").launch()
     try:
         assert worker.process is not None

@@ -333,7 +333,8 @@ def test_no_offset_is_committed_before_every_record_below_it_was_applied(
         fetches=[],
         log_sizes=dict(zip(parts, sizes, strict=True)),
         chunks=[*chunks, 50, 50],  # the last fetches read everything that is left
-        rebalance_at=rebalances,
+        # Rebalances happen among the random fetches, never in the final ones.
+        rebalance_at={r for r in rebalances if r <= len(chunks)},
         processor=processor,
     )
     loop = make_loop(processor, FakeSink())

@@ -1,0 +1,234 @@
+"""No message stops a partition: one that raises is dead-lettered as processing_error, its
+customer's state stays as it was, and the rest of the batch goes on (the agent's shell, no
+broker)."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+import pytest
+
+import agents.customer as customer
+from agents.state import decode_state
+from streams.ingest import ORIGIN_HEADER, RawMessage
+from streams.partitioning import partition_for_key
+from streams.sink import OutRecord
+
+SETTINGS = customer.settings
+START = datetime(2025, 5, 6, 10, 0, tzinfo=UTC)
+
+
+class Sink:
+    """The record sink as the agent uses it: put, mark, truncate, discard."""
+
+    def __init__(self) -> None:
+        self.records: list[OutRecord] = []
+
+    def put(self, record: OutRecord) -> None:
+        self.records.append(record)
+
+    def mark(self) -> int:
+        return len(self.records)
+
+    def truncate(self, mark: int) -> None:
+        del self.records[mark:]
+
+    def discard(self) -> None:
+        self.records.clear()
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def letters(self) -> list[dict[str, Any]]:
+        return [
+            orjson.loads(r.value)
+            for r in self.records
+            if r.topic == SETTINGS.topic_dead_letters and r.value is not None
+        ]
+
+
+@pytest.fixture
+def sink(monkeypatch: pytest.MonkeyPatch) -> Iterator[Sink]:
+    fake = Sink()
+    monkeypatch.setattr(customer, "sink", fake)
+    store = customer.customers_table.data
+    before = dict(store.items())
+    customer.timers.clear()
+    customer.cache.forget()
+    yield fake
+    customer.timers.clear()
+    customer.cache.forget()
+    for key in [k for k in store if k not in before]:
+        del store[key]
+
+
+offsets = iter(range(10**6))
+
+
+def checkout(customer_id: str, order: str, minutes: int = 0, **extra: Any) -> RawMessage:
+    body = {
+        "type": "checkout_confirmed",
+        "event_id": f"{order}-co",
+        "customer_id": customer_id,
+        "shop_id": "shop-1",
+        "occurred_at": (START + timedelta(minutes=minutes)).isoformat(),
+        "order_id": order,
+        "total": {"amount_minor": 5000, "currency": "IDR"},
+        "payment_method": "card",
+    }
+    key = customer_id.encode()
+    return RawMessage(
+        topic=SETTINGS.topic_checkouts,
+        partition=partition_for_key(key, SETTINGS.partitions),
+        offset=next(offsets),
+        timestamp_ms=None,
+        key=key,
+        value=orjson.dumps(body),
+        **extra,
+    )
+
+
+def same_partition_as(customer_id: str) -> str:
+    """Another customer id whose events go to the same partition."""
+    home = partition_for_key(customer_id.encode(), SETTINGS.partitions)
+    for n in range(1000):
+        other = f"{customer_id}-neighbour-{n}"
+        if partition_for_key(other.encode(), SETTINGS.partitions) == home:
+            return other
+    raise AssertionError("no neighbour found")
+
+
+def run_batch(*messages: RawMessage) -> None:
+    processor = customer.CustomerProcessor()
+    for msg in messages:
+        processor.apply(msg)
+    processor.end_batch()
+    processor.confirmed({})
+
+
+def stored(customer_id: str) -> Any:
+    value = customer.customers_table.data.get(customer_id.encode())
+    return None if value is None else decode_state(value)
+
+
+def test_a_message_whose_detector_raises_is_dead_lettered_and_the_batch_goes_on(
+    sink: Sink, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    original = customer.unpaid.handle
+
+    def handle(state: Any, event: Any, policies: Any) -> Any:
+        if event.customer_id == "pe-bad":
+            raise ZeroDivisionError("a bug in a detector")
+        return original(state, event, policies)
+
+    monkeypatch.setattr(customer.unpaid, "handle", handle)
+    bad = checkout("pe-bad", "o-bad", 1)
+    run_batch(checkout("pe-good", "o-1"), bad, checkout("pe-good2", "o-2", 2))
+    letters = sink.letters()
+    assert [letter["reason"] for letter in letters] == ["processing_error"]
+    assert "ZeroDivisionError: a bug in a detector" in letters[0]["detail"]
+    assert letters[0]["source"]["offset"] == bad.offset
+    assert base64.b64decode(letters[0]["value_b64"]) == bad.value
+    assert stored("pe-bad") is None
+    assert set(stored("pe-good").unpaid.open) == {"o-1"}
+    assert set(stored("pe-good2").unpaid.open) == {"o-2"}
+    assert (
+        customer.metrics.value(
+            "hitrun_processing_errors_total", stage="message", exception="ZeroDivisionError"
+        )
+        >= 1
+    )
+
+
+def test_a_failing_message_leaves_changes_made_earlier_in_the_batch_in_place(
+    sink: Sink, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    original = customer.unpaid.handle
+
+    def handle(state: Any, event: Any, policies: Any) -> Any:
+        if event.order_id == "o-second":
+            state.open.clear()  # the core changes the state in place, then fails
+            raise RuntimeError("halfway")
+        return original(state, event, policies)
+
+    monkeypatch.setattr(customer.unpaid, "handle", handle)
+    run_batch(checkout("pe-same", "o-first"), checkout("pe-same", "o-second", 1))
+    assert set(stored("pe-same").unpaid.open) == {"o-first"}
+    # Only the failed message's outputs were dropped: the first checkout's changelog stays.
+    changelog = [r for r in sink.records if r.topic == customer.changelog_topic_name]
+    assert [r.key for r in changelog] == [b"pe-same"]
+
+
+def test_a_stored_state_that_cannot_be_decoded_dead_letters_that_customers_messages_only(
+    sink: Sink,
+) -> None:
+    customer.customers_table.data[b"pe-corrupt"] = b"\x00not a state"
+    run_batch(checkout("pe-corrupt", "o-c"), checkout("pe-fine", "o-f", 1))
+    assert [letter["reason"] for letter in sink.letters()] == ["processing_error"]
+    assert customer.customers_table.data[b"pe-corrupt"] == b"\x00not a state"
+    assert set(stored("pe-fine").unpaid.open) == {"o-f"}
+
+
+def test_a_customer_whose_timers_raise_does_not_stop_the_other_customers_deadlines(
+    sink: Sink, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run_batch(checkout("pe-t1", "o-t1"), checkout("pe-t2", "o-t2"))
+    original = customer.unpaid.advance
+
+    def advance(state: Any, customer_id: str, now: Any, policies: Any) -> Any:
+        if customer_id == "pe-t1":
+            raise KeyError("timer bug")
+        return original(state, customer_id, now, policies)
+
+    monkeypatch.setattr(customer.unpaid, "advance", advance)
+    # A later event in each of their partitions moves the clock past both deadlines.
+    run_batch(*(checkout(same_partition_as(c), f"o-late-{c}", 600) for c in ("pe-t1", "pe-t2")))
+    expired = [
+        orjson.loads(r.value)
+        for r in sink.records
+        if r.topic == SETTINGS.topic_strikes and r.value is not None
+    ]
+    assert "o-t2" in {a["order_id"] for a in expired if a["type"] == "order_expired"}
+    assert "o-t1" not in {a.get("order_id") for a in expired}
+    assert set(stored("pe-t1").unpaid.open) == {"o-t1"}  # put back as it was
+    assert sink.letters() == []
+    assert (
+        customer.metrics.value(
+            "hitrun_processing_errors_total", stage="timer", exception="KeyError"
+        )
+        >= 1
+    )
+
+
+def test_stop_mode_raises_instead(sink: Sink, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(customer, "STOP_ON_ERROR", True)
+
+    def handle(state: Any, event: Any, policies: Any) -> Any:
+        raise ZeroDivisionError("stop here")
+
+    monkeypatch.setattr(customer.unpaid, "handle", handle)
+    with pytest.raises(ZeroDivisionError):
+        run_batch(checkout("pe-stop", "o-s"))
+
+
+@pytest.mark.parametrize(
+    "header",
+    [b"garbage", b"[1,2]", b'["t", -1, 0, null]', b"\xff\xfe", b'["t", 0, 0, 1e400]'],
+)
+def test_a_hostile_origin_header_is_ignored_and_the_message_dead_lettered_where_it_is(
+    sink: Sink, header: bytes
+) -> None:
+    bad = checkout("pe-h", "o-h", headers=((ORIGIN_HEADER, header),))
+    invalid = RawMessage(
+        bad.topic, bad.partition, bad.offset + 1, None, bad.key, b"{not json", bad.headers
+    )
+    run_batch(bad, invalid)
+    letters = sink.letters()
+    assert [letter["reason"] for letter in letters] == ["not_json"]
+    assert letters[0]["source"]["topic"] == bad.topic
+    assert letters[0]["source"]["offset"] == invalid.offset
+    assert set(stored("pe-h").unpaid.open) == {"o-h"}
