@@ -52,7 +52,7 @@ from streams.app import (
 )
 from streams.clock import DeadlineIndex, PartitionClock, ReorderBuffer
 from streams.codec import encode
-from streams.errors import LateEvent, ProcessingError
+from streams.errors import FromFuture, LateEvent, ProcessingError
 from streams.ingest import (
     Accepted,
     RawMessage,
@@ -75,6 +75,7 @@ REPLAY = settings.clock_mode == "replay"
 # Retention timers fire this long after their due instant on the stream clock,
 # so that an event within the allowed lateness still finds its window open.
 LATENESS = settings.allowed_lateness
+MAX_CLOCK_SKEW = settings.max_clock_skew
 
 # A live alert is news for whoever reads the log; a replay's alerts are history
 # (tens of thousands per file, summarised by `hitrun replay`), logged at debug.
@@ -591,6 +592,15 @@ def observe_retention(
 
 def accept(msg: RawMessage, event: CustomerEvent | Watermark) -> None:
     """Route an accepted event: straight to the detectors (live) or through the reorder buffer."""
+    if not REPLAY and event.occurred_at > datetime.now(UTC) + MAX_CLOCK_SKEW:
+        # One producer's clock (or a hostile one) must not move the stream clock
+        # and expire other customers' orders.
+        error = FromFuture(
+            f"event time {event.occurred_at.isoformat()} is more than {MAX_CLOCK_SKEW} ahead "
+            "of the worker's clock (HITRUN_MAX_CLOCK_SKEW)"
+        )
+        dead_letter(msg, Rejected(dead_letter_for(msg, error)))
+        return
     partition = timers.of(msg.partition)
     if REPLAY:
         item = None if isinstance(event, Watermark) else (event, msg)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 PaymentMethod = Literal[
@@ -15,9 +15,30 @@ CancelledBy = Literal["buyer", "seller", "system", "logistics"]
 TrafficSource = Literal["direct", "search", "ad", "social", "email", "referral", "unknown"]
 
 
+# The event times hitrun accepts: wide enough for any shop's history, narrow
+# enough that every deadline and window computed from them (a year or two
+# ahead, or back) is a valid datetime, and that no producer can stamp an event
+# at the end or the start of time.
+EARLIEST_TIME = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST_TIME = datetime(2200, 1, 1, tzinfo=UTC)
+
+
 def parse_timestamp(text: str) -> datetime:
-    """An aware datetime from an RFC 3339 string that the schema already checked for an offset."""
-    return datetime.fromisoformat(text)
+    """An aware datetime from an RFC 3339 string that the schema already checked for an offset.
+
+    Raises ValueError for an impossible date or one outside [EARLIEST_TIME, LATEST_TIME).
+    """
+    moment = datetime.fromisoformat(text)
+    try:
+        utc = moment.astimezone(UTC)
+    except OverflowError:
+        utc = None
+    if utc is None or not EARLIEST_TIME <= utc < LATEST_TIME:
+        raise ValueError(
+            f"{text} is outside the supported range "
+            f"[{EARLIEST_TIME.isoformat()}, {LATEST_TIME.isoformat()})"
+        )
+    return moment
 
 
 @dataclass(frozen=True, slots=True)

@@ -225,6 +225,9 @@ class Settings:
     # dead-lettered as `late_event`; retention windows close this much after
     # their end on the stream clock, so an accepted event is never too late for one.
     allowed_lateness: timedelta = _setting("1h", parse_duration)
+    # Live mode: an event stamped further than this ahead of the worker's wall
+    # clock is dead-lettered as `from_future` and never moves the stream clock.
+    max_clock_skew: timedelta = _setting("5m", parse_duration)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
 
-from schemas.records import PaymentMethod
+from schemas.records import EARLIEST_TIME, LATEST_TIME, PaymentMethod
 from streams.simulate import SimMessage
 
 # The contract's largest amount (`money` in common.v1.schema.json).
@@ -54,7 +54,8 @@ _CURRENCY = re.compile(r"[A-Z]{3}", re.ASCII)
 # Wide enough that only digits past any currency's minor unit can be lost.
 _EXACT = Context(prec=60, traps=[Inexact])
 # Later times leave no room for their checkout's deadline.
-_LATEST = datetime.max.replace(tzinfo=UTC) - PAYMENT_DUE_AFTER
+# Event times outside hitrun's supported range are refused by the worker too.
+_LATEST = LATEST_TIME
 
 
 class TransactionFileError(Exception):
@@ -479,8 +480,7 @@ def _parse_time(text: str, date_format: str | None, zone: tzinfo) -> datetime:
         at = moment.astimezone(UTC)
     except OverflowError:
         at = _LATEST
-    # Its checkout's deadline must be representable too.
-    if at >= _LATEST:
+    if not EARLIEST_TIME <= at < _LATEST:
         raise _Rejected("unparseable_time", f"{text[:64]!r} is out of range")
     return at
 

@@ -5,114 +5,21 @@ broker)."""
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
 import pytest
 
 import agents.customer as customer
-from agents.state import decode_state
 from streams.ingest import ORIGIN_HEADER, RawMessage
-from streams.partitioning import partition_for_key
-from streams.sink import OutRecord
-
-SETTINGS = customer.settings
-START = datetime(2025, 5, 6, 10, 0, tzinfo=UTC)
-
-
-class Sink:
-    """The record sink as the agent uses it: put, mark, truncate, discard."""
-
-    def __init__(self) -> None:
-        self.records: list[OutRecord] = []
-
-    def put(self, record: OutRecord) -> None:
-        self.records.append(record)
-
-    def mark(self) -> int:
-        return len(self.records)
-
-    def truncate(self, mark: int) -> None:
-        del self.records[mark:]
-
-    def discard(self) -> None:
-        self.records.clear()
-
-    def __len__(self) -> int:
-        return len(self.records)
-
-    def letters(self) -> list[dict[str, Any]]:
-        return [
-            orjson.loads(r.value)
-            for r in self.records
-            if r.topic == SETTINGS.topic_dead_letters and r.value is not None
-        ]
-
-
-@pytest.fixture
-def sink(monkeypatch: pytest.MonkeyPatch) -> Iterator[Sink]:
-    fake = Sink()
-    monkeypatch.setattr(customer, "sink", fake)
-    store = customer.customers_table.data
-    before = dict(store.items())
-    customer.timers.clear()
-    customer.cache.forget()
-    yield fake
-    customer.timers.clear()
-    customer.cache.forget()
-    for key in [k for k in store if k not in before]:
-        del store[key]
-
-
-offsets = iter(range(10**6))
-
-
-def checkout(customer_id: str, order: str, minutes: int = 0, **extra: Any) -> RawMessage:
-    body = {
-        "type": "checkout_confirmed",
-        "event_id": f"{order}-co",
-        "customer_id": customer_id,
-        "shop_id": "shop-1",
-        "occurred_at": (START + timedelta(minutes=minutes)).isoformat(),
-        "order_id": order,
-        "total": {"amount_minor": 5000, "currency": "IDR"},
-        "payment_method": "card",
-    }
-    key = customer_id.encode()
-    return RawMessage(
-        topic=SETTINGS.topic_checkouts,
-        partition=partition_for_key(key, SETTINGS.partitions),
-        offset=next(offsets),
-        timestamp_ms=None,
-        key=key,
-        value=orjson.dumps(body),
-        **extra,
-    )
-
-
-def same_partition_as(customer_id: str) -> str:
-    """Another customer id whose events go to the same partition."""
-    home = partition_for_key(customer_id.encode(), SETTINGS.partitions)
-    for n in range(1000):
-        other = f"{customer_id}-neighbour-{n}"
-        if partition_for_key(other.encode(), SETTINGS.partitions) == home:
-            return other
-    raise AssertionError("no neighbour found")
-
-
-def run_batch(*messages: RawMessage) -> None:
-    processor = customer.CustomerProcessor()
-    for msg in messages:
-        processor.apply(msg)
-    processor.end_batch()
-    processor.confirmed({})
-
-
-def stored(customer_id: str) -> Any:
-    value = customer.customers_table.data.get(customer_id.encode())
-    return None if value is None else decode_state(value)
+from tests.unit.agent_shell import (
+    SETTINGS,
+    Sink,
+    checkout,
+    run_batch,
+    same_partition_as,
+    stored,
+)
 
 
 def test_a_message_whose_detector_raises_is_dead_lettered_and_the_batch_goes_on(
