@@ -61,6 +61,7 @@ from streams.ingest import (
     Verdict,
     classify,
     dead_letter_for,
+    origin_of,
 )
 from streams.loop import ConsumeLoop
 from streams.partitioning import partition_for_key
@@ -604,7 +605,11 @@ def accept(msg: RawMessage, event: CustomerEvent | Watermark) -> None:
     partition = timers.of(msg.partition)
     if REPLAY:
         item = None if isinstance(event, Watermark) else (event, msg)
-        partition.buffer.add(msg.topic, msg.offset, event.occurred_at, item)
+        order = None
+        if msg.headers:  # a rerouted event takes its place by where it was first read
+            origin = origin_of(msg)
+            order = (origin.topic, origin.offset)
+        partition.buffer.add(msg.topic, msg.offset, event.occurred_at, item, order)
         if isinstance(event, Watermark):
             metrics.input_event(msg.topic, event.type, "processed").inc()
         for _at, held in partition.buffer.release():

@@ -31,6 +31,7 @@ app = faust.App(
     consumer_auto_offset_reset="earliest",
     # One fetch is one batch of hitrun's loop (streams/loop.py).
     broker_max_poll_records=settings.batch_size,
+    consumer_max_fetch_size=settings.fetch_max_bytes,
     datadir=settings.data_dir,
     store=settings.store,
     web_host=settings.web_host,

@@ -83,13 +83,18 @@ class ReorderBuffer:
     """Replay mode: releases one partition's events in event-time order, whatever the fetch order.
 
     Kafka fetches the input topics independently, so events of one partition
-    arrive interleaved differently on every run. Holding each event until every
-    watched topic has been read past its time (its own events or watermarks)
-    and releasing in (time, topic, offset) order makes a replay deterministic.
+    arrive interleaved differently on every run. Each event is held until every
+    watched topic has been read *past* its time (a later event or watermark of
+    each topic), so that every event of the same instant is in the buffer when
+    that instant is released, and released in one total order: (event time,
+    topic, offset), with a rerouted event ordered by its original topic and
+    offset. That order depends on the log alone, not on fetch or batch sizes,
+    worker count or restarts, so a replay is deterministic.
     """
 
     topics: tuple[str, ...]
-    _pending: list[tuple[datetime, str, int, object]] = field(default_factory=list)
+    # (time, ordering topic, ordering offset, topic, offset, item)
+    _pending: list[tuple[datetime, str, int, str, int, object]] = field(default_factory=list)
     _seen: dict[str, datetime] = field(default_factory=dict)
     # watermark(), kept up to date by add(): it is asked after every event.
     _mark: datetime | None = None
@@ -98,14 +103,26 @@ class ReorderBuffer:
     _held: dict[str, list[int]] = field(default_factory=dict)
     _released: dict[str, set[int]] = field(default_factory=dict)
 
-    def add(self, topic: str, offset: int, at: datetime, item: object | None) -> None:
-        """Record that `topic` has reached `at`; hold `item` (None for a bare watermark)."""
+    def add(
+        self,
+        topic: str,
+        offset: int,
+        at: datetime,
+        item: object | None,
+        order: tuple[str, int] | None = None,
+    ) -> None:
+        """Record that `topic` has reached `at`; hold `item` (None for a bare watermark).
+
+        `order` is the (topic, offset) that places the item among others of the
+        same instant (default its own).
+        """
         if topic in self.topics and (topic not in self._seen or at > self._seen[topic]):
             self._seen[topic] = at
             if len(self._seen) == len(self.topics):  # every watched topic has been read
                 self._mark = min(self._seen.values())
         if item is not None:
-            heapq.heappush(self._pending, (at, topic, offset, item))
+            by_topic, by_offset = order or (topic, offset)
+            heapq.heappush(self._pending, (at, by_topic, by_offset, topic, offset, item))
             heapq.heappush(self._held.setdefault(topic, []), offset)
 
     def watermark(self) -> datetime | None:
@@ -113,10 +130,14 @@ class ReorderBuffer:
         return self._mark
 
     def release(self) -> Iterator[tuple[datetime, object]]:
-        """Held items at or before the watermark, in (time, topic, offset) order."""
+        """Held items before the watermark, in (time, topic, offset) order.
+
+        An item at the watermark itself waits: a topic read up to that instant
+        may still have more events of the same instant to come.
+        """
         mark = self.watermark()
-        while mark is not None and self._pending and self._pending[0][0] <= mark:
-            at, topic, offset, item = heapq.heappop(self._pending)
+        while mark is not None and self._pending and self._pending[0][0] < mark:
+            at, _, _, topic, offset, item = heapq.heappop(self._pending)
             self._released.setdefault(topic, set()).add(offset)
             yield at, item
 
