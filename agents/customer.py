@@ -13,7 +13,7 @@ import logging
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import faust
@@ -36,6 +36,7 @@ from agents.risk import traits_of
 from agents.state import CustomerState, decode_state, encode_state, next_wake
 from agents.unpaid import UnpaidState
 from schemas.records import (
+    EARLIEST_TIME,
     CheckoutConfirmed,
     CustomerEvent,
     InquiryReceived,
@@ -63,7 +64,7 @@ from streams.ingest import (
     dead_letter_for,
     origin_of,
 )
-from streams.loop import ConsumeLoop
+from streams.loop import CaughtUp, ConsumeLoop
 from streams.partitioning import partition_for_key
 from streams.sink import Headers, OutRecord, RecordSink
 from streams.topics import bootstrap_servers
@@ -77,6 +78,7 @@ REPLAY = settings.clock_mode == "replay"
 # so that an event within the allowed lateness still finds its window open.
 LATENESS = settings.allowed_lateness
 MAX_CLOCK_SKEW = settings.max_clock_skew
+MAX_HELD = settings.max_held_events
 
 # A live alert is news for whoever reads the log; a replay's alerts are history
 # (tens of thousands per file, summarised by `hitrun replay`), logged at debug.
@@ -121,15 +123,22 @@ customers_table = CustomerTable(
 app.tables.add(customers_table)
 
 
+# Replay: the watermarked input topics decide the release. Live: the reroute
+# topic too, since its events join a partition's clock like any other input's.
+BUFFERED_TOPICS: tuple[str, ...] = (
+    settings.watermarked_topics
+    if REPLAY
+    else (*settings.watermarked_topics, settings.reroute_topic)
+)
+
+
 @dataclass
 class PartitionTimers:
     """The stream clock, deadline index and (replay mode) reorder buffer of one partition."""
 
     clock: PartitionClock = field(default_factory=PartitionClock)
     index: DeadlineIndex = field(default_factory=DeadlineIndex)
-    buffer: ReorderBuffer = field(
-        default_factory=lambda: ReorderBuffer(settings.watermarked_topics)
-    )
+    buffer: ReorderBuffer = field(default_factory=lambda: ReorderBuffer(BUFFERED_TOPICS))
 
 
 class Timers:
@@ -603,27 +612,60 @@ def accept(msg: RawMessage, event: CustomerEvent | Watermark) -> None:
         dead_letter(msg, Rejected(dead_letter_for(msg, error)))
         return
     partition = timers.of(msg.partition)
-    if REPLAY:
-        item = None if isinstance(event, Watermark) else (event, msg)
-        order = None
-        if msg.headers:  # a rerouted event takes its place by where it was first read
-            origin = origin_of(msg)
-            order = (origin.topic, origin.offset)
-        partition.buffer.add(msg.topic, msg.offset, event.occurred_at, item, order)
-        if isinstance(event, Watermark):
-            metrics.input_event(msg.topic, event.type, "processed").inc()
-        for _at, held in partition.buffer.release():
-            held_event, held_msg = cast(tuple[CustomerEvent, RawMessage], held)
-            apply(partition, held_event, held_msg)
-        mark = partition.buffer.watermark()
-        if mark is not None:
-            fire_due(partition, partition.clock.observe(mark))
-        return
+    item = None if isinstance(event, Watermark) else (event, msg)
+    order = None
+    if msg.headers:  # a rerouted event takes its place by where it was first read
+        origin = origin_of(msg)
+        order = (origin.topic, origin.offset)
+    partition.buffer.add(msg.topic, msg.offset, event.occurred_at, item, order)
     if isinstance(event, Watermark):
-        fire_due(partition, partition.clock.observe(event.occurred_at))
         metrics.input_event(msg.topic, event.type, "processed").inc()
-        return
-    apply(partition, event, msg)
+    if not REPLAY:
+        return  # released by settle() once the batch is read
+    for _at, held in partition.buffer.release():
+        apply_held(partition, held)
+    mark = partition.buffer.watermark()
+    if mark is not None:
+        fire_due(partition, partition.clock.observe(mark))
+
+
+def apply_held(partition: PartitionTimers, held: object) -> None:
+    held_event, held_msg = cast(tuple[CustomerEvent, RawMessage], held)
+    apply(partition, held_event, held_msg)
+
+
+def settle_live(number: int, partition: PartitionTimers, caught_up: CaughtUp) -> bool:
+    """Live mode: release the partition's held events up to its aligned clock.
+
+    The clock may advance to the minimum, over the partition's input topics
+    that still have unread records, of the latest event time read from each; a
+    topic read to its end holds nothing back. So a backlog on one topic never
+    makes another topic's events late, and a restart reads its backlog in
+    event-time order before deciding anything. At HITRUN_MAX_HELD_EVENTS held
+    events the oldest are applied anyway, as if the lagging topics had caught
+    up: their older events may then be dead-lettered as late_event.
+    """
+    buffer = partition.buffer
+    held_before, clock_before = len(buffer), partition.clock.now
+    mark: datetime | None = None  # None: nothing holds the partition back
+    for topic in BUFFERED_TOPICS:
+        if caught_up(TopicPartition(topic, number)):
+            continue
+        seen = buffer.seen(topic)
+        if seen is None:
+            mark = EARLIEST_TIME  # unread records, none read yet: hold everything
+            break
+        mark = seen if mark is None else min(mark, seen)
+    for _at, held in buffer.release_before(mark):
+        apply_held(partition, held)
+    while len(buffer) > MAX_HELD:
+        oldest = cast(datetime, buffer.oldest())
+        metrics.forced_releases.inc()
+        for _at, held in buffer.release_before(oldest + timedelta(microseconds=1)):
+            apply_held(partition, held)
+    if mark is not None and mark > EARLIEST_TIME:
+        fire_due(partition, partition.clock.observe(mark))
+    return len(buffer) != held_before or partition.clock.now != clock_before
 
 
 def dispatch(msg: RawMessage, verdict: Verdict) -> None:
@@ -677,6 +719,14 @@ class CustomerProcessor:
     def tick(self, partition: int, wall_ms: int) -> None:
         on_tick(partition, wall_ms)
 
+    def settle(self, caught_up: CaughtUp) -> bool:
+        if REPLAY:
+            return False
+        moved = False
+        for number, partition in list(timers.partitions.items()):
+            moved |= settle_live(number, partition, caught_up)
+        return moved
+
     def held(self) -> dict[TopicPartition, int]:
         held: dict[TopicPartition, int] = {}
         for number, partition in timers.partitions.items():
@@ -689,8 +739,7 @@ class CustomerProcessor:
 
     def confirmed(self, delivered: Mapping[TopicPartition, int]) -> None:
         cache.commit()
-        if REPLAY:
-            metrics.held_events.set(sum(len(p.buffer) for p in timers.partitions.values()))
+        metrics.held_events.set(sum(len(p.buffer) for p in timers.partitions.values()))
         store = customers_table.data
         for tp, offset in delivered.items():
             if tp.topic == changelog_topic_name:

@@ -136,10 +136,23 @@ class ReorderBuffer:
         may still have more events of the same instant to come.
         """
         mark = self.watermark()
-        while mark is not None and self._pending and self._pending[0][0] < mark:
+        if mark is not None:
+            yield from self.release_before(mark)
+
+    def seen(self, topic: str) -> datetime | None:
+        """The latest time read from `topic` (an event or a watermark); None before any."""
+        return self._seen.get(topic)
+
+    def release_before(self, mark: datetime | None) -> Iterator[tuple[datetime, object]]:
+        """Held items before `mark` (every item when None), in (time, topic, offset) order."""
+        while self._pending and (mark is None or self._pending[0][0] < mark):
             at, _, _, topic, offset, item = heapq.heappop(self._pending)
             self._released.setdefault(topic, set()).add(offset)
             yield at, item
+
+    def oldest(self) -> datetime | None:
+        """The time of the oldest held item."""
+        return self._pending[0][0] if self._pending else None
 
     def lowest_held(self) -> dict[str, int]:
         """Per topic, the lowest offset of an item still held (topics holding none are absent)."""

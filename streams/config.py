@@ -230,6 +230,9 @@ class Settings:
     # Live mode: an event stamped further than this ahead of the worker's wall
     # clock is dead-lettered as `from_future` and never moves the stream clock.
     max_clock_skew: timedelta = _setting("5m", parse_duration)
+    # Live mode: events held per partition while another input topic of the
+    # partition is behind (the aligned clock); past this the oldest are applied.
+    max_held_events: int = _setting("50000", _positive_int)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

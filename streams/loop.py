@@ -33,11 +33,18 @@ from streams.ingest import RawMessage
 log = logging.getLogger(__name__)
 
 
+CaughtUp = Callable[[TopicPartition], bool]
+
+
 class Processor(Protocol):
     """The customer agent as the loop sees it."""
 
     def apply(self, msg: RawMessage) -> None:
         """Apply one input record; queue what it produces in the sink."""
+
+    def settle(self, caught_up: CaughtUp) -> bool:
+        """The batch is read: apply the held events that `caught_up` now lets through;
+        True when anything was applied or a clock moved."""
 
     def tick(self, partition: int, wall_ms: int) -> None:
         """Live mode: move the partition's clock to wall time and fire what is due."""
@@ -185,6 +192,8 @@ class ConsumeLoop:
                 self.processor.apply(_raw(record))
                 self._next[tp] = record.offset + 1
                 applied += 1
+            if self.live and source.recovered():
+                applied += self.processor.settle(lambda tp: self.tp_caught_up(source, tp))
             ticked = self._tick(source)
             if not applied and not ticked:
                 return
@@ -217,17 +226,20 @@ class ConsumeLoop:
         Wall time may move a partition's clock only then: after an outage the
         deadlines fire once the records that could pay them have been read.
         """
-        for topic in self.clock_topics:
-            tp = TopicPartition(topic, partition)
-            end = source.highwater(tp)
-            if end is None:
-                return False  # no fetch response yet: unknown, so not caught up
-            done = self._next.get(tp)
-            if done is None:
-                done = source.start_offset(tp) or 0
-            if done < end:
-                return False
-        return True
+        return all(
+            self.tp_caught_up(source, TopicPartition(topic, partition))
+            for topic in self.clock_topics
+        )
+
+    def tp_caught_up(self, source: Source, tp: TopicPartition) -> bool:
+        """Has `tp` been applied up to its end offset (as the last fetch response gave it)?"""
+        end = source.highwater(tp)
+        if end is None:
+            return False  # no fetch response yet: unknown, so not caught up
+        done = self._next.get(tp)
+        if done is None:
+            done = source.start_offset(tp) or 0
+        return done >= end
 
     async def _publish(self) -> dict[TopicPartition, int]:
         """Send the batch's records and wait for the broker, retrying while it is away."""

@@ -129,8 +129,14 @@ class Metrics:
         self.processing_error = Children(self.processing_errors)
         self.held_events = Gauge(
             "hitrun_held_events",
-            "Replay mode: events read but held in the reorder buffers until every input topic "
-            "has passed their time (their offsets are not committed yet).",
+            "Events read but held until the partition's other input topics have passed their "
+            "time (replay: by watermarks; live: or been read to their end); not committed yet.",
+            registry=registry,
+        )
+        self.forced_releases = Counter(
+            "hitrun_held_events_forced_total",
+            "Live mode: times a partition held HITRUN_MAX_HELD_EVENTS events and applied its "
+            "oldest without waiting for a lagging input topic.",
             registry=registry,
         )
         self.consumer_lag = Gauge(

@@ -89,20 +89,47 @@ def checkout(customer_id: str, order: str, minutes: int = 0, **extra: Any) -> Ra
     )
 
 
-def same_partition_as(customer_id: str) -> str:
-    """Another customer id whose events go to the same partition."""
+def same_partition_as(customer_id: str, skip: int = 0) -> str:
+    """Another customer id whose events go to the same partition (the `skip`+1-th found)."""
     home = partition_for_key(customer_id.encode(), SETTINGS.partitions)
     for n in range(1000):
         other = f"{customer_id}-neighbour-{n}"
         if partition_for_key(other.encode(), SETTINGS.partitions) == home:
-            return other
+            if not skip:
+                return other
+            skip -= 1
     raise AssertionError("no neighbour found")
 
 
-def run_batch(*messages: RawMessage) -> None:
+def payment(customer_id: str, order: str, minutes: int = 0) -> RawMessage:
+    body = {
+        "type": "payment_attempted",
+        "event_id": f"{order}-pay",
+        "customer_id": customer_id,
+        "shop_id": "shop-1",
+        "occurred_at": (START + timedelta(minutes=minutes)).isoformat(),
+        "order_id": order,
+        "status": "succeeded",
+        "amount": {"amount_minor": 5000, "currency": "IDR"},
+        "method": "card",
+    }
+    key = customer_id.encode()
+    return RawMessage(
+        topic=SETTINGS.topic_payments,
+        partition=partition_for_key(key, SETTINGS.partitions),
+        offset=next(offsets),
+        timestamp_ms=None,
+        key=key,
+        value=orjson.dumps(body),
+    )
+
+
+def run_batch(*messages: RawMessage, caught_up: Any = lambda tp: True) -> None:
+    """Apply `messages` as one batch; by default every input is then read to its end."""
     processor = customer.CustomerProcessor()
     for msg in messages:
         processor.apply(msg)
+    processor.settle(caught_up)
     processor.end_batch()
     processor.confirmed({})
 

@@ -49,6 +49,9 @@ class FakeProcessor:
     def tick(self, partition: int, wall_ms: int) -> None:
         self.ticks.append(partition)
 
+    def settle(self, caught_up: Any) -> bool:
+        return False
+
     def held(self) -> Mapping[TopicPartition, int]:
         return self.holding
 
