@@ -86,6 +86,7 @@ def main() -> None:
                 "HITRUN_PARTITIONS": str(args.partitions),
                 "HITRUN_DATA_DIR": str(workdir / "state"),
                 "HITRUN_CLOCK_MODE": "replay",
+                "HITRUN_WATERMARK_KEY": uuid.uuid4().hex,
                 **topic_env(f"bench-replay-{tag}"),
             }
             events = 2 * args.transactions

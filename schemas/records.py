@@ -239,10 +239,15 @@ class Watermark:
     type: str = field(init=False, default="watermark")
     occurred_at: datetime
     source: str | None = None
+    signature: str | None = None
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Watermark:
-        return cls(occurred_at=parse_timestamp(d["occurred_at"]), source=d.get("source"))
+        return cls(
+            occurred_at=parse_timestamp(d["occurred_at"]),
+            source=d.get("source"),
+            signature=d.get("signature"),
+        )
 
 
 InputEvent = CustomerEvent | Watermark

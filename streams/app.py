@@ -83,4 +83,5 @@ ingest_rules = IngestRules(
     reroute_topic=settings.reroute_topic,
     partitions=settings.partitions,
     max_message_bytes=settings.max_message_bytes,
+    watermark_key=None if settings.watermark_key is None else settings.watermark_key.encode(),
 )

@@ -173,6 +173,9 @@ class Settings:
     log_level: str = _setting("info", _choice("debug", "info", "warning", "error"))
     log_json: bool = _setting("false", _boolean)
     admin_token: str | None = _setting(None, _non_empty, secret=True)
+    # Shared by the workers and `hitrun replay`, which signs its watermarks with
+    # it (streams/watermarks.py); required in replay mode.
+    watermark_key: str | None = _setting(None, _non_empty, secret=True)
     commit_interval: timedelta = _setting("1s", parse_duration)
     # How long the group waits for a worker that died without leaving before
     # moving its partitions to the others.
@@ -254,6 +257,11 @@ class Settings:
         return settings
 
     def _check(self) -> None:
+        if self.clock_mode == "replay" and self.watermark_key is None:
+            raise SettingsError(
+                "HITRUN_WATERMARK_KEY: required in replay mode; the workers accept only "
+                "watermarks signed with it, and `hitrun replay` signs with the same key"
+            )
         if not 2 <= self.churn_min_purchases <= self.churn_max_purchases:
             raise SettingsError(
                 "HITRUN_CHURN_MIN_PURCHASES: must be at least 2 and at most "

@@ -82,6 +82,12 @@ class FromFuture(InputRejected):
     reason = "from_future"
 
 
+class Unauthenticated(InputRejected):
+    """A message only an authenticated writer may send (a watermark) without a valid signature."""
+
+    reason = "unauthenticated"
+
+
 class Misrouted(InputRejected):
     """Still in the wrong partition after being rerouted once: a partition-count mismatch."""
 
@@ -105,5 +111,6 @@ REASONS: tuple[str, ...] = tuple(
         Misrouted,
         ProcessingError,
         FromFuture,
+        Unauthenticated,
     )
 )

@@ -11,8 +11,9 @@ import orjson
 
 from schemas.records import DeadLetter, InputEvent, SourceCoordinates, Watermark
 from streams.codec import decode_input
-from streams.errors import InputRejected, Misrouted
+from streams.errors import InputRejected, Misrouted, Unauthenticated
 from streams.partitioning import partition_for_key
+from streams.watermarks import verify
 
 # Header carrying where a rerouted message was first read, so that a later dead
 # letter still points at the producer's original record.
@@ -63,6 +64,8 @@ class IngestRules:
     reroute_topic: str
     partitions: int
     max_message_bytes: int
+    # The key watermarks must be signed with (None: every watermark is refused).
+    watermark_key: bytes | None = None
 
 
 def classify(msg: RawMessage, rules: IngestRules) -> Verdict:
@@ -75,6 +78,16 @@ def classify(msg: RawMessage, rules: IngestRules) -> Verdict:
         event = decode_input(msg.value, msg.key, accepted or frozenset(), rules.max_message_bytes)
         if isinstance(event, Watermark):
             # A watermark speaks for the partition it was written to: no customer, no reroute.
+            refused = verify(
+                rules.watermark_key,
+                msg.topic,
+                msg.partition,
+                event.occurred_at,
+                event.source,
+                event.signature,
+            )
+            if refused is not None:
+                raise Unauthenticated(refused)
             return Accepted(event)
         # decode_input has checked that the key is the customer id.
         home = partition_for_key(event.customer_id.encode(), rules.partitions)

@@ -16,6 +16,7 @@ from aiokafka import AIOKafkaProducer
 from streams.config import Settings
 from streams.simulate import PARTITIONERS, SimMessage
 from streams.topics import bootstrap_servers
+from streams.watermarks import signature
 
 
 @dataclass
@@ -67,11 +68,16 @@ async def publish_watermarks(settings: Settings, at: datetime, source: str = "hi
 async def _send_mark(
     producer: AIOKafkaProducer, settings: Settings, mark: Mark
 ) -> list[asyncio.Future[Any]]:
-    value = orjson.dumps(
-        {"type": "watermark", "occurred_at": mark.at.isoformat(), "source": mark.source}
-    )
+    if settings.watermark_key is None:
+        raise ValueError("HITRUN_WATERMARK_KEY is needed to write watermarks the workers accept")
+    key = settings.watermark_key.encode()
+    body = {"type": "watermark", "occurred_at": mark.at.isoformat(), "source": mark.source}
     return [
-        await producer.send(topic, value, partition=p)
+        await producer.send(
+            topic,
+            orjson.dumps(body | {"signature": signature(key, topic, p, mark.at, mark.source)}),
+            partition=p,
+        )
         for topic in settings.watermarked_topics
         for p in range(settings.partitions)
     ]

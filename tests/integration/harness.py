@@ -27,6 +27,8 @@ def unique_env(bootstrap: str, data_dir: Path, **overrides: str) -> dict[str, st
         "HITRUN_PARTITIONS": "4",
         "HITRUN_DATA_DIR": str(data_dir / "state"),
         "HITRUN_COMMIT_INTERVAL": "200ms",
+        # The replay tool and the workers share it; watermarks are signed with it.
+        "HITRUN_WATERMARK_KEY": f"test-key-{tag}",
     }
     env.update(overrides)
     return env
