@@ -6,7 +6,9 @@ import argparse
 import asyncio
 import base64
 import contextlib
+import ctypes
 import os
+import random
 import shutil
 import signal
 import socket
@@ -18,6 +20,8 @@ from pathlib import Path
 from types import TracebackType
 
 POM = Path(__file__).resolve().parent / "kafka" / "pom.xml"
+EPHEMERAL_RANGE = "/proc/sys/net/ipv4/ip_local_port_range"
+PR_SET_PDEATHSIG = 1
 KAFKA_VERSION = "4.1.1"
 READY_TOPIC = "__hitrun_ready"
 
@@ -61,11 +65,50 @@ def fetch() -> Path:
     return libs
 
 
+def ephemeral_ports() -> tuple[int, int]:
+    """The kernel's range of ports for outgoing connections (Linux; a common default elsewhere)."""
+    try:
+        low, high = (int(n) for n in Path(EPHEMERAL_RANGE).read_text().split())
+    except (OSError, ValueError):
+        return 32768, 60999
+    return low, high
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
+    """A TCP port on loopback, below the kernel's ephemeral range, that nothing is bound to.
+
+    Not an ephemeral port (binding port 0 gives one): a client reconnecting to
+    a port in that range while its server is down can be given that very port
+    as its own source port and connect to itself (TCP simultaneous open), and
+    then the restarted server cannot bind it.
+    """
+    low, _ = ephemeral_ports()
+    first, last = (20_000, low - 1) if low > 21_000 else (1_025, max(low - 1, 1_025))
+    for _ in range(500):
+        port = random.randint(first, last)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
         return port
+    raise BrokerError(f"no free port found in {first}-{last}")
+
+
+def die_with_parent() -> None:
+    """In a child before exec: the kernel SIGKILLs it when the thread that started it ends.
+
+    So a broker or worker started by a test run or the demo does not outlive
+    it, even when that run is SIGKILLed. Linux only (elsewhere a no-op). The
+    signal follows the starting *thread*: start long-lived children from the
+    main thread.
+    """
+    if _prctl is not None:
+        _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+# Looked up once here: between fork and exec the child should only call it.
+_prctl = ctypes.CDLL(None, use_errno=True).prctl if sys.platform == "linux" else None
 
 
 def _pid_alive(pid: int) -> bool:
@@ -106,11 +149,17 @@ class LocalKafka:
         port: int = 9092,
         controller_port: int | None = None,
         heap_mb: int = 512,
+        die_with_parent: bool = True,
     ) -> None:
         self.data_dir = Path(data_dir).resolve()
         self.port = port
         self.controller_port = controller_port or free_port()
+        while self.controller_port == self.port:
+            self.controller_port = free_port()
         self.heap_mb = heap_mb
+        # A broker of a test run or the demo ends with its starter; one started by
+        # `python -m dev.localkafka start` (make kafka-start) is meant to outlive it.
+        self.die_with_parent = die_with_parent
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -254,6 +303,7 @@ class LocalKafka:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
+            preexec_fn=die_with_parent if self.die_with_parent else None,
         )
         out.close()
         self.pid_file.write_text(str(self.process.pid))
@@ -373,7 +423,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "fetch":
         print(fetch())
         return 0
-    broker = LocalKafka(args.data_dir, port=getattr(args, "port", 9092))
+    # A broker started without --foreground outlives this command (make kafka-start).
+    detached = args.command == "start" and not args.foreground
+    broker = LocalKafka(
+        args.data_dir, port=getattr(args, "port", 9092), die_with_parent=not detached
+    )
     if args.command == "start":
         started = time.monotonic()
         print(f"{broker.start()} ready in {time.monotonic() - started:.1f}s (pid {broker.pid})")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,6 +13,8 @@ from pathlib import Path
 from types import TracebackType
 
 from prometheus_client.parser import text_string_to_metric_families
+
+from dev.localkafka import die_with_parent, free_port
 
 TOPIC_SETTINGS = (
     "checkouts",
@@ -36,14 +37,6 @@ def topic_env(prefix: str) -> dict[str, str]:
         f"HITRUN_TOPIC_{role.upper()}": f"{prefix}.{role.replace('_', '-')}"
         for role in TOPIC_SETTINGS
     }
-
-
-def free_port() -> int:
-    """A TCP port on loopback that nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def stop_group(process: subprocess.Popen[bytes], timeout: float) -> int:
@@ -93,6 +86,8 @@ class WorkerProcess:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            # The worker ends with the test run, benchmark or demo that started it.
+            preexec_fn=die_with_parent,
         )
         log.close()
         return self
