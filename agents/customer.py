@@ -51,7 +51,13 @@ from streams.app import (
     metrics,
     settings,
 )
-from streams.clock import DeadlineIndex, PartitionClock, ReorderBuffer
+from streams.clock import (
+    DeadlineIndex,
+    PartitionClock,
+    ReorderBuffer,
+    decode_clock,
+    encode_clock,
+)
 from streams.codec import encode
 from streams.errors import FromFuture, LateEvent, ProcessingError
 from streams.ingest import (
@@ -103,7 +109,20 @@ class CustomerTable(faust.Table):
     """
 
     def partition_for_key(self, key: Any) -> int:
+        if key.startswith(CLOCK_KEY_PREFIX):  # a partition's own clock record
+            return int(key[len(CLOCK_KEY_PREFIX) :])
         return partition_for_key(key, settings.partitions)
+
+
+# The table also holds one record per partition: its stream clock and the latest
+# time read from each input topic, so a restarted worker neither forgets what it
+# had reached (and accepts what it refused) nor waits on topics it had finished.
+# Customer ids cannot contain a space, so these keys never meet a customer's.
+CLOCK_KEY_PREFIX = b"hitrun clock "
+
+
+def clock_key(partition: int) -> bytes:
+    return CLOCK_KEY_PREFIX + str(partition).encode()
 
 
 customers_table = CustomerTable(
@@ -139,6 +158,8 @@ class PartitionTimers:
     clock: PartitionClock = field(default_factory=PartitionClock)
     index: DeadlineIndex = field(default_factory=DeadlineIndex)
     buffer: ReorderBuffer = field(default_factory=lambda: ReorderBuffer(BUFFERED_TOPICS))
+    # The clock record as last written to the table (None: never).
+    persisted: bytes | None = None
 
 
 class Timers:
@@ -176,7 +197,14 @@ class Timers:
         for timers in self.partitions.values():
             timers.index = DeadlineIndex()
         open_orders = blacklisted = customers = 0
+        store = customers_table.data
+        for number in owned:
+            persisted = store.get(clock_key(number))
+            if persisted is not None:
+                self._restore_clock(number, persisted)
         for key, value in customers_table.items():
+            if key.startswith(CLOCK_KEY_PREFIX):
+                continue
             partition = partition_for_key(key, settings.partitions)
             if partition not in owned or value is None:
                 continue
@@ -197,6 +225,18 @@ class Timers:
         metrics.blacklisted.set(blacklisted)
         self.indexed = True
         log.info("deadline index rebuilt: %d customers in partitions %s", customers, sorted(owned))
+
+    def _restore_clock(self, number: int, persisted: bytes) -> None:
+        try:
+            clock, seen = decode_clock(persisted)
+        except ValueError as exc:
+            metrics.processing_error("rebuild", type(exc).__name__).inc()
+            log.error("the clock of partition %d cannot be decoded: %s", number, exc)
+            return
+        timers = self.partitions.setdefault(number, PartitionTimers())
+        timers.clock = clock
+        timers.buffer.restore_seen(seen)
+        timers.persisted = persisted
 
 
 def next_due(state: CustomerState) -> datetime | None:
@@ -734,13 +774,26 @@ class CustomerProcessor:
                 held[TopicPartition(topic, number)] = offset
         return held
 
+    def __init__(self) -> None:
+        self._clock_writes: list[tuple[bytes, bytes]] = []
+
     def end_batch(self) -> None:
         cache.stage()
+        for number, partition in timers.partitions.items():
+            record = encode_clock(partition.clock, partition.buffer.seen_times())
+            if record != partition.persisted:
+                partition.persisted = record
+                key = clock_key(number)
+                self._clock_writes.append((key, record))
+                sink.put(OutRecord(changelog_topic_name, key, record, number))
 
     def confirmed(self, delivered: Mapping[TopicPartition, int]) -> None:
         cache.commit()
-        metrics.held_events.set(sum(len(p.buffer) for p in timers.partitions.values()))
         store = customers_table.data
+        for key, record in self._clock_writes:
+            store[key] = record
+        self._clock_writes.clear()
+        metrics.held_events.set(sum(len(p.buffer) for p in timers.partitions.values()))
         for tp, offset in delivered.items():
             if tp.topic == changelog_topic_name:
                 # What Faust does after each changelog send: a persistent store
@@ -751,6 +804,7 @@ class CustomerProcessor:
         cache.forget()
         sink.discard()
         timers.clear()
+        self._clock_writes.clear()
 
 
 def stop_without_commit(exc: BaseException) -> None:

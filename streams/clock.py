@@ -7,6 +7,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+import orjson
+
 
 @dataclass
 class PartitionClock:
@@ -36,6 +38,34 @@ class PartitionClock:
     def is_late(self, moment: datetime, lateness: timedelta) -> bool:
         """Is an event at `moment` older than the partition's event time by more than `lateness`?"""
         return self.events is not None and moment < self.events - lateness
+
+
+def encode_clock(clock: PartitionClock, seen: dict[str, datetime]) -> bytes:
+    """A partition's stream clock and the latest time read from each input topic, as JSON."""
+    return orjson.dumps(
+        {
+            "v": 1,
+            "now": None if clock.now is None else clock.now.isoformat(),
+            "events": None if clock.events is None else clock.events.isoformat(),
+            "seen": {topic: at.isoformat() for topic, at in sorted(seen.items())},
+        }
+    )
+
+
+def decode_clock(data: bytes) -> tuple[PartitionClock, dict[str, datetime]]:
+    """The clock and per-topic times `encode_clock` wrote; raises ValueError for anything else."""
+    try:
+        record = orjson.loads(data)
+        if record.get("v") != 1:
+            raise ValueError(f"unknown clock record version {record.get('v')!r}")
+        clock = PartitionClock(
+            now=None if record["now"] is None else datetime.fromisoformat(record["now"]),
+            events=None if record["events"] is None else datetime.fromisoformat(record["events"]),
+        )
+        seen = {topic: datetime.fromisoformat(at) for topic, at in record["seen"].items()}
+    except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(f"not a clock record: {exc!r}") from None
+    return clock, seen
 
 
 @dataclass
@@ -164,6 +194,15 @@ class ReorderBuffer:
             if held:
                 lowest[topic] = held[0]
         return lowest
+
+    def seen_times(self) -> dict[str, datetime]:
+        """The latest time read from each topic, for persisting the partition's clock."""
+        return dict(self._seen)
+
+    def restore_seen(self, seen: dict[str, datetime]) -> None:
+        """Take back the latest times read (persisted before a restart)."""
+        for topic, at in seen.items():
+            self.add(topic, -1, at, None)
 
     def __len__(self) -> int:
         return len(self._pending)

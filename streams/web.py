@@ -15,6 +15,7 @@ from faust import web
 
 from agents import retention
 from agents.customer import (
+    CLOCK_KEY_PREFIX,
     consume_loop,
     customers_table,
     policies,
@@ -60,7 +61,9 @@ async def readyz(self: web.View, request: web.Request) -> web.Response:
 @app.table_route(table=customers_table, match_info="customer_id")
 async def customer(self: web.View, request: web.Request, customer_id: str) -> web.Response:
     """The customer's open orders, strikes and blacklist status, from the worker that owns them."""
-    stored = customers_table.get(customer_id.encode())
+    key = customer_id.encode()
+    # The table's per-partition clock records are not customers.
+    stored = None if key.startswith(CLOCK_KEY_PREFIX) else customers_table.get(key)
     if stored is None:
         return self.json({"error": "unknown customer", "customer_id": customer_id}, status=404)
     state = decode_state(stored)

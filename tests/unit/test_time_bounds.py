@@ -7,12 +7,13 @@ from datetime import UTC, datetime, timedelta
 
 import orjson
 import pytest
+from aiokafka import TopicPartition
 
 import agents.customer as customer
 from schemas.records import EARLIEST_TIME, LATEST_TIME
 from streams.codec import decode_input
 from streams.errors import SchemaViolation
-from tests.unit.agent_shell import Sink, checkout, run_batch, same_partition_as
+from tests.unit.agent_shell import SETTINGS, Sink, checkout, run_batch, same_partition_as
 
 ACCEPTED = frozenset({"checkout_confirmed"})
 
@@ -76,3 +77,21 @@ def test_a_live_event_far_ahead_of_wall_time_is_dead_lettered_and_moves_no_clock
     assert strikes == []  # the victim's order did not expire
     clock = customer.stream_clock("fut-victim")
     assert clock is not None and clock < now + timedelta(minutes=5)
+
+
+def test_a_restarted_worker_takes_its_partitions_clock_back_from_the_table(
+    sink: Sink, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run_batch(checkout("clock-a", "o-a", 30))
+    before = customer.stream_clock("clock-a")
+    assert before is not None
+    partition = checkout("clock-a", "x").partition
+    owned = {TopicPartition(SETTINGS.topic_checkouts, partition)}
+    monkeypatch.setattr(customer.app.assignor, "assigned_actives", lambda: owned)
+    assert customer.customers_table.data[customer.clock_key(partition)]
+    # A new assignment forgets every clock; the rebuild reads them back from the store.
+    customer.timers.clear()
+    customer.timers.of(partition)
+    assert customer.stream_clock("clock-a") == before
+    # And the clock record is no customer: the rebuild does not try to decode it as one.
+    assert customer.metrics.value("hitrun_processing_errors_total", stage="rebuild") == 0

@@ -1,0 +1,54 @@
+"""The chaos comparison notices every kind of difference, so a chaos test cannot pass vacuously."""
+
+from __future__ import annotations
+
+import orjson
+
+from dev.chaos import Outputs, compare
+
+
+def alert(alert_id: str, order: str = "o1", kind: str = "order_expired") -> bytes:
+    return orjson.dumps(
+        {"alert_id": alert_id, "type": kind, "customer_id": "c1", "order_id": order}
+    )
+
+
+def outputs(*alerts: bytes, status: dict[bytes, bytes | None] | None = None) -> Outputs:
+    out = Outputs(inputs=10, status=status or {})
+    for body in alerts:
+        out.alerts.setdefault(orjson.loads(body)["alert_id"], []).append(body)
+    return out
+
+
+def test_equal_runs_compare_equal_and_duplicates_with_the_same_body_are_allowed() -> None:
+    clean = outputs(alert("a"), alert("b", "o2"))
+    chaos = outputs(alert("a"), alert("b", "o2"), alert("b", "o2"))
+    report = compare("replay", clean, chaos, kills=5, outages=0)
+    assert report.equal
+    assert report.duplicated == 1
+    assert report.clean_alerts == 2
+    assert report.alert_types == {"order_expired": 2}
+
+
+def test_a_lost_alert_is_reported() -> None:
+    report = compare("live", outputs(alert("a"), alert("b")), outputs(alert("a")), 5, 0)
+    assert report.lost == ["b"] and not report.equal
+    assert any(e.startswith("lost order_expired") for e in report.examples)
+
+
+def test_an_extra_alert_is_reported() -> None:
+    report = compare("live", outputs(alert("a")), outputs(alert("a"), alert("x")), 5, 0)
+    assert report.extra == ["x"] and not report.equal
+
+
+def test_a_differing_body_is_reported_even_among_duplicates() -> None:
+    clean = outputs(alert("a", "o1"))
+    chaos = outputs(alert("a", "o1"), alert("a", "o9"))
+    report = compare("live", clean, chaos, 5, 0)
+    assert report.differing == ["a"] and not report.equal
+
+
+def test_a_different_final_blacklist_status_is_reported() -> None:
+    clean = outputs(alert("a"), status={b"c1": b'{"listings":[1]}'})
+    chaos = outputs(alert("a"), status={b"c1": None})
+    assert compare("outage", clean, chaos, 0, 1).status_differing == 1
