@@ -51,13 +51,7 @@ from streams.app import (
     metrics,
     settings,
 )
-from streams.clock import (
-    DeadlineIndex,
-    PartitionClock,
-    ReorderBuffer,
-    decode_clock,
-    encode_clock,
-)
+from streams.clock import ClockRecord, DeadlineIndex, PartitionClock, ReorderBuffer
 from streams.codec import encode
 from streams.errors import FromFuture, LateEvent, ProcessingError
 from streams.ingest import (
@@ -160,6 +154,17 @@ class PartitionTimers:
     buffer: ReorderBuffer = field(default_factory=lambda: ReorderBuffer(BUFFERED_TOPICS))
     # The clock record as last written to the table (None: never).
     persisted: bytes | None = None
+    # Next offset read per input topic, and the bound below which every event read
+    # has been applied (None: all of them); persisted in the clock record.
+    read_next: dict[str, int] = field(default_factory=dict)
+    released_before: datetime | None = EARLIEST_TIME
+    # The clock record this partition was restored from after an assignment.
+    restored: ClockRecord | None = None
+
+    def record(self) -> ClockRecord:
+        return ClockRecord(
+            self.clock, self.buffer.seen_times(), dict(self.read_next), self.released_before
+        )
 
 
 class Timers:
@@ -228,14 +233,17 @@ class Timers:
 
     def _restore_clock(self, number: int, persisted: bytes) -> None:
         try:
-            clock, seen = decode_clock(persisted)
+            record = ClockRecord.decode(persisted)
         except ValueError as exc:
             metrics.processing_error("rebuild", type(exc).__name__).inc()
             log.error("the clock of partition %d cannot be decoded: %s", number, exc)
             return
         timers = self.partitions.setdefault(number, PartitionTimers())
-        timers.clock = clock
-        timers.buffer.restore_seen(seen)
+        timers.clock = record.clock
+        timers.buffer.restore_seen(record.seen)
+        timers.read_next = dict(record.read_next)
+        timers.released_before = record.released_before
+        timers.restored = record
         timers.persisted = persisted
 
 
@@ -652,6 +660,13 @@ def accept(msg: RawMessage, event: CustomerEvent | Watermark) -> None:
         dead_letter(msg, Rejected(dead_letter_for(msg, error)))
         return
     partition = timers.of(msg.partition)
+    restored = partition.restored
+    if restored is not None and restored.already_applied(
+        msg.topic, msg.offset, None if isinstance(event, Watermark) else event.occurred_at
+    ):
+        # Read again after a restart, applied before it: its effects are stored.
+        metrics.input_event(msg.topic, event.type, "duplicate").inc()
+        return
     item = None if isinstance(event, Watermark) else (event, msg)
     order = None
     if msg.headers:  # a rerouted event takes its place by where it was first read
@@ -665,6 +680,7 @@ def accept(msg: RawMessage, event: CustomerEvent | Watermark) -> None:
     for _at, held in partition.buffer.release():
         apply_held(partition, held)
     mark = partition.buffer.watermark()
+    partition.released_before = mark or EARLIEST_TIME
     if mark is not None:
         fire_due(partition, partition.clock.observe(mark))
 
@@ -698,11 +714,14 @@ def settle_live(number: int, partition: PartitionTimers, caught_up: CaughtUp) ->
         mark = seen if mark is None else min(mark, seen)
     for _at, held in buffer.release_before(mark):
         apply_held(partition, held)
+    partition.released_before = mark
     while len(buffer) > MAX_HELD:
         oldest = cast(datetime, buffer.oldest())
         metrics.forced_releases.inc()
-        for _at, held in buffer.release_before(oldest + timedelta(microseconds=1)):
+        forced = oldest + timedelta(microseconds=1)
+        for _at, held in buffer.release_before(forced):
             apply_held(partition, held)
+        partition.released_before = max(forced, partition.released_before or forced)
     if mark is not None and mark > EARLIEST_TIME:
         fire_due(partition, partition.clock.observe(mark))
     return len(buffer) != held_before or partition.clock.now != clock_before
@@ -747,6 +766,7 @@ class CustomerProcessor:
     """The agent as streams/loop.py drives it: apply records and ticks, stage, confirm, reset."""
 
     def apply(self, msg: RawMessage) -> None:
+        timers.of(msg.partition).read_next[msg.topic] = msg.offset + 1
         try:
             verdict = classify(msg, ingest_rules)
         except Exception as exc:  # classify refuses bad input itself; this is a bug in it
@@ -780,7 +800,7 @@ class CustomerProcessor:
     def end_batch(self) -> None:
         cache.stage()
         for number, partition in timers.partitions.items():
-            record = encode_clock(partition.clock, partition.buffer.seen_times())
+            record = partition.record().encode()
             if record != partition.persisted:
                 partition.persisted = record
                 key = clock_key(number)
@@ -826,8 +846,12 @@ def stop_without_commit(exc: BaseException) -> None:
     os._exit(EXIT_BATCH_FAILED)
 
 
-sink = RecordSink(bootstrap_servers(settings), client_id=f"{settings.app_id}-sink")
 changelog_topic_name = customers_table.changelog_topic.get_topic_name()
+sink = RecordSink(
+    bootstrap_servers(settings),
+    client_id=f"{settings.app_id}-sink",
+    state_topics=frozenset({changelog_topic_name}),
+)
 
 consume_loop = ConsumeLoop(
     CustomerProcessor(),

@@ -40,32 +40,64 @@ class PartitionClock:
         return self.events is not None and moment < self.events - lateness
 
 
-def encode_clock(clock: PartitionClock, seen: dict[str, datetime]) -> bytes:
-    """A partition's stream clock and the latest time read from each input topic, as JSON."""
-    return orjson.dumps(
-        {
-            "v": 1,
-            "now": None if clock.now is None else clock.now.isoformat(),
-            "events": None if clock.events is None else clock.events.isoformat(),
-            "seen": {topic: at.isoformat() for topic, at in sorted(seen.items())},
-        }
-    )
+@dataclass
+class ClockRecord:
+    """What a partition persists with its customers' states, read back after a restart.
 
+    `clock` and `seen` (the latest time read from each input topic) keep the
+    partition's stream time. `read_next` (per topic, the next offset read) and
+    `released_before` (every event read before this time has been applied;
+    None: every event read) tell which records read again after a restart were
+    applied already, so they are skipped instead of judged late.
+    """
 
-def decode_clock(data: bytes) -> tuple[PartitionClock, dict[str, datetime]]:
-    """The clock and per-topic times `encode_clock` wrote; raises ValueError for anything else."""
-    try:
-        record = orjson.loads(data)
-        if record.get("v") != 1:
-            raise ValueError(f"unknown clock record version {record.get('v')!r}")
-        clock = PartitionClock(
-            now=None if record["now"] is None else datetime.fromisoformat(record["now"]),
-            events=None if record["events"] is None else datetime.fromisoformat(record["events"]),
+    clock: PartitionClock
+    seen: dict[str, datetime]
+    read_next: dict[str, int] = field(default_factory=dict)
+    released_before: datetime | None = None
+
+    def encode(self) -> bytes:
+        return orjson.dumps(
+            {
+                "v": 1,
+                "now": _iso(self.clock.now),
+                "events": _iso(self.clock.events),
+                "seen": {topic: at.isoformat() for topic, at in sorted(self.seen.items())},
+                "read_next": dict(sorted(self.read_next.items())),
+                "released_before": _iso(self.released_before),
+            }
         )
-        seen = {topic: datetime.fromisoformat(at) for topic, at in record["seen"].items()}
-    except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
-        raise ValueError(f"not a clock record: {exc!r}") from None
-    return clock, seen
+
+    @classmethod
+    def decode(cls, data: bytes) -> ClockRecord:
+        """Raises ValueError for anything `encode` did not write."""
+        try:
+            record = orjson.loads(data)
+            if record.get("v") != 1:
+                raise ValueError(f"unknown clock record version {record.get('v')!r}")
+            return cls(
+                clock=PartitionClock(now=_time(record["now"]), events=_time(record["events"])),
+                seen={topic: datetime.fromisoformat(at) for topic, at in record["seen"].items()},
+                read_next={topic: int(n) for topic, n in record["read_next"].items()},
+                released_before=_time(record["released_before"]),
+            )
+        except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
+            raise ValueError(f"not a clock record: {exc!r}") from None
+
+    def already_applied(self, topic: str, offset: int, at: datetime | None) -> bool:
+        """Was the record at `offset` of `topic` (event time `at`; None for a watermark)
+        applied before this record was written?"""
+        if offset >= self.read_next.get(topic, 0):
+            return False  # not read then
+        return at is None or self.released_before is None or at < self.released_before
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.isoformat()
+
+
+def _time(text: str | None) -> datetime | None:
+    return None if text is None else datetime.fromisoformat(text)
 
 
 @dataclass

@@ -41,9 +41,20 @@ class OutRecord:
 class RecordSink:
     """Collects records with `put`; `flush` sends them and returns the last offset per partition."""
 
-    def __init__(self, bootstrap_servers: list[str], client_id: str) -> None:
+    def __init__(
+        self,
+        bootstrap_servers: list[str],
+        client_id: str,
+        state_topics: frozenset[str] = frozenset(),
+    ) -> None:
         self._bootstrap = bootstrap_servers
         self._client_id = client_id
+        # Records of these topics (the table's changelog) are sent only once
+        # every other record of the flush is delivered: a crash in between then
+        # leaves outputs without the state that says they were sent, and the
+        # input is processed again (the same alert ids), never the other way
+        # round (state saying "done" for alerts that never reached the broker).
+        self._state_topics = state_topics
         self._producer: AIOKafkaProducer | None = None
         self._records: list[OutRecord] = []
         # Records of a failed flush, by (topic, partition), and the offsets a
@@ -114,9 +125,19 @@ class RecordSink:
             if partition is None:
                 partition = await self._partition_of(producer, record.topic, record.key)
             undelivered.setdefault((record.topic, partition), []).append(record)
+        outputs = [key for key in undelivered if key[0] not in self._state_topics]
+        await self._send(producer, outputs)
+        await self._send(producer, list(undelivered))
+        last, self._delivered = self._delivered, {}
+        return last
+
+    async def _send(self, producer: AIOKafkaProducer, keys: list[tuple[str, int]]) -> None:
+        """Send the undelivered records of these partitions; raise if any is not delivered."""
+        undelivered = self._undelivered
         sent: list[tuple[tuple[str, int], list[Sent]]] = []
         failure: BaseException | None = None
-        for (topic, partition), group in undelivered.items():
+        for topic, partition in keys:
+            group = undelivered[topic, partition]
             try:
                 sent.append(
                     (
@@ -138,8 +159,6 @@ class RecordSink:
             del undelivered[key]
         if failure is not None:
             raise failure
-        last, self._delivered = self._delivered, {}
-        return last
 
     @staticmethod
     async def _send_partition(

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import TopicPartition
+from aiokafka.errors import KafkaConnectionError
 
 from streams.partitioning import partition_for_key
 from streams.sink import OutRecord, RecordSink
@@ -105,3 +106,45 @@ def test_each_topic_partition_gets_its_own_batch_and_headers_travel_with_the_rec
 def test_an_empty_flush_sends_nothing() -> None:
     producer, last = flush([])
     assert producer.sent == [] and last == {}
+
+
+class FlakyProducer(FakeProducer):
+    """Fails the deliveries of `failing` topics until told otherwise; records what it sent."""
+
+    def __init__(self, failing: set[str]) -> None:
+        super().__init__(room=100, partitions=2)
+        self.failing = failing
+
+    async def send_batch(
+        self, batch: FakeBatch, topic: str, *, partition: int
+    ) -> asyncio.Future[Delivered]:
+        future = await super().send_batch(batch, topic, partition=partition)
+        if topic in self.failing:
+            failed: asyncio.Future[Delivered] = asyncio.get_running_loop().create_future()
+            failed.set_exception(KafkaConnectionError())
+            return failed
+        return future
+
+
+def test_state_records_are_sent_only_after_every_output_is_delivered() -> None:
+    sink = RecordSink(["127.0.0.1:1"], client_id="t", state_topics=frozenset({"changelog"}))
+    producer = FlakyProducer(failing={"alerts"})
+    sink._producer = producer  # type: ignore[assignment]
+    sink.put(OutRecord("changelog", b"c1", b"state", partition=0))
+    sink.put(OutRecord("alerts", b"c1", b"alert", partition=1))
+
+    async def run() -> None:
+        try:
+            await sink.flush()
+        except KafkaConnectionError:
+            pass
+        else:
+            raise AssertionError("an undelivered alert must fail the flush")
+        # The alert was not delivered: the state that says it was sent was not sent at all.
+        assert [t for t, _, _ in producer.sent] == ["alerts"]
+        producer.failing.clear()
+        last = await sink.flush()  # the broker is back: both go, the alert first
+        assert [t for t, _, _ in producer.sent] == ["alerts", "alerts", "changelog"]
+        assert set(last) == {TopicPartition("alerts", 1), TopicPartition("changelog", 0)}
+
+    asyncio.run(run())

@@ -13,7 +13,7 @@ import agents.customer as customer
 from schemas.records import EARLIEST_TIME, LATEST_TIME
 from streams.codec import decode_input
 from streams.errors import SchemaViolation
-from tests.unit.agent_shell import SETTINGS, Sink, checkout, run_batch, same_partition_as
+from tests.unit.agent_shell import SETTINGS, Sink, checkout, run_batch, same_partition_as, stored
 
 ACCEPTED = frozenset({"checkout_confirmed"})
 
@@ -95,3 +95,31 @@ def test_a_restarted_worker_takes_its_partitions_clock_back_from_the_table(
     assert customer.stream_clock("clock-a") == before
     # And the clock record is no customer: the rebuild does not try to decode it as one.
     assert customer.metrics.value("hitrun_processing_errors_total", stage="rebuild") == 0
+
+
+def test_records_read_again_after_a_restart_that_were_applied_are_skipped_not_judged_late(
+    sink: Sink, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = checkout("again-a", "o-1", 0)
+    later = checkout(same_partition_as("again-a"), "o-2", 60 * 24 * 30)  # a month on
+    run_batch(first, later)
+    partition = first.partition
+    owned = {TopicPartition(SETTINGS.topic_checkouts, partition)}
+    monkeypatch.setattr(customer.app.assignor, "assigned_actives", lambda: owned)
+    customer.timers.clear()
+    customer.cache.forget()
+    sink.records.clear()
+    # The worker restarts from an older committed offset and reads both again, then a new one.
+    fresh = checkout(same_partition_as("again-a", skip=1), "o-3", 60 * 24 * 30 + 5)
+    run_batch(first, later, fresh)
+    assert sink.letters() == []  # not late: known to be applied already
+    assert (
+        customer.metrics.value(
+            "hitrun_input_events_total",
+            topic=SETTINGS.topic_checkouts,
+            type="checkout_confirmed",
+            outcome="duplicate",
+        )
+        >= 2
+    )
+    assert set(stored(same_partition_as("again-a", skip=1)).unpaid.open) == {"o-3"}
