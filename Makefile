@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test unit lint bench bench-lateness bench-replay bench-risk kafka kafka-start kafka-stop promtool clean
+.PHONY: demo test unit lint chaos bench bench-lateness bench-replay bench-risk kafka kafka-start kafka-stop promtool clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -31,6 +31,10 @@ promtool:
 
 unit: $(STAMP)
 	$(PY) -m pytest tests/unit tests/agents
+
+## chaos: long chaos run: workers killed at random and the broker stopped, compared with a clean run
+chaos: $(STAMP) kafka
+	$(PY) -m dev.chaos --long $(CHAOS_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -1,0 +1,459 @@
+"""Chaos runs: kill workers and stop the broker at random, then compare the alerts with a clean run.
+
+A clean run and a chaos run get the same input on topics of their own (each
+its own app id and consumer group). In the chaos run one of two workers is
+SIGKILLed at random moments and restarted at once, or the broker is stopped
+for a while and started again while the workers keep running. When both runs
+have committed every input record, their alerts are compared alert for
+alert, by `alert_id` and body.
+
+    python -m dev.chaos                  # the short version (as in the test suite)
+    python -m dev.chaos --long           # make chaos: 20+ kills a mode, 30,000 transactions
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from dev.localkafka import LocalKafka, free_port
+from dev.worker import WorkerProcess, topic_env
+from streams.config import Settings
+from streams.publisher import Mark, publish
+from streams.replay import Progress, with_watermarks
+from streams.simulate import GroundTruth, SimMessage, TrafficShape, generate
+from streams.topics import ensure_topics
+from streams.transactions import FileFormat, read_transactions, transaction_events
+
+ALERT_ROLES = ("reminders", "strikes", "blacklist", "retention")
+
+
+@dataclass
+class Outputs:
+    """What one run produced: alerts by id (every copy), status records, dead letters."""
+
+    alerts: dict[str, list[bytes]] = field(default_factory=dict)
+    status: dict[bytes, bytes | None] = field(default_factory=dict)
+    dead_letters: set[str] = field(default_factory=set)
+    reasons: Counter[str] = field(default_factory=Counter)  # of the distinct dead letters
+    inputs: int = 0
+
+
+@dataclass
+class Report:
+    """One chaos run against its clean run."""
+
+    mode: str
+    inputs: int
+    applied: int
+    dead_lettered: int
+    clean_alerts: int
+    lost: list[str]
+    extra: list[str]
+    duplicated: int
+    differing: list[str]
+    status_differing: int
+    kills: int
+    outages: int
+    alert_types: Counter[str] = field(default_factory=Counter)
+    examples: list[str] = field(default_factory=list)
+
+    @property
+    def equal(self) -> bool:
+        return not (self.lost or self.extra or self.differing or self.status_differing)
+
+    def line(self) -> str:
+        return (
+            f"{self.mode:<8} {self.inputs:>7} {self.applied:>7} {self.dead_lettered:>6} "
+            f"{self.clean_alerts:>7} {len(self.lost):>5} {len(self.extra):>5} "
+            f"{self.duplicated:>5} {len(self.differing):>5} {self.status_differing:>6} "
+            f"{self.kills:>5} {self.outages:>7}"
+        )
+
+
+HEADER = (
+    f"{'mode':<8} {'inputs':>7} {'applied':>7} {'dead':>6} {'alerts':>7} {'lost':>5} "
+    f"{'extra':>5} {'dupl':>5} {'diff':>5} {'status':>6} {'kills':>5} {'outages':>7}"
+)
+
+
+def compare(mode: str, clean: Outputs, chaos: Outputs, kills: int, outages: int) -> Report:
+    """Alert for alert: lost, extra, duplicated (same id again) and differing bodies."""
+    lost = sorted(set(clean.alerts) - set(chaos.alerts))
+    extra = sorted(set(chaos.alerts) - set(clean.alerts))
+    differing = sorted(
+        alert_id
+        for alert_id, copies in chaos.alerts.items()
+        if alert_id in clean.alerts and any(c != clean.alerts[alert_id][0] for c in copies)
+    )
+    duplicated = sum(len(copies) - 1 for copies in chaos.alerts.values())
+    status_keys = set(clean.status) | set(chaos.status)
+    status_differing = sum(clean.status.get(k) != chaos.status.get(k) for k in status_keys)
+    types: Counter[str] = Counter(
+        orjson.loads(copies[0])["type"] for copies in clean.alerts.values()
+    )
+    if clean.reasons != chaos.reasons:
+        examples_reasons = [f"dead letters: clean {dict(clean.reasons)}, run {dict(chaos.reasons)}"]
+    else:
+        examples_reasons = []
+    examples = (
+        examples_reasons
+        + [
+            f"{label} {_describe(source.alerts[i][0])}"
+            for label, ids, source in (("lost", lost, clean), ("extra", extra, chaos))
+            for i in ids[:5]
+        ]
+        + [f"differing {_describe(chaos.alerts[i][0])}" for i in differing[:5]]
+    )
+    return Report(
+        mode=mode,
+        inputs=chaos.inputs,
+        applied=chaos.inputs - len(chaos.dead_letters),
+        dead_lettered=len(chaos.dead_letters),
+        clean_alerts=len(clean.alerts),
+        lost=lost,
+        extra=extra,
+        duplicated=duplicated,
+        differing=differing,
+        status_differing=status_differing,
+        kills=kills,
+        outages=outages,
+        alert_types=types,
+        examples=examples,
+    )
+
+
+def _describe(body: bytes) -> str:
+    alert = orjson.loads(body)
+    return f"{alert['type']} customer={alert.get('customer_id')} order={alert.get('order_id')}"
+
+
+# -- input ------------------------------------------------------------------
+
+
+def replay_input(transactions: int, seed: int, workdir: Path) -> list[SimMessage | Mark]:
+    """A seeded transactions file as `hitrun replay` publishes it: events and watermarks."""
+    from bench.replay import write_transactions
+
+    path = workdir / f"transactions-{seed}.csv"
+    write_transactions(path, transactions, seed)
+    result = read_transactions(path, FileFormat())
+    horizon = Settings.from_env({}).replay_horizon()  # the default policy's, as the runs use
+    events = transaction_events(result.transactions, source=result.digest)
+    return list(with_watermarks(events, horizon, source="chaos", every=2_000))
+
+
+def live_input(messages: int, seed: int) -> list[SimMessage | Mark]:
+    """Simulated shop traffic whose event times drive the deadlines, ending with a watermark.
+
+    The traffic starts 200 days ago, so every window it opens has closed by
+    the final watermark (a minute ago: no later than the workers' clocks).
+    """
+    now = datetime.now(UTC).replace(microsecond=0)
+    shape = TrafficShape(seed=seed, start=now - timedelta(days=200), malformed_ratio=0.01)
+    traffic: list[SimMessage | Mark] = list(generate(shape, messages, GroundTruth()))
+    traffic.append(Mark(now - timedelta(minutes=1), "chaos"))
+    return traffic
+
+
+# -- runs -------------------------------------------------------------------
+
+
+def run_env(bootstrap: str, workdir: Path, mode: str, label: str) -> dict[str, str]:
+    tag = f"{label}-{uuid.uuid4().hex[:8]}"
+    (workdir / tag).mkdir(parents=True)
+    return {
+        "HITRUN_KAFKA_BOOTSTRAP": bootstrap,
+        "HITRUN_APP_ID": f"chaos-{tag}",
+        **topic_env(f"chaos-{tag}"),
+        "HITRUN_PARTITIONS": "4",
+        "HITRUN_DATA_DIR": str(workdir / tag / "state"),
+        "HITRUN_COMMIT_INTERVAL": "200ms",
+        "HITRUN_SESSION_TIMEOUT": "6s",
+        "HITRUN_CLOCK_MODE": mode,
+        "HITRUN_WATERMARK_KEY": f"chaos-{tag}",
+        # Live runs are driven by event time alone: wall-clock ticks would make
+        # the outcome depend on when each record happened to be read.
+        "HITRUN_TICK_INTERVAL": "3650d",
+        "HITRUN_LOG_LEVEL": "warning",
+    }
+
+
+class Group:
+    """Worker processes of one run, stopped by pid at the end."""
+
+    def __init__(self, env: dict[str, str], workdir: Path, size: int) -> None:
+        self.workers = [
+            WorkerProcess(env, workdir / f"{env['HITRUN_APP_ID']}-{n}.log") for n in range(size)
+        ]
+
+    def start(self) -> None:
+        for worker in self.workers:
+            worker.launch()
+        for worker in self.workers:
+            worker.wait_ready(120)
+
+    def restart(self, n: int) -> None:
+        self.workers[n].kill()
+        self.workers[n].launch()
+
+    def alive(self) -> bool:
+        return all(w.process is not None and w.process.poll() is None for w in self.workers)
+
+    def stop(self) -> None:
+        for worker in self.workers:
+            worker.stop()
+
+    def log_tails(self) -> str:
+        return "\n".join(w.log_tail(30) for w in self.workers)
+
+
+# Disturbs a running group (kills, an outage); returns how many disturbances it made.
+Disturb = Callable[[Group], int]
+
+
+def run(
+    bootstrap: str,
+    workdir: Path,
+    mode: str,
+    traffic: list[SimMessage | Mark],
+    label: str,
+    disturb: Disturb | None = None,
+    timeout: float = 600.0,
+) -> tuple[Outputs, int]:
+    """Publish `traffic` to a fresh run of two workers, disturbed by `disturb` meanwhile."""
+    env = run_env(bootstrap, workdir, mode, label)
+    settings = Settings.from_env(env)
+    group = Group(env, workdir, 2)
+    # Replay traffic is published while the workers run, as `hitrun replay` does.
+    # Live traffic is a backlog published first: were it published while the
+    # workers read, the outcome of a payment close to its deadline would depend
+    # on how far the producer's topics happened to be apart at that moment
+    # (real producer delay, which a live run cannot replay alike).
+    backlog = mode == "live"
+    sent: list[int] = []
+
+    def publish_all() -> None:
+        sent.append(asyncio.run(publish(settings, traffic)).sent)
+
+    try:
+        asyncio.run(ensure_topics(settings))
+        if backlog:
+            publish_all()
+        group.start()
+        publisher = None if backlog else threading.Thread(target=publish_all, daemon=True)
+        if publisher is not None:
+            publisher.start()
+        # Disturbances run here, in the main thread: the workers and brokers they
+        # restart die with this process (dev/localkafka.py, die_with_parent).
+        disturbed = disturb(group) if disturb is not None else 0
+        if publisher is not None:
+            publisher.join()
+        if not sent:
+            raise RuntimeError("publishing the input failed")
+        wait_until_done(settings, timeout)
+        outputs = asyncio.run(read_outputs(settings))
+        outputs.inputs = sent[0]
+        return outputs, disturbed
+    except BaseException:
+        print(group.log_tails(), file=sys.stderr)
+        raise
+    finally:
+        group.stop()
+
+
+def wait_until_done(settings: Settings, timeout: float) -> None:
+    """Until every input record is committed and the outputs have stopped growing."""
+
+    async def wait() -> None:
+        deadline = time.monotonic() + timeout
+        async with Progress(settings) as progress:
+            quiet_since: float | None = None
+            ends: dict[TopicPartition, int] = {}
+            while time.monotonic() < deadline:
+                await asyncio.sleep(0.5)
+                if await progress.remaining() > 0:
+                    quiet_since = None
+                    continue
+                now_ends = await _output_ends(settings)
+                if now_ends != ends:
+                    ends, quiet_since = now_ends, time.monotonic()
+                elif quiet_since is not None and time.monotonic() - quiet_since > 3:
+                    return
+        raise TimeoutError(f"the run did not finish in {timeout:.0f}s")
+
+    asyncio.run(wait())
+
+
+async def _output_ends(settings: Settings) -> dict[TopicPartition, int]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
+    await consumer.start()
+    try:
+        tps = [
+            TopicPartition(topic, p)
+            for topic in _output_topics(settings)
+            for p in range(settings.partitions)
+        ]
+        ends: dict[TopicPartition, int] = await consumer.end_offsets(tps)
+        return ends
+    finally:
+        await consumer.stop()
+
+
+def _output_topics(settings: Settings) -> list[str]:
+    return [
+        *(settings.output_topics[r] for r in ALERT_ROLES),
+        settings.topic_blacklist_status,
+        settings.topic_dead_letters,
+    ]
+
+
+async def read_outputs(settings: Settings) -> Outputs:
+    """Every record of the run's output topics, from the beginning to their current ends."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        enable_auto_commit=False,
+        isolation_level="read_committed",
+    )
+    await consumer.start()
+    out = Outputs()
+    try:
+        tps = [
+            TopicPartition(topic, p)
+            for topic in _output_topics(settings)
+            for p in range(settings.partitions)
+        ]
+        ends = await consumer.end_offsets(tps)
+        todo = [tp for tp in tps if ends[tp] > 0]
+        consumer.assign(todo)
+        await consumer.seek_to_beginning(*todo)
+        alert_topics = {settings.output_topics[r] for r in ALERT_ROLES}
+        while todo:
+            batch = await consumer.getmany(*todo, timeout_ms=1000)
+            for tp, records in batch.items():
+                for record in sorted(records, key=lambda r: r.offset):
+                    if tp.topic in alert_topics and record.value is not None:
+                        alert_id = orjson.loads(record.value)["alert_id"]
+                        out.alerts.setdefault(alert_id, []).append(record.value)
+                    elif tp.topic == settings.topic_blacklist_status and record.key is not None:
+                        out.status[record.key] = record.value  # the latest per customer
+                    elif tp.topic == settings.topic_dead_letters and record.value is not None:
+                        letter = orjson.loads(record.value)
+                        if letter["dead_letter_id"] not in out.dead_letters:
+                            out.dead_letters.add(letter["dead_letter_id"])
+                            out.reasons[letter["reason"]] += 1
+            todo = [tp for tp in todo if await consumer.position(tp) < ends[tp]]
+    finally:
+        await consumer.stop()
+    return out
+
+
+# -- disturbances ----------------------------------------------------------
+
+
+def killer(kills: int, seed: int, gap: tuple[float, float]) -> Disturb:
+    """SIGKILL one of the workers at random moments, `kills` times, restarting it at once."""
+
+    def disturb(group: Group) -> int:
+        rng = random.Random(seed)
+        for _ in range(kills):
+            time.sleep(rng.uniform(*gap))
+            group.restart(rng.randrange(len(group.workers)))
+        return kills
+
+    return disturb
+
+
+def outage(broker: LocalKafka, after_s: float, down_s: float) -> Disturb:
+    """Stop the broker `after_s` into the run for `down_s` seconds, then start it again."""
+
+    def disturb(group: Group) -> int:
+        time.sleep(after_s)
+        broker.stop()
+        time.sleep(down_s)
+        broker.start(timeout=120)
+        if not group.alive():
+            raise RuntimeError("a worker exited during the broker outage:\n" + group.log_tails())
+        return 1
+
+    return disturb
+
+
+# -- the modes ---------------------------------------------------------------
+
+
+def chaos_kills(
+    bootstrap: str, workdir: Path, mode: str, size: int, kills: int, seed: int
+) -> Report:
+    """A clean run and a run with `kills` random SIGKILLs on the same input."""
+    traffic = replay_input(size, seed, workdir) if mode == "replay" else live_input(size, seed)
+    clean, _ = run(bootstrap, workdir, mode, traffic, "clean")
+    chaos, done = run(
+        bootstrap, workdir, mode, traffic, "kills", killer(kills, seed, gap=(0.5, 3.0))
+    )
+    return compare(mode, clean, chaos, kills=done, outages=0)
+
+
+def chaos_outage(workdir: Path, size: int, down_s: float, seed: int) -> Report:
+    """A clean run and a run whose broker (its own) is stopped for `down_s` seconds."""
+    traffic = live_input(size, seed)
+    with LocalKafka(workdir / "outage-kafka", port=free_port()) as broker:
+        clean, _ = run(broker.bootstrap, workdir, "live", traffic, "clean")
+        chaos, outages = run(
+            broker.bootstrap, workdir, "live", traffic, "outage", outage(broker, 0.3, down_s)
+        )
+    return compare("outage", clean, chaos, kills=0, outages=outages)
+
+
+@contextmanager
+def _broker(workdir: Path, existing: str | None) -> Iterator[str]:
+    if existing:
+        yield existing
+        return
+    with LocalKafka(workdir / "kafka", port=free_port()) as broker:
+        yield broker.bootstrap
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m dev.chaos", description=__doc__)
+    parser.add_argument("--long", action="store_true", help="20+ kills a mode, 30,000 transactions")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--bootstrap", default=None, help="an existing broker for the kill runs")
+    args = parser.parse_args(argv)
+    transactions, kills, down_s = (30_000, 20, 30.0) if args.long else (5_000, 5, 10.0)
+    reports: list[Report] = []
+    with ExitStack() as stack:
+        workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="hitrun-chaos-")))
+        bootstrap = stack.enter_context(_broker(workdir, args.bootstrap))
+        for mode in ("replay", "live"):
+            size = transactions if mode == "replay" else 2 * transactions
+            reports.append(chaos_kills(bootstrap, workdir, mode, size, kills, args.seed))
+            print(f"chaos: {reports[-1].line()}", flush=True)
+        reports.append(chaos_outage(workdir, 2 * transactions, down_s, args.seed))
+    print()
+    print(HEADER)
+    for report in reports:
+        print(report.line())
+    for report in reports:
+        for example in report.examples:
+            print(f"  {report.mode}: {example}")
+    return 0 if all(r.equal for r in reports) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
