@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import heapq
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -164,6 +165,9 @@ class ReorderBuffer:
     # the loop never commits past an event that is held and not yet applied.
     _held: dict[str, list[int]] = field(default_factory=dict)
     _released: dict[str, set[int]] = field(default_factory=dict)
+    # Per topic, (offset, latest time read up to that offset) in read order:
+    # what a restart that reads again from the lowest held offset has seen.
+    _progress: dict[str, deque[tuple[int, datetime]]] = field(default_factory=dict)
 
     def add(
         self,
@@ -178,10 +182,12 @@ class ReorderBuffer:
         `order` is the (topic, offset) that places the item among others of the
         same instant (default its own).
         """
-        if topic in self.topics and (topic not in self._seen or at > self._seen[topic]):
-            self._seen[topic] = at
-            if len(self._seen) == len(self.topics):  # every watched topic has been read
-                self._mark = min(self._seen.values())
+        if topic in self.topics:
+            if topic not in self._seen or at > self._seen[topic]:
+                self._seen[topic] = at
+                if len(self._seen) == len(self.topics):  # every watched topic has been read
+                    self._mark = min(self._seen.values())
+            self._progress.setdefault(topic, deque()).append((offset, self._seen[topic]))
         if item is not None:
             by_topic, by_offset = order or (topic, offset)
             heapq.heappush(self._pending, (at, by_topic, by_offset, topic, offset, item))
@@ -228,8 +234,30 @@ class ReorderBuffer:
         return lowest
 
     def seen_times(self) -> dict[str, datetime]:
-        """The latest time read from each topic, for persisting the partition's clock."""
-        return dict(self._seen)
+        """Per topic, the latest time read before its lowest held offset, for persisting.
+
+        A restart reads each topic again from its lowest held offset (the loop
+        commits no further), so what was read from there on is read again:
+        persisting the latest time read overall would let the restarted clock
+        run ahead of records it has yet to read again, and find them late.
+        """
+        lowest = self.lowest_held()
+        safe: dict[str, datetime] = {}
+        for topic, seen in self._seen.items():
+            first_held = lowest.get(topic)
+            if first_held is None:
+                safe[topic] = seen
+                continue
+            progress = self._progress.get(topic, deque())
+            while len(progress) > 1 and progress[1][0] < first_held:
+                progress.popleft()
+            if progress and progress[0][0] < first_held:
+                safe[topic] = progress[0][1]
+        for topic, progress in self._progress.items():
+            if topic not in lowest:
+                while len(progress) > 1:
+                    progress.popleft()
+        return safe
 
     def restore_seen(self, seen: dict[str, datetime]) -> None:
         """Take back the latest times read (persisted before a restart)."""

@@ -7,6 +7,7 @@ from typing import Any
 
 import orjson
 import pytest
+from aiokafka import TopicPartition
 
 import agents.customer as customer
 from tests.unit.agent_shell import (
@@ -78,3 +79,36 @@ def test_at_the_bound_the_oldest_held_events_are_applied(
     assert customer.metrics.value("hitrun_held_events") == 2
     assert set(stored("al-b1").unpaid.open) == {"o-b1"}
     assert customer.metrics.value("hitrun_held_events_forced_total") >= 1
+
+
+def checkouts_behind(tp: Any) -> bool:
+    """Every input topic is read to its end except the checkouts topic."""
+    return tp.topic != SETTINGS.topic_checkouts
+
+
+def test_a_restart_does_not_trust_times_it_read_from_records_it_must_read_again(
+    sink: Sink, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    month = 60 * 24 * 30
+    held = checkout("al-again", "o-again", 0)
+    ahead = checkout(same_partition_as("al-again"), "o-ahead", month)
+    # Both checkouts are read and held (the payments topic is behind), so the
+    # loop commits neither: a restart reads them again.
+    run_batch(held, ahead, caught_up=payments_behind)
+    owned = {TopicPartition(SETTINGS.topic_checkouts, held.partition)}
+    monkeypatch.setattr(customer.app.assignor, "assigned_actives", lambda: owned)
+    customer.timers.clear()
+    customer.cache.forget()
+    # After the restart the payments are read first, up to a month on.
+    run_batch(
+        payment("al-again", "o-again", 30),
+        payment(same_partition_as("al-again", skip=1), "o-other", month + 60),
+        caught_up=checkouts_behind,
+    )
+    # Had the clock record said "checkouts read up to a month on", the clock
+    # would be there now, and the checkout read again below would be late.
+    assert customer.stream_clock("al-again") is None
+    run_batch(held, ahead)
+    assert [letter["reason"] for letter in sink.letters()] == []
+    assert [a for a in strikes(sink) if a.get("order_id") == "o-again"] == []
+    assert "o-again" not in stored("al-again").unpaid.open

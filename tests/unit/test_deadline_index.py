@@ -100,3 +100,24 @@ def test_replay_buffer_output_does_not_depend_on_the_interleaving(
         buffer.add(topic, 99, T0 + timedelta(days=1), None)
     out.extend(i for _, i in buffer.release())
     assert out == [item for _, item in sorted(a + b)]
+
+
+@given(
+    st.lists(st.tuples(st.integers(0, 20), st.booleans()), min_size=1, max_size=30),
+    st.integers(0, 30),
+)
+def test_persisted_read_times_come_only_from_records_a_restart_does_not_read_again(
+    records: list[tuple[int, bool]], released: int
+) -> None:
+    """seen_times() per topic: the latest time read before the topic's lowest held offset."""
+    from streams.clock import ReorderBuffer
+
+    buffer = ReorderBuffer(("a",))
+    for offset, (seconds, is_event) in enumerate(records):
+        buffer.add("a", offset, T0 + timedelta(seconds=seconds), "item" if is_event else None)
+        buffer.seen_times()  # persisted after every batch: prunes as it goes
+    list(buffer.release_before(T0 + timedelta(seconds=released)))
+    lowest = buffer.lowest_held().get("a", len(records))
+    read_before = [T0 + timedelta(seconds=s) for s, _ in records[:lowest]]
+    expected = {"a": max(read_before)} if read_before else {}
+    assert buffer.seen_times() == expected
