@@ -44,6 +44,8 @@ class ReplayReport:
     published_s: float = 0.0
     processed_s: float = 0.0
     alerts: Counter[str] = field(default_factory=Counter)
+    # The published input records the workers dead-lettered instead of applying, by reason.
+    not_applied: Counter[str] = field(default_factory=Counter)
 
 
 def with_watermarks(
@@ -79,6 +81,7 @@ async def replay(
     await ensure_topics(settings)
     outputs = sorted(set(settings.output_topics.values()))
     before = await _end_offsets(settings, outputs)
+    inputs_before = await _end_offsets(settings, settings.watermarked_topics)
     report = ReplayReport()
     started = time.monotonic()
     stats = await publish(settings, with_watermarks(messages, settings.replay_horizon(), source))
@@ -87,7 +90,11 @@ async def replay(
     say(f"replay: published {stats.sent} messages in {report.published_s:.1f}s")
     await wait_until_consumed(settings, stall_timeout_s, say)
     report.processed_s = time.monotonic() - started
+    inputs_after = await _end_offsets(settings, settings.watermarked_topics)
     report.alerts = await count_alerts(settings, before)
+    report.not_applied = await count_dead_letters(
+        settings, before, {tp: (inputs_before[tp], end) for tp, end in inputs_after.items()}
+    )
     return report
 
 
@@ -130,12 +137,18 @@ class Progress:
         await self._consumer.stop()
 
     async def remaining(self) -> int:
+        return sum((await self.remaining_by_partition()).values())
+
+    async def remaining_by_partition(self) -> dict[TopicPartition, int]:
+        """Per input topic-partition, the records not committed yet (absent: none)."""
         ends = await self._consumer.end_offsets(self._partitions)
         committed = await self._admin.list_consumer_group_offsets(self._settings.app_id)
-        left = 0
+        left: dict[TopicPartition, int] = {}
         for tp, end in ends.items():
             done = committed.get(tp)
-            left += max(0, end - (done.offset if done is not None and done.offset >= 0 else 0))
+            missing = end - (done.offset if done is not None and done.offset >= 0 else 0)
+            if missing > 0:
+                left[tp] = missing
         return left
 
 
@@ -157,10 +170,15 @@ async def wait_until_consumed(
             if now_left < last:
                 last, moved_at = now_left, time.monotonic()
             elif time.monotonic() - moved_at > stall_timeout_s:
+                by_partition = await progress.remaining_by_partition()
+                where = ", ".join(
+                    f"{tp.topic}[{tp.partition}]: {n}" for tp, n in sorted(by_partition.items())
+                )
                 raise ReplayError(
                     f"{last} input records still unconsumed and no progress for "
-                    f"{stall_timeout_s:.0f}s: is a worker of group {settings.app_id!r} running "
-                    "(HITRUN_CLOCK_MODE=replay hitrun worker)?"
+                    f"{stall_timeout_s:.0f}s ({where}): is a worker of group "
+                    f"{settings.app_id!r} running (HITRUN_CLOCK_MODE=replay hitrun worker) "
+                    "with the same HITRUN_WATERMARK_KEY?"
                 )
             if time.monotonic() - reported >= 5:
                 say(f"replay: {last} input records left to process")
@@ -194,6 +212,50 @@ async def count_alerts(settings: Settings, since: dict[TopicPartition, int]) -> 
     finally:
         await consumer.stop()
     return counts
+
+
+async def count_dead_letters(
+    settings: Settings,
+    since: dict[TopicPartition, int],
+    published: dict[TopicPartition, tuple[int, int]],
+) -> Counter[str]:
+    """Dead letters written since `since` whose source lies in the `published` offset ranges,
+    by reason: the replay's input records that were refused instead of applied."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap_servers(settings),
+        isolation_level="read_committed",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    reasons: Counter[str] = Counter()
+    seen: set[str] = set()  # a dead letter written again after a restart counts once
+    try:
+        tps = [TopicPartition(settings.topic_dead_letters, p) for p in range(settings.partitions)]
+        ends = await consumer.end_offsets(tps)
+        todo = [tp for tp in tps if ends[tp] > since.get(tp, 0)]
+        if not todo:
+            return reasons
+        consumer.assign(todo)
+        for tp in todo:
+            consumer.seek(tp, since.get(tp, 0))
+        while todo:
+            batch = await consumer.getmany(*todo, timeout_ms=1000)
+            for records in batch.values():
+                for record in records:
+                    letter = orjson.loads(record.value) if record.value is not None else None
+                    if not letter or letter.get("dead_letter_id") in seen:
+                        continue
+                    source = letter.get("source") or {}
+                    span = published.get(
+                        TopicPartition(source.get("topic"), source.get("partition"))
+                    )
+                    if span is not None and span[0] <= source.get("offset", -1) < span[1]:
+                        seen.add(letter["dead_letter_id"])
+                        reasons[letter["reason"]] += 1
+            todo = [tp for tp in todo if await consumer.position(tp) < ends[tp]]
+    finally:
+        await consumer.stop()
+    return reasons
 
 
 @click.command("replay")
@@ -303,3 +365,10 @@ def replay_command(
     for kind, count in sorted(report.alerts.items()):
         click.echo(f"  {kind:<24} {count}")
     click.echo(f"  {'total':<24} {sum(report.alerts.values())}")
+    if report.not_applied:
+        reasons = ", ".join(f"{reason} {n}" for reason, n in sorted(report.not_applied.items()))
+        raise click.ClickException(
+            f"{sum(report.not_applied.values())} of the {report.messages} published records "
+            f"were dead-lettered instead of applied ({reasons}); see "
+            f"{settings.topic_dead_letters}"
+        )
