@@ -661,19 +661,25 @@ def accept(msg: RawMessage, event: CustomerEvent | Watermark) -> None:
         return
     partition = timers.of(msg.partition)
     restored = partition.restored
-    if restored is not None and restored.already_applied(
-        msg.topic, msg.offset, None if isinstance(event, Watermark) else event.occurred_at
-    ):
+    watermark = isinstance(event, Watermark)
+    again = restored is not None and restored.already_applied(
+        msg.topic, msg.offset, None if watermark else event.occurred_at
+    )
+    if again:
         # Read again after a restart, applied before it: its effects are stored.
         metrics.input_event(msg.topic, event.type, "duplicate").inc()
-        return
-    item = None if isinstance(event, Watermark) else (event, msg)
+        if not watermark:
+            return
+        # A watermark has no effect of its own, but how far its topic has been
+        # read is not in the restored clock (it keeps only the times read before
+        # the lowest held event): it counts again, or the held events wait forever.
+    item = None if watermark else (event, msg)
     order = None
     if msg.headers:  # a rerouted event takes its place by where it was first read
         origin = origin_of(msg)
         order = (origin.topic, origin.offset)
     partition.buffer.add(msg.topic, msg.offset, event.occurred_at, item, order)
-    if isinstance(event, Watermark):
+    if watermark and not again:
         metrics.input_event(msg.topic, event.type, "processed").inc()
     if not REPLAY:
         return  # released by settle() once the batch is read
