@@ -30,7 +30,7 @@ promtool:
 		else echo "install Debian's prometheus package (promtool) for the operations tests"; exit 1; fi; }
 
 unit: $(STAMP)
-	$(PY) -m pytest tests/unit tests/agents
+	$(PY) -m pytest tests/unit
 
 ## chaos: long chaos run: workers killed at random and the broker stopped, compared with a clean run
 chaos: $(STAMP) kafka
