@@ -93,8 +93,13 @@ async def publish(
     on_progress: Callable[[PublishStats], None] | None = None,
     progress_every: int = 10_000,
     deliveries: list[Delivery] | None = None,
+    one_at_a_time: bool = False,
 ) -> PublishStats:
     """Send every message; `rate` messages per second (0: as fast as the broker takes them).
+
+    `one_at_a_time` waits for each message to be written before sending the
+    next, so the input topics' logs keep the messages' order across topics,
+    as a shop's producers writing events as they happen do (slower).
 
     A `Mark` among the messages sends watermarks (after everything before it,
     since each partition keeps the order of its records); it is not counted in `sent`.
@@ -140,7 +145,7 @@ async def publish(
             )
             in_flight.append(message)
             stats.sent += 1
-            if len(pending) >= 1000:
+            if one_at_a_time or len(pending) >= 1000:
                 await settle()
             if rate > 0:
                 ahead = started + stats.sent / rate - time.monotonic()
