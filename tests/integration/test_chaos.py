@@ -1,0 +1,51 @@
+"""Chaos, short version: workers SIGKILLed at random and a broker outage change no alert.
+
+Each test compares a disturbed run with a clean run of the same input (dev/chaos.py),
+alert for alert by alert_id and body; `make chaos` runs the long version.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from dev.chaos import Report, chaos_kills, chaos_outage
+
+KILLS = 5
+
+
+def assert_same_alerts(report: Report) -> None:
+    print(report.line(), *report.examples, sep="\n")
+    assert not report.lost, f"{len(report.lost)} alerts lost: {report.examples}"
+    assert not report.extra, f"{len(report.extra)} extra alerts: {report.examples}"
+    assert not report.differing, f"{len(report.differing)} differing: {report.examples}"
+    assert not report.status_differing, "the final blacklist status differs"
+    assert report.applied + report.dead_lettered == report.inputs
+    # The comparison is about something: several kinds of alerts, many of them.
+    assert report.clean_alerts >= 500
+    assert len(report.alert_types) >= 3
+
+
+def test_replay_with_workers_killed_at_random_gives_the_clean_runs_alerts(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    report = chaos_kills(kafka_bootstrap, tmp_path, "replay", 5_000, KILLS, seed=11)
+    assert report.kills >= KILLS
+    assert_same_alerts(report)
+
+
+def test_live_with_workers_killed_at_random_gives_the_clean_runs_alerts(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    report = chaos_kills(kafka_bootstrap, tmp_path, "live", 10_000, KILLS, seed=12)
+    assert report.kills >= KILLS
+    assert report.dead_lettered > 0  # the traffic carries malformed messages too
+    assert_same_alerts(report)
+
+
+def test_a_broker_outage_longer_than_the_session_timeout_changes_no_alert(
+    tmp_path: Path,
+) -> None:
+    # Its own broker: stopping it must not disturb the other tests'.
+    report = chaos_outage(tmp_path, 10_000, down_s=10.0, seed=13)
+    assert report.outages == 1
+    assert_same_alerts(report)
