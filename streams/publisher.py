@@ -66,7 +66,10 @@ async def publish_watermarks(settings: Settings, at: datetime, source: str = "hi
 
 
 async def _send_mark(
-    producer: AIOKafkaProducer, settings: Settings, mark: Mark
+    producer: AIOKafkaProducer,
+    settings: Settings,
+    mark: Mark,
+    skip: dict[tuple[str, int], int] | None = None,
 ) -> list[asyncio.Future[Any]]:
     if settings.watermark_key is None:
         raise ValueError("HITRUN_WATERMARK_KEY is needed to write watermarks the workers accept")
@@ -80,7 +83,16 @@ async def _send_mark(
         )
         for topic in settings.watermarked_topics
         for p in range(settings.partitions)
+        if not _skipped(skip, topic, p)
     ]
+
+
+def _skipped(skip: dict[tuple[str, int], int] | None, topic: str, partition: int) -> bool:
+    """Take one from `skip`'s count for the topic partition, if any is left."""
+    if not skip or skip.get((topic, partition), 0) <= 0:
+        return False
+    skip[(topic, partition)] -= 1
+    return True
 
 
 async def publish(
@@ -94,12 +106,17 @@ async def publish(
     progress_every: int = 10_000,
     deliveries: list[Delivery] | None = None,
     one_at_a_time: bool = False,
+    skip: dict[tuple[str, int], int] | None = None,
 ) -> PublishStats:
     """Send every message; `rate` messages per second (0: as fast as the broker takes them).
 
     `one_at_a_time` waits for each message to be written before sending the
     next, so the input topics' logs keep the messages' order across topics,
     as a shop's producers writing events as they happen do (slower).
+
+    `skip` gives, per (topic, partition), how many of the records that would
+    go there were written already (by an interrupted run of the same
+    messages): those are not sent again, nor counted in `sent`.
 
     A `Mark` among the messages sends watermarks (after everything before it,
     since each partition keeps the order of its records); it is not counted in `sent`.
@@ -135,9 +152,11 @@ async def publish(
         for message in messages:
             if isinstance(message, Mark):
                 await settle()
-                await asyncio.gather(*await _send_mark(producer, settings, message))
+                await asyncio.gather(*await _send_mark(producer, settings, message, skip))
                 continue
             partition = pick(message.key, settings.partitions, rng)
+            if _skipped(skip, topics[message.role], partition):
+                continue
             pending.append(
                 await producer.send(
                     topics[message.role], message.value, key=message.key, partition=partition

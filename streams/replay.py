@@ -68,6 +68,40 @@ def with_watermarks(
         yield Mark(last.occurred_at + horizon + timedelta(seconds=1), source)
 
 
+@dataclass
+class ReplayStart:
+    """Where a replay began: the input and output topics' end offsets before it published.
+
+    Kept in a file under HITRUN_DATA_DIR until the replay has finished, so an
+    interrupted replay can be resumed: the records its input partitions gained
+    since are the ones it had written, and are not written again.
+    """
+
+    inputs: dict[TopicPartition, int]
+    outputs: dict[TopicPartition, int]
+
+    @staticmethod
+    def path(settings: Settings, source: str) -> Path:
+        return Path(settings.data_dir) / "replays" / f"{settings.app_id}--{source}.json"
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        encoded = {
+            kind: [[tp.topic, tp.partition, offset] for tp, offset in sorted(offsets.items())]
+            for kind, offsets in (("inputs", self.inputs), ("outputs", self.outputs))
+        }
+        path.write_bytes(orjson.dumps(encoded))
+
+    @classmethod
+    def load(cls, path: Path) -> ReplayStart:
+        data = orjson.loads(path.read_bytes())
+        inputs, outputs = (
+            {TopicPartition(topic, partition): offset for topic, partition, offset in data[kind]}
+            for kind in ("inputs", "outputs")
+        )
+        return cls(inputs, outputs)
+
+
 async def replay(
     settings: Settings,
     messages: Iterable[SimMessage],
@@ -75,26 +109,63 @@ async def replay(
     source: str,
     stall_timeout_s: float = 120.0,
     say: Callable[[str], None] = print,
+    resume: bool = False,
 ) -> ReplayReport:
     """Publish `messages` and the watermarks, wait until the worker group has consumed them all,
-    and count the alerts published meanwhile."""
+    and count the alerts published meanwhile.
+
+    With `resume`, continue a replay of the same messages that was interrupted:
+    what it had written already is not written again.
+    """
     await ensure_topics(settings)
     outputs = sorted(set(settings.output_topics.values()))
-    before = await _end_offsets(settings, outputs)
-    inputs_before = await _end_offsets(settings, settings.watermarked_topics)
+    progress_path = ReplayStart.path(settings, source)
+    skip: dict[tuple[str, int], int] = {}
+    if resume:
+        if not progress_path.exists():
+            raise ReplayError(
+                f"no unfinished replay of this file into {settings.app_id!r} to resume "
+                f"({progress_path} does not exist); run it without --resume"
+            )
+        start = ReplayStart.load(progress_path)
+        ends = await _end_offsets(settings, settings.watermarked_topics)
+        skip = {(tp.topic, tp.partition): end - start.inputs.get(tp, 0) for tp, end in ends.items()}
+        say(f"replay: resuming; {sum(skip.values())} records were written before")
+    else:
+        if progress_path.exists():
+            raise ReplayError(
+                f"a replay of this file into {settings.app_id!r} did not finish: --resume "
+                f"continues it (or delete {progress_path} to start over)"
+            )
+        start = ReplayStart(
+            await _end_offsets(settings, settings.watermarked_topics),
+            await _end_offsets(settings, outputs),
+        )
+        start.save(progress_path)
+    written_before = sum(skip.values())
     report = ReplayReport()
     started = time.monotonic()
-    stats = await publish(settings, with_watermarks(messages, settings.replay_horizon(), source))
-    report.messages = stats.sent
+    stats = await publish(
+        settings, with_watermarks(messages, settings.replay_horizon(), source), skip=skip
+    )
+    if any(left > 0 for left in skip.values()):
+        raise ReplayError(
+            "the input topics gained records that this replay did not write since it began: "
+            "it cannot tell which of its own are missing"
+        )
+    report.messages = stats.sent + written_before
     report.published_s = time.monotonic() - started
     say(f"replay: published {stats.sent} messages in {report.published_s:.1f}s")
     await wait_until_consumed(settings, stall_timeout_s, say)
     report.processed_s = time.monotonic() - started
     inputs_after = await _end_offsets(settings, settings.watermarked_topics)
-    report.alerts = await count_alerts(settings, before)
+    report.alerts = await count_alerts(settings, start.outputs)
     report.not_applied = await count_dead_letters(
-        settings, before, {tp: (inputs_before[tp], end) for tp, end in inputs_after.items()}
+        settings,
+        start.outputs,
+        {tp: (start.inputs.get(tp, 0), end) for tp, end in inputs_after.items()},
     )
+    progress_path.unlink(missing_ok=True)
     return report
 
 
@@ -282,6 +353,11 @@ async def count_dead_letters(
 @click.option("--shop-id", default="replay", show_default=True)
 @click.option("--skip-invalid", is_flag=True, help="Replay the valid rows even if some are not.")
 @click.option(
+    "--resume",
+    is_flag=True,
+    help="Continue a replay of the same file that was interrupted, without sending twice.",
+)
+@click.option(
     "--stall-timeout",
     type=float,
     default=120.0,
@@ -302,6 +378,7 @@ def replay_command(
     minor_digits: int,
     shop_id: str,
     skip_invalid: bool,
+    resume: bool,
     stall_timeout: float,
 ) -> None:
     """Replay a transactions file through hitrun and print the alerts it produced, by type.
@@ -353,6 +430,7 @@ def replay_command(
                 source=f"replay-{source}",
                 stall_timeout_s=stall_timeout,
                 say=click.echo,
+                resume=resume,
             )
         )
     except ReplayError as exc:
