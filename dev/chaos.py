@@ -37,7 +37,7 @@ from streams.config import Settings
 from streams.publisher import Mark, publish
 from streams.replay import Progress, with_watermarks
 from streams.simulate import GroundTruth, SimMessage, TrafficShape, generate
-from streams.topics import ensure_topics
+from streams.topics import ensure_topics, read_from
 from streams.transactions import FileFormat, read_transactions, transaction_events
 
 ALERT_ROLES = ("reminders", "strikes", "blacklist", "retention")
@@ -325,41 +325,24 @@ def _output_topics(settings: Settings) -> list[str]:
 
 async def read_outputs(settings: Settings) -> Outputs:
     """Every record of the run's output topics, from the beginning to their current ends."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap,
-        enable_auto_commit=False,
-        isolation_level="read_committed",
-    )
-    await consumer.start()
     out = Outputs()
-    try:
-        tps = [
-            TopicPartition(topic, p)
-            for topic in _output_topics(settings)
-            for p in range(settings.partitions)
-        ]
-        ends = await consumer.end_offsets(tps)
-        todo = [tp for tp in tps if ends[tp] > 0]
-        consumer.assign(todo)
-        await consumer.seek_to_beginning(*todo)
-        alert_topics = {settings.output_topics[r] for r in ALERT_ROLES}
-        while todo:
-            batch = await consumer.getmany(*todo, timeout_ms=1000)
-            for tp, records in batch.items():
-                for record in sorted(records, key=lambda r: r.offset):
-                    if tp.topic in alert_topics and record.value is not None:
-                        alert_id = orjson.loads(record.value)["alert_id"]
-                        out.alerts.setdefault(alert_id, []).append(record.value)
-                    elif tp.topic == settings.topic_blacklist_status and record.key is not None:
-                        out.status[record.key] = record.value  # the latest per customer
-                    elif tp.topic == settings.topic_dead_letters and record.value is not None:
-                        letter = orjson.loads(record.value)
-                        if letter["dead_letter_id"] not in out.dead_letters:
-                            out.dead_letters.add(letter["dead_letter_id"])
-                            out.reasons[letter["reason"]] += 1
-            todo = [tp for tp in todo if await consumer.position(tp) < ends[tp]]
-    finally:
-        await consumer.stop()
+    alert_topics = {settings.output_topics[r] for r in ALERT_ROLES}
+    since = {
+        TopicPartition(topic, p): 0
+        for topic in _output_topics(settings)
+        for p in range(settings.partitions)
+    }
+    async for tp, record in read_from(settings, since):
+        if tp.topic in alert_topics and record.value is not None:
+            alert_id = orjson.loads(record.value)["alert_id"]
+            out.alerts.setdefault(alert_id, []).append(record.value)
+        elif tp.topic == settings.topic_blacklist_status and record.key is not None:
+            out.status[record.key] = record.value  # the latest per customer
+        elif tp.topic == settings.topic_dead_letters and record.value is not None:
+            letter = orjson.loads(record.value)
+            if letter["dead_letter_id"] not in out.dead_letters:
+                out.dead_letters.add(letter["dead_letter_id"])
+                out.reasons[letter["reason"]] += 1
     return out
 
 

@@ -18,7 +18,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from streams.config import Settings
 from streams.publisher import Mark, publish
 from streams.simulate import SimMessage
-from streams.topics import bootstrap_servers, ensure_topics
+from streams.topics import bootstrap_servers, ensure_topics, read_from
 from streams.transactions import (
     EVENTS_PER_TRANSACTION,
     FileFormat,
@@ -258,30 +258,10 @@ async def wait_until_consumed(
 
 async def count_alerts(settings: Settings, since: dict[TopicPartition, int]) -> Counter[str]:
     """Alerts by type on the output topics from the `since` offsets to their current ends."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap_servers(settings),
-        isolation_level="read_committed",
-        enable_auto_commit=False,
-    )
-    await consumer.start()
     counts: Counter[str] = Counter()
-    try:
-        ends = await consumer.end_offsets(list(since))
-        todo = [tp for tp in since if ends[tp] > since[tp]]
-        if not todo:
-            return counts
-        consumer.assign(todo)
-        for tp in todo:
-            consumer.seek(tp, since[tp])
-        while todo:
-            batch = await consumer.getmany(*todo, timeout_ms=1000)
-            for records in batch.values():
-                for record in records:
-                    if record.value is not None:
-                        counts[orjson.loads(record.value)["type"]] += 1
-            todo = [tp for tp in todo if await consumer.position(tp) < ends[tp]]
-    finally:
-        await consumer.stop()
+    async for _tp, record in read_from(settings, since):
+        if record.value is not None:
+            counts[orjson.loads(record.value)["type"]] += 1
     return counts
 
 
@@ -292,40 +272,23 @@ async def count_dead_letters(
 ) -> Counter[str]:
     """Dead letters written since `since` whose source lies in the `published` offset ranges,
     by reason: the replay's input records that were refused instead of applied."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap_servers(settings),
-        isolation_level="read_committed",
-        enable_auto_commit=False,
-    )
-    await consumer.start()
     reasons: Counter[str] = Counter()
     seen: set[str] = set()  # a dead letter written again after a restart counts once
-    try:
-        tps = [TopicPartition(settings.topic_dead_letters, p) for p in range(settings.partitions)]
-        ends = await consumer.end_offsets(tps)
-        todo = [tp for tp in tps if ends[tp] > since.get(tp, 0)]
-        if not todo:
-            return reasons
-        consumer.assign(todo)
-        for tp in todo:
-            consumer.seek(tp, since.get(tp, 0))
-        while todo:
-            batch = await consumer.getmany(*todo, timeout_ms=1000)
-            for records in batch.values():
-                for record in records:
-                    letter = orjson.loads(record.value) if record.value is not None else None
-                    if not letter or letter.get("dead_letter_id") in seen:
-                        continue
-                    source = letter.get("source") or {}
-                    span = published.get(
-                        TopicPartition(source.get("topic"), source.get("partition"))
-                    )
-                    if span is not None and span[0] <= source.get("offset", -1) < span[1]:
-                        seen.add(letter["dead_letter_id"])
-                        reasons[letter["reason"]] += 1
-            todo = [tp for tp in todo if await consumer.position(tp) < ends[tp]]
-    finally:
-        await consumer.stop()
+    letters = {
+        tp: since.get(tp, 0)
+        for tp in (
+            TopicPartition(settings.topic_dead_letters, p) for p in range(settings.partitions)
+        )
+    }
+    async for _tp, record in read_from(settings, letters):
+        letter = orjson.loads(record.value) if record.value is not None else None
+        if not letter or letter.get("dead_letter_id") in seen:
+            continue
+        source = letter.get("source") or {}
+        span = published.get(TopicPartition(source.get("topic"), source.get("partition")))
+        if span is not None and span[0] <= source.get("offset", -1) < span[1]:
+            seen.add(letter["dead_letter_id"])
+            reasons[letter["reason"]] += 1
     return reasons
 
 

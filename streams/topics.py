@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError
 
@@ -161,3 +162,33 @@ async def _check_partition_counts(admin: AIOKafkaAdminClient, specs: list[TopicS
                 f"topic {spec.name} has {counts.get(spec.name)} partitions, "
                 f"HITRUN_PARTITIONS says {spec.partitions}; co-partitioned topics must match"
             )
+
+
+async def read_from(
+    settings: Settings, since: Mapping[TopicPartition, int]
+) -> AsyncIterator[tuple[TopicPartition, ConsumerRecord[bytes, bytes]]]:
+    """Every record of the partitions in `since`, from those offsets to the ends the
+    partitions have when reading starts, in offset order per partition (read committed)."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap_servers(settings),
+        isolation_level="read_committed",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    try:
+        ends = await consumer.end_offsets(list(since))
+        todo = [tp for tp in since if ends[tp] > since[tp]]
+        if not todo:
+            return
+        consumer.assign(todo)
+        for tp in todo:
+            consumer.seek(tp, since[tp])
+        while todo:
+            batch = await consumer.getmany(*todo, timeout_ms=1000)
+            for tp, records in batch.items():
+                for record in records:
+                    if record.offset < ends[tp]:
+                        yield tp, record
+            todo = [tp for tp in todo if await consumer.position(tp) < ends[tp]]
+    finally:
+        await consumer.stop()
