@@ -110,6 +110,7 @@ async def replay(
     stall_timeout_s: float = 120.0,
     say: Callable[[str], None] = print,
     resume: bool = False,
+    rate: float = 0.0,
 ) -> ReplayReport:
     """Publish `messages` and the watermarks, wait until the worker group has consumed them all,
     and count the alerts published meanwhile.
@@ -146,7 +147,10 @@ async def replay(
     report = ReplayReport()
     started = time.monotonic()
     stats = await publish(
-        settings, with_watermarks(messages, settings.replay_horizon(), source), skip=skip
+        settings,
+        with_watermarks(messages, settings.replay_horizon(), source),
+        skip=skip,
+        rate=rate,
     )
     if any(left > 0 for left in skip.values()):
         raise ReplayError(
@@ -316,6 +320,13 @@ async def count_dead_letters(
 @click.option("--shop-id", default="replay", show_default=True)
 @click.option("--skip-invalid", is_flag=True, help="Replay the valid rows even if some are not.")
 @click.option(
+    "--rate",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Events per second to publish at, to spare a shared cluster (0: no limit).",
+)
+@click.option(
     "--resume",
     is_flag=True,
     help="Continue a replay of the same file that was interrupted, without sending twice.",
@@ -341,6 +352,7 @@ def replay_command(
     minor_digits: int,
     shop_id: str,
     skip_invalid: bool,
+    rate: float,
     resume: bool,
     stall_timeout: float,
 ) -> None:
@@ -394,6 +406,7 @@ def replay_command(
                 stall_timeout_s=stall_timeout,
                 say=click.echo,
                 resume=resume,
+                rate=rate,
             )
         )
     except ReplayError as exc:

@@ -94,7 +94,10 @@ def test_an_interrupted_replay_resumes_without_sending_twice(
     command += ["--order-column", "order_id"]
     worker = start_worker(env, tmp_path)
     try:
-        first = subprocess.Popen(command, env={**os.environ, **env}, start_new_session=True)
+        # Slowed down, so that the kill surely lands while it publishes.
+        first = subprocess.Popen(
+            [*command, "--rate", "2000"], env={**os.environ, **env}, start_new_session=True
+        )
         try:
             # Killed while it publishes: part of the file is written, the rest is not.
             wait_for(lambda: written(settings) >= 2_000, 120, "the replay to start writing")
