@@ -85,7 +85,7 @@ def install(app: faust.App, runner: Runner) -> None:
 
 
 class FaustSource:
-    """What the loop needs of Faust's consumer: fetch, pass on, seek, commit, ownership."""
+    """What the loop needs of Faust's consumer: fetch, pass on, rewind, commit, ownership."""
 
     def __init__(self, consumer: HitrunConsumer, fetcher: Any) -> None:
         self._consumer = consumer
@@ -118,9 +118,21 @@ class FaustSource:
         for record in records:
             await consumer.callback(consumer._to_message(tp, record))
 
-    def seek(self, tp: TopicPartition, offset: int) -> None:
-        """Read `tp` from `offset` on (the consumer thread applies it before its next fetch)."""
-        self._consumer._thread.seek(tp, offset)
+    async def rewind(self, tp: TopicPartition, offset: int | None) -> None:
+        """Read `tp` again from `offset` (None: from the beginning of its log), if it is still
+        assigned; the consumer thread applies it before its next fetch."""
+        thread = self._consumer._thread
+
+        async def rewind_in_thread() -> None:
+            consumer = thread._ensure_consumer()
+            if tp not in consumer.assignment():
+                return  # taken away meanwhile: the next assignment starts afresh
+            if offset is None:
+                await consumer.seek_to_beginning(tp)
+            else:
+                consumer.seek(tp, offset)
+
+        await thread.call_thread(rewind_in_thread)
 
     def highwater(self, tp: TopicPartition) -> int | None:
         """The end offset of `tp` as the last fetch response gave it (None before one)."""

@@ -76,6 +76,7 @@ class Source(Protocol):
     async def pass_on(self, tp: TopicPartition, records: Any) -> None: ...
     def highwater(self, tp: TopicPartition) -> int | None: ...
     def start_offset(self, tp: TopicPartition) -> int | None: ...
+    async def rewind(self, tp: TopicPartition, offset: int | None) -> None: ...
     def owned_partitions(self, topic: str) -> set[int]: ...
     def recovered(self) -> bool: ...
     async def commit(self, offsets: Mapping[TopicPartition, int]) -> None: ...
@@ -151,6 +152,11 @@ class ConsumeLoop:
         # Bumped by every rebalance: a batch fetched in an older epoch is dropped.
         self._epoch = 0
         self._next: dict[TopicPartition, int] = {}  # next offset to apply
+        # Partitions sent back to their start in this assignment, with the first
+        # offset of the batch refused for starting further on.
+        self._rewound: dict[TopicPartition, int] = {}
+        # Partitions whose fetched records were dropped at a rebalance.
+        self._displaced: set[TopicPartition] = set()
         self._committed: dict[TopicPartition, int] = {}
         self._last_commit = time.monotonic()
         self._last_tick = 0.0
@@ -173,14 +179,82 @@ class ConsumeLoop:
             async with self._lock:
                 if epoch != self._epoch or not source.flow_active or source.stopping():
                     # A rebalance started after the fetch: these records may no
-                    # longer be ours; Faust seeks to the committed offsets after it.
+                    # longer be ours. The consumer's position is past them,
+                    # though, so those of them that stay (or come back) here are
+                    # read again once the new assignment settles.
+                    self._displaced.update(tp for tp, batch in ours.items() if batch)
                     continue
                 try:
+                    await self._rewind_displaced(source)
+                    ours = await self._from_the_start(source, ours)
                     await self._batch(source, ours)
                     await self._maybe_commit(source)
                 except BatchFailed as exc:
                     self.on_fatal(exc.__cause__ or exc)
                     return
+
+    async def _rewind_displaced(self, source: Source) -> None:
+        """Send partitions whose records a rebalance dropped back to where this assignment
+        starts (its committed offset, or the beginning of the log when none is committed).
+
+        Faust seeks to committed offsets after a rebalance, but not where none (or
+        0) is committed, and records fetched after that seek may be dropped too:
+        without this, a partition whose dropped records were its last would never
+        read them again.
+        """
+        for tp in list(self._displaced):
+            self._displaced.discard(tp)
+            if tp in self._next:
+                continue  # records of it were applied in this assignment
+            try:
+                await source.rewind(tp, source.start_offset(tp))
+            except KafkaError as exc:
+                self._displaced.add(tp)  # tried again with the next batch
+                log.warning("rewinding %s failed: %r", tp, exc)
+                return
+
+    async def _from_the_start(
+        self, source: Source, records: dict[TopicPartition, list[Any]]
+    ) -> dict[TopicPartition, list[Any]]:
+        """A partition's first records in an assignment must start where the assignment does.
+
+        That is its committed offset, or the beginning of the log when the group
+        has committed none. A batch fetched before a rebalance is dropped, but
+        the consumer's position stays past it: where the partition comes back to
+        this worker and nothing was committed for it, the consumer reads on from
+        there, and the dropped records would never be applied. Such a partition
+        is sent back to its start once, and its records are refused until they
+        come from there.
+        """
+        kept: dict[TopicPartition, list[Any]] = {}
+        for tp, batch in records.items():
+            if tp in self._next or not batch:
+                kept[tp] = batch
+                continue
+            start = source.start_offset(tp)
+            first = batch[0].offset
+            refused_from = self._rewound.get(tp)
+            if refused_from is not None:
+                if first > refused_from:
+                    continue  # fetched before the rewind took effect
+            elif first > (start or 0):
+                log.info(
+                    "%s[%d]: first record %d is past the assignment's start (%s); reading "
+                    "again from there",
+                    tp.topic,
+                    tp.partition,
+                    first,
+                    "the beginning" if start is None else start,
+                )
+                self._rewound[tp] = first
+                try:
+                    await source.rewind(tp, start)
+                except KafkaError as exc:  # the next batch of it tries again
+                    del self._rewound[tp]
+                    log.warning("rewinding %s failed: %r", tp, exc)
+                continue
+            kept[tp] = batch if start is None else [r for r in batch if r.offset >= start]
+        return kept
 
     async def _batch(self, source: Source, records: dict[TopicPartition, list[Any]]) -> None:
         applied = 0
@@ -312,6 +386,7 @@ class ConsumeLoop:
 
     def _forget(self) -> None:
         self._next.clear()
+        self._rewound.clear()
         self._committed.clear()
         self.processor.reset()
 

@@ -89,6 +89,7 @@ class FakeSource:
     partitions: set[int] = field(default_factory=lambda: {0})
     before_fetch_returns: Any = None
     done: bool = False
+    rewinds: list[tuple[TopicPartition, int | None]] = field(default_factory=list)
 
     def stopping(self) -> bool:
         return self.done
@@ -111,6 +112,9 @@ class FakeSource:
 
     def start_offset(self, tp: TopicPartition) -> int | None:
         return None
+
+    async def rewind(self, tp: TopicPartition, offset: int | None) -> None:
+        self.rewinds.append((tp, offset))
 
     def owned_partitions(self, topic: str) -> set[int]:
         return self.partitions
@@ -255,6 +259,16 @@ def test_revocation_waits_for_the_batch_in_hand_and_commits_it() -> None:
     assert source.commits == [{tp(CHECKOUTS): 3}]
 
 
+def test_a_partition_whose_first_records_start_past_its_committed_offset_is_rewound() -> None:
+    # No offset committed: the first records must be the log's first ones. A
+    # consumer that kept its position past a dropped batch is sent back.
+    processor, sink = FakeProcessor(), FakeSink()
+    source = FakeSource([records(CHECKOUTS, range(7, 9)), records(CHECKOUTS, range(0, 9))])
+    asyncio.run(make_loop(processor, sink).run(source))
+    assert source.rewinds == [(tp(CHECKOUTS), None)]
+    assert [o for _, _, o in processor.applied] == list(range(9))
+
+
 def test_live_ticks_move_only_partitions_whose_input_is_caught_up() -> None:
     processor, sink = FakeProcessor(), FakeSink()
     source = FakeSource(
@@ -280,7 +294,9 @@ def test_a_partition_never_fetched_is_not_caught_up() -> None:
 
 @dataclass
 class ReplayingSource(FakeSource):
-    """A log of records per partition that, after a rebalance, is read again from the commit."""
+    """A log of records per partition read as Faust's consumer reads it: after a rebalance a
+    partition with a committed offset is read again from there, one without stays where the
+    consumer's fetches had got to."""
 
     log_sizes: dict[TopicPartition, int] = field(default_factory=dict)
     chunks: list[int] = field(default_factory=list)
@@ -292,6 +308,7 @@ class ReplayingSource(FakeSource):
     )
     processor: FakeProcessor | None = None
     fetch_count: int = 0
+    starts: dict[TopicPartition, int] = field(default_factory=dict)
 
     async def fetch(self, wait_s: float) -> dict[TopicPartition, list[Any]]:
         self.fetch_count += 1
@@ -311,8 +328,15 @@ class ReplayingSource(FakeSource):
             # every partition is read again from its committed offset.
             await self.loop.on_revoked()
             await self.loop.on_assigned()
-            self.position = dict(self.last_commit)
+            self.position.update(self.last_commit)
+            self.starts = dict(self.last_commit)
         return batch
+
+    def start_offset(self, tp: TopicPartition) -> int | None:
+        return self.starts.get(tp)
+
+    async def rewind(self, tp: TopicPartition, offset: int | None) -> None:
+        self.position[tp] = 0 if offset is None else offset
 
     async def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
         assert self.processor is not None

@@ -37,7 +37,7 @@ def test_the_consumer_methods_the_loop_calls_keep_their_signatures() -> None:
     assert list(inspect.signature(consumer._to_message).parameters) == ["self", "tp", "record"]
     thread = faust_aiokafka.AIOKafkaConsumerThread
     assert inspect.iscoroutinefunction(thread.call_thread)
-    assert callable(thread.seek) and callable(thread._ensure_consumer)
+    assert callable(thread._ensure_consumer)
 
 
 def test_the_fetcher_runs_the_consumers_drain_coroutine() -> None:
