@@ -20,15 +20,20 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import orjson
+from aiokafka import AIOKafkaProducer, TopicPartition
+
 from bench.throughput import cluster, plain_consumer
 from dev.worker import WorkerProcess, free_port, stop_group, topic_env
 from streams.config import Settings
 from streams.replay import Progress
+from streams.topics import ensure_topics, read_from
 
 
 def write_transactions(path: Path, rows: int, seed: int) -> None:
@@ -128,14 +133,18 @@ def main() -> None:
                     )
                 print(f"bench-replay: all {events} events applied, none dead-lettered")
             settings = Settings.from_env(env)
-            alone = worker_alone(env, workdir, tree=None)
+            alone = worker_alone(env, workdir, tree=None, events=events)
             print(
                 f"bench-replay: (d) this worker alone over the published input: "
                 f"{events / alone:,.0f} ev/s ({alone:.1f}s)"
             )
             if args.compare_with:
+                # The same input on topics of its own, its watermarks unsigned, as
+                # the contract of revisions before signed watermarks has them.
+                baseline_env = {**env, **topic_env(f"bench-baseline-{tag}")}
+                asyncio.run(copy_input(settings, Settings.from_env(baseline_env)))
                 with worktree(args.compare_with, workdir / "baseline-tree") as tree:
-                    before = worker_alone(env, workdir, tree=tree)
+                    before = worker_alone(baseline_env, workdir, tree=tree, events=events)
                 print(
                     f"bench-replay: (e) the worker of {args.compare_with} alone over the same "
                     f"input: {events / before:,.0f} ev/s ({before:.1f}s); "
@@ -171,10 +180,11 @@ def worktree(rev: str, path: Path) -> Iterator[Path]:
 
 
 def worker_alone(
-    env: dict[str, str], workdir: Path, tree: Path | None, timeout: float = 900.0
+    env: dict[str, str], workdir: Path, tree: Path | None, events: int, timeout: float = 900.0
 ) -> float:
     """Seconds one replay-mode worker of a fresh group (the code in `tree`, default this
-    checkout) takes from start to having committed every input record already published.
+    checkout) takes from start to having committed every input record already published;
+    it must have applied all `events` of them.
 
     The input is read again from the start, so only the worker's own speed is timed: no
     publisher competes for the cores.
@@ -210,9 +220,59 @@ def worker_alone(
                     await asyncio.sleep(0.25)
 
         asyncio.run(wait())
-        return time.perf_counter() - started
+        elapsed = time.perf_counter() - started
+        # A figure counts only if the worker applied the events, not merely committed them.
+        applied = applied_events(int(fresh["HITRUN_WEB_PORT"]))
+        if applied != events:
+            raise SystemExit(
+                f"bench-replay: the worker in {tree or 'this checkout'} committed every input "
+                f"record but applied {applied} of {events} events"
+            )
+        return elapsed
     finally:
         stop_group(process, 30)
+
+
+def applied_events(port: int) -> int:
+    """hitrun_input_events_total of processed checkouts and payments, scraped from a worker."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    total = 0.0
+    for line in text.splitlines():
+        counted = line.startswith("hitrun_input_events_total{") and 'outcome="processed"' in line
+        if counted and ('type="checkout_confirmed"' in line or 'type="payment_attempted"' in line):
+            total += float(line.rsplit(" ", 1)[1])
+    return int(total)
+
+
+async def copy_input(source: Settings, target: Settings) -> None:
+    """Copy the input topics of `source` to those of `target`, partition for partition, with
+    the watermarks' signatures taken off."""
+    await ensure_topics(target)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=target.kafka_bootstrap, linger_ms=5, max_batch_size=256 * 1024
+    )
+    await producer.start()
+    try:
+        pending = []
+        since = {
+            TopicPartition(topic, p): 0
+            for topic in source.watermarked_topics
+            for p in range(source.partitions)
+        }
+        names = dict(zip(source.watermarked_topics, target.watermarked_topics, strict=True))
+        async for tp, record in read_from(source, since):
+            value = record.value
+            if record.key is None and value is not None:
+                mark = orjson.loads(value)
+                mark.pop("signature", None)
+                value = orjson.dumps(mark)
+            pending.append(
+                await producer.send(names[tp.topic], value, key=record.key, partition=tp.partition)
+            )
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
 
 
 def faust_floor(settings: Settings, events: int, workdir: Path, timeout: float = 600.0) -> float:

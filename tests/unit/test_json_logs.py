@@ -63,3 +63,13 @@ def test_the_console_formatter_colors_when_asked_to(monkeypatch: pytest.MonkeyPa
     formatter = ConsoleFormatter(stream=io.StringIO())
     record = logging.LogRecord("hitrun", logging.WARNING, __file__, 1, "late", (), None)
     assert "\x1b[" in formatter.format(record)
+
+
+@pytest.mark.parametrize("json_lines", [True, False])
+def test_hitruns_loggers_get_the_configured_level_so_records_below_it_are_never_built(
+    json_lines: bool,
+) -> None:
+    # A replay logs every alert at debug: below the level, no record may be made.
+    config = logging_config(json_lines, "info")
+    assert config["loggers"]["agents"] == {"level": "INFO"}
+    assert config["loggers"]["streams"] == {"level": "INFO"}
