@@ -41,7 +41,7 @@ def test_json_logs_replace_the_whole_logging_config() -> None:
 def test_console_logs_keep_fausts_handlers_and_only_swap_its_formatter() -> None:
     config = logging_config(False, "info")
     assert config["merge"] is True
-    assert set(config) == {"merge", "formatters"}
+    assert set(config) == {"merge", "formatters", "loggers"}
     assert config["formatters"]["colored"]["()"] is ConsoleFormatter
 
 
