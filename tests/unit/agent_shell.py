@@ -77,9 +77,14 @@ def checkout(customer_id: str, order: str, minutes: int = 0, **extra: Any) -> Ra
         "total": {"amount_minor": 5000, "currency": "IDR"},
         "payment_method": "card",
     }
+    return keyed(SETTINGS.topic_checkouts, customer_id, body, **extra)
+
+
+def keyed(topic: str, customer_id: str, body: dict[str, Any], **extra: Any) -> RawMessage:
+    """The next record of `topic`, keyed by the customer, in the customer's partition."""
     key = customer_id.encode()
     return RawMessage(
-        topic=SETTINGS.topic_checkouts,
+        topic=topic,
         partition=partition_for_key(key, SETTINGS.partitions),
         offset=next(offsets),
         timestamp_ms=None,
@@ -113,15 +118,7 @@ def payment(customer_id: str, order: str, minutes: int = 0) -> RawMessage:
         "amount": {"amount_minor": 5000, "currency": "IDR"},
         "method": "card",
     }
-    key = customer_id.encode()
-    return RawMessage(
-        topic=SETTINGS.topic_payments,
-        partition=partition_for_key(key, SETTINGS.partitions),
-        offset=next(offsets),
-        timestamp_ms=None,
-        key=key,
-        value=orjson.dumps(body),
-    )
+    return keyed(SETTINGS.topic_payments, customer_id, body)
 
 
 def run_batch(*messages: RawMessage, caught_up: Any = lambda tp: True) -> None:
