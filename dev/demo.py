@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from dev.localkafka import LocalKafka
 from dev.worker import WorkerProcess, free_port, stop_group
-from streams.simulate import SIMULATED_LATENESS
+from streams.simulate import SIMULATED_CLOCK_SKEW, SIMULATED_LATENESS
 
 STATE = Path(".hitrun")
 
@@ -78,6 +78,7 @@ def main() -> int:
             "HITRUN_KAFKA_BOOTSTRAP": bootstrap,
             "HITRUN_DATA_DIR": str(STATE / "worker-data"),
             "HITRUN_ALLOWED_LATENESS": SIMULATED_LATENESS,
+            "HITRUN_MAX_CLOCK_SKEW": SIMULATED_CLOCK_SKEW,
         }
         worker = WorkerProcess(env, STATE / "logs" / "worker.log", web_port=free_port())
         print("demo: starting the hitrun worker ...", flush=True)
