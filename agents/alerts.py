@@ -199,6 +199,8 @@ def to_alert(effect: Effect) -> Alert | None:
                 for e in effect.evidence
             ],
         }
+        if effect.note is not None:
+            body["note"] = effect.note
         return Alert(BLACKLIST, effect.customer_id, body)
     if isinstance(effect, Unblacklist):
         body = _head(
@@ -209,5 +211,7 @@ def to_alert(effect: Effect) -> Alert | None:
             "actor": effect.actor,
             "reason": effect.reason,
         }
+        if effect.note is not None:
+            body["note"] = effect.note
         return Alert(BLACKLIST, effect.customer_id, body)
     return None

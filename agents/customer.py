@@ -20,7 +20,7 @@ import faust
 from aiokafka import TopicPartition
 
 from agents import retention, unpaid
-from agents.alerts import Alert, retention_alert, to_alert
+from agents.alerts import Alert, alert_id, retention_alert, to_alert
 from agents.effects import (
     Blacklist,
     DropUnmatchedPayment,
@@ -37,6 +37,7 @@ from agents.state import CustomerState, decode_state, encode_state, next_wake
 from agents.unpaid import UnpaidState
 from schemas.records import (
     EARLIEST_TIME,
+    AdminActionRequested,
     CheckoutConfirmed,
     CustomerEvent,
     InquiryReceived,
@@ -53,7 +54,7 @@ from streams.app import (
 )
 from streams.clock import ClockRecord, DeadlineIndex, PartitionClock, ReorderBuffer
 from streams.codec import encode
-from streams.errors import FromFuture, LateEvent, ProcessingError
+from streams.errors import FromFuture, LateEvent, ProcessingError, Unauthenticated
 from streams.ingest import (
     Accepted,
     RawMessage,
@@ -64,10 +65,10 @@ from streams.ingest import (
     dead_letter_for,
     origin_of,
 )
+from streams.kafka_auth import client_options
 from streams.loop import CaughtUp, ConsumeLoop
 from streams.partitioning import partition_for_key
 from streams.sink import Headers, OutRecord, RecordSink
-from streams.topics import bootstrap_servers
 
 log = logging.getLogger(__name__)
 
@@ -600,6 +601,14 @@ def apply_to_customer(
     """Apply one event to its customer's state and queue what the detectors decide."""
     customer_id = event.customer_id
     state, before = cache.load(customer_id)
+    if isinstance(event, AdminActionRequested):
+        refused = admin_refusal(event, state, now)
+        if refused is not None:
+            dead_letter(msg, Rejected(dead_letter_for(msg, Unauthenticated(refused))))
+            return
+        if event.action == "erase":
+            erase(partition, event, before, msg)
+            return
     # Clean-ups wait for the customer's next touch (next_due): this is one.
     unpaid.prune(state.unpaid, now, policies)
     duplicate = event.event_id in state.unpaid.seen
@@ -618,6 +627,53 @@ def apply_to_customer(
     if not REPLAY:  # a replayed event's lag is its age
         lag = (datetime.now(UTC) - event.occurred_at).total_seconds()
         metrics.event_lag.observe(max(lag, 0.0))
+
+
+def admin_refusal(event: AdminActionRequested, state: CustomerState, now: datetime) -> str | None:
+    """Why a signed admin command is refused at its customer, or None to apply it.
+
+    The ingest checked the signature; a copy of a good command written again
+    later is refused here: once its event id is in the customer's state, or
+    once the partition's stream clock has passed its expiry.
+    """
+    if event.event_id in state.unpaid.seen:
+        return f"a replayed admin command: {event.event_id} was applied before"
+    if event.expires_at is None or now > event.expires_at:
+        expiry = event.expires_at.isoformat() if event.expires_at else "none"
+        return f"an expired admin command (expiry {expiry}, stream clock {now.isoformat()})"
+    return None
+
+
+def erase(
+    partition: PartitionTimers, event: AdminActionRequested, before: Footprint, msg: RawMessage
+) -> None:
+    """Forget the customer: state (a changelog tombstone), status (a tombstone) and timers.
+
+    A `customer_erased` record on the erasures topic says who asked and when;
+    it holds ids only.
+    """
+    customer_id = event.customer_id
+    cache.store(customer_id, before, CustomerState())
+    partition.index.schedule(customer_id, None)
+    key = customer_id.encode()
+    queue(settings.topic_blacklist_status, key, None)
+    record = {
+        "type": "customer_erased",
+        "alert_id": alert_id("customer_erased", customer_id, event.event_id, ""),
+        "customer_id": customer_id,
+        "occurred_at": event.occurred_at.isoformat(),
+        "requested_by": event.actor,
+        "request_id": event.event_id,
+    }
+    queue(settings.topic_erasures, key, encode(record))
+    metrics.alert("customer_erased").inc()
+    metrics.input_event(msg.topic, event.type, "processed").inc()
+    log.info(
+        "customer %s erased at the request of %s",
+        customer_id,
+        event.actor,
+        extra={"customer_id": customer_id, "actor": event.actor},
+    )
 
 
 def processing_failed(msg: RawMessage, exc: Exception) -> None:
@@ -854,7 +910,7 @@ def stop_without_commit(exc: BaseException) -> None:
 
 changelog_topic_name = customers_table.changelog_topic.get_topic_name()
 sink = RecordSink(
-    bootstrap_servers(settings),
+    client_options(settings),
     client_id=f"{settings.app_id}-sink",
     state_topics=frozenset({changelog_topic_name}),
 )

@@ -87,6 +87,7 @@ class Blacklist:
     evidence: tuple[EvidenceLine, ...]
     actor: str
     reason: str
+    note: str | None = None  # an operator's free text, recorded as given
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +100,7 @@ class Unblacklist:
     cause: str  # "expired", "strike_reversed" or "manual"
     actor: str
     reason: str
+    note: str | None = None  # an operator's free text, recorded as given
 
 
 @dataclass(frozen=True, slots=True)

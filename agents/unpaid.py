@@ -325,6 +325,7 @@ def _on_admin(state: UnpaidState, event: AdminActionRequested, run: _Run) -> Non
                 evidence=(),
                 actor=event.actor,
                 reason=event.reason,
+                note=event.note,
             )
         )
     elif event.action == "unblacklist":
@@ -340,6 +341,7 @@ def _on_admin(state: UnpaidState, event: AdminActionRequested, run: _Run) -> Non
                 cause="manual",
                 actor=event.actor,
                 reason=event.reason,
+                note=event.note,
             )
         )
 

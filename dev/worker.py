@@ -28,6 +28,7 @@ TOPIC_SETTINGS = (
     "blacklist",
     "blacklist_status",
     "retention",
+    "erasures",
 )
 
 
@@ -108,10 +109,12 @@ class WorkerProcess:
         self.stop()
         raise TimeoutError(f"worker not ready after {timeout}s:\n{self.log_tail()}")
 
-    def get(self, path: str) -> tuple[int, bytes]:
+    def get(self, path: str, token: str | None = None) -> tuple[int, bytes]:
         """GET a path on the worker's web port: (status, body); (0, b"") when it does not answer."""
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
         try:
-            with urllib.request.urlopen(self.url + path, timeout=5) as response:
+            request = urllib.request.Request(self.url + path, headers=headers)
+            with urllib.request.urlopen(request, timeout=5) as response:
                 return response.status, response.read()
         except urllib.error.HTTPError as exc:
             return exc.code, exc.read()

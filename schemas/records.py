@@ -198,14 +198,18 @@ class InquiryReceived(ShopEvent):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AdminActionRequested(ShopEvent):
-    """An operator blacklists or unblacklists a customer by hand."""
+    """An operator blacklists, unblacklists or erases a customer (a signed command)."""
 
     type: str = field(init=False, default="admin_action_requested")
-    action: Literal["blacklist", "unblacklist"]
+    action: Literal["blacklist", "unblacklist", "erase"]
     actor: str
     reason: str
     scope: Literal["shop", "platform"] = "shop"
     duration_days: int | None = None
+    note: str | None = None
+    # The signature's fields (streams/auth.py); the ingest refuses a command without them.
+    signer: str | None = None
+    expires_at: datetime | None = None
 
     @property
     def duration(self) -> timedelta | None:
@@ -220,6 +224,9 @@ class AdminActionRequested(ShopEvent):
             reason=d["reason"],
             scope=d.get("scope", "shop"),
             duration_days=d.get("duration_days"),
+            note=d.get("note"),
+            signer=d.get("signer"),
+            expires_at=parse_timestamp(d["expires_at"]) if d.get("expires_at") else None,
         )
 
 

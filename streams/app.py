@@ -9,15 +9,16 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from streams.config import Settings
 from streams.ingest import IngestRules
+from streams.kafka_auth import bootstrap_servers, faust_credentials
 from streams.logs import logging_config
 from streams.metrics import EventlessPrometheusMonitor, FaustSensorCollector, Metrics
-from streams.topics import bootstrap_servers
 
 settings = Settings.from_env()
 
 app = faust.App(
     settings.app_id,
     broker=[f"kafka://{server}" for server in bootstrap_servers(settings)],
+    broker_credentials=faust_credentials(settings),
     # Input stays bytes until hitrun's own codec decodes it, so that a bad
     # message reaches the dead-letter topic intact instead of crashing Faust's.
     key_serializer="raw",
@@ -84,4 +85,6 @@ ingest_rules = IngestRules(
     partitions=settings.partitions,
     max_message_bytes=settings.max_message_bytes,
     watermark_key=None if settings.watermark_key is None else settings.watermark_key.encode(),
+    admin_key=None if settings.admin_key is None else settings.admin_key.encode(),
+    admin_ttl=settings.admin_command_ttl,
 )

@@ -16,7 +16,7 @@ from faust.cli.faust import cli as faust_cli
 import agents.customer  # noqa: F401  (registers the customer agent with the app)
 import streams.lag
 import streams.web  # noqa: F401  (registers the health views)
-from streams import clients
+from streams import admin_cli, clients
 from streams.app import app, settings
 from streams.publisher import PublishStats, publish
 from streams.replay import replay_command
@@ -168,6 +168,8 @@ def main() -> None:
     faust_cli.add_command(clients.produce)
     faust_cli.add_command(clients.tail)
     faust_cli.add_command(replay_command)
+    faust_cli.add_command(admin_cli.admin)
+    faust_cli.add_command(admin_cli.token)
     argv = sys.argv[1:]
     if argv and argv[0] == "worker":
         # Every event allocates short-lived containers (records, states, futures);

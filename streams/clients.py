@@ -17,8 +17,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from streams.codec import decode_input
 from streams.config import Settings
 from streams.errors import InputRejected
+from streams.kafka_auth import client_options
 from streams.partitioning import partition_for_key
-from streams.topics import bootstrap_servers, ensure_topics
+from streams.topics import ensure_topics
 
 # What `hitrun produce` sends, and where: a watermark has no customer and is
 # written by replays to every partition, so it is not accepted here.
@@ -75,7 +76,7 @@ def read_lines(path: Path, settings: Settings) -> tuple[list[Line], list[BadLine
 async def send_lines(settings: Settings, lines: list[Line], out: TextIO) -> int:
     """Publish the lines keyed by customer, in file order, to their customers' partitions."""
     await ensure_topics(settings)
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers(settings), acks="all")
+    producer = AIOKafkaProducer(**client_options(settings), acks="all")
     await producer.start()
     started = time.monotonic()
     try:
@@ -142,6 +143,8 @@ def describe(topic: str, partition: int, offset: int, alert: dict[str, Any]) -> 
         parts.append(f"flag={alert['flag']} days_since_flag={alert['days_since_flag']:.1f}")
     elif kind == "inquiry_only":
         parts.append(f"inquiries={alert['inquiries']} first={alert['first_inquiry_at']}")
+    elif kind == "customer_erased":
+        parts.append(f"requested_by={alert['requested_by']} request={alert['request_id']}")
     elif kind == "dead_letter":
         source = alert["source"]
         parts = [
@@ -167,7 +170,7 @@ async def follow(
 ) -> int:
     """Print alerts as they are committed to `topics`; returns how many were printed."""
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap_servers(settings),
+        **client_options(settings),
         isolation_level="read_committed",
         enable_auto_commit=False,
     )
@@ -235,7 +238,7 @@ def tail(
 ) -> None:
     """Follow hitrun's alert topics (committed records only) and print the alerts."""
     settings = Settings.from_env()
-    topics = list(settings.output_topics.values())
+    topics = [*settings.output_topics.values(), settings.topic_erasures]
     if dead_letters:
         topics.append(settings.topic_dead_letters)
     printed = asyncio.run(

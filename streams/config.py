@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 from agents.policy import Policies, ReminderSchedule, UnpaidPolicy, default_windows
 from agents.retention import RetentionPolicy
 from agents.risk import RiskWeights, parse_weights
+from streams.auth import TokenEntry, TokenFileError, parse_tokens
 
 T = TypeVar("T")
 
@@ -145,6 +146,24 @@ def _non_empty(text: str) -> str:
     return text.strip()
 
 
+def _readable_file(text: str) -> str:
+    path = Path(text.strip())
+    if not path.is_file():
+        raise ValueError(f"no such file: {text!r}")
+    return str(path)
+
+
+def _secret_file(text: str) -> str:
+    """The content of the file at `text` (a mounted secret), without its final newline."""
+    try:
+        content = Path(text.strip()).read_text().rstrip("\r\n")
+    except OSError as exc:
+        raise ValueError(f"cannot read {text!r}: {exc.strerror}") from None
+    if not content:
+        raise ValueError(f"the file {text!r} is empty")
+    return content
+
+
 def _setting(default: str | None, parse: Callable[[str], Any], *, secret: bool = False) -> Any:
     return field(metadata={"default": default, "parse": parse, "secret": secret})
 
@@ -172,7 +191,15 @@ class Settings:
     data_dir: str = _setting(".hitrun/data", _non_empty)
     log_level: str = _setting("info", _choice("debug", "info", "warning", "error"))
     log_json: bool = _setting("false", _boolean)
-    admin_token: str | None = _setting(None, _non_empty, secret=True)
+    # Named HTTP tokens with roles, as `name:role:sha256-hex` lines (streams/auth.py):
+    # from a file, or comma-separated in the variable; both may be used.
+    tokens_file: str | None = _setting(None, _non_empty)
+    tokens: str | None = _setting(None, _non_empty)
+    # Shared by the workers, the HTTP API and `hitrun admin`: admin commands on
+    # the admin topic are applied only when signed with it (streams/auth.py).
+    admin_key: str | None = _setting(None, _non_empty, secret=True)
+    # How long a signed admin command stays valid after it was signed.
+    admin_command_ttl: timedelta = _setting("15m", parse_duration)
     # Shared by the workers and `hitrun replay`, which signs its watermarks with
     # it (streams/watermarks.py); required in replay mode.
     watermark_key: str | None = _setting(None, _non_empty, secret=True)
@@ -186,6 +213,26 @@ class Settings:
     topic_blacklist_status: str = _setting("hitrun.blacklist-status", _non_empty)
     topic_admin: str = _setting("hitrun.admin", _non_empty)
     topic_retention: str = _setting("hitrun.retention", _non_empty)
+    topic_erasures: str = _setting("hitrun.erasures", _non_empty)
+    # Dead letters keep the original bytes (personal data included): the topic
+    # deletes them after this long.
+    dead_letter_retention: timedelta = _setting("14d", parse_duration)
+    # Secured clusters (streams/kafka_auth.py): every client hitrun creates uses these.
+    kafka_security_protocol: str = _setting(
+        "PLAINTEXT", _choice("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+    )
+    kafka_sasl_mechanism: str = _setting(
+        "SCRAM-SHA-512", _choice("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+    )
+    kafka_sasl_username: str | None = _setting(None, _non_empty)
+    kafka_sasl_password: str | None = _setting(None, _non_empty, secret=True)
+    # A file holding the password (a mounted secret), read at start-up.
+    kafka_sasl_password_file: str | None = _setting(None, _secret_file, secret=True)
+    kafka_ssl_cafile: str | None = _setting(None, _readable_file)
+    kafka_ssl_certfile: str | None = _setting(None, _readable_file)
+    kafka_ssl_keyfile: str | None = _setting(None, _readable_file)
+    kafka_ssl_key_password: str | None = _setting(None, _non_empty, secret=True)
+    kafka_ssl_check_hostname: bool = _setting("true", _boolean)
     clock_mode: str = _setting("live", _choice("live", "replay"))
     tick_interval: timedelta = _setting("1s", parse_duration)
     store: str = _setting("memory://", _non_empty)
@@ -252,11 +299,33 @@ class Settings:
                 values[f.name] = f.metadata["parse"](raw)
             except ValueError as exc:
                 raise SettingsError(f"{variable}: {exc}") from None
+        if source.get("HITRUN_ADMIN_TOKEN"):
+            raise SettingsError(
+                "HITRUN_ADMIN_TOKEN: replaced by named tokens with roles; make one with "
+                "`hitrun token NAME operator` and put its line in HITRUN_TOKENS_FILE or "
+                "HITRUN_TOKENS (docs/security.md)"
+            )
         settings = cls(**values)
         settings._check()
         return settings
 
     def _check(self) -> None:
+        try:
+            self.token_entries  # noqa: B018  # parsed now, so that a bad line stops the start
+        except TokenFileError as exc:
+            raise SettingsError(str(exc)) from None
+        if self.kafka_security_protocol.startswith("SASL_") and (
+            self.kafka_sasl_username is None or self.sasl_password is None
+        ):
+            raise SettingsError(
+                f"HITRUN_KAFKA_SASL_USERNAME and HITRUN_KAFKA_SASL_PASSWORD (or _FILE): "
+                f"required with HITRUN_KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol}"
+            )
+        if (self.kafka_ssl_certfile is None) != (self.kafka_ssl_keyfile is None):
+            raise SettingsError(
+                "HITRUN_KAFKA_SSL_CERTFILE and HITRUN_KAFKA_SSL_KEYFILE: a client certificate "
+                "needs both"
+            )
         if self.clock_mode == "replay" and self.watermark_key is None:
             raise SettingsError(
                 "HITRUN_WATERMARK_KEY: required in replay mode; the workers accept only "
@@ -268,6 +337,29 @@ class Settings:
                 f"HITRUN_CHURN_MAX_PURCHASES ({self.churn_max_purchases}), "
                 f"got {self.churn_min_purchases}"
             )
+
+    @property
+    def sasl_password(self) -> str | None:
+        return self.kafka_sasl_password or self.kafka_sasl_password_file
+
+    @cached_property
+    def token_entries(self) -> tuple[TokenEntry, ...]:
+        """The named tokens of HITRUN_TOKENS_FILE and HITRUN_TOKENS."""
+        entries: list[TokenEntry] = []
+        if self.tokens_file is not None:
+            try:
+                text = Path(self.tokens_file).read_text()
+            except OSError as exc:
+                raise SettingsError(
+                    f"HITRUN_TOKENS_FILE: cannot read {self.tokens_file}: {exc.strerror}"
+                ) from None
+            entries += parse_tokens(text, "HITRUN_TOKENS_FILE")
+        if self.tokens is not None:
+            entries += parse_tokens(self.tokens, "HITRUN_TOKENS")
+        names = [e.name for e in entries]
+        if len(names) != len(set(names)):
+            raise SettingsError("HITRUN_TOKENS_FILE and HITRUN_TOKENS name the same token twice")
+        return tuple(entries)
 
     # Derived names are computed once per settings object (the fields are
     # frozen): the agent reads some of them for every event or alert.

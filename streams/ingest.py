@@ -5,11 +5,20 @@ from __future__ import annotations
 import base64
 import hashlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import timedelta
 
 import orjson
 
-from schemas.records import DeadLetter, InputEvent, SourceCoordinates, Watermark
+from schemas.records import (
+    AdminActionRequested,
+    DeadLetter,
+    InputEvent,
+    SourceCoordinates,
+    Watermark,
+    parse_timestamp,
+)
+from streams.auth import verify_command
 from streams.codec import decode_input
 from streams.errors import InputRejected, Misrouted, Unauthenticated
 from streams.partitioning import partition_for_key
@@ -66,14 +75,22 @@ class IngestRules:
     max_message_bytes: int
     # The key watermarks must be signed with (None: every watermark is refused).
     watermark_key: bytes | None = None
+    # The key admin commands must be signed with (None: every command is refused),
+    # and the longest a signed command may stay valid.
+    admin_key: bytes | None = None
+    admin_ttl: timedelta = timedelta(minutes=15)
+    # The reroute topic carries only what hitrun itself reroutes: the shop's events.
+    reroutable_types: frozenset[str] = field(
+        default=frozenset(
+            {"checkout_confirmed", "payment_attempted", "order_status_changed", "inquiry_received"}
+        )
+    )
 
 
 def classify(msg: RawMessage, rules: IngestRules) -> Verdict:
     """Decide what happens to one raw message. Never raises for bad input."""
     rerouted = msg.topic == rules.reroute_topic
-    accepted = rules.accepted_types.get(msg.topic)
-    if accepted is None and rerouted:
-        accepted = frozenset().union(*rules.accepted_types.values())
+    accepted = rules.reroutable_types if rerouted else rules.accepted_types.get(msg.topic)
     try:
         event = decode_input(msg.value, msg.key, accepted or frozenset(), rules.max_message_bytes)
         if isinstance(event, Watermark):
@@ -89,9 +106,21 @@ def classify(msg: RawMessage, rules: IngestRules) -> Verdict:
             if refused is not None:
                 raise Unauthenticated(refused)
             return Accepted(event)
+        if isinstance(event, AdminActionRequested):
+            refused = verify_command(
+                rules.admin_key, msg.value or b"", rules.admin_ttl, parse_timestamp
+            )
+            if refused is not None:
+                raise Unauthenticated(refused)
         # decode_input has checked that the key is the customer id.
         home = partition_for_key(event.customer_id.encode(), rules.partitions)
         if home != msg.partition:
+            if isinstance(event, AdminActionRequested):
+                raise Misrouted(
+                    f"an admin command for partition {home} written to partition "
+                    f"{msg.partition}; admin commands are not rerouted: key them by customer id "
+                    "with Kafka's default (murmur2) partitioner, as `hitrun admin` does"
+                )
             if rerouted:
                 raise Misrouted(
                     f"rerouted to partition {msg.partition} but the key belongs in {home}; "

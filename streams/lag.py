@@ -8,7 +8,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from streams.app import app, metrics, settings
-from streams.topics import bootstrap_servers
+from streams.kafka_auth import client_options
 
 log = logging.getLogger(__name__)
 _admin: AIOKafkaAdminClient | None = None
@@ -17,7 +17,7 @@ _admin: AIOKafkaAdminClient | None = None
 async def _admin_client() -> AIOKafkaAdminClient:
     global _admin
     if _admin is None:
-        client = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers(settings))
+        client = AIOKafkaAdminClient(**client_options(settings))
         await client.start()
         _admin = client
     return _admin

@@ -14,8 +14,8 @@ import orjson
 from aiokafka import AIOKafkaProducer
 
 from streams.config import Settings
+from streams.kafka_auth import client_options
 from streams.simulate import PARTITIONERS, SimMessage
-from streams.topics import bootstrap_servers
 from streams.watermarks import signature
 
 
@@ -55,7 +55,7 @@ def role_topics(settings: Settings) -> dict[str, str]:
 
 async def publish_watermarks(settings: Settings, at: datetime, source: str = "hitrun") -> int:
     """Write a watermark at `at` to every partition of every input topic; returns how many."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers(settings), acks="all")
+    producer = AIOKafkaProducer(**client_options(settings), acks="all")
     await producer.start()
     try:
         futures = await _send_mark(producer, settings, Mark(at, source))
@@ -125,7 +125,7 @@ async def publish(
     rng = random.Random(seed)
     topics = role_topics(settings)
     producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap_servers(settings),
+        **client_options(settings),
         linger_ms=5,
         max_batch_size=256 * 1024,
         # Oversized test messages must reach the broker so hitrun can refuse them itself.

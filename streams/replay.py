@@ -16,9 +16,10 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from streams.config import Settings
+from streams.kafka_auth import client_options
 from streams.publisher import Mark, publish
 from streams.simulate import SimMessage
-from streams.topics import bootstrap_servers, ensure_topics, read_from
+from streams.topics import ensure_topics, read_from
 from streams.transactions import (
     EVENTS_PER_TRANSACTION,
     FileFormat,
@@ -174,7 +175,7 @@ async def replay(
 
 
 async def _end_offsets(settings: Settings, topics: Sequence[str]) -> dict[TopicPartition, int]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers(settings))
+    consumer = AIOKafkaConsumer(**client_options(settings))
     await consumer.start()
     try:
         tps = [TopicPartition(t, p) for t in topics for p in range(settings.partitions)]
@@ -193,9 +194,8 @@ class Progress:
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
-        servers = bootstrap_servers(settings)
-        self._consumer = AIOKafkaConsumer(bootstrap_servers=servers, enable_auto_commit=False)
-        self._admin = AIOKafkaAdminClient(bootstrap_servers=servers)
+        self._consumer = AIOKafkaConsumer(**client_options(settings), enable_auto_commit=False)
+        self._admin = AIOKafkaAdminClient(**client_options(settings))
         self._partitions = [
             TopicPartition(t, p)
             for t in settings.watermarked_topics

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -43,11 +43,12 @@ class RecordSink:
 
     def __init__(
         self,
-        bootstrap_servers: list[str],
+        connection: Mapping[str, Any],
         client_id: str,
         state_topics: frozenset[str] = frozenset(),
     ) -> None:
-        self._bootstrap = bootstrap_servers
+        # Keyword arguments for the producer: servers, TLS, SASL (streams/kafka_auth.py).
+        self._connection = dict(connection)
         self._client_id = client_id
         # Records of these topics (the table's changelog) are sent only once
         # every other record of the flush is delivered: a crash in between then
@@ -82,7 +83,7 @@ class RecordSink:
     async def start(self) -> None:
         if self._producer is None:
             producer = AIOKafkaProducer(
-                bootstrap_servers=self._bootstrap,
+                **self._connection,
                 client_id=self._client_id,
                 # Every in-sync replica has each record before the batch is acknowledged.
                 acks="all",

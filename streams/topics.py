@@ -12,6 +12,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError
 
 from streams.config import Settings
+from streams.kafka_auth import bootstrap_servers, client_options
 
 _TOPIC_ALREADY_EXISTS = 36
 _DAY_MS = 86_400_000
@@ -55,16 +56,21 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(
             settings.topic_dead_letters,
             n,
-            {"retention.ms": str(30 * _DAY_MS)},
+            # Dead letters keep the original bytes, personal data included.
+            {"retention.ms": str(int(settings.dead_letter_retention.total_seconds() * 1000))},
+            co_partitioned=False,
+        )
+    )
+    specs.append(
+        TopicSpec(
+            settings.topic_erasures,
+            n,
+            # The record that each erasure was done: ids and who asked, nothing personal.
+            {"retention.ms": str(365 * _DAY_MS)},
             co_partitioned=False,
         )
     )
     return specs
-
-
-def bootstrap_servers(settings: Settings) -> list[str]:
-    """`host:port` entries of HITRUN_KAFKA_BOOTSTRAP (comma separated)."""
-    return [s.strip() for s in settings.kafka_bootstrap.split(",") if s.strip()]
 
 
 async def ensure_topics(
@@ -81,8 +87,7 @@ async def ensure_topics(
     across workers.
     """
     specs = topic_specs(settings)
-    servers = bootstrap_servers(settings)
-    admin = await _start_with_retry(servers, connect_within_s, say)
+    admin = await _start_with_retry(settings, connect_within_s, say)
     try:
         created = await _create_missing(admin, specs, settings.replication_factor)
         if created:
@@ -94,14 +99,15 @@ async def ensure_topics(
 
 
 async def _start_with_retry(
-    servers: list[str], within_s: float | None, say: Callable[[str], None] | None
+    settings: Settings, within_s: float | None, say: Callable[[str], None] | None
 ) -> AIOKafkaAdminClient:
+    servers = bootstrap_servers(settings)
     loop = asyncio.get_running_loop()
     deadline = None if within_s is None else loop.time() + within_s
     delay, attempt = 0.5, 0
     while True:
         attempt += 1
-        admin = AIOKafkaAdminClient(bootstrap_servers=servers)
+        admin = AIOKafkaAdminClient(**client_options(settings))
         try:
             await admin.start()
             return admin
@@ -170,7 +176,7 @@ async def read_from(
     """Every record of the partitions in `since`, from those offsets to the ends the
     partitions have when reading starts, in offset order per partition (read committed)."""
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap_servers(settings),
+        **client_options(settings),
         isolation_level="read_committed",
         enable_auto_commit=False,
     )

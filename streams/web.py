@@ -5,12 +5,14 @@
 
 from __future__ import annotations
 
-import hmac
-import uuid
-from datetime import UTC, datetime
-from typing import Any
+import functools
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, cast
 
+import aiohttp.web
 import orjson
+from aiohttp.http_exceptions import BadHttpMessage
 from faust import web
 
 from agents import retention
@@ -24,9 +26,80 @@ from agents.customer import (
 )
 from agents.state import decode_state
 from agents.unpaid import describe, prune
-from schemas import compiled_validator
 from streams.app import admin_topic, app, settings
+from streams.auth import OPERATOR, SUPPORT, Identity, InvalidCommand, Tokens, new_command
 from streams.codec import encode
+
+log = logging.getLogger(__name__)
+tokens = Tokens(settings.token_entries)
+
+View = Callable[..., Awaitable[web.Response]]
+
+
+class _MalformedRequests(logging.Filter):
+    """aiohttp logs a request its parser refuses with a traceback that quotes the raw
+    header line, which may hold a token: keep one line, without the bytes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        refused = record.exc_info[1] if record.exc_info else None
+        if isinstance(refused, BadHttpMessage):
+            record.msg, record.args = (
+                "refused a malformed HTTP request (400): %s",
+                (type(refused).__name__,),
+            )
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.exc_info = record.exc_text = None
+        return True
+
+
+logging.getLogger("aiohttp.server").addFilter(_MalformedRequests())
+
+
+def requires(role: str) -> Callable[[View], View]:
+    """Answer 401 without a valid bearer token and 403 without `role`, before anything else.
+
+    The handler gets the caller's identity as `identity`. A customer view
+    forwarded to the worker that owns the customer carries the same header
+    and is checked there again.
+    """
+
+    def decorate(handler: View) -> View:
+        @functools.wraps(handler)
+        async def checked(self: web.View, request: web.Request, **kwargs: Any) -> web.Response:
+            if not tokens:
+                return self.json(
+                    {"error": "no tokens are configured (HITRUN_TOKENS_FILE or HITRUN_TOKENS)"},
+                    status=401,
+                )
+            identity = tokens.authenticate(_authorization(request))
+            if identity is None:
+                return self.json(
+                    {"error": "a valid bearer token is required"},
+                    status=401,
+                    headers={"WWW-Authenticate": 'Bearer realm="hitrun"'},
+                )
+            if not identity.may(role):
+                return self.json(
+                    {"error": f"the token {identity.name!r} has no {role} role"}, status=403
+                )
+            return await handler(self, request, identity=identity, **kwargs)
+
+        return checked
+
+    return decorate
+
+
+def _authorization(request: web.Request) -> bytes | None:
+    """The raw Authorization header, whatever bytes it holds (None: absent or repeated)."""
+    # Faust's Request type is abstract; the object is aiohttp's, whose headers are a multidict.
+    values = cast(aiohttp.web.Request, request).headers.getall("Authorization", [])
+    if len(values) != 1:
+        return None
+    # aiohttp decodes header bytes as UTF-8 with surrogate escapes; give the bytes back.
+    try:
+        return values[0].encode("utf-8", "surrogateescape")
+    except UnicodeError:
+        return None
 
 
 def readiness() -> tuple[bool, str]:
@@ -58,75 +131,111 @@ async def readyz(self: web.View, request: web.Request) -> web.Response:
 
 
 @app.page("/customers/{customer_id}")
-@app.table_route(table=customers_table, match_info="customer_id")
-async def customer(self: web.View, request: web.Request, customer_id: str) -> web.Response:
-    """The customer's open orders, strikes and blacklist status, from the worker that owns them."""
-    key = customer_id.encode()
-    # The table's per-partition clock records are not customers.
-    stored = None if key.startswith(CLOCK_KEY_PREFIX) else customers_table.get(key)
-    if stored is None:
-        return self.json({"error": "unknown customer", "customer_id": customer_id}, status=404)
-    state = decode_state(stored)
-    # Clean-ups wait for the customer's next event or timer; show the state as of the stream clock.
-    now = stream_clock(customer_id)
-    if now is not None:
-        prune(state.unpaid, now, policies)
-    return self.json(
-        {
-            "customer_id": customer_id,
-            **describe(state.unpaid, policies),
-            "retention": retention.describe(state.retention, retention_policy),
-        }
-    )
+class CustomerView(web.View):
+    """GET: the customer's open orders, strikes and blacklist status (support or operator)."""
+
+    @requires(SUPPORT)
+    # Faust types the routed view as (View, Request); match_info and identity come as keywords.
+    @app.table_route(table=customers_table, match_info="customer_id")  # type: ignore[arg-type]
+    async def get(self, request: web.Request, customer_id: str, identity: Identity) -> web.Response:
+        log.info(
+            "customer view read by %s: customer %s",
+            identity.name,
+            customer_id,
+            extra={"actor": identity.name, "customer_id": customer_id},
+        )
+        key = customer_id.encode()
+        # The table's per-partition clock records are not customers.
+        stored = None if key.startswith(CLOCK_KEY_PREFIX) else customers_table.get(key)
+        if stored is None:
+            return self.json({"error": "unknown customer", "customer_id": customer_id}, status=404)
+        state = decode_state(stored)
+        # Clean-ups wait for the customer's next event or timer; show the state as of the clock.
+        now = stream_clock(customer_id)
+        if now is not None:
+            prune(state.unpaid, now, policies)
+        return self.json(
+            {
+                "customer_id": customer_id,
+                **describe(state.unpaid, policies),
+                "retention": retention.describe(state.retention, retention_policy),
+            }
+        )
 
 
-def _authorized(request: web.Request) -> tuple[bool, int, str]:
-    if settings.admin_token is None:
-        return False, 403, "admin actions are disabled: HITRUN_ADMIN_TOKEN is not set"
-    header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(token, settings.admin_token):
-        return False, 401, "a valid bearer token is required"
-    return True, 200, ""
+# Fields an operator may send for each action; the actor is always the token's name.
+_ACTION_FIELDS = {
+    "blacklist": ("customer_id", "shop_id", "scope", "reason", "duration_days", "note"),
+    "unblacklist": ("customer_id", "shop_id", "scope", "reason", "note"),
+    "erase": ("customer_id", "shop_id", "reason", "note"),
+}
+# An erasure concerns the customer everywhere; its command still names a shop.
+_ERASE_SHOP = "platform"
 
 
-async def _admin_action(self: web.View, request: web.Request, action: str) -> web.Response:
-    ok, status, why = _authorized(request)
-    if not ok:
-        return self.json({"error": why}, status=status)
+async def _admin_action(
+    self: web.View, request: web.Request, action: str, identity: Identity
+) -> web.Response:
+    """Validate the operator's request, sign it as theirs, and write it to the admin topic."""
+    if settings.admin_key is None:
+        return self.json(
+            {"error": "admin actions are disabled: HITRUN_ADMIN_KEY is not set"}, status=503
+        )
     try:
         body: dict[str, Any] = orjson.loads(await request.read())
     except orjson.JSONDecodeError as exc:
         return self.json({"error": f"invalid JSON: {exc}"}, status=400)
     if not isinstance(body, dict):
         return self.json({"error": "expected a JSON object"}, status=400)
-    fields = ("customer_id", "shop_id", "scope", "actor", "reason", "duration_days")
-    event: dict[str, Any] = {
-        "type": "admin_action_requested",
-        "event_id": f"admin-{uuid.uuid4().hex}",
-        "occurred_at": datetime.now(UTC).isoformat(),
-        "action": action,
-        **{k: body[k] for k in fields if k in body},
-    }
+    allowed = _ACTION_FIELDS[action]
+    unknown = sorted(set(body) - set(allowed))
+    if unknown:
+        hint = " (the actor is your token's name; put free text in note)" if "actor" in body else ""
+        return self.json(
+            {"error": f"unknown fields {unknown}; allowed: {list(allowed)}{hint}"}, status=400
+        )
+    fields = ({"shop_id": _ERASE_SHOP} if action == "erase" else {}) | body
     try:
-        compiled_validator("admin_action_requested.v1")(event)
-    except Exception as exc:  # fastjsonschema's error names the offending field
+        signed = new_command(
+            settings.admin_key.encode(), action, identity.name, fields, settings.admin_command_ttl
+        )
+    except InvalidCommand as exc:
         return self.json({"error": f"invalid request: {exc}"}, status=400)
-    await admin_topic.send(key=event["customer_id"].encode(), value=encode(event))
-    return self.json({"accepted": True, "event_id": event["event_id"]}, status=202)
+    await admin_topic.send(key=signed["customer_id"].encode(), value=encode(signed))
+    log.info(
+        "admin %s of customer %s requested by %s",
+        action,
+        signed["customer_id"],
+        identity.name,
+        extra={"actor": identity.name, "customer_id": signed["customer_id"]},
+    )
+    return self.json(
+        {"accepted": True, "event_id": signed["event_id"], "actor": identity.name}, status=202
+    )
 
 
 @app.page("/admin/blacklist")
 class AdminBlacklist(web.View):
-    """POST {customer_id, shop_id, actor, reason[, scope, duration_days]} with a bearer token."""
+    """POST {customer_id, shop_id, reason[, scope, duration_days, note]} (operator)."""
 
-    async def post(self, request: web.Request) -> web.Response:
-        return await _admin_action(self, request, "blacklist")
+    @requires(OPERATOR)
+    async def post(self, request: web.Request, identity: Identity) -> web.Response:
+        return await _admin_action(self, request, "blacklist", identity)
 
 
 @app.page("/admin/unblacklist")
 class AdminUnblacklist(web.View):
-    """POST {customer_id, shop_id, actor, reason[, scope]} with a bearer token."""
+    """POST {customer_id, shop_id, reason[, scope, note]} (operator)."""
 
-    async def post(self, request: web.Request) -> web.Response:
-        return await _admin_action(self, request, "unblacklist")
+    @requires(OPERATOR)
+    async def post(self, request: web.Request, identity: Identity) -> web.Response:
+        return await _admin_action(self, request, "unblacklist", identity)
+
+
+@app.page("/admin/erase")
+class AdminErase(web.View):
+    """POST {customer_id, reason[, note]} (operator): remove everything hitrun keeps of them."""
+
+    @requires(OPERATOR)
+    async def post(self, request: web.Request, identity: Identity) -> web.Response:
+        return await _admin_action(self, request, "erase", identity)

@@ -13,8 +13,13 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 
 from dev.worker import WorkerProcess, topic_env
+from streams.auth import OPERATOR, SUPPORT, new_token
 from streams.config import Settings
 from streams.partitioning import partition_for_key
+
+# Tokens every test worker admits: an operator's and a support agent's.
+OPERATOR_TOKEN, _OPERATOR_LINE = new_token("ops-alice", OPERATOR)
+SUPPORT_TOKEN, _SUPPORT_LINE = new_token("support-bob", SUPPORT)
 
 
 def unique_env(bootstrap: str, data_dir: Path, **overrides: str) -> dict[str, str]:
@@ -29,6 +34,8 @@ def unique_env(bootstrap: str, data_dir: Path, **overrides: str) -> dict[str, st
         "HITRUN_COMMIT_INTERVAL": "200ms",
         # The replay tool and the workers share it; watermarks are signed with it.
         "HITRUN_WATERMARK_KEY": f"test-key-{tag}",
+        "HITRUN_ADMIN_KEY": f"admin-key-{tag}",
+        "HITRUN_TOKENS": f"{_OPERATOR_LINE},{_SUPPORT_LINE}",
     }
     env.update(overrides)
     return env

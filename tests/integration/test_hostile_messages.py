@@ -13,6 +13,7 @@ from aiokafka import AIOKafkaProducer
 
 from streams.partitioning import partition_for_key
 from tests.integration.harness import (
+    SUPPORT_TOKEN,
     checkout,
     drain,
     metric_sum,
@@ -77,7 +78,7 @@ def test_partition_stopping_messages_are_refused_and_the_events_behind_them_appl
         # Six valid checkouts and the rerouted one.
         wait_for(lambda: metric_sum(worker, "hitrun_input_events_total", **processed) >= 7, 60, "7")
         assert worker.process is not None and worker.process.poll() is None, worker.log_tail()
-        status, body = worker.get(f"/customers/{CUSTOMER}")
+        status, body = worker.get(f"/customers/{CUSTOMER}", SUPPORT_TOKEN)
         assert status == 200, body
         view = orjson.loads(body)
     finally:

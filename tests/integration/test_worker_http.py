@@ -1,7 +1,11 @@
-"""The worker's HTTP side: customer inspection, and admin actions guarded by a bearer token."""
+"""The worker's HTTP side: named tokens with roles, signed admin commands, erasure."""
 
 from __future__ import annotations
 
+import http.client
+import os
+import subprocess
+import sys
 import urllib.request
 from pathlib import Path
 
@@ -9,16 +13,18 @@ import orjson
 
 from dev.worker import WorkerProcess
 from tests.integration.harness import (
+    OPERATOR_TOKEN,
+    SUPPORT_TOKEN,
+    alerts,
     drain,
     payment,
+    send,
     settings_of,
     start_worker,
     unique_env,
     wait_for,
 )
-from tests.integration.test_unpaid_live import checkout, send
-
-TOKEN = "s3cret-admin-token"
+from tests.integration.test_unpaid_live import checkout
 
 
 def post(worker: WorkerProcess, path: str, body: dict[str, object], token: str | None) -> int:
@@ -36,62 +42,230 @@ def post(worker: WorkerProcess, path: str, body: dict[str, object], token: str |
         return int(exc.code)
 
 
+def view_of(worker: WorkerProcess, customer: str) -> dict:
+    return dict(orjson.loads(worker.get(f"/customers/{customer}", SUPPORT_TOKEN)[1]))
+
+
+def raw_get(worker: WorkerProcess, path: str, *headers: tuple[str, bytes]) -> int:
+    """GET with header values sent as the exact bytes given."""
+    connection = http.client.HTTPConnection("127.0.0.1", worker.web_port, timeout=5)
+    try:
+        connection.putrequest("GET", path)
+        for name, value in headers:
+            connection.putheader(name, value)
+        connection.endheaders()
+        return connection.getresponse().status
+    finally:
+        connection.close()
+
+
 ACTION = {
     "customer_id": "cust-w1",
     "shop_id": "shop-1",
-    "actor": "ops:alice",
     "reason": "fraud ring",
+    "note": "ticket 4711",
+}
+# Personal fields of the run's input: none may appear in the worker's log.
+PERSONAL = {
+    "total": {"amount_minor": 987_654_321, "currency": "IDR"},
+    "shipping_address_hash": "shipaddr0f7e1c9b2d",
+    "customer_address_hash": "custaddr5a3e8d1f6c",
+    "promotion_code": "PROMO-PERSONAL-9931",
 }
 
 
-def test_customer_view_and_token_guarded_admin_blacklist(
-    kafka_bootstrap: str, tmp_path: Path
-) -> None:
-    env = unique_env(kafka_bootstrap, tmp_path, HITRUN_ADMIN_TOKEN=TOKEN, HITRUN_QUIET_HOURS="off")
+def test_tokens_roles_and_the_recorded_actor(kafka_bootstrap: str, tmp_path: Path) -> None:
+    env = unique_env(kafka_bootstrap, tmp_path, HITRUN_QUIET_HOURS="off")
     settings = settings_of(env)
     worker = start_worker(env, tmp_path)
     try:
-        assert worker.get("/customers/nobody")[0] == 404
-        body = checkout("cust-w1", "o-w1") | {"payment_method": "bank_transfer"}
+        body = checkout("cust-w1", "o-w1") | {"payment_method": "bank_transfer"} | PERSONAL
         send(settings, settings.topic_checkouts, body)
-        wait_for(lambda: worker.get("/customers/cust-w1")[0] == 200, 15, "the customer to appear")
-        view = orjson.loads(worker.get("/customers/cust-w1")[1])
-        (order,) = view["open_orders"]
+        wait_for(
+            lambda: worker.get("/customers/cust-w1", SUPPORT_TOKEN)[0] == 200,
+            15,
+            "the customer to appear",
+        )
+        # Reading a customer needs a token; garbage of any kind is a 401, never a 500.
+        assert worker.get("/customers/cust-w1")[0] == 401
+        assert worker.get("/customers/nobody")[0] == 401
+        for value in (
+            b"Bearer t\xc3\xb6k\xc3\xa9n",
+            b"Bearer \xff\xfe\xfd",
+            b"Basic " + OPERATOR_TOKEN.encode(),
+            b"Bearer " + SUPPORT_TOKEN.encode() + b"x",
+            b"Bearer",
+            b"Bearer \x80" + b"\xaa" * 8000,
+        ):
+            assert raw_get(worker, "/customers/cust-w1", ("Authorization", value)) == 401, value
+        # Control characters are not HTTP: the server's parser refuses the request itself.
+        bad = b"Bearer " + OPERATOR_TOKEN.encode() + b"\x01"
+        assert raw_get(worker, "/customers/cust-w1", ("Authorization", bad)) == 400
+        two = ("Authorization", f"Bearer {SUPPORT_TOKEN}".encode())
+        assert raw_get(worker, "/customers/cust-w1", two, two) == 401
+        assert worker.get("/customers/nobody", SUPPORT_TOKEN)[0] == 404
+        status, view = worker.get("/customers/cust-w1", SUPPORT_TOKEN)
+        assert status == 200
+        (order,) = orjson.loads(view)["open_orders"]
         assert order["order_id"] == "o-w1"
-        assert order["deadline"] and order["next_reminder_at"]
-        assert view["blacklist"] == []
+        assert worker.get("/customers/cust-w1", OPERATOR_TOKEN)[0] == 200
 
+        # Admin actions: an operator's, signed as theirs; the client cannot name the actor.
         assert post(worker, "/admin/blacklist", ACTION, token=None) == 401
         assert post(worker, "/admin/blacklist", ACTION, token="wrong") == 401
-        assert post(worker, "/admin/blacklist", {"customer_id": "x"}, token=TOKEN) == 400
-        assert post(worker, "/admin/blacklist", ACTION, token=TOKEN) == 202
-        wait_for(
-            lambda: worker.metric("hitrun_alerts_total", type="customer_blacklisted") == 1,
-            15,
-            "the manual blacklisting",
-        )
-        (event,) = [
-            orjson.loads(r.value) for r in drain(kafka_bootstrap, settings.topic_blacklist, 1)
-        ]
-        assert (event["actor"], event["reason"], event["scope"]) == (
-            "ops:alice",
+        assert post(worker, "/admin/blacklist", ACTION, token=SUPPORT_TOKEN) == 403
+        forged = ACTION | {"actor": "ceo@company"}
+        assert post(worker, "/admin/blacklist", forged, token=OPERATOR_TOKEN) == 400
+        assert post(worker, "/admin/blacklist", {"customer_id": "x"}, OPERATOR_TOKEN) == 400
+        assert post(worker, "/admin/blacklist", ACTION, token=OPERATOR_TOKEN) == 202
+        (event,) = alerts(settings, settings.topic_blacklist, 1)
+        assert (event["actor"], event["note"], event["reason"], event["scope"]) == (
+            "ops-alice",
+            "ticket 4711",
             "fraud ring",
             "shop-1",
         )
-        view = orjson.loads(worker.get("/customers/cust-w1")[1])
-        assert [entry["actor"] for entry in view["blacklist"]] == ["ops:alice"]
+        view = orjson.loads(worker.get("/customers/cust-w1", SUPPORT_TOKEN)[1])
+        assert [entry["actor"] for entry in view["blacklist"]] == ["ops-alice"]
+        # A malformed message full of personal fields, for the log scan below.
+        malformed = PERSONAL | {"type": "checkout_confirmed", "customer_id": "cust-w1"}
+        send(settings, settings.topic_checkouts, malformed)
+        wait_for(
+            lambda: worker.metric("hitrun_dead_letters_total", reason="schema_violation") == 1,
+            15,
+            "the malformed message's dead letter",
+        )
+    finally:
+        worker.stop()
+    log = (tmp_path / "worker.log").read_text()
+    assert "customer view read by support-bob: customer cust-w1" in log
+    assert "refused a malformed HTTP request (400)" in log and "Traceback" not in log
+    assert "admin blacklist of customer cust-w1 requested by ops-alice" in log
+    for secret in (
+        "987654321",
+        PERSONAL["shipping_address_hash"],
+        PERSONAL["customer_address_hash"],
+        PERSONAL["promotion_code"],
+        "ticket 4711",
+        "fraud ring",
+        OPERATOR_TOKEN,
+        SUPPORT_TOKEN,
+        env["HITRUN_ADMIN_KEY"],
+    ):
+        assert secret not in log, secret
+
+
+def test_a_producer_without_the_key_changes_no_blacklist(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    env = unique_env(kafka_bootstrap, tmp_path)
+    settings = settings_of(env)
+    worker = start_worker(env, tmp_path)
+    victim = "cust-victim"
+    unsigned = {
+        "type": "admin_action_requested",
+        "event_id": "adm-evil-1",
+        "customer_id": victim,
+        "shop_id": "shop-1",
+        "occurred_at": checkout(victim, "o")["occurred_at"],
+        "action": "blacklist",
+        "scope": "platform",
+        "actor": "nobody",
+        "reason": "because",
+        "duration_days": 3650,
+    }
+    guessed = unsigned | {
+        "event_id": "adm-evil-2",
+        "signer": "nobody",
+        "expires_at": "2199-01-01T00:00:00Z",
+        "signature": "ab" * 32,
+    }
+    try:
+        send(settings, settings.topic_checkouts, checkout(victim, "o-v1"))
+        send(settings, settings.topic_admin, unsigned)
+        send(settings, settings.topic_admin, guessed)
+        send(settings, settings.reroute_topic, unsigned | {"event_id": "adm-evil-3"})
+        wait_for(
+            lambda: (
+                worker.metric("hitrun_dead_letters_total", reason="unauthenticated") == 2
+                and worker.metric("hitrun_dead_letters_total", reason="wrong_topic") == 1
+            ),
+            20,
+            "the forged commands' dead letters",
+        )
+        letters = [
+            orjson.loads(r.value) for r in drain(kafka_bootstrap, settings.topic_dead_letters, 3)
+        ]
+        assert sorted(d["reason"] for d in letters) == [
+            "unauthenticated",
+            "unauthenticated",
+            "wrong_topic",
+        ]
+        view = orjson.loads(worker.get(f"/customers/{victim}", SUPPORT_TOKEN)[1])
+        assert view["blacklist"] == []
+        assert worker.metric("hitrun_alerts_total", type="customer_blacklisted") == 0
+        assert drain(kafka_bootstrap, settings.topic_blacklist_status, 0, timeout=1) == []
     finally:
         worker.stop()
 
 
-def test_admin_actions_are_refused_when_no_token_is_configured(
-    kafka_bootstrap: str, tmp_path: Path
-) -> None:
-    env = unique_env(kafka_bootstrap, tmp_path)
+def hitrun(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "streams.cli", *args],
+        env=os.environ | env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_erasure_leaves_nothing_of_the_customer(kafka_bootstrap: str, tmp_path: Path) -> None:
+    env = unique_env(kafka_bootstrap, tmp_path, HITRUN_QUIET_HOURS="off")
+    settings = settings_of(env)
     worker = start_worker(env, tmp_path)
+    customer = "cust-erased"
     try:
-        assert post(worker, "/admin/blacklist", ACTION, token="anything") == 403
-        assert post(worker, "/admin/unblacklist", ACTION, token="") == 403
+        send(settings, settings.topic_checkouts, checkout(customer, "o-e1"))
+        send(settings, settings.topic_payments, payment(customer, "o-e1"))
+        send(settings, settings.topic_checkouts, checkout(customer, "o-e2"))
+        # An operator who scripts signs with the shared key, under their own name.
+        done = hitrun(
+            env,
+            "admin",
+            "blacklist",
+            customer,
+            "--shop",
+            "shop-1",
+            "--reason",
+            "r",
+            "--as",
+            "carol",
+        )
+        assert done.returncode == 0, done.stderr
+        (event,) = alerts(settings, settings.topic_blacklist, 1)
+        assert event["actor"] == "carol"
+        view = orjson.loads(worker.get(f"/customers/{customer}", SUPPORT_TOKEN)[1])
+        assert view["blacklist"] and view["open_orders"] and view["retention"]["phase"] == "window"
+
+        erase = {"customer_id": customer, "reason": "data-protection request 88"}
+        assert post(worker, "/admin/erase", erase, token=SUPPORT_TOKEN) == 403
+        assert post(worker, "/admin/erase", erase, token=OPERATOR_TOKEN) == 202
+        (erased,) = alerts(settings, settings.topic_erasures, 1)
+        assert (erased["customer_id"], erased["requested_by"]) == (customer, "ops-alice")
+        assert worker.get(f"/customers/{customer}", SUPPORT_TOKEN)[0] == 404
+        changelog = f"{settings.app_id}-customers-changelog"
+        key = customer.encode()
+        for topic in (changelog, settings.topic_blacklist_status):
+            latest = [r for r in drain(kafka_bootstrap, topic, 0, timeout=2) if r.key == key]
+            assert latest and latest[-1].value is None, topic  # a tombstone
+        wait_for(lambda: worker.metric("hitrun_customers_in_state") == 0, 10, "the customer gauge")
+    finally:
+        worker.stop()
+    # A restarted worker recovers the table from the changelog: still nothing.
+    worker = start_worker(env, tmp_path, name="worker-again")
+    try:
+        assert worker.get(f"/customers/{customer}", SUPPORT_TOKEN)[0] == 404
     finally:
         worker.stop()
 
@@ -124,14 +298,17 @@ def test_the_customer_view_shows_the_state_as_of_the_stream_clock(
             20,
             "the unpaid order's strike",
         )
-        view = orjson.loads(worker.get(f"/customers/{customer}")[1])
+        view = orjson.loads(worker.get(f"/customers/{customer}", SUPPORT_TOKEN)[1])
         assert [strike["order_id"] for strike in view["strikes"]] == ["o-unpaid"]
         wait_for(
-            lambda: orjson.loads(worker.get(f"/customers/{customer}")[1])["strikes"] == [],
+            lambda: (
+                orjson.loads(worker.get(f"/customers/{customer}", SUPPORT_TOKEN)[1])["strikes"]
+                == []
+            ),
             20,
             "the strike to leave the view once its window has passed",
         )
-        view = orjson.loads(worker.get(f"/customers/{customer}")[1])
+        view = orjson.loads(worker.get(f"/customers/{customer}", SUPPORT_TOKEN)[1])
         assert view["retention"]["phase"] == "window"
     finally:
         worker.stop()

@@ -61,7 +61,7 @@ class FakeProducer:
 def flush(
     records: list[OutRecord], room: int = 3, partitions: int = 4
 ) -> tuple[FakeProducer, dict[TopicPartition, int]]:
-    sink = RecordSink(["127.0.0.1:1"], client_id="test")
+    sink = RecordSink({"bootstrap_servers": ["127.0.0.1:1"]}, client_id="test")
     producer = FakeProducer(room, partitions)
     sink._producer = producer  # type: ignore[assignment]
     for record in records:
@@ -127,7 +127,9 @@ class FlakyProducer(FakeProducer):
 
 
 def test_state_records_are_sent_only_after_every_output_is_delivered() -> None:
-    sink = RecordSink(["127.0.0.1:1"], client_id="t", state_topics=frozenset({"changelog"}))
+    sink = RecordSink(
+        {"bootstrap_servers": ["127.0.0.1:1"]}, client_id="t", state_topics=frozenset({"changelog"})
+    )
     producer = FlakyProducer(failing={"alerts"})
     sink._producer = producer  # type: ignore[assignment]
     sink.put(OutRecord("changelog", b"c1", b"state", partition=0))
