@@ -12,12 +12,16 @@ import random
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 POM = Path(__file__).resolve().parent / "kafka" / "pom.xml"
 EPHEMERAL_RANGE = "/proc/sys/net/ipv4/ip_local_port_range"
@@ -140,6 +144,37 @@ def new_cluster_id() -> str:
             return cluster_id
 
 
+SCRAM_MECHANISMS = ("SCRAM-SHA-256", "SCRAM-SHA-512")
+AUTHORIZER = "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
+
+
+@dataclass(frozen=True)
+class SaslSsl:
+    """A secured listener: SCRAM over TLS, with ACLs (Kafka's StandardAuthorizer in KRaft).
+
+    `keystore` is a PEM file with the broker's private key (PKCS#8, unencrypted)
+    and certificate chain, valid for 127.0.0.1; `ca` the PEM certificate its
+    clients trust. Each user gets SCRAM-SHA-256 and -512 credentials when the
+    storage is formatted; `admin` (one of them) is a super user, everyone else
+    needs ACLs (`LocalKafka.acls`).
+    """
+
+    keystore: Path
+    ca: Path
+    users: Mapping[str, str] = field(default_factory=dict)
+    admin: str = "admin"
+
+    def client_options(self, user: str, mechanism: str = "SCRAM-SHA-512") -> dict[str, Any]:
+        """aiokafka keyword arguments for `user` (servers not included)."""
+        return {
+            "security_protocol": "SASL_SSL",
+            "ssl_context": ssl.create_default_context(cafile=str(self.ca)),
+            "sasl_mechanism": mechanism,
+            "sasl_plain_username": user,
+            "sasl_plain_password": self.users[user],
+        }
+
+
 class LocalKafka:
     """One broker+controller JVM with its data, config and logs under `data_dir`."""
 
@@ -150,6 +185,7 @@ class LocalKafka:
         controller_port: int | None = None,
         heap_mb: int = 512,
         die_with_parent: bool = True,
+        sasl_ssl: SaslSsl | None = None,
     ) -> None:
         self.data_dir = Path(data_dir).resolve()
         self.port = port
@@ -161,6 +197,8 @@ class LocalKafka:
         # `python -m dev.localkafka start` (make kafka-start) is meant to outlive it.
         self.die_with_parent = die_with_parent
         self.process: subprocess.Popen[bytes] | None = None
+        # None: one PLAINTEXT listener, no authentication, no ACLs.
+        self.sasl_ssl = sasl_ssl
 
     @property
     def bootstrap(self) -> str:
@@ -183,6 +221,91 @@ class LocalKafka:
         except (FileNotFoundError, ValueError):
             return None
 
+    @property
+    def client_options(self) -> dict[str, Any]:
+        """aiokafka keyword arguments for a client of this broker (its super user if secured)."""
+        options: dict[str, Any] = {"bootstrap_servers": self.bootstrap}
+        if self.sasl_ssl is not None:
+            options |= self.sasl_ssl.client_options(self.sasl_ssl.admin)
+        return options
+
+    def _listener_config(self) -> list[str]:
+        secured = self.sasl_ssl
+        name = "PLAINTEXT" if secured is None else "SASL_SSL"
+        lines = [
+            f"listeners={name}://127.0.0.1:{self.port},"
+            f"CONTROLLER://127.0.0.1:{self.controller_port}",
+            f"advertised.listeners={name}://127.0.0.1:{self.port}",
+            "controller.listener.names=CONTROLLER",
+            f"inter.broker.listener.name={name}",
+            f"listener.security.protocol.map={name}:{name},CONTROLLER:PLAINTEXT",
+        ]
+        if secured is None:
+            return lines
+        admin, password = secured.admin, secured.users[secured.admin]
+        return [
+            *lines,
+            f"sasl.enabled.mechanisms={','.join(SCRAM_MECHANISMS)}",
+            "sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512",
+            # One login module per mechanism; the broker's own client logs in as the admin.
+            *(
+                f"listener.name.sasl_ssl.{mechanism.lower()}.sasl.jaas.config="
+                "org.apache.kafka.common.security.scram.ScramLoginModule required "
+                f'username="{admin}" password="{password}";'
+                for mechanism in SCRAM_MECHANISMS
+            ),
+            "ssl.keystore.type=PEM",
+            f"ssl.keystore.location={secured.keystore}",
+            "ssl.truststore.type=PEM",
+            f"ssl.truststore.location={secured.ca}",
+            f"authorizer.class.name={AUTHORIZER}",
+            # The controller listener is local PLAINTEXT: its principal is ANONYMOUS.
+            f"super.users=User:{admin};User:ANONYMOUS",
+            "allow.everyone.if.no.acl.found=false",
+        ]
+
+    def acls(self, *args: str) -> str:
+        """Run Kafka's own kafka-acls (AclCommand) as the super user; returns its output."""
+        if self.sasl_ssl is None:
+            raise BrokerError("ACLs need a broker started with sasl_ssl")
+        secured = self.sasl_ssl
+        client = self.data_dir / "admin-client.properties"
+        client.write_text(
+            "\n".join(
+                [
+                    "security.protocol=SASL_SSL",
+                    "sasl.mechanism=SCRAM-SHA-512",
+                    "sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule "
+                    f'required username="{secured.admin}" '
+                    f'password="{secured.users[secured.admin]}";',
+                    "ssl.truststore.type=PEM",
+                    f"ssl.truststore.location={secured.ca}",
+                    "",
+                ]
+            )
+        )
+        result = subprocess.run(
+            self._java(
+                fetch(),
+                "org.apache.kafka.tools.AclCommand",
+                "--bootstrap-server",
+                self.bootstrap,
+                "--command-config",
+                str(client),
+                *args,
+                heap_mb=256,
+            ),
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=120,
+        )
+        if result.returncode != 0:
+            raise BrokerError(
+                f"kafka-acls {' '.join(args)} failed:\n{result.stdout}{result.stderr}"
+            )
+        return result.stdout
+
     def _write_config(self) -> Path:
         logs = self.data_dir / "logs"
         config = self.data_dir / "server.properties"
@@ -192,12 +315,7 @@ class LocalKafka:
                     "process.roles=broker,controller",
                     "node.id=1",
                     f"controller.quorum.bootstrap.servers=127.0.0.1:{self.controller_port}",
-                    f"listeners=PLAINTEXT://127.0.0.1:{self.port},"
-                    f"CONTROLLER://127.0.0.1:{self.controller_port}",
-                    f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}",
-                    "controller.listener.names=CONTROLLER",
-                    "inter.broker.listener.name=PLAINTEXT",
-                    "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+                    *self._listener_config(),
                     f"log.dirs={logs}",
                     "num.partitions=1",
                     "auto.create.topics.enable=false",
@@ -279,6 +397,7 @@ class LocalKafka:
                 str(config),
                 "--standalone",
                 "--ignore-formatted",
+                *self._scram_users(),
                 heap_mb=256,
             ),
             capture_output=True,
@@ -287,6 +406,17 @@ class LocalKafka:
         )
         if result.returncode != 0:
             raise BrokerError(f"storage format failed:\n{result.stdout}\n{result.stderr}")
+
+    def _scram_users(self) -> list[str]:
+        """kafka-storage arguments creating each user's SCRAM credentials."""
+        if self.sasl_ssl is None:
+            return []
+        return [
+            argument
+            for user, password in self.sasl_ssl.users.items()
+            for mechanism in SCRAM_MECHANISMS
+            for argument in ("--add-scram", f"{mechanism}=[name={user},password={password}]")
+        ]
 
     def start(self, timeout: float = 60.0) -> str:
         """Start the broker and return its bootstrap address once a client round trip works."""
@@ -327,7 +457,7 @@ class LocalKafka:
                     f"broker exited with {self.process.returncode} during start:\n{self.log_tail()}"
                 )
             try:
-                asyncio.run(asyncio.wait_for(_round_trip(self.bootstrap), timeout=10))
+                asyncio.run(asyncio.wait_for(_round_trip(self.client_options), timeout=10))
                 return
             except Exception as exc:  # any failure means "not ready yet"
                 last_error = exc
@@ -376,25 +506,25 @@ class LocalKafka:
         self.stop()
 
 
-async def _round_trip(bootstrap: str) -> None:
+async def _round_trip(options: Mapping[str, Any]) -> None:
     """Create the readiness topic if missing, then produce to and read back from it."""
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
+    admin = AIOKafkaAdminClient(**options, request_timeout_ms=5000)
     await admin.start()
     try:
         if READY_TOPIC not in await admin.list_topics():
             await admin.create_topics([NewTopic(READY_TOPIC, 1, 1)])
     finally:
         await admin.close()
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, request_timeout_ms=5000)
+    producer = AIOKafkaProducer(**options, request_timeout_ms=5000)
     await producer.start()
     try:
         sent = await producer.send_and_wait(READY_TOPIC, b"ping")
     finally:
         await producer.stop()
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(**options, enable_auto_commit=False)
     await consumer.start()
     try:
         tp = TopicPartition(READY_TOPIC, sent.partition)

@@ -7,13 +7,14 @@ from typing import Any
 
 import click
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
 
 from streams.auth import ROLES, InvalidCommand, new_command, new_token
 from streams.codec import encode
 from streams.config import Settings
 from streams.kafka_auth import client_options
 from streams.partitioning import partition_for_key
-from streams.topics import ensure_topics
+from streams.topics import TopicLayoutError, ensure_topics
 
 
 def signed_command(settings: Settings, action: str, signer: str, **fields: Any) -> dict[str, Any]:
@@ -32,7 +33,7 @@ def signed_command(settings: Settings, action: str, signer: str, **fields: Any) 
 
 async def send_command(settings: Settings, command: dict[str, Any]) -> None:
     """Write the command to the admin topic, in its customer's partition (murmur2)."""
-    await ensure_topics(settings)
+    await ensure_topics(settings, only={settings.topic_admin})
     producer = AIOKafkaProducer(**client_options(settings), acks="all")
     await producer.start()
     try:
@@ -50,7 +51,12 @@ async def send_command(settings: Settings, command: dict[str, Any]) -> None:
 def _issue(action: str, signer: str, **fields: Any) -> None:
     settings = Settings.from_env()
     command = signed_command(settings, action, signer, **fields)
-    asyncio.run(send_command(settings, command))
+    try:
+        asyncio.run(send_command(settings, command))
+    except (KafkaError, TopicLayoutError) as exc:
+        raise click.ClickException(
+            f"cannot write to {settings.topic_admin}: {type(exc).__name__}: {exc}"
+        ) from None
     click.echo(
         f"admin: {action} of {command['customer_id']} sent as {signer} "
         f"(event {command['event_id']}, valid until {command['expires_at']})"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -77,16 +77,19 @@ async def ensure_topics(
     settings: Settings,
     connect_within_s: float | None = 60.0,
     say: Callable[[str], None] | None = None,
+    only: Collection[str] | None = None,
 ) -> list[str]:
     """Create the missing topics and check the partition counts of existing ones.
 
-    Waits for the broker up to `connect_within_s` (None: as long as it takes,
+    `only` limits the work to the named topics (a client that writes only
+    those may have no right to create or describe the others). Waits for the
+    broker up to `connect_within_s` (None: as long as it takes,
     as a worker does), telling `say` about each failed attempt. Returns the
     names created. Raises `TopicLayoutError` when a co-partitioned topic exists
     with another partition count, since per-customer state would then be split
     across workers.
     """
-    specs = topic_specs(settings)
+    specs = [s for s in topic_specs(settings) if only is None or s.name in only]
     admin = await _start_with_retry(settings, connect_within_s, say)
     try:
         created = await _create_missing(admin, specs, settings.replication_factor)

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import http.client
-import os
-import subprocess
-import sys
 import urllib.request
 from pathlib import Path
 
@@ -24,6 +21,7 @@ from tests.integration.harness import (
     unique_env,
     wait_for,
 )
+from tests.integration.test_client_tools import hitrun
 from tests.integration.test_unpaid_live import checkout
 
 
@@ -207,17 +205,6 @@ def test_a_producer_without_the_key_changes_no_blacklist(
         assert drain(kafka_bootstrap, settings.topic_blacklist_status, 0, timeout=1) == []
     finally:
         worker.stop()
-
-
-def hitrun(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "streams.cli", *args],
-        env=os.environ | env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 def test_erasure_leaves_nothing_of_the_customer(kafka_bootstrap: str, tmp_path: Path) -> None:
