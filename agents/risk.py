@@ -1,7 +1,7 @@
 """First-purchase risk: how much a new customer's first order looks like a one-time buyer's.
 
-The factors are the early-warning traits of DESIGN.md §1. Each is a hint, never
-proof; the score is the weighted share of factors present:
+The factors are the early-warning traits of a one-time buyer (docs/detection.md).
+Each is a hint, never proof; the score is the weighted share of factors present:
 
     score = sum(weight of each present factor) / sum(all weights)
 

@@ -76,7 +76,7 @@ class Item:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ShopEvent:
-    """Fields every input event carries (DESIGN.md §2)."""
+    """Fields every input event carries (README, "What goes in")."""
 
     type: str = field(init=False, default="")
     event_id: str

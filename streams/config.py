@@ -248,7 +248,7 @@ class Settings:
     state_cache: int = _setting("100000", _count)
     # The worker's event loop: libuv's (uvloop) or the standard library's.
     event_loop: str = _setting("uvloop", _choice("uvloop", "asyncio"))
-    # Policy defaults (DESIGN.md §4); per-shop overrides come from policy_file.
+    # Policy defaults (README, "The rules"); per-shop overrides come from policy_file.
     payment_windows: dict[str, timedelta | None] = _setting(
         "card=1h,e_wallet=1h,bank_transfer=24h,virtual_account=24h,"
         "convenience_store=48h,cash_on_delivery=none",
@@ -266,7 +266,7 @@ class Settings:
     blacklist_scope: str = _setting("shop", _choice("shop", "platform"))
     payment_hold: timedelta = _setting("1h", parse_duration)
     policy_file: str | None = _setting(None, _non_empty)
-    # Single purchase, then gone (DESIGN.md §4; definitions in docs/detection.md).
+    # Single purchase, then gone (definitions in docs/detection.md).
     single_purchase_window: timedelta = _setting("90d", parse_duration)
     churn_dormancy: timedelta = _setting("90d", parse_duration)
     churn_min_purchases: int = _setting("2", _positive_int)

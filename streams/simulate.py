@@ -61,7 +61,7 @@ _TIME_ZONES = ("Asia/Jakarta", "Asia/Singapore", "Asia/Kuala_Lumpur", "Asia/Mani
 _SOURCES = ("direct", "search", "ad", "social", "email", "referral")
 
 # Kinds that buy at most once (never_pays only tries); their first order shows
-# the one-time-buyer traits of DESIGN.md §1 more often than other first orders.
+# the one-time-buyer traits (agents/risk.py) more often than other first orders.
 _ONE_TIMERS = frozenset({"pays_promptly", "pays_after_reminder", "one_time_buyer", "never_pays"})
 
 

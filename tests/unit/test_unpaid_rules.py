@@ -1,4 +1,4 @@
-"""The unpaid-after-checkout rules, one table row or case per rule (DESIGN.md §1A and §4)."""
+"""The unpaid-after-checkout rules, one table row or case per rule (README, "The rules")."""
 
 from __future__ import annotations
 
