@@ -1,4 +1,4 @@
-"""Detection policies: the default numbers (README, "The rules") as plain values, with per-shop overrides."""
+"""Detection policies: the default numbers (README, "The rules"), with per-shop overrides."""
 
 from __future__ import annotations
 
