@@ -21,6 +21,24 @@ def schema_names() -> list[str]:
     return sorted(p.name.removesuffix(".schema.json") for p in SCHEMA_DIR.glob("*.schema.json"))
 
 
+# Alert types on the output topics: every record schema that is neither an
+# input event, a dead letter, a status record nor the shared definitions.
+_NOT_ALERTS = {
+    "admin_action_requested",
+    "checkout_confirmed",
+    "common",
+    "dead_letter",
+    "blacklist_status",
+    "inquiry_received",
+    "order_status_changed",
+    "payment_attempted",
+    "watermark",
+}
+ALERT_TYPES: tuple[str, ...] = tuple(
+    name.rsplit(".v", 1)[0] for name in schema_names() if name.rsplit(".v", 1)[0] not in _NOT_ALERTS
+)
+
+
 @functools.cache
 def load_schema(name: str) -> dict[str, Any]:
     """The parsed schema `name` (e.g. `checkout_confirmed.v1`)."""

@@ -7,7 +7,10 @@ from faust import web
 from faust.sensors.prometheus import FaustMetrics
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from schemas.registry import ALERT_TYPES
 from streams.config import Settings
+from streams.errors import REASONS
+from streams.ingest import REROUTABLE_TYPES as INGEST_REROUTABLE
 from streams.ingest import IngestRules
 from streams.kafka_auth import bootstrap_servers, faust_credentials
 from streams.logs import logging_config
@@ -44,6 +47,11 @@ app = faust.App(
 
 registry = CollectorRegistry()
 metrics = Metrics(registry)
+metrics.start_at_zero(
+    {**settings.input_topics, settings.reroute_topic: INGEST_REROUTABLE},
+    REASONS,
+    ALERT_TYPES,
+)
 # Faust's own sensor metrics (less its per-event ones, which hitrun counts
 # itself) are served on hitrun's /metrics page too, through a collector that
 # renames its one millisecond histogram to seconds.

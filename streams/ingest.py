@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
 
 import orjson
@@ -65,6 +65,11 @@ class Rejected:
 Verdict = Accepted | Reroute | Rejected
 
 
+REROUTABLE_TYPES = frozenset(
+    {"checkout_confirmed", "payment_attempted", "order_status_changed", "inquiry_received"}
+)
+
+
 @dataclass(frozen=True, slots=True)
 class IngestRules:
     """What the ingest needs to know: which types each topic carries and the limits."""
@@ -80,11 +85,7 @@ class IngestRules:
     admin_key: bytes | None = None
     admin_ttl: timedelta = timedelta(minutes=15)
     # The reroute topic carries only what hitrun itself reroutes: the shop's events.
-    reroutable_types: frozenset[str] = field(
-        default=frozenset(
-            {"checkout_confirmed", "payment_attempted", "order_status_changed", "inquiry_received"}
-        )
-    )
+    reroutable_types: frozenset[str] = REROUTABLE_TYPES
 
 
 def classify(msg: RawMessage, rules: IngestRules) -> Verdict:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Generic, TypeVar
 
 from faust.sensors.prometheus import PrometheusMonitor
@@ -146,6 +146,27 @@ class Metrics:
             registry=registry,
         )
 
+    def start_at_zero(
+        self,
+        input_types: Mapping[str, Iterable[str]],
+        reasons: Iterable[str],
+        alert_types: Iterable[str],
+    ) -> None:
+        """Create every labelled series a rule or panel reads, at 0, before the first event.
+
+        A series that does not exist yet is not 0 to Prometheus: a rate over
+        it is empty, and a rule or panel reading it stays silent ("No data").
+        """
+        for topic, types in input_types.items():
+            for event_type in (*types, "unknown"):
+                for outcome in OUTCOMES:
+                    self.input_event(topic, event_type, outcome)
+            self.late_event(topic)
+        for reason in reasons:
+            self.dead_letter(reason)
+        for alert_type in alert_types:
+            self.alert(alert_type)
+
     def value(self, name: str, **labels: str) -> float:
         """Current value of a sample (0 when it was never set); for tests and the demo."""
         found = self.registry.get_sample_value(name, labels)
@@ -161,8 +182,8 @@ class EventlessPrometheusMonitor(PrometheusMonitor):
     topic, type and outcome); Faust's hooks counted the same messages again,
     four calls per event, and took about a tenth of a busy worker's CPU
     (docs/performance.md). Faust's other sensor metrics (commits, assignments,
-    rebalances, topic buffers, ...) are kept. `hitrun_faust_events_runtime_seconds`
-    therefore stays empty.
+    rebalances, topic buffers, ...) are kept; the families of the per-event hooks
+    are not exported (FaustSensorCollector).
     """
 
     def on_message_in(self, tp: TP, offset: int, message: Message) -> None:
@@ -193,28 +214,31 @@ class EventlessPrometheusMonitor(PrometheusMonitor):
             super().track_tp_end_offset(tp, offset)
 
 
+# Faust's per-message and per-event families: the hooks that fed them are off
+# (EventlessPrometheusMonitor), and hitrun_input_events_total counts the same
+# messages, so they would only ever read 0. Table operations go through
+# hitrun's own state cache, not Faust's table API. None of them is exported.
+_NEVER_COUNTED = (
+    "_messages_received",
+    "_messages_received_per_topic",
+    "_messages_received_per_topics_partition",
+    "_active_messages",
+    "_total_events",
+    "_total_active_events",
+    "_total_events_per_stream",
+    "_events_runtime_ms",
+    "_table_operations",
+)
+
+
 class FaustSensorCollector:
-    """Faust's sensor metrics, with `*_events_runtime_ms` exposed in base units (seconds)."""
+    """Faust's sensor metrics that count something in hitrun (commits, assignments, rebalances,
+    sends, HTTP, offsets), without the families whose hooks hitrun turns off."""
 
     def __init__(self, source: CollectorRegistry) -> None:
         self.source = source
 
     def collect(self) -> Iterator[Metric]:
         for family in self.source.collect():
-            if family.name.endswith("_events_runtime_ms"):
-                yield _milliseconds_to_seconds(family)
-            else:
+            if not family.name.endswith(_NEVER_COUNTED):
                 yield family
-
-
-def _milliseconds_to_seconds(family: Metric) -> Metric:
-    name = family.name.removesuffix("_ms") + "_seconds"
-    converted = Metric(name, family.documentation + " (seconds)", family.type)
-    for sample in family.samples:
-        suffix = sample.name.removeprefix(family.name)
-        labels = dict(sample.labels)
-        if "le" in labels and labels["le"] != "+Inf":
-            labels["le"] = repr(float(labels["le"]) / 1000)
-        value = sample.value / 1000 if suffix == "_sum" else sample.value
-        converted.add_sample(name + suffix, labels, value, sample.timestamp)
-    return converted

@@ -89,7 +89,13 @@ def test_dashboard_has_the_panels_operators_need() -> None:
         "hitrun_open_checkouts": "open checkouts",
         "hitrun_blacklisted_customers": "blacklisted",
         "hitrun_timer_lateness_seconds_bucket": "lateness",
+        "hitrun_ready": "readiness",
+        "hitrun_late_events_total": "late events",
+        "hitrun_processing_errors_total": "processing errors",
     }
     for metric, what in wanted.items():
         assert any(metric in e for e in exprs.values()), what
     assert all(p["datasource"]["uid"] == "prometheus" for p in dashboard["panels"])
+    # A rerouted message is processed again from the reroute topic: never summed twice.
+    throughput = next(e for t, e in exprs.items() if t.startswith("Throughput"))
+    assert 'outcome!="rerouted"' in throughput

@@ -1,4 +1,4 @@
-"""Kept metric children equal `labels()` children; Faust's sensor skips per-event hooks."""
+"""Kept metric children; Faust's sensor without per-event hooks; every series starts at 0."""
 
 from __future__ import annotations
 
@@ -6,7 +6,11 @@ from faust.sensors.prometheus import FaustMetrics
 from faust.types import TP
 from prometheus_client import CollectorRegistry, Counter
 
-from streams.metrics import Children, EventlessPrometheusMonitor, Metrics
+from schemas.records import INPUT_EVENTS
+from schemas.registry import ALERT_TYPES, SCHEMA_DIR
+from streams.config import Settings
+from streams.errors import REASONS
+from streams.metrics import Children, EventlessPrometheusMonitor, FaustSensorCollector, Metrics
 
 
 def test_a_kept_child_is_the_labelled_child_and_counts_into_the_registry() -> None:
@@ -60,3 +64,38 @@ def test_the_end_offset_gauge_is_set_when_the_high_watermark_moves() -> None:
     assert monitor.tp_end_offsets == {tp: 12, other: 12}
     where = {"topic": "shop.checkouts", "partition": "3"}
     assert registry.get_sample_value("t_topic_partition_end_offset", where) == 12
+
+
+def test_faust_families_that_never_count_are_not_exported() -> None:
+    source = CollectorRegistry()
+    EventlessPrometheusMonitor(metrics=FaustMetrics.create(source, "hitrun_faust"))
+    exported = {family.name for family in FaustSensorCollector(source).collect()}
+    assert "hitrun_faust_messages_received" not in exported
+    assert "hitrun_faust_total_events" not in exported
+    assert "hitrun_faust_events_runtime_ms" not in exported
+    assert "hitrun_faust_total_rebalances" in exported
+    assert "hitrun_faust_topic_partition_offset_commited" in exported
+
+
+def test_every_series_a_rule_or_panel_reads_exists_at_zero_from_the_start() -> None:
+    settings = Settings.from_env({})
+    registry = CollectorRegistry()
+    Metrics(registry).start_at_zero(settings.input_topics, REASONS, ALERT_TYPES)
+    for reason in REASONS:
+        assert registry.get_sample_value("hitrun_dead_letters_total", {"reason": reason}) == 0
+    for topic in settings.input_topics:
+        assert registry.get_sample_value("hitrun_late_events_total", {"topic": topic}) == 0
+        for outcome in ("processed", "dead_lettered", "rerouted", "duplicate"):
+            labels = {"topic": topic, "type": "unknown", "outcome": outcome}
+            assert registry.get_sample_value("hitrun_input_events_total", labels) == 0
+    for alert_type in ("order_expired", "customer_blacklisted", "single_purchase"):
+        assert registry.get_sample_value("hitrun_alerts_total", {"type": alert_type}) == 0
+
+
+def test_alert_types_are_every_alert_the_agent_can_publish() -> None:
+    published = (
+        {path.stem.split(".")[0] for path in SCHEMA_DIR.glob("*.schema.json")}
+        - {"common", "dead_letter", "blacklist_status", "watermark"}
+        - set(INPUT_EVENTS)
+    )
+    assert set(ALERT_TYPES) == published
