@@ -56,9 +56,10 @@ def counters(body: bytes) -> dict[str, float]:
             if sample.name == "hitrun_input_events_total":
                 key = sample.labels["outcome"]
                 out[key] = out.get(key, 0) + sample.value
-            elif sample.name == "hitrun_dead_letters_total":
+            # Every reason and alert type is exported from the start at 0: show those seen.
+            elif sample.name == "hitrun_dead_letters_total" and sample.value:
                 out[f"dead:{sample.labels['reason']}"] = sample.value
-            elif sample.name == "hitrun_alerts_total":
+            elif sample.name == "hitrun_alerts_total" and sample.value:
                 out[f"alert:{sample.labels['type']}"] = sample.value
     return out
 

@@ -12,7 +12,7 @@ from aiokafka.errors import KafkaError
 from streams.auth import ROLES, InvalidCommand, new_command, new_token
 from streams.codec import encode
 from streams.config import Settings
-from streams.kafka_auth import client_options
+from streams.kafka_auth import client_options, started
 from streams.partitioning import partition_for_key
 from streams.topics import TopicLayoutError, ensure_topics
 
@@ -34,8 +34,9 @@ def signed_command(settings: Settings, action: str, signer: str, **fields: Any) 
 async def send_command(settings: Settings, command: dict[str, Any]) -> None:
     """Write the command to the admin topic, in its customer's partition (murmur2)."""
     await ensure_topics(settings, only={settings.topic_admin})
-    producer = AIOKafkaProducer(**client_options(settings), acks="all")
-    await producer.start()
+    producer = await started(
+        lambda: AIOKafkaProducer(**client_options(settings), acks="all"), settings
+    )
     try:
         key = command["customer_id"].encode()
         await producer.send_and_wait(

@@ -1,191 +1,128 @@
-"""The `hitrun` command line: Faust's own commands (worker, ...) plus hitrun's."""
+"""The `hitrun` command line: hitrun's own commands; Faust runs underneath `hitrun worker`.
+
+Every command's module is imported only when the command runs, so `--help`
+answers at once, reads no setting and touches no broker. Expected failures
+print one or two lines and exit with a documented code (EXIT_* below);
+`hitrun --debug COMMAND` shows the traceback as well.
+"""
 
 from __future__ import annotations
 
-import asyncio
-import gc
+import importlib
+import logging
 import sys
-from datetime import UTC, datetime
-from pathlib import Path
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
 
 import click
-import orjson
-from faust.cli import AppCommand, option
-from faust.cli.faust import cli as faust_cli
 
-import agents.customer  # noqa: F401  (registers the customer agent with the app)
-import streams.lag
-import streams.web  # noqa: F401  (registers the health views)
-from streams import admin_cli, clients
-from streams.app import app, settings
-from streams.publisher import PublishStats, publish
-from streams.replay import replay_command
-from streams.simulate import PARTITIONERS, GroundTruth, TrafficShape, generate
-from streams.topics import ensure_topics
+# Exit codes (README, "Command line").
+EXIT_FAILED = 1  # the command ran and reports a failure (e.g. a replay's dead letters)
+EXIT_USAGE = 2  # a bad option, argument or HITRUN_* setting
+EXIT_UNREACHABLE = 3  # the broker did not answer within HITRUN_CONNECT_TIMEOUT
+EXIT_TOPICS = 4  # a topic is missing, has the wrong layout, or may not be used
+EXIT_INTERRUPTED = 130  # Ctrl-C
 
-
-@app.command()
-async def topics(self: AppCommand) -> None:
-    """Create hitrun's topics (idempotent) and check their partition counts."""
-    created = await ensure_topics(settings)
-    self.say(f"created: {', '.join(created) or 'none (all exist)'}")
-
-
-@app.command(
-    option(
-        "--rate",
-        type=float,
-        default=200.0,
-        show_default=True,
-        help="Messages per second; 0 publishes as fast as the broker accepts.",
-    ),
-    option(
-        "--duration",
-        type=float,
-        default=60.0,
-        show_default=True,
-        help="Seconds to publish for (count = rate x duration) unless --count is given.",
-    ),
-    option("--count", type=int, default=None, help="Exact number of messages to publish."),
-    option(
-        "--seed",
-        type=int,
-        default=1,
-        show_default=True,
-        help="Random seed: same seed, same traffic.",
-    ),
-    option(
-        "--malformed-ratio",
-        type=float,
-        default=0.01,
-        show_default=True,
-        help="Share of messages that are deliberately malformed.",
-    ),
-    option(
-        "--partitioner",
-        type=click.Choice(sorted(PARTITIONERS)),
-        default="murmur2",
-        show_default=True,
-        help="crc32 mimics librdkafka's default, to exercise the partition guard.",
-    ),
-    option(
-        "--start",
-        type=str,
-        default=None,
-        help="Event time of the first customer (RFC 3339); default: now, to the minute.",
-    ),
-    option(
-        "--truth",
-        type=click.Path(dir_okay=False, writable=True),
-        default=None,
-        help="Write the ground truth (customer -> kind, malformed by reason) as JSON here.",
-    ),
-)
-async def simulate(
-    self: AppCommand,
-    rate: float,
-    duration: float,
-    count: int | None,
-    seed: int,
-    malformed_ratio: float,
-    partitioner: str,
-    start: str | None,
-    truth: str | None,
-) -> None:
-    """Publish realistic shop traffic with a known ground truth."""
-    if count is None:
-        if rate <= 0:
-            raise click.UsageError("--rate 0 needs --count")
-        count = int(rate * duration)
-    first = (
-        datetime.fromisoformat(start)
-        if start
-        else datetime.now(UTC).replace(second=0, microsecond=0)
-    )
-    if first.tzinfo is None:
-        raise click.BadParameter("needs a UTC offset", param_hint="--start")
-    shape = TrafficShape(
-        seed=seed,
-        start=first,
-        malformed_ratio=malformed_ratio,
-        max_message_bytes=settings.max_message_bytes,
-    )
-    await ensure_topics(settings)
-    facts = GroundTruth()
-
-    def progress(stats: PublishStats) -> None:
-        self.say(f"simulate: {stats.sent}/{count} sent in {stats.elapsed_s:.1f}s")
-
-    stats = await publish(
-        settings,
-        generate(shape, count, facts),
-        rate=rate,
-        partitioner=partitioner,
-        seed=seed,
-        on_progress=progress,
-        progress_every=max(1000, count // 10),
-    )
-    self.say(
-        f"simulate: sent {stats.sent} messages in {stats.elapsed_s:.1f}s "
-        f"({stats.sent / max(stats.elapsed_s, 1e-9):.0f}/s); "
-        f"malformed {sum(facts.malformed.values())}"
-    )
-    if truth:
-        data = orjson.dumps(facts.as_json(), option=orjson.OPT_INDENT_2)
-        await asyncio.to_thread(Path(truth).write_bytes, data)
+# name -> (module, attribute, one-line help). The help is here so that
+# `hitrun --help` imports nothing.
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "worker": ("streams.worker_command", "worker", "Run a worker: detect and publish alerts."),
+    "replay": ("streams.replay", "replay_command", "Replay a transactions file and count alerts."),
+    "produce": ("streams.clients", "produce", "Publish a JSON-lines file of shop events."),
+    "tail": ("streams.clients", "tail", "Follow the alert topics and print the alerts."),
+    "blacklist": ("streams.clients", "blacklist", "Print who is blacklisted now."),
+    "simulate": ("streams.simulate_command", "simulate", "Publish realistic shop traffic."),
+    "topics": ("streams.simulate_command", "topics", "Create hitrun's topics and check them."),
+    "admin": ("streams.admin_cli", "admin", "Sign an admin command and send it."),
+    "token": ("streams.admin_cli", "token", "Make a named HTTP token with a role."),
+    "faust": ("streams.worker_command", "faust", "Run one of Faust's own commands."),
+}
 
 
-WORKER_GC_THRESHOLD = (10_000, 10, 10)
-FAUST_LOG_LEVELS = {"warning": "warn"}
-
-
-def use_event_loop(name: str) -> None:
-    """Make `name` ("uvloop" or "asyncio") the event loop of every thread started from now on.
-
-    Faust's consumer runs in a thread with a loop of its own; a policy covers it too.
-    """
-    if name == "uvloop":
+def _version() -> str:
+    def of(package: str) -> str:
         try:
-            import uvloop  # not imported at module level: only the worker needs it
-        except ImportError:
-            raise SystemExit(
-                "HITRUN_EVENT_LOOP=uvloop but uvloop is not installed; "
-                "install it or set HITRUN_EVENT_LOOP=asyncio"
-            ) from None
-        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    else:
-        asyncio.set_event_loop_policy(None)
+            return version(package)
+        except PackageNotFoundError:
+            return "unknown"
+
+    return (
+        f"hitrun {of('hitrun')}\n"
+        f"faust-streaming {of('faust-streaming')}, aiokafka {of('aiokafka')}, "
+        f"Python {sys.version.split()[0]}"
+    )
 
 
-def _say_err(line: str) -> None:
-    print(f"hitrun worker: {line}", file=sys.stderr, flush=True)
+class HitrunCommands(click.Group):
+    """Loads each command when it is used, and turns expected failures into exit codes."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        found = COMMANDS.get(name)
+        if found is None:
+            return None
+        module, attribute, _ = found
+        command: click.Command = getattr(importlib.import_module(module), attribute)
+        return command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, short) for name, (_m, _a, short) in COMMANDS.items()]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.Abort, click.ClickException):
+            raise
+        except KeyboardInterrupt:
+            click.echo("hitrun: interrupted", err=True)
+            ctx.exit(EXIT_INTERRUPTED)
+        except Exception as exc:
+            code = expected_failure(exc)
+            if code is None or ctx.obj.get("debug"):
+                raise
+            click.echo(f"hitrun: {exc}", err=True)
+            ctx.exit(code)
+
+
+def expected_failure(exc: BaseException) -> int | None:
+    """The exit code of a failure a person can act on, or None for a bug (a traceback)."""
+    from aiokafka.errors import KafkaConnectionError, TopicAuthorizationFailedError
+
+    from streams.config import SettingsError
+    from streams.kafka_auth import BrokerUnreachable
+    from streams.topics import TopicLayoutError
+
+    if isinstance(exc, SettingsError):
+        return EXIT_USAGE
+    if isinstance(exc, BrokerUnreachable | KafkaConnectionError):
+        return EXIT_UNREACHABLE
+    if isinstance(exc, TopicLayoutError | TopicAuthorizationFailedError):
+        return EXIT_TOPICS
+    return None
+
+
+@click.group(cls=HitrunCommands, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(message="%(version)s", version=_version())
+@click.option("--debug", is_flag=True, help="Show the traceback of any failure.")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
+    """hitrun: real-time detection of hit-and-run customers on Kafka.
+
+    Settings come from HITRUN_* environment variables (README, "Configuration").
+    """
+    ctx.obj = {"debug": debug}
+    if ctx.invoked_subcommand not in ("worker", "faust") and not debug:
+        # aiokafka logs every refused connection; a tool says it once, when it gives up.
+        logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
 
 
 def main() -> None:
     """Entry point of the `hitrun` console script."""
-    # Plain click commands: they need no Faust worker around them, and their
-    # exit codes reach the shell unchanged.
-    faust_cli.add_command(clients.produce)
-    faust_cli.add_command(clients.tail)
-    faust_cli.add_command(replay_command)
-    faust_cli.add_command(admin_cli.admin)
-    faust_cli.add_command(admin_cli.token)
-    argv = sys.argv[1:]
-    if argv and argv[0] == "worker":
-        # Every event allocates short-lived containers (records, states, futures);
-        # with the default threshold (700) the collector ran hundreds of times a
-        # second and took about 5% of a busy worker (docs/performance.md).
-        gc.set_threshold(*WORKER_GC_THRESHOLD)
-        use_event_loop(settings.event_loop)
-        # Faust declares only its internal topics; hitrun owns its input and
-        # output topics and creates them before the consumer subscribes.
-        # A worker started while the broker is away waits for it, one line per attempt.
-        asyncio.run(ensure_topics(settings, connect_within_s=None, say=_say_err))
-        if not any(a.startswith(("-l", "--loglevel")) for a in argv):
-            # Faust's --loglevel spells warning "warn".
-            level = FAUST_LOG_LEVELS.get(settings.log_level, settings.log_level)
-            sys.argv.insert(2, f"--loglevel={level}")
-    app.main()
+    cli(prog_name="hitrun")
 
 
 if __name__ == "__main__":

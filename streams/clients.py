@@ -7,6 +7,7 @@ import sys
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -17,9 +18,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from streams.codec import decode_input
 from streams.config import Settings
 from streams.errors import InputRejected
-from streams.kafka_auth import client_options
+from streams.kafka_auth import client_options, started
 from streams.partitioning import partition_for_key
-from streams.topics import ensure_topics
+from streams.topics import ensure_topics, read_from, require_topics
 
 # What `hitrun produce` sends, and where: a watermark has no customer and is
 # written by replays to every partition, so it is not accepted here.
@@ -77,9 +78,10 @@ async def send_lines(settings: Settings, lines: list[Line], out: TextIO) -> int:
     """Publish the lines keyed by customer, in file order, to their customers' partitions."""
     # Only the topics it writes: on a secured cluster a shop's producer may do no more.
     await ensure_topics(settings, only={line.topic for line in lines})
-    producer = AIOKafkaProducer(**client_options(settings), acks="all")
-    await producer.start()
-    started = time.monotonic()
+    producer = await started(
+        lambda: AIOKafkaProducer(**client_options(settings), acks="all"), settings
+    )
+    began = time.monotonic()
     try:
         pending = []
         for done, line in enumerate(lines, start=1):
@@ -90,9 +92,7 @@ async def send_lines(settings: Settings, lines: list[Line], out: TextIO) -> int:
             if done % 10_000 == 0:
                 await asyncio.gather(*pending)
                 pending.clear()
-                out.write(
-                    f"produce: {done}/{len(lines)} sent ({time.monotonic() - started:.1f}s)\n"
-                )
+                out.write(f"produce: {done}/{len(lines)} sent ({time.monotonic() - began:.1f}s)\n")
         await asyncio.gather(*pending)
     finally:
         await producer.stop()
@@ -157,6 +157,31 @@ def describe(topic: str, partition: int, offset: int, alert: dict[str, Any]) -> 
     return " ".join(parts)
 
 
+# How long `hitrun tail` holds an alert to print it in event-time order with
+# the alerts of other topics that arrive after it.
+ORDER_WAIT_S = 1.0
+_EARLIEST = datetime.min.replace(tzinfo=UTC)
+
+
+def _wanted(value: bytes | None, types: frozenset[str], customer: str | None) -> Any:
+    """The alert in `value` if it passes the filters, else None (tombstones too)."""
+    if value is None:
+        return None
+    alert = orjson.loads(value)
+    if types and alert.get("type") not in types:
+        return None
+    if customer is not None and alert.get("customer_id") != customer:
+        return None
+    return alert
+
+
+def _event_time(alert: dict[str, Any]) -> datetime:
+    try:
+        return datetime.fromisoformat(alert["occurred_at"])
+    except (KeyError, TypeError, ValueError):  # a dead letter has no event time
+        return _EARLIEST
+
+
 async def follow(
     settings: Settings,
     topics: Iterable[str],
@@ -169,15 +194,19 @@ async def follow(
     as_json: bool,
     out: TextIO,
 ) -> int:
-    """Print alerts as they are committed to `topics`; returns how many were printed."""
-    consumer = AIOKafkaConsumer(
-        **client_options(settings),
-        isolation_level="read_committed",
-        enable_auto_commit=False,
+    """Print alerts as they are committed to `topics`, in event-time order across topics
+    (alerts of one instant: in the order of `topics`); returns how many were printed."""
+    consumer = await started(
+        lambda: AIOKafkaConsumer(
+            **client_options(settings),
+            isolation_level="read_committed",
+            enable_auto_commit=False,
+        ),
+        settings,
     )
-    await consumer.start()
     printed = 0
     try:
+        await require_topics(consumer, set(topics))
         tps = [
             TopicPartition(t, p)
             for t in topics
@@ -188,33 +217,39 @@ async def follow(
             await consumer.seek_to_beginning(*tps)
         else:
             await consumer.seek_to_end(*tps)
-        idle_since = time.monotonic()
+        rank = {topic: n for n, topic in enumerate(topics)}
+        held: list[tuple[tuple[Any, ...], str]] = []  # (event-time order, line)
+        held_since = idle_since = time.monotonic()
         while limit is None or printed < limit:
             batch = await consumer.getmany(timeout_ms=200)
-            if not batch:
-                if idle_timeout is not None and time.monotonic() - idle_since > idle_timeout:
-                    break
-                continue
-            idle_since = time.monotonic()
-            for tp, records in sorted(batch.items()):
+            now = time.monotonic()
+            for tp, records in batch.items():
                 for record in records:
-                    if record.value is None:
+                    alert = _wanted(record.value, types, customer)
+                    if alert is None:
                         continue
-                    alert = orjson.loads(record.value)
-                    if types and alert.get("type") not in types:
-                        continue
-                    if customer is not None and alert.get("customer_id") != customer:
-                        continue
+                    if not held:
+                        held_since = now
+                    order = (_event_time(alert), rank[tp.topic], tp.partition, record.offset)
                     line = (
                         record.value.decode()
                         if as_json
                         else describe(tp.topic, tp.partition, record.offset, alert)
                     )
+                    held.append((order, line))
+            if batch:
+                idle_since = now
+            # Records of different topics arrive in separate fetches: hold each for up
+            # to ORDER_WAIT_S (or until a fetch comes back empty), then print in event time.
+            if held and (not batch or now - held_since >= ORDER_WAIT_S):
+                held.sort(key=lambda entry: entry[0])
+                for _order, line in held[: None if limit is None else limit - printed]:
                     out.write(line + "\n")
-                    out.flush()
                     printed += 1
-                    if limit is not None and printed >= limit:
-                        return printed
+                out.flush()
+                held.clear()
+            elif not batch and idle_timeout is not None and now - idle_since > idle_timeout:
+                break
     finally:
         await consumer.stop()
     return printed
@@ -239,6 +274,7 @@ def tail(
 ) -> None:
     """Follow hitrun's alert topics (committed records only) and print the alerts."""
     settings = Settings.from_env()
+    # Alerts of one instant print in this order: a reminder, the expiry, the blacklisting.
     topics = [*settings.output_topics.values(), settings.topic_erasures]
     if dead_letters:
         topics.append(settings.topic_dead_letters)
@@ -256,3 +292,56 @@ def tail(
         )
     )
     click.echo(f"tail: {printed} alert(s)", err=True)
+
+
+def current_listings(
+    records: Iterable[tuple[bytes | None, bytes | None]], shop: str | None
+) -> list[tuple[str, dict[str, Any]]]:
+    """(customer, listing) of the latest status per customer; a tombstone clears one.
+
+    A listing of scope "*" (the platform) applies to every shop.
+    """
+    latest: dict[str, dict[str, Any] | None] = {}
+    for key, value in records:
+        if key is None:
+            continue
+        latest[key.decode()] = None if value is None else orjson.loads(value)
+    return [
+        (customer, listing)
+        for customer, status in sorted(latest.items())
+        for listing in (status or {}).get("listings", ())
+        if shop is None or listing["scope"] in (shop, "*")
+    ]
+
+
+async def read_status(settings: Settings) -> list[tuple[bytes | None, bytes | None]]:
+    """Every record of the compacted blacklist status topic, up to its current end."""
+    since = {
+        TopicPartition(settings.topic_blacklist_status, p): 0 for p in range(settings.partitions)
+    }
+    return [(record.key, record.value) async for _tp, record in read_from(settings, since)]
+
+
+@click.command()
+@click.option("--shop", default=None, help="Only this shop's blacklist (and the platform's).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per listing.")
+def blacklist(shop: str | None, as_json: bool) -> None:
+    """Print who is blacklisted now, from the compacted blacklist status topic.
+
+    The topic keeps every customer's latest status (a null value, a
+    tombstone, means "not blacklisted"); this reads it to its end and prints
+    each current listing. Platform-wide listings (scope *) apply to every shop.
+    """
+    settings = Settings.from_env()
+    listed = current_listings(asyncio.run(read_status(settings)), shop)
+    for customer, listing in listed:
+        if as_json:
+            click.echo(orjson.dumps({"customer_id": customer, **listing}).decode())
+        else:
+            click.echo(
+                f"{customer}  scope={listing['scope']} since={listing['since']} "
+                f"until={listing['until']} offence={listing['offence']} actor={listing['actor']}"
+            )
+    customers = len({customer for customer, _ in listed})
+    where = f"shop {shop} (or the platform)" if shop else "any shop or the platform"
+    click.echo(f"blacklist: {customers} customer(s) blacklisted by {where}", err=True)

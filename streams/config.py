@@ -73,22 +73,29 @@ def parse_duration(text: str) -> timedelta:
     return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
 
 
+def _integer(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"expected an integer, got {text!r}") from None
+
+
 def _positive_int(text: str) -> int:
-    value = int(text)
+    value = _integer(text)
     if value <= 0:
         raise ValueError(f"expected a positive integer, got {text!r}")
     return value
 
 
 def _count(text: str) -> int:
-    value = int(text)
+    value = _integer(text)
     if value < 0:
         raise ValueError(f"expected zero or a positive integer, got {text!r}")
     return value
 
 
 def _port(text: str) -> int:
-    value = int(text)
+    value = _integer(text)
     if not 0 < value < 65536:
         raise ValueError(f"expected a TCP port, got {text!r}")
     return value
@@ -173,6 +180,9 @@ class Settings:
     """Every knob of hitrun. Field `x_y` is read from `HITRUN_X_Y`."""
 
     kafka_bootstrap: str = _setting("127.0.0.1:9092", _non_empty)
+    # How long a command-line tool waits for the broker before it gives up (a
+    # worker waits as long as it takes).
+    connect_timeout: timedelta = _setting("30s", parse_duration)
     app_id: str = _setting("hitrun", _non_empty)
     partitions: int = _setting("8", _positive_int)
     replication_factor: int = _setting("1", _positive_int)
@@ -337,6 +347,10 @@ class Settings:
                 f"HITRUN_CHURN_MAX_PURCHASES ({self.churn_max_purchases}), "
                 f"got {self.churn_min_purchases}"
             )
+
+    @property
+    def connect_timeout_s(self) -> float:
+        return self.connect_timeout.total_seconds()
 
     @property
     def sasl_password(self) -> str | None:

@@ -9,13 +9,63 @@ client is built anywhere without them.
 
 from __future__ import annotations
 
+import asyncio
 import ssl
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol, TypeVar
 
 import faust
+from aiokafka.errors import KafkaConnectionError
 from faust.types.auth import CredentialsT
 
 from streams.config import Settings
+
+
+class BrokerUnreachable(ConnectionError):
+    """The broker did not answer within the time allowed; the message says where and how long."""
+
+    def __init__(self, servers: list[str], waited_s: float, cause: BaseException) -> None:
+        super().__init__(
+            f"cannot reach the broker at {','.join(servers)} (tried for {waited_s:.0f} s; "
+            f"last error: {cause}); is it running, and is HITRUN_KAFKA_BOOTSTRAP right?"
+        )
+
+
+class _Client(Protocol):
+    async def start(self) -> None: ...
+
+
+C = TypeVar("C", bound=_Client)
+
+
+async def started(make: Callable[[], C], settings: Settings) -> C:
+    """A client from `make`, started; a new one is tried until HITRUN_CONNECT_TIMEOUT.
+
+    Each refused client is stopped (no connection is left behind); after the
+    timeout, BrokerUnreachable says where it tried and for how long.
+    """
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    deadline, delay = began + settings.connect_timeout_s, 0.25
+    while True:
+        client = make()
+        try:
+            await client.start()
+            return client
+        except KafkaConnectionError as exc:
+            await _stop(client)
+            if loop.time() + delay > deadline:
+                raise BrokerUnreachable(
+                    bootstrap_servers(settings), loop.time() - began, exc
+                ) from None
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+
+async def _stop(client: Any) -> None:
+    """aiokafka's producer and consumer stop; its admin client closes."""
+    stop = getattr(client, "stop", None) or client.close
+    await stop()
 
 
 def bootstrap_servers(settings: Settings) -> list[str]:

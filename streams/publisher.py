@@ -14,7 +14,7 @@ import orjson
 from aiokafka import AIOKafkaProducer
 
 from streams.config import Settings
-from streams.kafka_auth import client_options
+from streams.kafka_auth import client_options, started
 from streams.simulate import PARTITIONERS, SimMessage
 from streams.watermarks import signature
 
@@ -55,8 +55,9 @@ def role_topics(settings: Settings) -> dict[str, str]:
 
 async def publish_watermarks(settings: Settings, at: datetime, source: str = "hitrun") -> int:
     """Write a watermark at `at` to every partition of every input topic; returns how many."""
-    producer = AIOKafkaProducer(**client_options(settings), acks="all")
-    await producer.start()
+    producer = await started(
+        lambda: AIOKafkaProducer(**client_options(settings), acks="all"), settings
+    )
     try:
         futures = await _send_mark(producer, settings, Mark(at, source))
         await asyncio.gather(*futures)
@@ -124,17 +125,19 @@ async def publish(
     pick = PARTITIONERS[partitioner]
     rng = random.Random(seed)
     topics = role_topics(settings)
-    producer = AIOKafkaProducer(
-        **client_options(settings),
-        linger_ms=5,
-        max_batch_size=256 * 1024,
-        # Oversized test messages must reach the broker so hitrun can refuse them itself.
-        max_request_size=4 * settings.max_message_bytes + 1024 * 1024,
-        acks="all",
+    producer = await started(
+        lambda: AIOKafkaProducer(
+            **client_options(settings),
+            linger_ms=5,
+            max_batch_size=256 * 1024,
+            # Oversized test messages must reach the broker so hitrun can refuse them itself.
+            max_request_size=4 * settings.max_message_bytes + 1024 * 1024,
+            acks="all",
+        ),
+        settings,
     )
-    await producer.start()
     stats = PublishStats()
-    started = time.monotonic()
+    began = time.monotonic()
     pending: list[asyncio.Future[Any]] = []
     in_flight: list[SimMessage] = []
 
@@ -167,14 +170,14 @@ async def publish(
             if one_at_a_time or len(pending) >= 1000:
                 await settle()
             if rate > 0:
-                ahead = started + stats.sent / rate - time.monotonic()
+                ahead = began + stats.sent / rate - time.monotonic()
                 if ahead > 0:
                     await asyncio.sleep(ahead)
             if on_progress is not None and stats.sent % progress_every == 0:
-                stats.elapsed_s = time.monotonic() - started
+                stats.elapsed_s = time.monotonic() - began
                 on_progress(stats)
         await settle()
     finally:
         await producer.stop()
-    stats.elapsed_s = time.monotonic() - started
+    stats.elapsed_s = time.monotonic() - began
     return stats

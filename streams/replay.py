@@ -16,7 +16,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from streams.config import Settings
-from streams.kafka_auth import client_options
+from streams.kafka_auth import client_options, started
 from streams.publisher import Mark, publish
 from streams.simulate import SimMessage
 from streams.topics import ensure_topics, read_from
@@ -175,8 +175,7 @@ async def replay(
 
 
 async def _end_offsets(settings: Settings, topics: Sequence[str]) -> dict[TopicPartition, int]:
-    consumer = AIOKafkaConsumer(**client_options(settings))
-    await consumer.start()
+    consumer = await started(lambda: AIOKafkaConsumer(**client_options(settings)), settings)
     try:
         tps = [TopicPartition(t, p) for t in topics for p in range(settings.partitions)]
         ends: dict[TopicPartition, int] = await consumer.end_offsets(tps)
@@ -194,8 +193,6 @@ class Progress:
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
-        self._consumer = AIOKafkaConsumer(**client_options(settings), enable_auto_commit=False)
-        self._admin = AIOKafkaAdminClient(**client_options(settings))
         self._partitions = [
             TopicPartition(t, p)
             for t in settings.watermarked_topics
@@ -203,8 +200,14 @@ class Progress:
         ]
 
     async def __aenter__(self) -> Progress:
-        await self._consumer.start()
-        await self._admin.start()
+        settings = self._settings
+        self._consumer = await started(
+            lambda: AIOKafkaConsumer(**client_options(settings), enable_auto_commit=False),
+            settings,
+        )
+        self._admin = await started(
+            lambda: AIOKafkaAdminClient(**client_options(settings)), settings
+        )
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -12,7 +12,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError
 
 from streams.config import Settings
-from streams.kafka_auth import bootstrap_servers, client_options
+from streams.kafka_auth import BrokerUnreachable, bootstrap_servers, client_options, started
 
 _TOPIC_ALREADY_EXISTS = 36
 _DAY_MS = 86_400_000
@@ -75,26 +75,28 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
 
 async def ensure_topics(
     settings: Settings,
-    connect_within_s: float | None = 60.0,
     say: Callable[[str], None] | None = None,
     only: Collection[str] | None = None,
+    *,
+    wait_forever: bool = False,
 ) -> list[str]:
     """Create the missing topics and check the partition counts of existing ones.
 
     `only` limits the work to the named topics (a client that writes only
     those may have no right to create or describe the others). Waits for the
-    broker up to `connect_within_s` (None: as long as it takes,
-    as a worker does), telling `say` about each failed attempt. Returns the
+    broker up to HITRUN_CONNECT_TIMEOUT (`wait_forever`: as long as it
+    takes, as a worker does), telling `say` about each failed attempt. Returns the
     names created. Raises `TopicLayoutError` when a co-partitioned topic exists
     with another partition count, since per-customer state would then be split
     across workers.
     """
     specs = [s for s in topic_specs(settings) if only is None or s.name in only]
-    admin = await _start_with_retry(settings, connect_within_s, say)
+    within = None if wait_forever else settings.connect_timeout_s
+    admin = await _start_with_retry(settings, within, say)
     try:
         created = await _create_missing(admin, specs, settings.replication_factor)
         if created:
-            await _wait_for_leaders(admin, created, connect_within_s or 60.0)
+            await _wait_for_leaders(admin, created, within or 60.0)
         await _check_partition_counts(admin, specs)
         return created
     finally:
@@ -106,7 +108,8 @@ async def _start_with_retry(
 ) -> AIOKafkaAdminClient:
     servers = bootstrap_servers(settings)
     loop = asyncio.get_running_loop()
-    deadline = None if within_s is None else loop.time() + within_s
+    began = loop.time()
+    deadline = None if within_s is None else began + within_s
     delay, attempt = 0.5, 0
     while True:
         attempt += 1
@@ -116,8 +119,8 @@ async def _start_with_retry(
             return admin
         except KafkaConnectionError as exc:
             await admin.close()
-            if deadline is not None and loop.time() > deadline:
-                raise
+            if deadline is not None and loop.time() + delay > deadline:
+                raise BrokerUnreachable(servers, loop.time() - began, exc) from None
             if say is not None:
                 say(
                     f"broker {','.join(servers)} unreachable (attempt {attempt}: {exc}); "
@@ -173,18 +176,37 @@ async def _check_partition_counts(admin: AIOKafkaAdminClient, specs: list[TopicS
             )
 
 
+class TopicMissing(TopicLayoutError):
+    """A topic a tool reads does not exist (or this principal may not see it)."""
+
+
+async def require_topics(consumer: AIOKafkaConsumer, names: Collection[str]) -> None:
+    """Raise TopicMissing naming every topic in `names` the cluster does not show."""
+    await consumer._client.force_metadata_update()  # aiokafka: no public refresh
+    missing = sorted(n for n in names if consumer.partitions_for_topic(n) is None)
+    if missing:
+        raise TopicMissing(
+            f"no topic {', '.join(missing)} on the cluster (or no right to describe it): "
+            "start a worker or run `hitrun topics` first, and check HITRUN_APP_ID and "
+            "HITRUN_TOPIC_*"
+        )
+
+
 async def read_from(
     settings: Settings, since: Mapping[TopicPartition, int]
 ) -> AsyncIterator[tuple[TopicPartition, ConsumerRecord[bytes, bytes]]]:
     """Every record of the partitions in `since`, from those offsets to the ends the
     partitions have when reading starts, in offset order per partition (read committed)."""
-    consumer = AIOKafkaConsumer(
-        **client_options(settings),
-        isolation_level="read_committed",
-        enable_auto_commit=False,
+    consumer = await started(
+        lambda: AIOKafkaConsumer(
+            **client_options(settings),
+            isolation_level="read_committed",
+            enable_auto_commit=False,
+        ),
+        settings,
     )
-    await consumer.start()
     try:
+        await require_topics(consumer, {tp.topic for tp in since})
         ends = await consumer.end_offsets(list(since))
         todo = [tp for tp in since if ends[tp] > since[tp]]
         if not todo:

@@ -9,7 +9,11 @@ import sys
 from pathlib import Path
 
 import orjson
+from aiokafka import AIOKafkaProducer
 
+from streams.cli import EXIT_TOPICS
+from streams.config import Settings
+from streams.partitioning import partition_for_key
 from streams.topics import ensure_topics
 from tests.integration.harness import drain, settings_of, start_worker, unique_env, wait_for
 from tests.integration.test_unpaid_live import LIVE_POLICY, checkout
@@ -103,3 +107,82 @@ def test_tail_prints_exactly_the_alerts_the_traffic_caused(
         assert all(" order_expired customer=cust-t1 " in row for row in rows)
     finally:
         worker.stop()
+
+
+def test_tools_name_a_missing_topic_in_one_line(kafka_bootstrap: str, tmp_path: Path) -> None:
+    env = unique_env(kafka_bootstrap, tmp_path)  # its topics were never created
+    for args in (["tail", "--max", "1"], ["blacklist"]):
+        done = hitrun(env, *args)
+        assert done.returncode == EXIT_TOPICS, done.stderr
+        assert "Traceback" not in done.stderr
+        assert done.stderr.startswith("hitrun: no topic ")
+        wanted = "BLACKLIST_STATUS" if args[0] == "blacklist" else "REMINDERS"
+        assert env[f"HITRUN_TOPIC_{wanted}"] in done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_blacklist_prints_who_is_blacklisted_now_from_the_compacted_status(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    env = unique_env(kafka_bootstrap, tmp_path)
+    settings = settings_of(env)
+    asyncio.run(ensure_topics(settings))
+    status = settings.topic_blacklist_status
+
+    def listing(scope: str) -> dict[str, object]:
+        return {
+            "scope": scope,
+            "since": "2026-11-01T00:00:00+00:00",
+            "until": "2027-02-01T00:00:00+00:00",
+            "offence": 1,
+            "actor": "hitrun",
+        }
+
+    def record(customer: str, *scopes: str) -> bytes:
+        return orjson.dumps(
+            {
+                "type": "blacklist_status",
+                "customer_id": customer,
+                "updated_at": "2026-11-01T00:00:00+00:00",
+                "listings": [listing(s) for s in scopes],
+            }
+        )
+
+    send_raw(
+        settings,
+        status,
+        [
+            (b"cust-a", record("cust-a", "shop-1")),
+            (b"cust-b", record("cust-b", "*")),
+            (b"cust-c", record("cust-c", "shop-2")),
+            (b"cust-a", None),  # unblacklisted since: a tombstone
+            (b"cust-d", record("cust-d", "shop-1")),
+        ],
+    )
+    everyone = hitrun(env, "blacklist")
+    assert everyone.returncode == 0, everyone.stderr
+    assert [line.split()[0] for line in everyone.stdout.splitlines()] == [
+        "cust-b",
+        "cust-c",
+        "cust-d",
+    ]
+    assert "3 customer(s) blacklisted" in everyone.stderr
+    shop_1 = hitrun(env, "blacklist", "--shop", "shop-1", "--json")
+    assert [orjson.loads(line)["customer_id"] for line in shop_1.stdout.splitlines()] == [
+        "cust-b",
+        "cust-d",
+    ]
+
+
+def send_raw(settings: Settings, topic: str, records: list[tuple[bytes, bytes | None]]) -> None:
+    async def run() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+        await producer.start()
+        try:
+            for key, value in records:
+                partition = partition_for_key(key, settings.partitions)
+                await producer.send_and_wait(topic, value, key=key, partition=partition)
+        finally:
+            await producer.stop()
+
+    asyncio.run(run())

@@ -8,8 +8,8 @@ from collections.abc import Iterator
 import pytest
 import uvloop
 
-from streams.cli import use_event_loop
 from streams.config import Settings
+from streams.worker_command import use_event_loop
 
 
 @pytest.fixture(autouse=True)
