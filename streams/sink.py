@@ -90,7 +90,11 @@ class RecordSink:
                 # The sink batches itself and sends at once.
                 linger_ms=0,
             )
-            await producer.start()
+            try:
+                await producer.start()
+            except BaseException:
+                await producer.stop()  # its connections; the next flush starts a new one
+                raise
             self._producer = producer
 
     async def stop(self) -> None:
@@ -114,18 +118,25 @@ class RecordSink:
         (a partition's records may then be written twice: at-least-once, with
         the same alert ids); the delivered partitions are not sent again.
         """
-        records, self._records = self._records, []
-        if not records and not self._undelivered:
+        if not self._records and not self._undelivered:
             return {}
+        # Until a record is in `_undelivered` it stays in `_records`: starting the
+        # producer or looking up a topic's partitions fails while the broker is
+        # away, and the next flush must still have every record.
         await self.start()
         producer = self._producer
         assert producer is not None  # started just above
         undelivered = self._undelivered
-        for record in records:
-            partition = record.partition
-            if partition is None:
-                partition = await self._partition_of(producer, record.topic, record.key)
-            undelivered.setdefault((record.topic, partition), []).append(record)
+        records, placed = self._records, 0
+        try:
+            for record in records:
+                partition = record.partition
+                if partition is None:
+                    partition = await self._partition_of(producer, record.topic, record.key)
+                undelivered.setdefault((record.topic, partition), []).append(record)
+                placed += 1
+        finally:
+            self._records = records[placed:]
         outputs = [key for key in undelivered if key[0] not in self._state_topics]
         await self._send(producer, outputs)
         await self._send(producer, list(undelivered))

@@ -150,3 +150,78 @@ def test_state_records_are_sent_only_after_every_output_is_delivered() -> None:
         assert set(last) == {TopicPartition("alerts", 1), TopicPartition("changelog", 0)}
 
     asyncio.run(run())
+
+
+class NoMetadataProducer(FakeProducer):
+    """Cannot say how many partitions a topic has until `broker_back` is set."""
+
+    broker_back = False
+
+    async def partitions_for(self, topic: str) -> set[int]:
+        if not self.broker_back:
+            raise KafkaConnectionError("no metadata")
+        return await super().partitions_for(topic)
+
+
+def values_sent(producer: FakeProducer) -> list[bytes | None]:
+    return [value for _, _, batch in producer.sent for _, value, _ in batch.records]
+
+
+def test_records_survive_a_flush_whose_producer_cannot_start() -> None:
+    # A worker whose first batch meets a broker outage: the sink's producer is
+    # started by that first flush, and its failure must not drop the batch.
+    sink = RecordSink({"bootstrap_servers": ["127.0.0.1:1"]}, client_id="t")
+    producer = FakeProducer(room=100, partitions=2)
+    starts: list[str] = []
+
+    async def start() -> None:
+        if not starts:
+            starts.append("failed")
+            raise KafkaConnectionError("Unable to bootstrap")
+        starts.append("started")
+        sink._producer = producer  # type: ignore[assignment]
+
+    sink.start = start  # type: ignore[method-assign]
+    for n in range(3):
+        sink.put(OutRecord("alerts", b"c1", f"a{n}".encode(), partition=0))
+
+    async def run() -> dict[TopicPartition, int]:
+        try:
+            await sink.flush()
+        except KafkaConnectionError:
+            pass
+        else:
+            raise AssertionError("a flush whose producer cannot start must fail")
+        assert len(sink) == 3
+        return await sink.flush()
+
+    last = asyncio.run(run())
+    assert starts == ["failed", "started"]
+    assert values_sent(producer) == [b"a0", b"a1", b"a2"]
+    assert last == {TopicPartition("alerts", 0): 102}
+
+
+def test_records_survive_a_flush_that_cannot_look_up_a_topics_partitions() -> None:
+    sink = RecordSink({"bootstrap_servers": ["127.0.0.1:1"]}, client_id="t")
+    producer = NoMetadataProducer(room=100, partitions=2)
+    sink._producer = producer  # type: ignore[assignment]
+    sink.put(OutRecord("alerts", b"c1", b"placed", partition=1))
+    sink.put(OutRecord("dead-letters", b"c2", b"keyed"))  # needs the partition count
+    sink.put(OutRecord("alerts", b"c3", b"after", partition=1))
+
+    async def run() -> None:
+        try:
+            await sink.flush()
+        except KafkaConnectionError:
+            pass
+        else:
+            raise AssertionError("a flush without metadata must fail")
+        assert producer.sent == [] and len(sink) == 3
+        producer.broker_back = True
+        await sink.flush()
+
+    asyncio.run(run())
+    # Each record exactly once, a partition's records in the order they were put.
+    assert sorted(values_sent(producer)) == [b"after", b"keyed", b"placed"]
+    alerts = [v for t, _, b in producer.sent if t == "alerts" for _, v, _ in b.records]
+    assert alerts == [b"placed", b"after"]
