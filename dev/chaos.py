@@ -49,7 +49,7 @@ class Outputs:
 
     alerts: dict[str, list[bytes]] = field(default_factory=dict)
     status: dict[bytes, bytes | None] = field(default_factory=dict)
-    dead_letters: set[str] = field(default_factory=set)
+    dead_letters: set[tuple[str, int, int, str]] = field(default_factory=set)
     reasons: Counter[str] = field(default_factory=Counter)  # of the distinct dead letters
     inputs: int = 0
 
@@ -68,6 +68,9 @@ class Report:
     duplicated: int
     differing: list[str]
     status_differing: int
+    # Dead letters (distinct, by reason) the chaos run wrote that the clean run did not, or
+    # the other way round: a message must be dead-lettered exactly as in a clean run.
+    dead_letters_differing: int
     kills: int
     outages: int
     alert_types: Counter[str] = field(default_factory=Counter)
@@ -75,7 +78,13 @@ class Report:
 
     @property
     def equal(self) -> bool:
-        return not (self.lost or self.extra or self.differing or self.status_differing)
+        return not (
+            self.lost
+            or self.extra
+            or self.differing
+            or self.status_differing
+            or self.dead_letters_differing
+        )
 
     def line(self) -> str:
         return (
@@ -131,6 +140,7 @@ def compare(mode: str, clean: Outputs, chaos: Outputs, kills: int, outages: int)
         duplicated=duplicated,
         differing=differing,
         status_differing=status_differing,
+        dead_letters_differing=len(clean.dead_letters ^ chaos.dead_letters),
         kills=kills,
         outages=outages,
         alert_types=types,
@@ -340,8 +350,16 @@ async def read_outputs(settings: Settings) -> Outputs:
             out.status[record.key] = record.value  # the latest per customer
         elif tp.topic == settings.topic_dead_letters and record.value is not None:
             letter = orjson.loads(record.value)
-            if letter["dead_letter_id"] not in out.dead_letters:
-                out.dead_letters.add(letter["dead_letter_id"])
+            source = letter["source"]
+            # Where the refused message was, in terms both runs share (their topics differ).
+            where = (
+                source["topic"].removeprefix(settings.app_id),
+                source["partition"],
+                source["offset"],
+                letter["reason"],
+            )
+            if where not in out.dead_letters:
+                out.dead_letters.add(where)
                 out.reasons[letter["reason"]] += 1
     return out
 

@@ -19,6 +19,7 @@ def assert_same_alerts(report: Report) -> None:
     assert not report.extra, f"{len(report.extra)} extra alerts: {report.examples}"
     assert not report.differing, f"{len(report.differing)} differing: {report.examples}"
     assert not report.status_differing, "the final blacklist status differs"
+    assert not report.dead_letters_differing, f"dead letters differ: {report.examples}"
     assert report.applied + report.dead_lettered == report.inputs
     # The comparison is about something: several kinds of alerts, many of them.
     assert report.clean_alerts >= 500

@@ -52,3 +52,15 @@ def test_a_different_final_blacklist_status_is_reported() -> None:
     clean = outputs(alert("a"), status={b"c1": b'{"listings":[1]}'})
     chaos = outputs(alert("a"), status={b"c1": None})
     assert compare("outage", clean, chaos, 0, 1).status_differing == 1
+
+
+def test_a_lost_dead_letter_is_reported_even_when_every_alert_is_there() -> None:
+    clean, chaos = outputs(alert("a")), outputs(alert("a"))
+    for out in (clean, chaos):
+        out.dead_letters.add((".checkouts", 1, 17, "not_json"))
+        out.reasons["not_json"] += 1
+    clean.dead_letters.add((".checkouts", 2, 40, "schema_violation"))
+    clean.reasons["schema_violation"] += 1
+    report = compare("outage", clean, chaos, kills=0, outages=1)
+    assert report.dead_letters_differing == 1 and not report.equal
+    assert any(e.startswith("dead letters: clean") for e in report.examples)
