@@ -6,12 +6,9 @@ import argparse
 import asyncio
 import base64
 import contextlib
-import ctypes
 import os
-import random
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -23,9 +20,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from streams.processes import die_with_parent, free_port
+
 POM = Path(__file__).resolve().parent / "kafka" / "pom.xml"
-EPHEMERAL_RANGE = "/proc/sys/net/ipv4/ip_local_port_range"
-PR_SET_PDEATHSIG = 1
 KAFKA_VERSION = "4.1.1"
 READY_TOPIC = "__hitrun_ready"
 
@@ -67,52 +64,6 @@ def fetch() -> Path:
     shutil.rmtree(work, ignore_errors=True)
     marker.write_bytes(POM.read_bytes())
     return libs
-
-
-def ephemeral_ports() -> tuple[int, int]:
-    """The kernel's range of ports for outgoing connections (Linux; a common default elsewhere)."""
-    try:
-        low, high = (int(n) for n in Path(EPHEMERAL_RANGE).read_text().split())
-    except (OSError, ValueError):
-        return 32768, 60999
-    return low, high
-
-
-def free_port() -> int:
-    """A TCP port on loopback, below the kernel's ephemeral range, that nothing is bound to.
-
-    Not an ephemeral port (binding port 0 gives one): a client reconnecting to
-    a port in that range while its server is down can be given that very port
-    as its own source port and connect to itself (TCP simultaneous open), and
-    then the restarted server cannot bind it.
-    """
-    low, _ = ephemeral_ports()
-    first, last = (20_000, low - 1) if low > 21_000 else (1_025, max(low - 1, 1_025))
-    for _ in range(500):
-        port = random.randint(first, last)
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        return port
-    raise BrokerError(f"no free port found in {first}-{last}")
-
-
-def die_with_parent() -> None:
-    """In a child before exec: the kernel SIGKILLs it when the thread that started it ends.
-
-    So a broker or worker started by a test run or the demo does not outlive
-    it, even when that run is SIGKILLed. Linux only (elsewhere a no-op). The
-    signal follows the starting *thread*: start long-lived children from the
-    main thread.
-    """
-    if _prctl is not None:
-        _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-
-
-# Looked up once here: between fork and exec the child should only call it.
-_prctl = ctypes.CDLL(None, use_errno=True).prctl if sys.platform == "linux" else None
 
 
 def _pid_alive(pid: int) -> bool:
