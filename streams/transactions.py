@@ -8,11 +8,11 @@ import io
 import re
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta, tzinfo
 from decimal import Context, Decimal, Inexact
 from pathlib import Path
-from typing import get_args
+from typing import Any, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
@@ -520,3 +520,164 @@ def _compact(at: datetime) -> str:
 def _shown(text: str) -> str:
     text = text.rstrip("\r\n")
     return text if len(text) <= _SHOWN_CHARS else text[: _SHOWN_CHARS - 3] + "..."
+
+
+# -- guessing a file's layout -------------------------------------------------------------
+
+# Header names (compared without case, spaces, dashes or underscores) that usually mean
+# each column, in order of preference.
+_COLUMN_NAMES: dict[str, tuple[str, ...]] = {
+    "customer": (
+        "customerid",
+        "customer",
+        "custid",
+        "clientid",
+        "client",
+        "buyerid",
+        "userid",
+        "memberid",
+        "customerno",
+        "customernumber",
+        "accountid",
+    ),
+    "time": (
+        "timestamp",
+        "datetime",
+        "date",
+        "time",
+        "invoicedate",
+        "orderdate",
+        "purchasedate",
+        "transactiondate",
+        "transactiontime",
+        "createdat",
+        "ts",
+    ),
+    "amount": (
+        "amount",
+        "total",
+        "ordertotal",
+        "totalamount",
+        "value",
+        "price",
+        "sales",
+        "revenue",
+        "transactionamount",
+        "amountusd",
+    ),
+    "order": ("orderid", "invoice", "invoiceno", "invoiceid", "transactionid", "orderno"),
+}
+# strptime formats tried, in this order, when the times are not ISO 8601 or YYYYMMDD.
+_DATE_FORMATS = (
+    "%Y-%m-%d %H:%M",
+    "%Y/%m/%d",
+    "%Y/%m/%d %H:%M:%S",
+    "%d/%m/%Y",
+    "%m/%d/%Y",
+    "%d/%m/%Y %H:%M",
+    "%m/%d/%Y %H:%M",
+    "%d/%m/%Y %H:%M:%S",
+    "%m/%d/%Y %H:%M:%S",
+    "%d.%m.%Y",
+    "%d.%m.%Y %H:%M",
+    "%d-%m-%Y",
+    "%m-%d-%Y",
+    "%d %b %Y",
+    "%b %d %Y",
+    "%Y%m%d %H%M%S",
+    "%Y%m%d%H%M%S",
+)
+_SAMPLE_ROWS = 2_000
+
+
+def _normal(name: str) -> str:
+    return re.sub(r"[\s_\-.]", "", name).lower()
+
+
+def guess_format(
+    path: Path, fmt: FileFormat, given: frozenset[str]
+) -> tuple[FileFormat, list[str]]:
+    """Fill in what the caller did not give (`given` names FileFormat fields set by hand) from
+    the file's first line and first rows: the delimiter, the customer, time, amount and
+    order columns, and the date format. Returns the format and one line per guess.
+
+    Nothing is guessed for a file without a header, and a guess never replaces a value
+    the caller gave; when nothing fits, the default stays and reading it names the problem.
+    """
+    try:
+        with path.open(encoding="utf-8-sig", errors="replace", newline="") as handle:
+            head = [line for _, line in zip(range(_SAMPLE_ROWS + 1), handle, strict=False)]
+    except OSError:
+        return fmt, []  # read_transactions names the problem
+    lines = [line for line in head if line.strip()]
+    if not lines or not fmt.header:
+        return fmt, []
+    notes: list[str] = []
+    changes: dict[str, Any] = {}
+    delimiter = fmt.delimiter
+    if "delimiter" not in given:
+        delimiter = _guess_delimiter(lines[0], fmt.delimiter)
+        if delimiter != fmt.delimiter:
+            changes["delimiter"] = delimiter
+            shown = "whitespace" if delimiter is None else repr(delimiter)
+            notes.append(f"delimiter: {shown} (guessed from the header)")
+    rows = [row.fields for row in _rows("".join(lines), delimiter) if row.fields]
+    names = [name.strip() for name in rows[0]] if rows else []
+    data = rows[1:]
+    normal = [_normal(name) for name in names]
+    taken = {getattr(fmt, role) for role in ("customer", "time", "amount") if role in given}
+    for role in ("customer", "time", "amount", "order"):
+        current = getattr(fmt, role)
+        if role in given or (current is not None and current in names):
+            continue
+        for candidate in _COLUMN_NAMES[role]:
+            if candidate in normal and names[normal.index(candidate)] not in taken:
+                chosen = names[normal.index(candidate)]
+                changes[role] = chosen
+                taken.add(chosen)
+                notes.append(f"{role} column: {chosen!r} (guessed from the header)")
+                break
+    time_column: str = changes.get("time", fmt.time)
+    if "date_format" not in given and time_column in names:
+        column = names.index(time_column)
+        samples = [row[column].strip() for row in data if len(row) > column and row[column].strip()]
+        found, note = _guess_date_format(samples, _zone(fmt.time_zone))
+        if found is not None:
+            changes["date_format"] = found
+            notes.append(note)
+    if not changes:
+        return fmt, notes
+    return replace(fmt, **changes), notes
+
+
+def _guess_delimiter(header: str, default: str | None) -> str | None:
+    if default is not None and default in header:
+        return default
+    for candidate in (",", ";", "\t", "|"):
+        if candidate in header:
+            return candidate
+    return None if len(header.split()) > 1 else default
+
+
+def _guess_date_format(samples: list[str], zone: tzinfo) -> tuple[str | None, str]:
+    """A strptime format every sample parses with; None when the default reading fits."""
+    if not samples:
+        return None, ""
+
+    def parses(date_format: str | None) -> bool:
+        try:
+            for text in samples:
+                _parse_time(text, date_format, zone)
+        except _Rejected:
+            return False
+        return True
+
+    if parses(None):
+        return None, ""
+    fitting = [f for f in _DATE_FORMATS if parses(f)]
+    if not fitting:
+        return None, ""
+    note = f"date format: {fitting[0]!r} (guessed from {len(samples)} rows"
+    if len(fitting) > 1:
+        note += f"; {fitting[1]!r} fits too: give --date-format if that is the one"
+    return fitting[0], note + ")"
