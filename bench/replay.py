@@ -113,7 +113,7 @@ def main() -> None:
                 )
                 started = time.perf_counter()
                 done = subprocess.run(
-                    [sys.executable, "-m", "streams.cli", "replay", str(data)],
+                    [sys.executable, "-m", "streams.cli", "replay", str(data), "--workers", "0"],
                     env={**os.environ, **env},
                     capture_output=True,
                     text=True,

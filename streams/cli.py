@@ -27,7 +27,11 @@ EXIT_INTERRUPTED = 130  # Ctrl-C
 # `hitrun --help` imports nothing.
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "worker": ("streams.worker_command", "worker", "Run a worker: detect and publish alerts."),
-    "replay": ("streams.replay", "replay_command", "Replay a transactions file and count alerts."),
+    "replay": (
+        "streams.replay_command",
+        "replay_command",
+        "Replay a transactions file and count alerts.",
+    ),
     "produce": ("streams.clients", "produce", "Publish a JSON-lines file of shop events."),
     "tail": ("streams.clients", "tail", "Follow the alert topics and print the alerts."),
     "blacklist": ("streams.clients", "blacklist", "Print who is blacklisted now."),

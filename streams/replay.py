@@ -10,23 +10,15 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
-import click
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from streams.config import Settings
 from streams.kafka_auth import client_options, started
-from streams.publisher import Mark, publish
+from streams.publisher import Mark, PublishStats, publish
 from streams.simulate import SimMessage
 from streams.topics import ensure_topics, read_from
-from streams.transactions import (
-    EVENTS_PER_TRANSACTION,
-    FileFormat,
-    TransactionFileError,
-    read_transactions,
-    transaction_events,
-)
 
 # Watermarks every this many messages let the replay-mode worker release
 # events as the replay goes, instead of holding all of them until the end.
@@ -112,12 +104,16 @@ async def replay(
     say: Callable[[str], None] = print,
     resume: bool = False,
     rate: float = 0.0,
+    total: int | None = None,
+    watch: Callable[[], None] | None = None,
 ) -> ReplayReport:
     """Publish `messages` and the watermarks, wait until the worker group has consumed them all,
     and count the alerts published meanwhile.
 
     With `resume`, continue a replay of the same messages that was interrupted:
-    what it had written already is not written again.
+    what it had written already is not written again. `total` (the number of
+    messages, when known) gives the publishing progress an ETA; `watch` is
+    called while waiting and raises `ReplayError` when the workers are gone.
     """
     await ensure_topics(settings)
     outputs = sorted(set(settings.output_topics.values()))
@@ -152,6 +148,8 @@ async def replay(
         with_watermarks(messages, settings.replay_horizon(), source),
         skip=skip,
         rate=rate,
+        on_progress=PublishProgress(say, total),
+        progress_every=PUBLISH_PROGRESS_EVERY,
     )
     if any(left > 0 for left in skip.values()):
         raise ReplayError(
@@ -161,7 +159,7 @@ async def replay(
     report.messages = stats.sent + written_before
     report.published_s = time.monotonic() - started
     say(f"replay: published {stats.sent} messages in {report.published_s:.1f}s")
-    await wait_until_consumed(settings, stall_timeout_s, say)
+    await wait_until_consumed(settings, stall_timeout_s, say, watch)
     report.processed_s = time.monotonic() - started
     inputs_after = await _end_offsets(settings, settings.watermarked_topics)
     report.alerts = await count_alerts(settings, start.outputs)
@@ -230,20 +228,57 @@ class Progress:
         return left
 
 
+class PublishProgress:
+    """Says how far publishing is, every PUBLISH_PROGRESS_EVERY messages: count, rate, ETA."""
+
+    def __init__(self, say: Callable[[str], None], total: int | None) -> None:
+        self._say = say
+        self._total = total
+
+    def __call__(self, stats: PublishStats) -> None:
+        rate = stats.sent / max(stats.elapsed_s, 1e-9)
+        line = f"replay: published {stats.sent}"
+        if self._total:
+            left = max(self._total - stats.sent, 0)
+            line += f" of {self._total} events ({rate:,.0f}/s, {_eta(left, rate)} left)"
+        else:
+            line += f" events ({rate:,.0f}/s)"
+        self._say(line)
+
+
+PUBLISH_PROGRESS_EVERY = 20_000
+# How often waiting for the workers says how far they are.
+PROCESS_PROGRESS_S = 5.0
+
+
+def _eta(left: float, rate: float) -> str:
+    if rate <= 0:
+        return "unknown time"
+    seconds = left / rate
+    return f"{seconds:.0f}s" if seconds < 120 else f"{seconds / 60:.0f} min"
+
+
 async def wait_until_consumed(
-    settings: Settings, stall_timeout_s: float, say: Callable[[str], None]
+    settings: Settings,
+    stall_timeout_s: float,
+    say: Callable[[str], None],
+    watch: Callable[[], None] | None = None,
 ) -> None:
     """Return when the group has committed every input record (the worker confirms a batch's
-    records before the batch is acknowledged).
+    records before the batch is acknowledged); every PROCESS_PROGRESS_S, say how many are
+    left, at what rate, and when they should be done.
 
-    Raises `ReplayError` when nothing moves for `stall_timeout_s`: no worker is running.
+    Raises `ReplayError` when nothing moves for `stall_timeout_s` (no worker is running),
+    and lets `watch` raise it sooner (the workers it started are gone).
     """
     async with Progress(settings) as progress:
         last = await progress.remaining()
         moved_at = time.monotonic()
-        reported = time.monotonic()
+        reported, reported_left = time.monotonic(), last
         while last > 0:
             await asyncio.sleep(0.5)
+            if watch is not None:
+                watch()
             now_left = await progress.remaining()
             if now_left < last:
                 last, moved_at = now_left, time.monotonic()
@@ -258,9 +293,14 @@ async def wait_until_consumed(
                     f"{settings.app_id!r} running (HITRUN_CLOCK_MODE=replay hitrun worker) "
                     "with the same HITRUN_WATERMARK_KEY?"
                 )
-            if time.monotonic() - reported >= 5:
-                say(f"replay: {last} input records left to process")
-                reported = time.monotonic()
+            elapsed = time.monotonic() - reported
+            if elapsed >= PROCESS_PROGRESS_S:
+                rate = (reported_left - last) / elapsed
+                say(
+                    f"replay: {last} input records left to process "
+                    f"({rate:,.0f}/s, {_eta(last, rate)} left)"
+                )
+                reported, reported_left = time.monotonic(), last
 
 
 async def count_alerts(settings: Settings, since: dict[TopicPartition, int]) -> Counter[str]:
@@ -297,135 +337,3 @@ async def count_dead_letters(
             seen.add(letter["dead_letter_id"])
             reasons[letter["reason"]] += 1
     return reasons
-
-
-@click.command("replay")
-@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option(
-    "--delimiter",
-    default=",",
-    show_default=True,
-    help="Field separator; 'whitespace' for files split by runs of spaces or tabs.",
-)
-@click.option("--no-header", is_flag=True, help="The first line is data; columns are positions.")
-@click.option("--customer-column", default="customer_id", show_default=True)
-@click.option("--time-column", default="timestamp", show_default=True, help="A date or timestamp.")
-@click.option("--amount-column", default="amount", show_default=True)
-@click.option("--order-column", default=None, help="Rows sharing an order id are one order.")
-@click.option(
-    "--date-format",
-    default=None,
-    help="strptime format of the time column; default ISO 8601 or YYYYMMDD.",
-)
-@click.option("--time-zone", default="UTC", show_default=True, help="For times without offset.")
-@click.option("--currency", default="USD", show_default=True)
-@click.option("--minor-digits", type=int, default=2, show_default=True)
-@click.option("--shop-id", default="replay", show_default=True)
-@click.option("--skip-invalid", is_flag=True, help="Replay the valid rows even if some are not.")
-@click.option(
-    "--rate",
-    type=float,
-    default=0.0,
-    show_default=True,
-    help="Events per second to publish at, to spare a shared cluster (0: no limit).",
-)
-@click.option(
-    "--resume",
-    is_flag=True,
-    help="Continue a replay of the same file that was interrupted, without sending twice.",
-)
-@click.option(
-    "--stall-timeout",
-    type=float,
-    default=120.0,
-    show_default=True,
-    help="Give up when the worker group makes no progress for this many seconds.",
-)
-def replay_command(
-    file: Path,
-    delimiter: str,
-    no_header: bool,
-    customer_column: str,
-    time_column: str,
-    amount_column: str,
-    order_column: str | None,
-    date_format: str | None,
-    time_zone: str,
-    currency: str,
-    minor_digits: int,
-    shop_id: str,
-    skip_invalid: bool,
-    rate: float,
-    resume: bool,
-    stall_timeout: float,
-) -> None:
-    """Replay a transactions file through hitrun and print the alerts it produced, by type.
-
-    Each transaction becomes a checkout and a succeeded payment stamped with
-    its historical time; watermarks follow, the last one far enough past the
-    data that every window closes. A worker must run in replay mode
-    (HITRUN_CLOCK_MODE=replay hitrun worker) with the same HITRUN_* settings.
-    """
-    settings = Settings.from_env()
-    try:
-        fmt = FileFormat(
-            delimiter=None if delimiter.lower() == "whitespace" else delimiter,
-            header=not no_header,
-            customer=customer_column,
-            time=time_column,
-            amount=amount_column,
-            order=order_column,
-            date_format=date_format,
-            time_zone=time_zone,
-            currency=currency,
-            minor_digits=minor_digits,
-        )
-        result = read_transactions(file, fmt)
-    except (TransactionFileError, ValueError) as exc:
-        raise click.ClickException(str(exc)) from None
-    for error in result.errors[:20]:
-        click.echo(f"{file}:{error.line}: {error.reason}: {error.detail}", err=True)
-    if len(result.errors) > 20:
-        click.echo(f"... and {len(result.errors) - 20} more invalid row(s)", err=True)
-    if result.errors and not skip_invalid:
-        raise click.ClickException(f"{len(result.errors)} invalid row(s); nothing was sent")
-    source = result.digest
-    try:
-        # Built while they are sent, so the workers start on the first ones at once.
-        messages = transaction_events(result.transactions, shop_id=shop_id, source=source)
-    except ValueError as exc:
-        raise click.ClickException(str(exc)) from None
-    click.echo(
-        f"replay: {len(result.transactions)} transactions -> "
-        f"{EVENTS_PER_TRANSACTION * len(result.transactions)} events "
-        f"({len(result.errors)} row(s) skipped)"
-    )
-    try:
-        report = asyncio.run(
-            replay(
-                settings,
-                messages,
-                source=f"replay-{source}",
-                stall_timeout_s=stall_timeout,
-                say=click.echo,
-                resume=resume,
-                rate=rate,
-            )
-        )
-    except ReplayError as exc:
-        raise click.ClickException(str(exc)) from None
-    click.echo(
-        f"replay: processed in {report.processed_s:.1f}s "
-        f"({report.messages / max(report.processed_s, 1e-9):.0f} events/s end to end)"
-    )
-    click.echo("alerts by type:")
-    for kind, count in sorted(report.alerts.items()):
-        click.echo(f"  {kind:<24} {count}")
-    click.echo(f"  {'total':<24} {sum(report.alerts.values())}")
-    if report.not_applied:
-        reasons = ", ".join(f"{reason} {n}" for reason, n in sorted(report.not_applied.items()))
-        raise click.ClickException(
-            f"{sum(report.not_applied.values())} of the {report.messages} published records "
-            f"were dead-lettered instead of applied ({reasons}); see "
-            f"{settings.topic_dead_letters}"
-        )

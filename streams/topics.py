@@ -223,3 +223,15 @@ async def read_from(
             todo = [tp for tp in todo if await consumer.position(tp) < ends[tp]]
     finally:
         await consumer.stop()
+
+
+async def delete_topics_of(settings: Settings, prefix: str) -> list[str]:
+    """Delete every topic whose name starts with `prefix` (a run's own topics); returns them."""
+    admin = await started(lambda: AIOKafkaAdminClient(**client_options(settings)), settings)
+    try:
+        names = sorted(name for name in await admin.list_topics() if name.startswith(prefix))
+        if names:
+            await admin.delete_topics(names)
+        return names
+    finally:
+        await admin.close()

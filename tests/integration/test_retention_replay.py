@@ -27,7 +27,17 @@ KINDS = ("single_purchase", "early_churn", "customer_returned")
 def run_replay(env: dict[str, str], path: Path) -> str:
     """Run the real command line, as a user would, and return what it printed."""
     done = subprocess.run(
-        [sys.executable, "-m", "streams.cli", "replay", str(path), "--order-column", "order_id"],
+        [
+            sys.executable,
+            "-m",
+            "streams.cli",
+            "replay",
+            str(path),
+            "--workers",
+            "0",
+            "--order-column",
+            "order_id",
+        ],
         env={**os.environ, **env},
         capture_output=True,
         text=True,
