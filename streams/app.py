@@ -13,7 +13,7 @@ from streams.errors import REASONS
 from streams.ingest import REROUTABLE_TYPES as INGEST_REROUTABLE
 from streams.ingest import IngestRules
 from streams.kafka_auth import bootstrap_servers, faust_credentials
-from streams.logs import logging_config
+from streams.logs import logging_config, quiet_repeats
 from streams.metrics import EventlessPrometheusMonitor, FaustSensorCollector, Metrics
 
 settings = Settings.from_env()
@@ -44,6 +44,9 @@ app = faust.App(
     autodiscover=False,
     logging_config=logging_config(settings.log_json, settings.log_level),
 )
+
+# While the broker is away, aiokafka retries without pause and logs every attempt.
+quiet_repeats("aiokafka", interval_s=10.0)
 
 registry = CollectorRegistry()
 metrics = Metrics(registry)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import IO, Any
 
@@ -90,3 +92,49 @@ def logging_config(json_lines: bool, level: str) -> dict[str, Any]:
         "root": {"handlers": ["console"], "level": level.upper()},
         "loggers": ours,
     }
+
+
+class RepeatFilter(logging.Filter):
+    """Lets a message through at most once per `interval_s` per (logger, format, level), and
+    says how many like it were held back when the next one goes through.
+
+    aiokafka logs every failed connection and metadata attempt, and while the
+    broker is away its clients retry without pause: a worker wrote some 3,000
+    lines a second during an outage. A worker's log should say the broker is
+    away, not how often it looked.
+    """
+
+    def __init__(
+        self, interval_s: float = 10.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        super().__init__()
+        self.interval_s = interval_s
+        self._clock = clock
+        # (logger, format, level) -> (when one last went through, how many held back since)
+        self._last: dict[tuple[str, Any, int], tuple[float, int]] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = (record.name, record.msg, record.levelno)
+        now = self._clock()
+        last = self._last.get(key)
+        if last is not None and now - last[0] < self.interval_s:
+            self._last[key] = (last[0], last[1] + 1)
+            return False
+        held = 0 if last is None else last[1]
+        self._last[key] = (now, 0)
+        if held:
+            record.msg = f"{record.msg} ({held} more like it in the last {self.interval_s:.0f}s)"
+        return True
+
+
+def quiet_repeats(prefix: str = "aiokafka", interval_s: float = 10.0) -> RepeatFilter:
+    """Put one RepeatFilter on the logger `prefix` and every logger below it that exists now."""
+    repeat = RepeatFilter(interval_s)
+    names = [
+        name
+        for name in logging.root.manager.loggerDict
+        if name == prefix or name.startswith(prefix + ".")
+    ]
+    for name in {prefix, *names}:
+        logging.getLogger(name).addFilter(repeat)
+    return repeat

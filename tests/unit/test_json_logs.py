@@ -8,7 +8,7 @@ import logging
 import orjson
 import pytest
 
-from streams.logs import ConsoleFormatter, JsonFormatter, logging_config
+from streams.logs import ConsoleFormatter, JsonFormatter, RepeatFilter, logging_config
 
 
 def test_a_record_becomes_one_json_line_with_its_extra_fields() -> None:
@@ -73,3 +73,36 @@ def test_hitruns_loggers_get_the_configured_level_so_records_below_it_are_never_
     config = logging_config(json_lines, "info")
     assert config["loggers"]["agents"] == {"level": "INFO"}
     assert config["loggers"]["streams"] == {"level": "INFO"}
+
+
+def test_a_repeated_message_goes_through_once_per_interval_with_a_count_of_the_rest() -> None:
+    now = [0.0]
+    repeat = RepeatFilter(interval_s=10.0, clock=lambda: now[0])
+
+    def record(msg: str = "Unable connect to node with id %s: %s") -> logging.LogRecord:
+        return logging.LogRecord("aiokafka.client", logging.ERROR, "", 0, msg, (1, "refused"), None)
+
+    passed = []
+    for step in range(3000):  # 3,000 attempts over 15 s
+        now[0] = step * 0.005
+        r = record()
+        if repeat.filter(r):
+            passed.append((now[0], r.getMessage()))
+    assert [at for at, _ in passed] == [0.0, 10.0]
+    assert (
+        passed[1][1]
+        == "Unable connect to node with id 1: refused (1999 more like it in the last 10s)"
+    )
+    # Another message, or the same at another level, has its own allowance.
+    assert repeat.filter(record("Unable to update metadata from %s"))
+    other_level = record()
+    other_level.levelno = logging.WARNING
+    assert repeat.filter(other_level)
+
+
+def test_the_workers_aiokafka_loggers_carry_the_repeat_filter() -> None:
+    import streams.app  # noqa: F401  (installs it)
+
+    # aiokafka.client logs as "aiokafka"; the fetcher, coordinator and sender as themselves.
+    for name in ("aiokafka", "aiokafka.consumer.fetcher", "aiokafka.producer.sender"):
+        assert any(isinstance(f, RepeatFilter) for f in logging.getLogger(name).filters), name
