@@ -289,7 +289,9 @@ def _on_status(state: UnpaidState, event: OrderStatusChanged, run: _Run) -> None
                 and run.policy(order.shop_id).buyer_cancellation_strikes
             ):
                 _add_strike(state, oid, order.shop_id, at, "buyer_cancelled", run)
-        elif oid not in state.expired:
+        elif oid in state.expired:
+            _cancel_expired(state, state.expired[oid], event, run)
+        else:
             state.closed.setdefault(oid, at)
     elif event.status == "cod_refused":
         if any(s.order_id == oid for s in state.strikes):
@@ -300,6 +302,23 @@ def _on_status(state: UnpaidState, event: OrderStatusChanged, run: _Run) -> None
         else:
             state.closed.setdefault(oid, at)
         _add_strike(state, oid, event.shop_id, at, "cod_refused", run)
+
+
+def _cancel_expired(
+    state: UnpaidState, expired: ExpiredOrder, event: OrderStatusChanged, run: _Run
+) -> None:
+    """A cancellation read after its order expired. Cancelled before the deadline (its
+    record was only slower to arrive than the deadline), the order never went unpaid: the
+    strike goes, as it would have never come had the records been read in time order.
+    Cancelled after it (a shop tidying up an expired order), the strike stands."""
+    at = event.occurred_at
+    if at >= expired.expired_at:
+        return
+    del state.expired[expired.order_id]
+    state.closed[expired.order_id] = at
+    _reverse_strike(state, expired.order_id, at, run, "a cancellation before its deadline")
+    if event.cancelled_by == "buyer" and run.policy(expired.shop_id).buyer_cancellation_strikes:
+        _add_strike(state, expired.order_id, expired.shop_id, at, "buyer_cancelled", run)
 
 
 def _on_admin(state: UnpaidState, event: AdminActionRequested, run: _Run) -> None:
@@ -430,7 +449,9 @@ def _maybe_blacklist(
     )
 
 
-def _reverse_strike(state: UnpaidState, order_id: str, at: datetime, run: _Run) -> None:
+def _reverse_strike(
+    state: UnpaidState, order_id: str, at: datetime, run: _Run, why: str = "a late payment"
+) -> None:
     strike = next((s for s in state.strikes if s.order_id == order_id and not s.reversed), None)
     if strike is None:
         return
@@ -471,7 +492,7 @@ def _reverse_strike(state: UnpaidState, order_id: str, at: datetime, run: _Run) 
             at=at,
             cause="strike_reversed",
             actor="hitrun",
-            reason=f"strike for order {order_id} reversed by a late payment",
+            reason=f"strike for order {order_id} reversed by {why}",
         )
     )
 

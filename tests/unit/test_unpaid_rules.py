@@ -260,6 +260,58 @@ def test_a_payment_after_the_grace_period_leaves_the_strike() -> None:
     assert len(of_type(effects, RecordStrike)) == 1
 
 
+@pytest.mark.parametrize("by", ["buyer", "seller", "system"])
+def test_a_cancellation_before_the_deadline_read_after_the_expiry_reverses_the_strike(
+    by: str,
+) -> None:
+    # The cancellation was slower to arrive than the deadline (a rerouted record, a lagging
+    # topic): applied at its own time, it takes back the strike the expiry gave.
+    first, state = play([checkout("o1", method="card")], until=at(hours=2))
+    assert len(of_type(first, RecordStrike)) == 1
+    later, state = play(
+        [status("o1", at(hours=0.5), "cancelled", by=by)], until=at(hours=3), state=state
+    )
+    (reversal,) = of_type(later, ReverseStrike)
+    assert (reversal.order_id, reversal.strike_count, reversal.at) == ("o1", 0, at(hours=0.5))
+    assert of_type(later, RecordStrike) == []
+    assert state.expired == {} and "o1" in state.closed
+
+
+def test_a_buyer_cancellation_read_late_strikes_as_one_read_in_time_when_the_policy_says() -> None:
+    policies = Policies(UnpaidPolicy(buyer_cancellation_strikes=True))
+    _, state = play([checkout("o1", method="card")], until=at(hours=2), policies=policies)
+    later, _ = play(
+        [status("o1", at(hours=0.5), "cancelled", by="buyer")],
+        until=at(hours=3),
+        policies=policies,
+        state=state,
+    )
+    assert [r.order_id for r in of_type(later, ReverseStrike)] == ["o1"]
+    assert [s.reason for s in of_type(later, RecordStrike)] == ["buyer_cancelled"]
+
+
+def test_a_cancellation_after_the_deadline_leaves_the_strike() -> None:
+    effects, state = play(
+        [checkout("o1", method="card"), status("o1", at(hours=1.5), "cancelled", by="seller")],
+        until=at(hours=3),
+    )
+    assert len(of_type(effects, RecordStrike)) == 1
+    assert of_type(effects, ReverseStrike) == []
+    assert "o1" in state.expired
+
+
+def test_a_late_cancellation_that_takes_back_a_blacklisting_strike_says_so() -> None:
+    _, state = play(_three_expiries(), until=at(days=21))
+    effects, state = play(
+        [status("o2", at(days=20, hours=0.5), "cancelled", by="buyer")],
+        until=at(days=21),
+        state=state,
+    )
+    (ended,) = of_type(effects, Unblacklist)
+    assert ended.reason == "strike for order o2 reversed by a cancellation before its deadline"
+    assert state.listings == {}
+
+
 def test_a_reversal_dropping_below_the_threshold_unblacklists() -> None:
     events = [*_three_expiries(), payment("o2", at(days=20, hours=3))]
     effects, state = play(events, until=at(days=21))
