@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test unit lint chaos bench bench-lateness bench-replay bench-risk kafka kafka-start kafka-stop promtool clean
+.PHONY: demo test unit lint chaos bench bench-lateness bench-replay bench-risk kafka kafka-start kafka-stop promtool tmux clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -19,7 +19,7 @@ demo: $(STAMP) kafka
 	$(PY) -m dev.demo
 
 ## test: the whole suite, integration tests included, against a real local broker
-test: $(STAMP) kafka promtool
+test: $(STAMP) kafka promtool tmux
 	$(PY) -m pytest
 
 # The operations tests need promtool and a Prometheus server: Debian's package.
@@ -28,6 +28,13 @@ promtool:
 		if [ "$$(id -u)" = 0 ]; then \
 			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus; \
 		else echo "install Debian's prometheus package (promtool) for the operations tests"; exit 1; fi; }
+
+# The demo's test looks at it in a terminal: tmux, Debian's package.
+tmux:
+	@command -v tmux >/dev/null || { \
+		if [ "$$(id -u)" = 0 ]; then \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tmux; \
+		else echo "install tmux for the demo's test"; exit 1; fi; }
 
 unit: $(STAMP)
 	$(PY) -m pytest tests/unit

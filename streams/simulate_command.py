@@ -122,11 +122,14 @@ def simulate(
             progress_every=max(1000, count // 10),
         )
 
-    stats = asyncio.run(run())
+    try:
+        stats = asyncio.run(run())
+    finally:
+        # Kept when interrupted too: the truth of what was generated until then.
+        if truth:
+            Path(truth).write_bytes(orjson.dumps(facts.as_json(), option=orjson.OPT_INDENT_2))
     click.echo(
         f"simulate: sent {stats.sent} messages in {stats.elapsed_s:.1f}s "
         f"({stats.sent / max(stats.elapsed_s, 1e-9):.0f}/s); "
         f"malformed {sum(facts.malformed.values())}"
     )
-    if truth:
-        Path(truth).write_bytes(orjson.dumps(facts.as_json(), option=orjson.OPT_INDENT_2))
