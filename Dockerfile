@@ -7,6 +7,7 @@ COPY streams ./streams
 COPY agents ./agents
 COPY schemas ./schemas
 COPY dev ./dev
+COPY hitrun ./hitrun
 RUN pip install --no-cache-dir .
 RUN useradd --create-home hitrun && mkdir -p /var/lib/hitrun && chown hitrun /var/lib/hitrun
 USER hitrun

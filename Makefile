@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 
 ## demo: local broker + worker + simulated traffic, live counters; Ctrl-C stops all
 demo: $(STAMP) kafka
-	$(PY) -m dev.demo
+	$(PY) -m hitrun.dev.demo
 
 ## test: the whole suite, integration tests included, against a real local broker
 test: $(STAMP) kafka promtool tmux
@@ -41,7 +41,7 @@ unit: $(STAMP)
 
 ## chaos: long chaos run: workers killed at random and the broker stopped, compared with a clean run
 chaos: $(STAMP) kafka
-	$(PY) -m dev.chaos --long $(CHAOS_ARGS)
+	$(PY) -m hitrun.dev.chaos --long $(CHAOS_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
@@ -66,13 +66,13 @@ bench-risk: $(STAMP)
 ## kafka: fetch the pinned Apache Kafka jars into the user cache (once)
 
 kafka: $(STAMP)
-	$(PY) -m dev.localkafka fetch
+	$(PY) -m hitrun.dev.localkafka fetch
 
 kafka-start: kafka
-	$(PY) -m dev.localkafka start --data-dir .hitrun/kafka --port 9092
+	$(PY) -m hitrun.dev.localkafka start --data-dir .hitrun/kafka --port 9092
 
 kafka-stop: $(STAMP)
-	$(PY) -m dev.localkafka stop --data-dir .hitrun/kafka
+	$(PY) -m hitrun.dev.localkafka stop --data-dir .hitrun/kafka
 
 clean:
 	rm -rf .hitrun .pytest_cache .mypy_cache .ruff_cache

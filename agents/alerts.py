@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, assert_never
 
-from agents.effects import (
+from hitrun.agents.effects import (
     Blacklist,
     Effect,
     RecordStrike,
@@ -16,7 +16,7 @@ from agents.effects import (
     SendReminder,
     Unblacklist,
 )
-from agents.retention import (
+from hitrun.agents.retention import (
     FlagEarlyChurn,
     FlagInquiryOnly,
     FlagSinglePurchase,

@@ -19,9 +19,9 @@ from typing import Any, cast
 import faust
 from aiokafka import TopicPartition
 
-from agents import retention, unpaid
-from agents.alerts import Alert, alert_id, retention_alert, to_alert
-from agents.effects import (
+from hitrun.agents import retention, unpaid
+from hitrun.agents.alerts import Alert, alert_id, retention_alert, to_alert
+from hitrun.agents.effects import (
     Blacklist,
     DropUnmatchedPayment,
     Effect,
@@ -31,11 +31,11 @@ from agents.effects import (
     SendReminder,
     Unblacklist,
 )
-from agents.retention import Purchase, RetentionEffect, RetentionState
-from agents.risk import traits_of
-from agents.state import CustomerState, decode_state, encode_state, next_wake
-from agents.unpaid import UnpaidState
-from schemas.records import (
+from hitrun.agents.retention import Purchase, RetentionEffect, RetentionState
+from hitrun.agents.risk import traits_of
+from hitrun.agents.state import CustomerState, decode_state, encode_state, next_wake
+from hitrun.agents.unpaid import UnpaidState
+from hitrun.schemas.records import (
     EARLIEST_TIME,
     AdminActionRequested,
     CheckoutConfirmed,
@@ -44,18 +44,18 @@ from schemas.records import (
     OrderStatusChanged,
     Watermark,
 )
-from streams import faust_bridge
-from streams.app import (
+from hitrun.streams import faust_bridge
+from hitrun.streams.app import (
     app,
     ingest_rules,
     input_topic,
     metrics,
     settings,
 )
-from streams.clock import ClockRecord, DeadlineIndex, PartitionClock, ReorderBuffer
-from streams.codec import encode
-from streams.errors import FromFuture, LateEvent, ProcessingError, Unauthenticated
-from streams.ingest import (
+from hitrun.streams.clock import ClockRecord, DeadlineIndex, PartitionClock, ReorderBuffer
+from hitrun.streams.codec import encode
+from hitrun.streams.errors import FromFuture, LateEvent, ProcessingError, Unauthenticated
+from hitrun.streams.ingest import (
     Accepted,
     RawMessage,
     Rejected,
@@ -65,10 +65,10 @@ from streams.ingest import (
     dead_letter_for,
     origin_of,
 )
-from streams.kafka_auth import client_options
-from streams.loop import CaughtUp, ConsumeLoop
-from streams.partitioning import partition_for_key
-from streams.sink import Headers, OutRecord, RecordSink
+from hitrun.streams.kafka_auth import client_options
+from hitrun.streams.loop import CaughtUp, ConsumeLoop
+from hitrun.streams.partitioning import partition_for_key
+from hitrun.streams.sink import Headers, OutRecord, RecordSink
 
 log = logging.getLogger(__name__)
 

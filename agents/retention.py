@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from agents.risk import OrderTraits, RiskWeights, assess, traits_from_json
+from hitrun.agents.risk import OrderTraits, RiskWeights, assess, traits_from_json
 
 DAY = timedelta(days=1)
 # Checkout traits kept per customer at most (a bot confirming orders all day stays bounded).

@@ -17,7 +17,7 @@ from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
 
-from schemas.records import CheckoutConfirmed
+from hitrun.schemas.records import CheckoutConfirmed
 
 # Arrival channels that bring customers looking for one product rather than for the shop.
 SEARCH_OR_AD = frozenset({"search", "ad"})

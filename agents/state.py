@@ -8,10 +8,10 @@ from typing import Any
 
 import orjson
 
-from agents import retention, unpaid
-from agents.policy import Policies
-from agents.retention import RetentionPolicy, RetentionState, state_from_json
-from agents.unpaid import (
+from hitrun.agents import retention, unpaid
+from hitrun.agents.policy import Policies
+from hitrun.agents.retention import RetentionPolicy, RetentionState, state_from_json
+from hitrun.agents.unpaid import (
     ExpiredOrder,
     HeldPayment,
     Listing,

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from agents.effects import (
+from hitrun.agents.effects import (
     Blacklist,
     CloseOrder,
     DropUnmatchedPayment,
@@ -27,8 +27,8 @@ from agents.effects import (
     SendReminder,
     Unblacklist,
 )
-from agents.policy import Policies, UnpaidPolicy
-from schemas.records import (
+from hitrun.agents.policy import Policies, UnpaidPolicy
+from hitrun.schemas.records import (
     AdminActionRequested,
     CheckoutConfirmed,
     CustomerEvent,

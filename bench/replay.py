@@ -31,10 +31,10 @@ from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import GroupCoordinatorNotAvailableError
 
 from bench.throughput import cluster, plain_consumer
-from dev.worker import WorkerProcess, free_port, stop_group, topic_env
-from streams.config import Settings
-from streams.replay import Progress
-from streams.topics import ensure_topics, read_from
+from hitrun.dev.worker import WorkerProcess, free_port, stop_group, topic_env
+from hitrun.streams.config import Settings
+from hitrun.streams.replay import Progress
+from hitrun.streams.topics import ensure_topics, read_from
 
 
 def write_transactions(path: Path, rows: int, seed: int) -> None:
@@ -113,7 +113,15 @@ def main() -> None:
                 )
                 started = time.perf_counter()
                 done = subprocess.run(
-                    [sys.executable, "-m", "streams.cli", "replay", str(data), "--workers", "0"],
+                    [
+                        sys.executable,
+                        "-m",
+                        "hitrun.streams.cli",
+                        "replay",
+                        str(data),
+                        "--workers",
+                        "0",
+                    ],
                     env={**os.environ, **env},
                     capture_output=True,
                     text=True,
@@ -218,7 +226,7 @@ def worker_alone(
     log = (workdir / f"alone-{tag}.log").open("ab")
     started = time.perf_counter()
     process = subprocess.Popen(
-        [sys.executable, "-m", "streams.cli", "worker"],
+        [sys.executable, "-m", "hitrun.streams.cli", "worker"],
         cwd=tree,
         env={**os.environ, **fresh},
         stdout=log,

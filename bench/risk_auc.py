@@ -16,9 +16,9 @@ from datetime import datetime, timedelta
 
 import orjson
 
-from agents.risk import FACTORS, OrderTraits, RiskWeights, assess, traits_of
-from schemas.records import CheckoutConfirmed
-from streams.simulate import GroundTruth, TrafficShape, generate
+from hitrun.agents.risk import FACTORS, OrderTraits, RiskWeights, assess, traits_of
+from hitrun.schemas.records import CheckoutConfirmed
+from hitrun.streams.simulate import GroundTruth, TrafficShape, generate
 
 # Ground-truth kinds by what the customer does after the first purchase; the
 # kinds that never buy (never_pays, cod_refuser, inquiry_only) are left out.

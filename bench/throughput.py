@@ -15,12 +15,12 @@ from pathlib import Path
 import orjson
 from aiokafka import AIOKafkaConsumer
 
-from dev.localkafka import LocalKafka
-from dev.worker import WorkerProcess, free_port, topic_env
-from streams.config import Settings
-from streams.publisher import publish
-from streams.simulate import SIMULATED_LATENESS, GroundTruth, TrafficShape, generate
-from streams.topics import ensure_topics
+from hitrun.dev.localkafka import LocalKafka
+from hitrun.dev.worker import WorkerProcess, free_port, topic_env
+from hitrun.streams.config import Settings
+from hitrun.streams.publisher import publish
+from hitrun.streams.simulate import SIMULATED_LATENESS, GroundTruth, TrafficShape, generate
+from hitrun.streams.topics import ensure_topics
 
 
 @contextlib.contextmanager

@@ -16,9 +16,9 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from bench.throughput import cluster
-from dev.worker import WorkerProcess, topic_env
-from streams.config import Settings
-from streams.partitioning import partition_for_key
+from hitrun.dev.worker import WorkerProcess, topic_env
+from hitrun.streams.config import Settings
+from hitrun.streams.partitioning import partition_for_key
 
 
 def quantile(values: list[float], q: float) -> float:

@@ -7,8 +7,8 @@ for a while and started again while the workers keep running. When both runs
 have committed every input record, their alerts are compared alert for
 alert, by `alert_id` and body.
 
-    python -m dev.chaos                  # the short version (as in the test suite)
-    python -m dev.chaos --long           # make chaos: 20+ kills a mode, 30,000 transactions
+    python -m hitrun.dev.chaos                  # the short version (as in the test suite)
+    python -m hitrun.dev.chaos --long           # make chaos: 20+ kills a mode, 30,000 transactions
 """
 
 from __future__ import annotations
@@ -31,14 +31,14 @@ from pathlib import Path
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from dev.localkafka import LocalKafka, free_port
-from dev.worker import WorkerProcess, topic_env
-from streams.config import Settings
-from streams.publisher import Mark, publish
-from streams.replay import Progress, with_watermarks
-from streams.simulate import GroundTruth, SimMessage, TrafficShape, generate
-from streams.topics import ensure_topics, read_from
-from streams.transactions import FileFormat, read_transactions, transaction_events
+from hitrun.dev.localkafka import LocalKafka, free_port
+from hitrun.dev.worker import WorkerProcess, topic_env
+from hitrun.streams.config import Settings
+from hitrun.streams.publisher import Mark, publish
+from hitrun.streams.replay import Progress, with_watermarks
+from hitrun.streams.simulate import GroundTruth, SimMessage, TrafficShape, generate
+from hitrun.streams.topics import ensure_topics, read_from
+from hitrun.streams.transactions import FileFormat, read_transactions, transaction_events
 
 ALERT_ROLES = ("reminders", "strikes", "blacklist", "retention")
 
@@ -431,7 +431,7 @@ def _broker(workdir: Path, existing: str | None) -> Iterator[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m dev.chaos", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m hitrun.dev.chaos", description=__doc__)
     parser.add_argument("--long", action="store_true", help="20+ kills a mode, 30,000 transactions")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--bootstrap", default=None, help="an existing broker for the kill runs")

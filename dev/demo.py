@@ -23,20 +23,20 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from rich.console import Console
 from rich.live import Live
 
-from dev.demo_view import DemoView, counters
-from dev.localkafka import LocalKafka
-from dev.worker import WorkerProcess, free_port, topic_env
-from streams.config import Settings
-from streams.kafka_auth import client_options, started
-from streams.publisher import publish
-from streams.simulate import (
+from hitrun.dev.demo_view import DemoView, counters
+from hitrun.dev.localkafka import LocalKafka
+from hitrun.dev.worker import WorkerProcess, free_port, topic_env
+from hitrun.streams.config import Settings
+from hitrun.streams.kafka_auth import client_options, started
+from hitrun.streams.publisher import publish
+from hitrun.streams.simulate import (
     SIMULATED_CLOCK_SKEW,
     SIMULATED_LATENESS,
     SimMessage,
     TrafficShape,
     generate,
 )
-from streams.topics import delete_topics_of, require_topics
+from hitrun.streams.topics import delete_topics_of, require_topics
 
 STATE = Path(".hitrun")
 

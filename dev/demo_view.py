@@ -17,7 +17,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from streams.simulate import GroundTruth, SimMessage
+from hitrun.streams.simulate import GroundTruth, SimMessage
 
 # A story shows its last steps; older ones are folded into a leading "…".
 STORY_STEPS = 6

@@ -20,7 +20,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from streams.processes import die_with_parent, free_port
+from hitrun.streams.processes import die_with_parent, free_port
 
 POM = Path(__file__).resolve().parent / "kafka" / "pom.xml"
 KAFKA_VERSION = "4.1.1"
@@ -145,7 +145,7 @@ class LocalKafka:
             self.controller_port = free_port()
         self.heap_mb = heap_mb
         # A broker of a test run or the demo ends with its starter; one started by
-        # `python -m dev.localkafka start` (make kafka-start) is meant to outlive it.
+        # `python -m hitrun.dev.localkafka start` (make kafka-start) is meant to outlive it.
         self.die_with_parent = die_with_parent
         self.process: subprocess.Popen[bytes] | None = None
         # None: one PLAINTEXT listener, no authentication, no ACLs.
@@ -489,7 +489,7 @@ async def _round_trip(options: Mapping[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m dev.localkafka", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m hitrun.dev.localkafka", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("fetch", help="fetch the broker jars into the cache (once)")
     start = sub.add_parser("start", help="start a broker and wait until it is ready")

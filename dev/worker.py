@@ -3,7 +3,7 @@
 The code lives in streams/processes.py (`hitrun replay` starts workers too).
 """
 
-from streams.processes import (
+from hitrun.streams.processes import (
     TOPIC_SETTINGS,
     WorkerProcess,
     free_port,

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from schemas.registry import SCHEMA_DIR, compiled_validator, load_schema, schema_names
+from hitrun.schemas.registry import SCHEMA_DIR, compiled_validator, load_schema, schema_names
 
 __all__ = ["SCHEMA_DIR", "compiled_validator", "load_schema", "schema_names"]

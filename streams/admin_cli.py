@@ -9,12 +9,12 @@ import click
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from streams.auth import ROLES, InvalidCommand, new_command, new_token
-from streams.codec import encode
-from streams.config import Settings
-from streams.kafka_auth import client_options, started
-from streams.partitioning import partition_for_key
-from streams.topics import TopicLayoutError, ensure_topics
+from hitrun.streams.auth import ROLES, InvalidCommand, new_command, new_token
+from hitrun.streams.codec import encode
+from hitrun.streams.config import Settings
+from hitrun.streams.kafka_auth import client_options, started
+from hitrun.streams.partitioning import partition_for_key
+from hitrun.streams.topics import TopicLayoutError, ensure_topics
 
 
 def signed_command(settings: Settings, action: str, signer: str, **fields: Any) -> dict[str, Any]:

@@ -7,14 +7,14 @@ from faust import web
 from faust.sensors.prometheus import FaustMetrics
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from schemas.registry import ALERT_TYPES
-from streams.config import Settings
-from streams.errors import REASONS
-from streams.ingest import REROUTABLE_TYPES as INGEST_REROUTABLE
-from streams.ingest import IngestRules
-from streams.kafka_auth import bootstrap_servers, faust_credentials
-from streams.logs import logging_config, quiet_repeats
-from streams.metrics import EventlessPrometheusMonitor, FaustSensorCollector, Metrics
+from hitrun.schemas.registry import ALERT_TYPES
+from hitrun.streams.config import Settings
+from hitrun.streams.errors import REASONS
+from hitrun.streams.ingest import REROUTABLE_TYPES as INGEST_REROUTABLE
+from hitrun.streams.ingest import IngestRules
+from hitrun.streams.kafka_auth import bootstrap_servers, faust_credentials
+from hitrun.streams.logs import logging_config, quiet_repeats
+from hitrun.streams.metrics import EventlessPrometheusMonitor, FaustSensorCollector, Metrics
 
 settings = Settings.from_env()
 

@@ -31,7 +31,7 @@ from typing import Any
 
 import orjson
 
-from schemas import compiled_validator
+from hitrun.schemas import compiled_validator
 
 OPERATOR = "operator"
 SUPPORT = "support"

@@ -23,23 +23,19 @@ EXIT_UNREACHABLE = 3  # the broker did not answer within HITRUN_CONNECT_TIMEOUT
 EXIT_TOPICS = 4  # a topic is missing, has the wrong layout, or may not be used
 EXIT_INTERRUPTED = 130  # Ctrl-C
 
-# name -> (module, attribute, one-line help). The help is here so that
-# `hitrun --help` imports nothing.
+# name -> (module of hitrun.streams, attribute, one-line help). The help is here so
+# that `hitrun --help` imports nothing.
 COMMANDS: dict[str, tuple[str, str, str]] = {
-    "worker": ("streams.worker_command", "worker", "Run a worker: detect and publish alerts."),
-    "replay": (
-        "streams.replay_command",
-        "replay_command",
-        "Replay a transactions file and count alerts.",
-    ),
-    "produce": ("streams.clients", "produce", "Publish a JSON-lines file of shop events."),
-    "tail": ("streams.clients", "tail", "Follow the alert topics and print the alerts."),
-    "blacklist": ("streams.clients", "blacklist", "Print who is blacklisted now."),
-    "simulate": ("streams.simulate_command", "simulate", "Publish realistic shop traffic."),
-    "topics": ("streams.simulate_command", "topics", "Create hitrun's topics and check them."),
-    "admin": ("streams.admin_cli", "admin", "Sign an admin command and send it."),
-    "token": ("streams.admin_cli", "token", "Make a named HTTP token with a role."),
-    "faust": ("streams.worker_command", "faust", "Run one of Faust's own commands."),
+    "worker": ("worker_command", "worker", "Run a worker: detect and publish alerts."),
+    "replay": ("replay_command", "replay_command", "Replay a transactions file and count alerts."),
+    "produce": ("clients", "produce", "Publish a JSON-lines file of shop events."),
+    "tail": ("clients", "tail", "Follow the alert topics and print the alerts."),
+    "blacklist": ("clients", "blacklist", "Print who is blacklisted now."),
+    "simulate": ("simulate_command", "simulate", "Publish realistic shop traffic."),
+    "topics": ("simulate_command", "topics", "Create hitrun's topics and check them."),
+    "admin": ("admin_cli", "admin", "Sign an admin command and send it."),
+    "token": ("admin_cli", "token", "Make a named HTTP token with a role."),
+    "faust": ("worker_command", "faust", "Run one of Faust's own commands."),
 }
 
 
@@ -68,7 +64,8 @@ class HitrunCommands(click.Group):
         if found is None:
             return None
         module, attribute, _ = found
-        command: click.Command = getattr(importlib.import_module(module), attribute)
+        loaded = importlib.import_module(f"hitrun.streams.{module}")
+        command: click.Command = getattr(loaded, attribute)
         return command
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
@@ -96,9 +93,9 @@ def expected_failure(exc: BaseException) -> int | None:
     """The exit code of a failure a person can act on, or None for a bug (a traceback)."""
     from aiokafka.errors import KafkaConnectionError, TopicAuthorizationFailedError
 
-    from streams.config import SettingsError
-    from streams.kafka_auth import BrokerUnreachable
-    from streams.topics import TopicLayoutError
+    from hitrun.streams.config import SettingsError
+    from hitrun.streams.kafka_auth import BrokerUnreachable
+    from hitrun.streams.topics import TopicLayoutError
 
     if isinstance(exc, SettingsError):
         return EXIT_USAGE

@@ -15,12 +15,12 @@ import click
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from streams.codec import decode_input
-from streams.config import Settings
-from streams.errors import InputRejected
-from streams.kafka_auth import client_options, started
-from streams.partitioning import partition_for_key
-from streams.topics import ensure_topics, read_from, require_topics
+from hitrun.streams.codec import decode_input
+from hitrun.streams.config import Settings
+from hitrun.streams.errors import InputRejected
+from hitrun.streams.kafka_auth import client_options, started
+from hitrun.streams.partitioning import partition_for_key
+from hitrun.streams.topics import ensure_topics, read_from, require_topics
 
 # What `hitrun produce` sends, and where: a watermark has no customer and is
 # written by replays to every partition, so it is not accepted here.

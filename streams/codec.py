@@ -9,9 +9,9 @@ from typing import Any
 import fastjsonschema
 import orjson
 
-from schemas import compiled_validator
-from schemas.records import INPUT_EVENTS, InputEvent, Watermark
-from streams.errors import (
+from hitrun.schemas import compiled_validator
+from hitrun.schemas.records import INPUT_EVENTS, InputEvent, Watermark
+from hitrun.streams.errors import (
     KeyMismatch,
     MissingKey,
     NotAnObject,

@@ -12,10 +12,10 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, TypeVar
 
-from agents.policy import Policies, ReminderSchedule, UnpaidPolicy, default_windows
-from agents.retention import RetentionPolicy
-from agents.risk import RiskWeights, parse_weights
-from streams.auth import TokenEntry, TokenFileError, parse_tokens
+from hitrun.agents.policy import Policies, ReminderSchedule, UnpaidPolicy, default_windows
+from hitrun.agents.retention import RetentionPolicy
+from hitrun.agents.risk import RiskWeights, parse_weights
+from hitrun.streams.auth import TokenEntry, TokenFileError, parse_tokens
 
 T = TypeVar("T")
 

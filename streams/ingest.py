@@ -10,7 +10,7 @@ from datetime import timedelta
 
 import orjson
 
-from schemas.records import (
+from hitrun.schemas.records import (
     AdminActionRequested,
     DeadLetter,
     InputEvent,
@@ -18,11 +18,11 @@ from schemas.records import (
     Watermark,
     parse_timestamp,
 )
-from streams.auth import verify_command
-from streams.codec import decode_input
-from streams.errors import InputRejected, Misrouted, Unauthenticated
-from streams.partitioning import partition_for_key
-from streams.watermarks import verify
+from hitrun.streams.auth import verify_command
+from hitrun.streams.codec import decode_input
+from hitrun.streams.errors import InputRejected, Misrouted, Unauthenticated
+from hitrun.streams.partitioning import partition_for_key
+from hitrun.streams.watermarks import verify
 
 # Header carrying where a rerouted message was first read, so that a later dead
 # letter still points at the producer's original record.

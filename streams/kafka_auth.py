@@ -18,7 +18,7 @@ import faust
 from aiokafka.errors import KafkaConnectionError
 from faust.types.auth import CredentialsT
 
-from streams.config import Settings
+from hitrun.streams.config import Settings
 
 
 class BrokerUnreachable(ConnectionError):

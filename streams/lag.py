@@ -7,8 +7,8 @@ import logging
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
-from streams.app import app, metrics, settings
-from streams.kafka_auth import client_options
+from hitrun.streams.app import app, metrics, settings
+from hitrun.streams.kafka_auth import client_options
 
 log = logging.getLogger(__name__)
 _admin: AIOKafkaAdminClient | None = None
@@ -26,7 +26,7 @@ async def _admin_client() -> AIOKafkaAdminClient:
 @app.timer(interval=5.0)
 async def measure_consumer_lag() -> None:
     """Refresh hitrun_consumer_lag_messages for the input partitions this worker owns."""
-    from streams.web import readiness  # the readiness rule lives with the /readyz view
+    from hitrun.streams.web import readiness  # the readiness rule lives with the /readyz view
 
     metrics.ready.set(1 if readiness()[0] else 0)
     watched = {*settings.input_topics, settings.reroute_topic}

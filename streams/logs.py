@@ -63,7 +63,7 @@ def logging_config(json_lines: bool, level: str) -> dict[str, Any]:
     """A dictConfig for the worker: JSON lines, or Faust's console format (merged into Faust's)."""
     # hitrun's own loggers get the level themselves: a record below it is then
     # never built (a replay logs every alert at debug), whatever the root's level.
-    ours = {name: {"level": level.upper()} for name in ("agents", "streams")}
+    ours = {"hitrun": {"level": level.upper()}}
     if not json_lines:
         # Faust's own handlers and levels, with only its console formatter replaced.
         return {

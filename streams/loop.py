@@ -27,8 +27,8 @@ from typing import Any, Protocol
 from aiokafka import TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 
-from streams.faust_bridge import RecordMap
-from streams.ingest import RawMessage
+from hitrun.streams.faust_bridge import RecordMap
+from hitrun.streams.ingest import RawMessage
 
 log = logging.getLogger(__name__)
 

@@ -137,7 +137,7 @@ class WorkerProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "streams.cli", "worker", *self.extra_args],
+            [sys.executable, "-m", "hitrun.streams.cli", "worker", *self.extra_args],
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -13,10 +13,10 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from streams.config import Settings
-from streams.kafka_auth import client_options, started
-from streams.simulate import PARTITIONERS, SimMessage
-from streams.watermarks import signature
+from hitrun.streams.config import Settings
+from hitrun.streams.kafka_auth import client_options, started
+from hitrun.streams.simulate import PARTITIONERS, SimMessage
+from hitrun.streams.watermarks import signature
 
 
 @dataclass

@@ -14,11 +14,11 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from streams.config import Settings
-from streams.kafka_auth import client_options, started
-from streams.publisher import Mark, PublishStats, publish
-from streams.simulate import SimMessage
-from streams.topics import ensure_topics, read_from
+from hitrun.streams.config import Settings
+from hitrun.streams.kafka_auth import client_options, started
+from hitrun.streams.publisher import Mark, PublishStats, publish
+from hitrun.streams.simulate import SimMessage
+from hitrun.streams.topics import ensure_topics, read_from
 
 # Watermarks every this many messages let the replay-mode worker release
 # events as the replay goes, instead of holding all of them until the end.

@@ -20,12 +20,12 @@ from pathlib import Path
 
 import click
 
-from schemas.registry import ALERT_TYPES
-from streams.config import Settings
-from streams.processes import WorkerProcess, topic_env
-from streams.replay import ReplayError, ReplayReport, replay
-from streams.topics import delete_topics_of, ensure_topics
-from streams.transactions import (
+from hitrun.schemas.registry import ALERT_TYPES
+from hitrun.streams.config import Settings
+from hitrun.streams.processes import WorkerProcess, topic_env
+from hitrun.streams.replay import ReplayError, ReplayReport, replay
+from hitrun.streams.topics import delete_topics_of, ensure_topics
+from hitrun.streams.transactions import (
     EVENTS_PER_TRANSACTION,
     FileFormat,
     LineError,

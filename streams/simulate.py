@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from streams.partitioning import partition_for_key
+from hitrun.streams.partitioning import partition_for_key
 
 # Customer kinds and how often each is generated.
 DEFAULT_MIX: dict[str, float] = {

@@ -9,10 +9,10 @@ from pathlib import Path
 import click
 import orjson
 
-from streams.config import Settings
-from streams.publisher import PublishStats, publish
-from streams.simulate import PARTITIONERS, GroundTruth, TrafficShape, generate
-from streams.topics import ensure_topics
+from hitrun.streams.config import Settings
+from hitrun.streams.publisher import PublishStats, publish
+from hitrun.streams.simulate import PARTITIONERS, GroundTruth, TrafficShape, generate
+from hitrun.streams.topics import ensure_topics
 
 
 @click.command()

@@ -20,7 +20,7 @@ from typing import Any, cast
 
 from aiokafka import AIOKafkaProducer, TopicPartition
 
-from streams.partitioning import partition_for_key
+from hitrun.streams.partitioning import partition_for_key
 
 Headers = Sequence[tuple[str, bytes]]
 # A record batch handed to the producer: its partition, record count and delivery future.

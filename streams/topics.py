@@ -11,8 +11,8 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError
 
-from streams.config import Settings
-from streams.kafka_auth import BrokerUnreachable, bootstrap_servers, client_options, started
+from hitrun.streams.config import Settings
+from hitrun.streams.kafka_auth import BrokerUnreachable, bootstrap_servers, client_options, started
 
 _TOPIC_ALREADY_EXISTS = 36
 _DAY_MS = 86_400_000

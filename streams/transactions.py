@@ -17,8 +17,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
 
-from schemas.records import EARLIEST_TIME, LATEST_TIME, PaymentMethod
-from streams.simulate import SimMessage
+from hitrun.schemas.records import EARLIEST_TIME, LATEST_TIME, PaymentMethod
+from hitrun.streams.simulate import SimMessage
 
 # The contract's largest amount (`money` in common.v1.schema.json).
 MAX_AMOUNT_MINOR = 1_000_000_000_000

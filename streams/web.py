@@ -15,8 +15,8 @@ import orjson
 from aiohttp.http_exceptions import BadHttpMessage
 from faust import web
 
-from agents import retention
-from agents.customer import (
+from hitrun.agents import retention
+from hitrun.agents.customer import (
     CLOCK_KEY_PREFIX,
     consume_loop,
     customers_table,
@@ -24,11 +24,11 @@ from agents.customer import (
     retention_policy,
     stream_clock,
 )
-from agents.state import decode_state
-from agents.unpaid import describe, prune
-from streams.app import admin_topic, app, settings
-from streams.auth import OPERATOR, SUPPORT, Identity, InvalidCommand, Tokens, new_command
-from streams.codec import encode
+from hitrun.agents.state import decode_state
+from hitrun.agents.unpaid import describe, prune
+from hitrun.streams.app import admin_topic, app, settings
+from hitrun.streams.auth import OPERATOR, SUPPORT, Identity, InvalidCommand, Tokens, new_command
+from hitrun.streams.codec import encode
 
 log = logging.getLogger(__name__)
 tokens = Tokens(settings.token_entries)

@@ -41,10 +41,10 @@ def _say_err(line: str) -> None:
 
 def run_faust(argv: list[str]) -> None:
     """Run Faust's command line on hitrun's app, with hitrun's log level unless given."""
-    import agents.customer  # noqa: F401  (the customer agent and its loop)
-    import streams.lag
-    import streams.web  # noqa: F401  (the HTTP views)
-    from streams.app import app, settings
+    import hitrun.agents.customer
+    import hitrun.streams.lag
+    import hitrun.streams.web  # noqa: F401  (the HTTP views)
+    from hitrun.streams.app import app, settings
 
     if not any(a.startswith(("-l", "--loglevel")) for a in argv):
         argv = [*argv, f"--loglevel={FAUST_LOG_LEVELS.get(settings.log_level, settings.log_level)}"]
@@ -63,8 +63,8 @@ def worker(ctx: click.Context) -> None:
     worker command. Exit code 70: a batch could not be published and was
     not committed (restart the worker).
     """
-    from streams.config import Settings
-    from streams.topics import ensure_topics
+    from hitrun.streams.config import Settings
+    from hitrun.streams.topics import ensure_topics
 
     settings = Settings.from_env()
     gc.set_threshold(*WORKER_GC_THRESHOLD)
@@ -83,7 +83,7 @@ def faust(arguments: tuple[str, ...]) -> None:
     For diagnosis (`tables`, `agents`); hitrun's settings apply, and
     `hitrun faust -- --help` lists Faust's commands.
     """
-    from streams.config import Settings
+    from hitrun.streams.config import Settings
 
     use_event_loop(Settings.from_env().event_loop)
     run_faust(list(arguments))

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from dev.localkafka import LocalKafka, free_port
+from hitrun.dev.localkafka import LocalKafka, free_port
 
 HERE = Path(__file__).resolve().parent
 

@@ -12,10 +12,10 @@ from pathlib import Path
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 
-from dev.worker import WorkerProcess, topic_env
-from streams.auth import OPERATOR, SUPPORT, new_token
-from streams.config import Settings
-from streams.partitioning import partition_for_key
+from hitrun.dev.worker import WorkerProcess, topic_env
+from hitrun.streams.auth import OPERATOR, SUPPORT, new_token
+from hitrun.streams.config import Settings
+from hitrun.streams.partitioning import partition_for_key
 
 # Tokens every test worker admits: an operator's and a support agent's.
 OPERATOR_TOKEN, _OPERATOR_LINE = new_token("ops-alice", OPERATOR)

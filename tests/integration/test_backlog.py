@@ -9,11 +9,19 @@ from pathlib import Path
 
 import orjson
 
-from dev.chaos import Group, Outputs, compare, live_input, read_outputs, run_env, wait_until_done
-from streams.config import Settings
-from streams.publisher import publish
-from streams.simulate import SimMessage
-from streams.topics import ensure_topics
+from hitrun.dev.chaos import (
+    Group,
+    Outputs,
+    compare,
+    live_input,
+    read_outputs,
+    run_env,
+    wait_until_done,
+)
+from hitrun.streams.config import Settings
+from hitrun.streams.publisher import publish
+from hitrun.streams.simulate import SimMessage
+from hitrun.streams.topics import ensure_topics
 from tests.integration.harness import (
     checkout,
     drain,

@@ -9,12 +9,12 @@ import sys
 import time
 from pathlib import Path
 
-from dev.localkafka import _pid_alive
+from hitrun.dev.localkafka import _pid_alive
 
 STARTER = """
 import sys, time
 from pathlib import Path
-from dev.localkafka import LocalKafka, free_port
+from hitrun.dev.localkafka import LocalKafka, free_port
 broker = LocalKafka(Path(sys.argv[1]), port=free_port())
 broker.start(timeout=120)
 print(broker.pid, flush=True)

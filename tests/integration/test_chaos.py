@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dev.chaos import Report, chaos_kills, chaos_outage
+from hitrun.dev.chaos import Report, chaos_kills, chaos_outage
 
 KILLS = 5
 

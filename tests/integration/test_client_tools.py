@@ -11,17 +11,17 @@ from pathlib import Path
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from streams.cli import EXIT_TOPICS
-from streams.config import Settings
-from streams.partitioning import partition_for_key
-from streams.topics import ensure_topics
+from hitrun.streams.cli import EXIT_TOPICS
+from hitrun.streams.config import Settings
+from hitrun.streams.partitioning import partition_for_key
+from hitrun.streams.topics import ensure_topics
 from tests.integration.harness import drain, settings_of, start_worker, unique_env, wait_for
 from tests.integration.test_unpaid_live import LIVE_POLICY, checkout
 
 
 def hitrun(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "streams.cli", *args],
+        [sys.executable, "-m", "hitrun.streams.cli", *args],
         env={**os.environ, **env},
         capture_output=True,
         text=True,

@@ -19,7 +19,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from dev.worker import topic_env
+from hitrun.dev.worker import topic_env
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -71,7 +71,7 @@ def terminal(kafka_bootstrap: str) -> Iterator[Terminal]:
         pytest.fail("tmux is needed to look at the demo (Debian package tmux; .ci/run installs it)")
     env = {
         **os.environ,
-        "PYTHONPATH": str(REPO),
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
         "HITRUN_KAFKA_BOOTSTRAP": kafka_bootstrap,  # the suite's broker, not one of its own
         "TERM": "xterm-256color",
     }
@@ -85,7 +85,9 @@ def terminal(kafka_bootstrap: str) -> Iterator[Terminal]:
 
 def _one_run(terminal: Terminal, cwd: Path, truth: Path) -> tuple[set[str], str]:
     """Run the demo until everything it shows is there (at most 60 s), then Ctrl-C it."""
-    terminal.run(f"{sys.executable} -m dev.demo --truth {truth}; echo demo-exit-$?; sleep 600", cwd)
+    terminal.run(
+        f"{sys.executable} -m hitrun.dev.demo --truth {truth}; echo demo-exit-$?; sleep 600", cwd
+    )
     screen = terminal.wait_for(lambda s: all(p.search(s) for p in SHOWN.values()), within_s=60)
     shown = {name for name, pattern in SHOWN.items() if pattern.search(screen)}
     terminal.tmux("send-keys", "C-c")
@@ -117,7 +119,7 @@ def test_the_demo_tells_customers_stories_with_rates_truth_and_dead_letters_run_
             os.kill(int(pid), 0)
 
 
-def test_an_interrupted_simulation_keeps_its_ground_truth(
+def test_a_simulation_shows_progress_and_keeps_its_ground_truth_when_interrupted(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
     tag = f"sim-{uuid.uuid4().hex[:8]}"
@@ -126,7 +128,7 @@ def test_an_interrupted_simulation_keeps_its_ground_truth(
         [
             sys.executable,
             "-m",
-            "streams.cli",
+            "hitrun.streams.cli",
             "simulate",
             "--rate",
             "200",
@@ -137,7 +139,7 @@ def test_an_interrupted_simulation_keeps_its_ground_truth(
         ],
         env={
             **os.environ,
-            "PYTHONPATH": str(REPO),
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
             "HITRUN_KAFKA_BOOTSTRAP": kafka_bootstrap,
             "HITRUN_APP_ID": tag,
             **topic_env(tag),

@@ -22,7 +22,7 @@ def documented_alerts() -> list[str]:
 
 def hitrun(env: dict[str, str], *args: str) -> str:
     done = subprocess.run(
-        [sys.executable, "-m", "streams.cli", *args],
+        [sys.executable, "-m", "hitrun.streams.cli", *args],
         env={**os.environ, **env},
         capture_output=True,
         text=True,

@@ -11,11 +11,11 @@ import orjson
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from agents.customer import EXIT_BATCH_FAILED
-from dev.worker import WorkerProcess
-from streams.config import Settings
-from streams.partitioning import partition_for_key
-from streams.topics import ensure_topics
+from hitrun.agents.customer import EXIT_BATCH_FAILED
+from hitrun.dev.worker import WorkerProcess
+from hitrun.streams.config import Settings
+from hitrun.streams.partitioning import partition_for_key
+from hitrun.streams.topics import ensure_topics
 from tests.integration.harness import checkout, drain, send, settings_of, unique_env, wait_for
 
 CORRUPT_CUSTOMER = b"cust-corrupt"

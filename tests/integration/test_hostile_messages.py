@@ -11,7 +11,7 @@ from pathlib import Path
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from streams.partitioning import partition_for_key
+from hitrun.streams.partitioning import partition_for_key
 from tests.integration.harness import (
     SUPPORT_TOKEN,
     checkout,

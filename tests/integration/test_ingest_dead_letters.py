@@ -9,8 +9,8 @@ from pathlib import Path
 
 import orjson
 
-from streams.publisher import Delivery, publish
-from streams.simulate import (
+from hitrun.streams.publisher import Delivery, publish
+from hitrun.streams.simulate import (
     MALFORMATIONS,
     SIMULATED_LATENESS,
     GroundTruth,

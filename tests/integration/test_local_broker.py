@@ -10,7 +10,7 @@ from pathlib import Path
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from dev.localkafka import LocalKafka, free_port
+from hitrun.dev.localkafka import LocalKafka, free_port
 
 
 async def _create(bootstrap: str, topic: str) -> None:

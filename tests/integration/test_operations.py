@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from dev.worker import WorkerProcess, free_port
-from streams.config import Settings
-from streams.partitioning import partition_for_key
+from hitrun.dev.worker import WorkerProcess, free_port
+from hitrun.streams.config import Settings
+from hitrun.streams.partitioning import partition_for_key
 from tests.integration.harness import settings_of, start_worker, unique_env, wait_for
 from tests.integration.test_unpaid_live import LIVE_POLICY, checkout
 

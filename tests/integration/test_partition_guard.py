@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from streams.partitioning import partition_for_key
-from streams.publisher import Delivery, publish
-from streams.simulate import SIMULATED_LATENESS, GroundTruth, TrafficShape, generate
+from hitrun.streams.partitioning import partition_for_key
+from hitrun.streams.publisher import Delivery, publish
+from hitrun.streams.simulate import SIMULATED_LATENESS, GroundTruth, TrafficShape, generate
 from tests.integration.harness import (
     drain,
     metric_sum,

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from aiokafka.admin import AIOKafkaAdminClient
 
-from schemas.registry import ALERT_TYPES
+from hitrun.schemas.registry import ALERT_TYPES
 from tests.retention_oracle import expected_counts
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "transactions.csv"
@@ -79,7 +79,7 @@ def test_hitrun_replay_of_the_example_file_needs_nothing_but_a_broker(
         "HITRUN_DATA_DIR": str(tmp_path / "data"),
     }
     done = subprocess.run(
-        [sys.executable, "-m", "streams.cli", "replay", str(EXAMPLE)],
+        [sys.executable, "-m", "hitrun.streams.cli", "replay", str(EXAMPLE)],
         env=env,
         capture_output=True,
         text=True,

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import orjson
 
-from dev.worker import WorkerProcess
-from streams.replay import replay
-from streams.transactions import FileFormat, read_transactions, transaction_events
+from hitrun.dev.worker import WorkerProcess
+from hitrun.streams.replay import replay
+from hitrun.streams.transactions import FileFormat, read_transactions, transaction_events
 from tests.integration.harness import drain, settings_of, unique_env
 
 CUSTOMERS = 150

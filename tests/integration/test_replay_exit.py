@@ -14,7 +14,7 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from streams.config import Settings
+from hitrun.streams.config import Settings
 from tests.integration.harness import settings_of, start_worker, unique_env, wait_for
 from tests.retention_oracle import (
     OraclePolicy,
@@ -26,7 +26,7 @@ from tests.retention_oracle import (
 
 def replay(env: dict[str, str], path: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "streams.cli", "replay", str(path), "--workers", "0", *extra],
+        [sys.executable, "-m", "hitrun.streams.cli", "replay", str(path), "--workers", "0", *extra],
         env={**os.environ, **env},
         capture_output=True,
         text=True,
@@ -90,7 +90,7 @@ def test_an_interrupted_replay_resumes_without_sending_twice(
     events = 2 * len(read_purchases_csv(path))
     env = unique_env(kafka_bootstrap, tmp_path, HITRUN_CLOCK_MODE="replay")
     settings = settings_of(env)
-    command = [sys.executable, "-m", "streams.cli", "replay", str(path), "--workers", "0"]
+    command = [sys.executable, "-m", "hitrun.streams.cli", "replay", str(path), "--workers", "0"]
     command += ["--order-column", "order_id"]
     worker = start_worker(env, tmp_path)
     try:

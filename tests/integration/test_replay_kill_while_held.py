@@ -10,9 +10,9 @@ from pathlib import Path
 import orjson
 from aiokafka.admin import AIOKafkaAdminClient
 
-from dev.worker import WorkerProcess
-from streams.config import Settings
-from streams.publisher import publish_watermarks
+from hitrun.dev.worker import WorkerProcess
+from hitrun.streams.config import Settings
+from hitrun.streams.publisher import publish_watermarks
 from tests.integration.harness import drain, send, settings_of, unique_env, wait_for
 
 CUSTOMERS = 30

@@ -6,7 +6,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from schemas import compiled_validator
+from hitrun.schemas import compiled_validator
 from tests.integration.harness import (
     alerts,
     checkout,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import orjson
 
-from schemas import compiled_validator
+from hitrun.schemas import compiled_validator
 from tests.integration.harness import drain, settings_of, start_worker, unique_env
 from tests.retention_oracle import (
     OraclePolicy,
@@ -30,7 +30,7 @@ def run_replay(env: dict[str, str], path: Path) -> str:
         [
             sys.executable,
             "-m",
-            "streams.cli",
+            "hitrun.streams.cli",
             "replay",
             str(path),
             "--workers",

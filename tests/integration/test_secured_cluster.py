@@ -22,7 +22,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, TopicAuthorizationFailedError
 
-from dev.localkafka import LocalKafka, SaslSsl, free_port
+from hitrun.dev.localkafka import LocalKafka, SaslSsl, free_port
 from tests.integration.harness import settings_of, start_worker, unique_env, wait_for
 from tests.integration.test_client_tools import hitrun, write_lines
 from tests.integration.test_unpaid_live import LIVE_POLICY, checkout

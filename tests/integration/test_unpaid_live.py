@@ -8,7 +8,7 @@ from pathlib import Path
 
 import orjson
 
-from schemas import compiled_validator
+from hitrun.schemas import compiled_validator
 from tests.integration.harness import (
     alerts,
     checkout,

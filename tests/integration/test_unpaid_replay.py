@@ -9,8 +9,8 @@ from pathlib import Path
 
 import orjson
 
-from streams.publisher import publish, publish_watermarks
-from streams.simulate import GroundTruth, SimMessage, TrafficShape, generate
+from hitrun.streams.publisher import publish, publish_watermarks
+from hitrun.streams.simulate import GroundTruth, SimMessage, TrafficShape, generate
 from tests.integration.harness import drain, settings_of, start_worker, unique_env, wait_for
 
 RECORDED = list(generate(TrafficShape(seed=21, malformed_ratio=0.0), 1500, GroundTruth()))

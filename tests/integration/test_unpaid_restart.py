@@ -8,7 +8,7 @@ from pathlib import Path
 
 import orjson
 
-from dev.worker import WorkerProcess
+from hitrun.dev.worker import WorkerProcess
 from tests.integration.harness import drain, settings_of, unique_env, wait_for
 from tests.integration.test_unpaid_live import LIVE_POLICY, checkout, send
 

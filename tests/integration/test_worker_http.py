@@ -8,7 +8,7 @@ from pathlib import Path
 
 import orjson
 
-from dev.worker import WorkerProcess
+from hitrun.dev.worker import WorkerProcess
 from tests.integration.harness import (
     OPERATOR_TOKEN,
     SUPPORT_TOKEN,

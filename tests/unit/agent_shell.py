@@ -9,11 +9,11 @@ from typing import Any
 import orjson
 import pytest
 
-import agents.customer as customer
-from agents.state import decode_state
-from streams.ingest import RawMessage
-from streams.partitioning import partition_for_key
-from streams.sink import OutRecord
+import hitrun.agents.customer as customer
+from hitrun.agents.state import decode_state
+from hitrun.streams.ingest import RawMessage
+from hitrun.streams.partitioning import partition_for_key
+from hitrun.streams.sink import OutRecord
 
 SETTINGS = customer.settings
 START = datetime(2025, 5, 6, 10, 0, tzinfo=UTC)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 from datetime import UTC, datetime, timedelta
 
-from schemas.records import (
+from hitrun.schemas.records import (
     AdminActionRequested,
     CheckoutConfirmed,
     Money,

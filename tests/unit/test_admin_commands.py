@@ -10,11 +10,11 @@ from typing import Any
 import orjson
 import pytest
 
-import agents.customer as customer
-from schemas import compiled_validator
-from streams.auth import command_signature, sign_command
-from streams.ingest import RawMessage
-from streams.partitioning import partition_for_key
+import hitrun.agents.customer as customer
+from hitrun.schemas import compiled_validator
+from hitrun.streams.auth import command_signature, sign_command
+from hitrun.streams.ingest import RawMessage
+from hitrun.streams.partitioning import partition_for_key
 from tests.unit.agent_shell import (
     SETTINGS,
     START,

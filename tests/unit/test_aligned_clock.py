@@ -9,7 +9,7 @@ import orjson
 import pytest
 from aiokafka import TopicPartition
 
-import agents.customer as customer
+import hitrun.agents.customer as customer
 from tests.unit.agent_shell import (
     SETTINGS,
     Sink,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from streams.auth import OPERATOR, SUPPORT, Identity, Tokens, new_token, parse_tokens
+from hitrun.streams.auth import OPERATOR, SUPPORT, Identity, Tokens, new_token, parse_tokens
 
 ALICE, ALICE_LINE = new_token("alice", OPERATOR)
 BOB, BOB_LINE = new_token("bob", SUPPORT)
@@ -61,9 +61,9 @@ def test_a_signed_command_verifies_after_the_contract_fills_in_defaults() -> Non
 
     import orjson
 
-    from schemas import compiled_validator
-    from schemas.records import parse_timestamp
-    from streams.auth import sign_command, verify_command
+    from hitrun.schemas import compiled_validator
+    from hitrun.schemas.records import parse_timestamp
+    from hitrun.streams.auth import sign_command, verify_command
 
     key, ttl = b"k", timedelta(minutes=15)
     command = {

@@ -5,9 +5,9 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agents.customer import customers_table
-from streams.app import settings
-from streams.partitioning import partition_for_key
+from hitrun.agents.customer import customers_table
+from hitrun.streams.app import settings
+from hitrun.streams.partitioning import partition_for_key
 
 
 @given(st.text(min_size=1, max_size=40))

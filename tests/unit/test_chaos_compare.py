@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import orjson
 
-from dev.chaos import Outputs, compare
+from hitrun.dev.chaos import Outputs, compare
 
 
 def alert(alert_id: str, order: str = "o1", kind: str = "order_expired") -> bytes:

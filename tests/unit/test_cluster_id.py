@@ -7,8 +7,8 @@ import uuid
 
 import pytest
 
-from dev import localkafka
-from dev.localkafka import new_cluster_id
+from hitrun.dev import localkafka
+from hitrun.dev.localkafka import new_cluster_id
 
 
 def test_a_cluster_id_never_starts_with_a_dash_the_storage_tool_would_read_as_an_option(

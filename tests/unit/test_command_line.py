@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from streams.cli import COMMANDS, EXIT_UNREACHABLE, EXIT_USAGE
+from hitrun.streams.cli import COMMANDS, EXIT_UNREACHABLE, EXIT_USAGE
 
 CLOSED = "127.0.0.1:1"  # nothing listens on port 1
 
@@ -24,7 +24,7 @@ def run(tmp_path: Path, *args: str, **env: str) -> tuple[subprocess.CompletedPro
     }
     began = time.monotonic()
     done = subprocess.run(
-        [sys.executable, "-m", "streams.cli", *args],
+        [sys.executable, "-m", "hitrun.streams.cli", *args],
         env=variables,
         cwd=tmp_path,
         capture_output=True,

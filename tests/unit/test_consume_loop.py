@@ -14,8 +14,8 @@ from aiokafka.errors import KafkaConnectionError, RecordTooLargeError
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.ingest import RawMessage
-from streams.loop import Backoff, ConsumeLoop
+from hitrun.streams.ingest import RawMessage
+from hitrun.streams.loop import Backoff, ConsumeLoop
 
 CHECKOUTS = "shop.checkouts"
 PAYMENTS = "shop.payments"

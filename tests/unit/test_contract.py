@@ -11,10 +11,10 @@ import orjson
 import pytest
 from referencing import Registry, Resource
 
-from schemas import SCHEMA_DIR, compiled_validator, load_schema, schema_names
-from schemas.records import INPUT_EVENTS, DeadLetter, SourceCoordinates
-from streams.codec import decode_input, encode
-from streams.errors import InputRejected
+from hitrun.schemas import SCHEMA_DIR, compiled_validator, load_schema, schema_names
+from hitrun.schemas.records import INPUT_EVENTS, DeadLetter, SourceCoordinates
+from hitrun.streams.codec import decode_input, encode
+from hitrun.streams.errors import InputRejected
 
 EXAMPLES = sorted((SCHEMA_DIR / "examples").glob("*/*.json"))
 VALID = [p for p in EXAMPLES if p.name.startswith("valid--")]

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streams.clock import DeadlineIndex, PartitionClock
+from hitrun.streams.clock import DeadlineIndex, PartitionClock
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -58,7 +58,7 @@ def test_the_stream_clock_never_goes_back() -> None:
 
 
 def test_replay_buffer_releases_in_event_time_order_once_every_topic_has_passed() -> None:
-    from streams.clock import ReorderBuffer
+    from hitrun.streams.clock import ReorderBuffer
 
     buffer = ReorderBuffer(("a", "b"))
     t = [T0 + timedelta(seconds=s) for s in range(10)]
@@ -78,7 +78,7 @@ def test_replay_buffer_releases_in_event_time_order_once_every_topic_has_passed(
 def test_replay_buffer_output_does_not_depend_on_the_interleaving(
     order: list[int], spread: int
 ) -> None:
-    from streams.clock import ReorderBuffer
+    from hitrun.streams.clock import ReorderBuffer
 
     # Two topics, each in time order on its own, with events of the same instant
     # within and across topics (whole days in a transactions file); the
@@ -110,7 +110,7 @@ def test_persisted_read_times_come_only_from_records_a_restart_does_not_read_aga
     records: list[tuple[int, bool]], released: int
 ) -> None:
     """seen_times() per topic: the latest time read before the topic's lowest held offset."""
-    from streams.clock import ReorderBuffer
+    from hitrun.streams.clock import ReorderBuffer
 
     buffer = ReorderBuffer(("a",))
     for offset, (seconds, is_event) in enumerate(records):

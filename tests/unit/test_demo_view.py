@@ -8,8 +8,8 @@ from typing import Any
 import orjson
 from rich.console import Console
 
-from dev.demo_view import DemoView, Rate, Stories, Truth, money
-from streams.simulate import GroundTruth, SimMessage
+from hitrun.dev.demo_view import DemoView, Rate, Stories, Truth, money
+from hitrun.streams.simulate import GroundTruth, SimMessage
 
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 

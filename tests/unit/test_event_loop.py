@@ -8,8 +8,8 @@ from collections.abc import Iterator
 import pytest
 import uvloop
 
-from streams.config import Settings
-from streams.worker_command import use_event_loop
+from hitrun.streams.config import Settings
+from hitrun.streams.worker_command import use_event_loop
 
 
 @pytest.fixture(autouse=True)

@@ -17,7 +17,7 @@ from faust.transport.consumer import Consumer as BaseConsumer
 from faust.transport.consumer import Fetcher
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
-from streams import faust_bridge
+from hitrun.streams import faust_bridge
 
 
 def _faust_version() -> tuple[int, ...]:

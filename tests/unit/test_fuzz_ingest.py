@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 from collections import Counter
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -14,12 +13,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import agents.customer as customer
-from streams.ingest import ORIGIN_HEADER, RawMessage
-from streams.partitioning import partition_for_key
+import hitrun.agents.customer as customer
+from hitrun.schemas.registry import SCHEMA_DIR
+from hitrun.streams.ingest import ORIGIN_HEADER, RawMessage
+from hitrun.streams.partitioning import partition_for_key
 from tests.unit.agent_shell import SETTINGS, install_sink
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "schemas" / "examples"
+EXAMPLES = SCHEMA_DIR / "examples"
 TEMPLATES: list[tuple[str, dict[str, Any]]] = [
     (topic, json.loads(path.read_text()))
     for topic, kind in (

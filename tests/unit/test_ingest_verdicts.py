@@ -7,9 +7,9 @@ import base64
 import orjson
 import pytest
 
-from schemas.records import CheckoutConfirmed
-from streams.errors import REASONS
-from streams.ingest import (
+from hitrun.schemas.records import CheckoutConfirmed
+from hitrun.streams.errors import REASONS
+from hitrun.streams.ingest import (
     ORIGIN_HEADER,
     Accepted,
     IngestRules,
@@ -18,8 +18,8 @@ from streams.ingest import (
     Reroute,
     classify,
 )
-from streams.partitioning import partition_for_key
-from streams.simulate import MALFORMATIONS, TrafficShape, _malformed
+from hitrun.streams.partitioning import partition_for_key
+from hitrun.streams.simulate import MALFORMATIONS, TrafficShape, _malformed
 
 RULES = IngestRules(
     accepted_types={
@@ -138,7 +138,7 @@ def test_dead_letter_id_is_deterministic_per_source_coordinates() -> None:
 
 
 def test_every_reason_code_is_in_the_dead_letter_schema() -> None:
-    from schemas import load_schema
+    from hitrun.schemas import load_schema
 
     enum = load_schema("dead_letter.v1")["properties"]["reason"]["enum"]
     assert set(REASONS) == set(enum)

@@ -8,7 +8,7 @@ import logging
 import orjson
 import pytest
 
-from streams.logs import ConsoleFormatter, JsonFormatter, RepeatFilter, logging_config
+from hitrun.streams.logs import ConsoleFormatter, JsonFormatter, RepeatFilter, logging_config
 
 
 def test_a_record_becomes_one_json_line_with_its_extra_fields() -> None:
@@ -71,8 +71,11 @@ def test_hitruns_loggers_get_the_configured_level_so_records_below_it_are_never_
 ) -> None:
     # A replay logs every alert at debug: below the level, no record may be made.
     config = logging_config(json_lines, "info")
-    assert config["loggers"]["agents"] == {"level": "INFO"}
-    assert config["loggers"]["streams"] == {"level": "INFO"}
+    assert config["loggers"]["hitrun"] == {"level": "INFO"}
+    from hitrun.agents import customer
+    from hitrun.streams import loop, web
+
+    assert all(m.log.name.startswith("hitrun.") for m in (customer, loop, web))  # its children
 
 
 def test_a_repeated_message_goes_through_once_per_interval_with_a_count_of_the_rest() -> None:
@@ -101,7 +104,7 @@ def test_a_repeated_message_goes_through_once_per_interval_with_a_count_of_the_r
 
 
 def test_the_workers_aiokafka_loggers_carry_the_repeat_filter() -> None:
-    import streams.app  # noqa: F401  (installs it)
+    import hitrun.streams.app  # noqa: F401  (installs it)
 
     # aiokafka.client logs as "aiokafka"; the fetcher, coordinator and sender as themselves.
     for name in ("aiokafka", "aiokafka.consumer.fetcher", "aiokafka.producer.sender"):

@@ -16,12 +16,12 @@ from datetime import datetime, timedelta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agents import unpaid
-from agents.effects import Effect
-from agents.policy import Policies, UnpaidPolicy
-from agents.retention import RetentionPolicy
-from agents.state import CustomerState, next_wake
-from schemas.records import InputEvent
+from hitrun.agents import unpaid
+from hitrun.agents.effects import Effect
+from hitrun.agents.policy import Policies, UnpaidPolicy
+from hitrun.agents.retention import RetentionPolicy
+from hitrun.agents.state import CustomerState, next_wake
+from hitrun.schemas.records import InputEvent
 from tests.unit.events import T0, checkout, status
 from tests.unit.test_unpaid_invariants import END, histories
 

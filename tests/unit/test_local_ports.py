@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 
-from streams.processes import ephemeral_ports, free_port
+from hitrun.streams.processes import ephemeral_ports, free_port
 
 
 def test_free_ports_are_outside_the_ephemeral_range_and_bindable() -> None:

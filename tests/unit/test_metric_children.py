@@ -6,11 +6,16 @@ from faust.sensors.prometheus import FaustMetrics
 from faust.types import TP
 from prometheus_client import CollectorRegistry, Counter
 
-from schemas.records import INPUT_EVENTS
-from schemas.registry import ALERT_TYPES, SCHEMA_DIR
-from streams.config import Settings
-from streams.errors import REASONS
-from streams.metrics import Children, EventlessPrometheusMonitor, FaustSensorCollector, Metrics
+from hitrun.schemas.records import INPUT_EVENTS
+from hitrun.schemas.registry import ALERT_TYPES, SCHEMA_DIR
+from hitrun.streams.config import Settings
+from hitrun.streams.errors import REASONS
+from hitrun.streams.metrics import (
+    Children,
+    EventlessPrometheusMonitor,
+    FaustSensorCollector,
+    Metrics,
+)
 
 
 def test_a_kept_child_is_the_labelled_child_and_counts_into_the_registry() -> None:

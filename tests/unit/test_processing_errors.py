@@ -10,8 +10,8 @@ from typing import Any
 import orjson
 import pytest
 
-import agents.customer as customer
-from streams.ingest import ORIGIN_HEADER, RawMessage
+import hitrun.agents.customer as customer
+from hitrun.streams.ingest import ORIGIN_HEADER, RawMessage
 from tests.unit.agent_shell import (
     SETTINGS,
     Sink,

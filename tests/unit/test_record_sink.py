@@ -9,8 +9,8 @@ from typing import Any
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaConnectionError
 
-from streams.partitioning import partition_for_key
-from streams.sink import OutRecord, RecordSink
+from hitrun.streams.partitioning import partition_for_key
+from hitrun.streams.sink import OutRecord, RecordSink
 
 
 @dataclass

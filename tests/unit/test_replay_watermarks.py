@@ -8,9 +8,9 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streams.publisher import Mark
-from streams.replay import with_watermarks
-from streams.simulate import SimMessage
+from hitrun.streams.publisher import Mark
+from hitrun.streams.replay import with_watermarks
+from hitrun.streams.simulate import SimMessage
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 

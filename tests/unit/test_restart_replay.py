@@ -10,9 +10,9 @@ import orjson
 import pytest
 from aiokafka import TopicPartition
 
-import agents.customer as customer
-from streams.ingest import RawMessage
-from streams.watermarks import signature
+import hitrun.agents.customer as customer
+from hitrun.streams.ingest import RawMessage
+from hitrun.streams.watermarks import signature
 from tests.unit.agent_shell import SETTINGS, START, Sink, checkout, run_batch, stored
 
 KEY = b"replay-key"

@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agents.alerts import retention_alert
-from agents.retention import (
+from hitrun.agents.alerts import retention_alert
+from hitrun.agents.retention import (
     FlagEarlyChurn,
     FlagInquiryOnly,
     FlagSinglePurchase,
@@ -25,9 +25,9 @@ from agents.retention import (
     purchase,
     refund,
 )
-from agents.risk import OrderTraits
-from agents.state import CustomerState, decode_state, encode_state
-from schemas import compiled_validator
+from hitrun.agents.risk import OrderTraits
+from hitrun.agents.state import CustomerState, decode_state, encode_state
+from hitrun.schemas import compiled_validator
 from tests.retention_oracle import OraclePolicy, expected_events
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)

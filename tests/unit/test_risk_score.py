@@ -7,7 +7,6 @@ import itertools
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -15,7 +14,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agents.risk import (
+from bench.risk_auc import auc, evaluate
+from hitrun.agents.risk import (
     FACTORS,
     OrderTraits,
     RiskWeights,
@@ -25,11 +25,11 @@ from agents.risk import (
     traits_of,
     traits_to_json,
 )
-from bench.risk_auc import auc, evaluate
-from schemas.records import CheckoutConfirmed
+from hitrun.schemas.records import CheckoutConfirmed
+from hitrun.schemas.registry import SCHEMA_DIR
 
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
-SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
+SCHEMAS = SCHEMA_DIR
 
 # A first order with no factor present.
 PLAIN = OrderTraits(

@@ -9,9 +9,9 @@ from pathlib import Path
 import faust
 import pytest
 
-from streams.auth import new_token
-from streams.config import Settings, SettingsError, parse_duration
-from streams.kafka_auth import client_options, faust_credentials
+from hitrun.streams.auth import new_token
+from hitrun.streams.config import Settings, SettingsError, parse_duration
+from hitrun.streams.kafka_auth import client_options, faust_credentials
 
 
 def test_defaults_need_no_environment() -> None:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections import Counter
 
-from streams.codec import decode_input
-from streams.errors import InputRejected
-from streams.simulate import DEFAULT_MIX, MALFORMATIONS, GroundTruth, TrafficShape, generate
+from hitrun.streams.codec import decode_input
+from hitrun.streams.errors import InputRejected
+from hitrun.streams.simulate import DEFAULT_MIX, MALFORMATIONS, GroundTruth, TrafficShape, generate
 
 ROLE_TYPES = {
     "checkouts": frozenset({"checkout_confirmed"}),

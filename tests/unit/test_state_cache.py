@@ -6,10 +6,10 @@ from collections.abc import Iterator
 
 import pytest
 
-import agents.customer as customer
-from agents.customer import StateCache
-from agents.state import CustomerState, decode_state, encode_state
-from streams.sink import OutRecord
+import hitrun.agents.customer as customer
+from hitrun.agents.customer import StateCache
+from hitrun.agents.state import CustomerState, decode_state, encode_state
+from hitrun.streams.sink import OutRecord
 from tests.unit.events import T0
 
 

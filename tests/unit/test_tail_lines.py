@@ -7,8 +7,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from schemas import SCHEMA_DIR
-from streams.clients import describe
+from hitrun.schemas import SCHEMA_DIR
+from hitrun.streams.clients import describe
 
 RETENTION_EXAMPLES = sorted(
     p

@@ -9,10 +9,10 @@ import orjson
 import pytest
 from aiokafka import TopicPartition
 
-import agents.customer as customer
-from schemas.records import EARLIEST_TIME, LATEST_TIME
-from streams.codec import decode_input
-from streams.errors import SchemaViolation
+import hitrun.agents.customer as customer
+from hitrun.schemas.records import EARLIEST_TIME, LATEST_TIME
+from hitrun.streams.codec import decode_input
+from hitrun.streams.errors import SchemaViolation
 from tests.unit.agent_shell import SETTINGS, Sink, checkout, run_batch, same_partition_as, stored
 
 ACCEPTED = frozenset({"checkout_confirmed"})

@@ -15,10 +15,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from schemas.records import CheckoutConfirmed, PaymentAttempted
-from streams.codec import decode_input
-from streams.simulate import ROLES, SimMessage
-from streams.transactions import (
+from hitrun.schemas.records import CheckoutConfirmed, PaymentAttempted
+from hitrun.streams.codec import decode_input
+from hitrun.streams.simulate import ROLES, SimMessage
+from hitrun.streams.transactions import (
     LINE_REASONS,
     MAX_AMOUNT_MINOR,
     FileFormat,

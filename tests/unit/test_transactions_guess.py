@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from streams.transactions import FileFormat, guess_format, read_transactions
+from hitrun.streams.transactions import FileFormat, guess_format, read_transactions
 
 NOTHING_GIVEN: frozenset[str] = frozenset()
 

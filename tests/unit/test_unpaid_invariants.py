@@ -9,9 +9,9 @@ from zoneinfo import ZoneInfo
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agents.effects import CloseOrder, Effect, RecordStrike, ReverseStrike, SendReminder
-from agents.policy import Policies, UnpaidPolicy
-from schemas.records import InputEvent
+from hitrun.agents.effects import CloseOrder, Effect, RecordStrike, ReverseStrike, SendReminder
+from hitrun.agents.policy import Policies, UnpaidPolicy
+from hitrun.schemas.records import InputEvent
 from tests.unit.events import T0, checkout, payment, status
 from tests.unit.timeline import play
 
@@ -119,7 +119,7 @@ def test_state_is_empty_once_everything_has_ended(events: list[InputEvent]) -> N
 def test_state_survives_the_changelog_codec_at_any_moment(
     events: list[InputEvent], cut_days: int
 ) -> None:
-    from agents.state import CustomerState, decode_state, encode_state
+    from hitrun.agents.state import CustomerState, decode_state, encode_state
 
     cut = T0 + timedelta(days=cut_days)
     before = [e for e in events if e.occurred_at <= cut]
@@ -137,7 +137,7 @@ def test_state_survives_the_changelog_codec_at_any_moment(
 def test_every_alert_validates_against_its_schema_and_has_a_unique_id(
     events: list[InputEvent],
 ) -> None:
-    from agents.alerts import to_alert
+    from hitrun.agents.alerts import to_alert
     from tests.unit.test_contract import reference_validator
 
     policies = Policies(UnpaidPolicy(strike_threshold=2))

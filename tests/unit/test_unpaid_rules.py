@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import pytest
 
-from agents.effects import (
+from hitrun.agents.effects import (
     Blacklist,
     CloseOrder,
     DropUnmatchedPayment,
@@ -17,8 +17,8 @@ from agents.effects import (
     SendReminder,
     Unblacklist,
 )
-from agents.policy import Policies, UnpaidPolicy
-from agents.unpaid import UnpaidState, next_due
+from hitrun.agents.policy import Policies, UnpaidPolicy
+from hitrun.agents.unpaid import UnpaidState, next_due
 from tests.unit.events import T0, admin, at, checkout, payment, status
 from tests.unit.timeline import of_type, play
 
@@ -379,7 +379,7 @@ def test_next_due_points_at_the_first_reminder() -> None:
 
 
 def test_a_policy_can_change_the_reminder_schedule_per_payment_method() -> None:
-    from agents.policy import ReminderSchedule
+    from hitrun.agents.policy import ReminderSchedule
 
     policy = UnpaidPolicy(reminders_by_method={"bank_transfer": ReminderSchedule((2 * H,), ())})
     effects, _ = play([checkout("o1")], until=at(days=2), policies=Policies(replace(policy)))

@@ -11,11 +11,11 @@ from typing import Any
 import orjson
 import pytest
 
-import agents.customer as customer
-from streams.config import Settings, SettingsError
-from streams.ingest import Accepted, IngestRules, RawMessage, Rejected, classify
-from streams.publisher import Mark, _send_mark
-from streams.watermarks import signature
+import hitrun.agents.customer as customer
+from hitrun.streams.config import Settings, SettingsError
+from hitrun.streams.ingest import Accepted, IngestRules, RawMessage, Rejected, classify
+from hitrun.streams.publisher import Mark, _send_mark
+from hitrun.streams.watermarks import signature
 from tests.unit.agent_shell import SETTINGS, Sink, checkout, run_batch, same_partition_as
 
 KEY = b"shared-secret"

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime
 
-from agents.effects import Effect
-from agents.policy import Policies
-from agents.unpaid import UnpaidState, advance, handle
-from schemas.records import InputEvent
+from hitrun.agents.effects import Effect
+from hitrun.agents.policy import Policies
+from hitrun.agents.unpaid import UnpaidState, advance, handle
+from hitrun.schemas.records import InputEvent
 
 DEFAULT = Policies()
 
