@@ -434,7 +434,10 @@ def _maybe_blacklist(
     state.listings[scope] = Listing(
         scope, at, until, offence, False, "hitrun", [s.order_id for s in live]
     )
-    state.offences[scope] = Offences(offence)
+    # The previous offence's end stays until this one ends: undone (a reversed
+    # strike), the record is as before, and ages out from that end.
+    previous = state.offences.get(scope)
+    state.offences[scope] = Offences(offence, previous.last_end if previous else None)
     run.effects.append(
         Blacklist(
             customer_id=run.customer_id,
@@ -750,7 +753,9 @@ def prune(state: UnpaidState, now: datetime, policies: Policies) -> None:
     for oid in [oid for oid, e in state.expired.items() if e.grace_until <= now]:
         state.closed[oid] = state.expired.pop(oid).expired_at
     state.strikes = [s for s in state.strikes if s.at + default.strike_window > now]
-    for scope in [s for s, o in state.offences.items() if o.last_end is not None]:
+    for scope in [
+        s for s, o in state.offences.items() if o.last_end is not None and s not in state.listings
+    ]:
         last_end = state.offences[scope].last_end
         if last_end is not None and last_end + default.repeat_offender_memory <= now:
             del state.offences[scope]

@@ -312,6 +312,24 @@ def test_a_late_cancellation_that_takes_back_a_blacklisting_strike_says_so() -> 
     assert state.listings == {}
 
 
+def test_an_undone_repeat_blacklisting_leaves_the_first_offence_as_it_was() -> None:
+    # Five card orders unpaid: three strikes blacklist for 90 days, two more stay. Just after
+    # that listing ends, a sixth expiry makes three live strikes again (a repeat offence),
+    # and its payment at the deadline reverses that strike: the repeat is undone.
+    minute = timedelta(minutes=1)
+    first = [checkout(f"o{i}", T0 + (i // 3) * 2 * minute, method="card") for i in range(5)]
+    sixth = T0 + timedelta(days=90) + minute
+    late = [checkout("o5", sixth, method="card"), payment("o5", sixth + H)]
+    effects, state = play([*first, *late], until=sixth + 2 * H)
+    assert [b.offence for b in of_type(effects, Blacklist)] == [1, 2]
+    assert [u.cause for u in of_type(effects, Unblacklist)] == ["expired", "strike_reversed"]
+    first_end = at(hours=1, days=90)
+    assert state.offences["s1"].count == 1 and state.offences["s1"].last_end == first_end
+    # ... and ages out from the first listing's end, leaving nothing behind.
+    _, state = play([], until=first_end + timedelta(days=400), state=state)
+    assert state.is_empty()
+
+
 def test_a_reversal_dropping_below_the_threshold_unblacklists() -> None:
     events = [*_three_expiries(), payment("o2", at(days=20, hours=3))]
     effects, state = play(events, until=at(days=21))
