@@ -157,5 +157,6 @@ def test_a_simulation_shows_progress_and_keeps_its_ground_truth_when_interrupted
             os.killpg(simulator.pid, signal.SIGKILL)
             simulator.wait()
     assert simulator.returncode == 130, out
+    assert b"simulate: 1000/120000 sent" in out  # progress every 5 s of traffic, not at the end
     kept = orjson.loads(truth.read_bytes())
     assert kept["messages"] > 0 and len(kept["customers"]) > 0
