@@ -66,6 +66,7 @@ from hitrun.streams.ingest import (
     origin_of,
 )
 from hitrun.streams.kafka_auth import client_options
+from hitrun.streams.logs import AlertCounts
 from hitrun.streams.loop import CaughtUp, ConsumeLoop
 from hitrun.streams.partitioning import partition_for_key
 from hitrun.streams.sink import Headers, OutRecord, RecordSink
@@ -81,9 +82,12 @@ LATENESS = settings.allowed_lateness
 MAX_CLOCK_SKEW = settings.max_clock_skew
 MAX_HELD = settings.max_held_events
 
-# A live alert is news for whoever reads the log; a replay's alerts are history
-# (tens of thousands per file, summarised by `hitrun replay`), logged at debug.
-ALERT_LOG_LEVEL = logging.DEBUG if REPLAY else logging.INFO
+# Alerts are logged as counts by type every HITRUN_ALERT_LOG_INTERVAL (each one
+# at debug); a replay's alerts are history, summarised by `hitrun replay`, so a
+# replay-mode worker logs each at debug only, whatever the interval.
+alert_log = AlertCounts(
+    log, settings.alert_log_interval.total_seconds() if not REPLAY else float("inf")
+)
 
 # HITRUN_ON_PROCESSING_ERROR=stop: a message that raises stops the worker (exit 70).
 STOP_ON_ERROR = settings.on_processing_error == "stop"
@@ -459,14 +463,7 @@ def queue_alert(customer_id: str, alert: Alert) -> None:
     """Queue one alert for its topic, count it and log it."""
     queue(settings.output_topics[alert.role], alert.key.encode(), encode(alert.body))
     metrics.alert(alert.type).inc()
-    log.log(
-        ALERT_LOG_LEVEL,
-        "alert %s customer=%s id=%s",
-        alert.type,
-        customer_id,
-        alert.body["alert_id"],
-        extra={"alert_type": alert.type, "customer_id": customer_id},
-    )
+    alert_log.note(alert.type, customer_id, alert.body["alert_id"])
 
 
 def publish(customer_id: str, state: CustomerState, effects: Iterable[Effect]) -> None:
@@ -840,6 +837,7 @@ class CustomerProcessor:
 
     def tick(self, partition: int, wall_ms: int) -> None:
         on_tick(partition, wall_ms)
+        alert_log.flush()
 
     def settle(self, caught_up: CaughtUp) -> bool:
         if REPLAY:
@@ -860,6 +858,7 @@ class CustomerProcessor:
         self._clock_writes: list[tuple[bytes, bytes]] = []
 
     def end_batch(self) -> None:
+        alert_log.flush()
         cache.stage()
         for number, partition in timers.partitions.items():
             record = partition.record().encode()
@@ -932,4 +931,5 @@ app.topics.add(input_topic)
 
 @app.on_before_shutdown.connect  # type: ignore[arg-type]  # mode types the sender positional-only
 async def _on_shutdown(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
+    alert_log.flush(force=True)
     await sink.stop()

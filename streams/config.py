@@ -245,6 +245,9 @@ class Settings:
     kafka_ssl_check_hostname: bool = _setting("true", _boolean)
     clock_mode: str = _setting("live", _choice("live", "replay"))
     tick_interval: timedelta = _setting("1s", parse_duration)
+    # Live mode: alerts are logged as one INFO line of counts by type per interval
+    # (each alert is on its topic, and at debug); 0s: one INFO line per alert.
+    alert_log_interval: timedelta = _setting("10s", parse_duration)
     store: str = _setting("memory://", _non_empty)
     # What a message whose application raises does: dead_letter (reason
     # processing_error; the partition goes on) or stop (the worker exits 70

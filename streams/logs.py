@@ -138,3 +138,57 @@ def quiet_repeats(prefix: str = "aiokafka", interval_s: float = 10.0) -> RepeatF
     for name in {prefix, *names}:
         logging.getLogger(name).addFilter(repeat)
     return repeat
+
+
+class AlertCounts:
+    """Alerts logged as one line of counts by type per interval instead of one line each:
+    the alert topics are the record, and a line per alert cost a fifth of a live worker's
+    time. An interval of 0 logs every alert on its own line."""
+
+    def __init__(
+        self,
+        log: logging.Logger,
+        interval_s: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.log = log
+        self.interval_s = interval_s
+        self.clock = clock
+        self.counts: dict[str, int] = {}
+        self.since = clock()
+
+    def note(self, alert_type: str, customer_id: str, alert_id: str) -> None:
+        if self.interval_s <= 0:
+            self.log.info(
+                "alert %s customer=%s id=%s",
+                alert_type,
+                customer_id,
+                alert_id,
+                extra={"alert_type": alert_type, "customer_id": customer_id},
+            )
+            return
+        self.counts[alert_type] = self.counts.get(alert_type, 0) + 1
+        if self.log.isEnabledFor(logging.DEBUG):
+            self.log.debug(
+                "alert %s customer=%s id=%s",
+                alert_type,
+                customer_id,
+                alert_id,
+                extra={"alert_type": alert_type, "customer_id": customer_id},
+            )
+
+    def flush(self, force: bool = False) -> None:
+        """Log the counts if the interval has passed (or `force`) and there are any."""
+        now = self.clock()
+        if not force and now - self.since < self.interval_s:
+            return
+        if self.counts:
+            counts = dict(sorted(self.counts.items()))
+            self.log.info(
+                "alerts in the last %.0fs: %s",
+                now - self.since,
+                ", ".join(f"{kind}={n}" for kind, n in counts.items()),
+                extra={"alert_counts": counts},
+            )
+            self.counts = {}
+        self.since = now

@@ -8,7 +8,13 @@ import logging
 import orjson
 import pytest
 
-from hitrun.streams.logs import ConsoleFormatter, JsonFormatter, RepeatFilter, logging_config
+from hitrun.streams.logs import (
+    AlertCounts,
+    ConsoleFormatter,
+    JsonFormatter,
+    RepeatFilter,
+    logging_config,
+)
 
 
 def test_a_record_becomes_one_json_line_with_its_extra_fields() -> None:
@@ -109,3 +115,41 @@ def test_the_workers_aiokafka_loggers_carry_the_repeat_filter() -> None:
     # aiokafka.client logs as "aiokafka"; the fetcher, coordinator and sender as themselves.
     for name in ("aiokafka", "aiokafka.consumer.fetcher", "aiokafka.producer.sender"):
         assert any(isinstance(f, RepeatFilter) for f in logging.getLogger(name).filters), name
+
+
+def _alert_log(interval_s: float) -> tuple[AlertCounts, list[logging.LogRecord], list[float]]:
+    now = [0.0]
+    records: list[logging.LogRecord] = []
+    logger = logging.getLogger(f"hitrun.test.alerts.{interval_s}")
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    logger.handlers = [Keep()]
+    return AlertCounts(logger, interval_s, clock=lambda: now[0]), records, now
+
+
+def test_live_alerts_are_logged_as_counts_by_type_once_per_interval() -> None:
+    counts, records, now = _alert_log(10.0)
+    for n in range(500):
+        counts.note("payment_reminder" if n % 5 else "order_expired", f"c{n}", f"a{n}")
+        counts.flush()
+    assert records == []  # nothing per alert at INFO, and the interval has not passed
+    now[0] = 10.0
+    counts.flush()
+    (line,) = records
+    assert line.getMessage() == "alerts in the last 10s: order_expired=100, payment_reminder=400"
+    assert line.alert_counts == {"order_expired": 100, "payment_reminder": 400}  # type: ignore[attr-defined]
+    now[0] = 25.0
+    counts.flush()
+    assert len(records) == 1  # no alerts, no line
+
+
+def test_an_interval_of_zero_logs_each_alert() -> None:
+    counts, records, _ = _alert_log(0.0)
+    counts.note("customer_returned", "c1", "a1")
+    counts.flush(force=True)
+    assert [r.getMessage() for r in records] == ["alert customer_returned customer=c1 id=a1"]
