@@ -84,8 +84,10 @@ def test_single_purchase_is_flagged_on_an_idle_stream_and_the_return_is_reported
         # Live alerts are logged as counts by type, once per HITRUN_ALERT_LOG_INTERVAL
         # (10 s) while there are any, not a line each.
         wait_for(
-            lambda: "alerts in the last" in worker.log_path.read_text()
-            and "customer_returned=1" in worker.log_path.read_text(),
+            lambda: (
+                "alerts in the last" in worker.log_path.read_text()
+                and "customer_returned=1" in worker.log_path.read_text()
+            ),
             20,
             "the alert counts in the worker's log",
         )
