@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import heapq
+import itertools
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -156,8 +157,10 @@ class ReorderBuffer:
     """
 
     topics: tuple[str, ...]
-    # (time, ordering topic, ordering offset, topic, offset, item)
-    _pending: list[tuple[datetime, str, int, str, int, object]] = field(default_factory=list)
+    # (time, ordering topic, ordering offset, topic, offset, arrival, item): the arrival
+    # number breaks the tie of a record read twice, so items are never compared.
+    _pending: list[tuple[datetime, str, int, str, int, int, object]] = field(default_factory=list)
+    _arrivals: Iterator[int] = field(default_factory=itertools.count)
     _seen: dict[str, datetime] = field(default_factory=dict)
     # watermark(), kept up to date by add(): it is asked after every event.
     _mark: datetime | None = None
@@ -190,7 +193,8 @@ class ReorderBuffer:
             self._progress.setdefault(topic, deque()).append((offset, self._seen[topic]))
         if item is not None:
             by_topic, by_offset = order or (topic, offset)
-            heapq.heappush(self._pending, (at, by_topic, by_offset, topic, offset, item))
+            entry = (at, by_topic, by_offset, topic, offset, next(self._arrivals), item)
+            heapq.heappush(self._pending, entry)
             heapq.heappush(self._held.setdefault(topic, []), offset)
 
     def watermark(self) -> datetime | None:
@@ -214,7 +218,7 @@ class ReorderBuffer:
     def release_before(self, mark: datetime | None) -> Iterator[tuple[datetime, object]]:
         """Held items before `mark` (every item when None), in (time, topic, offset) order."""
         while self._pending and (mark is None or self._pending[0][0] < mark):
-            at, _, _, topic, offset, item = heapq.heappop(self._pending)
+            at, _, _, topic, offset, _, item = heapq.heappop(self._pending)
             self._released.setdefault(topic, set()).add(offset)
             yield at, item
 

@@ -121,3 +121,20 @@ def test_persisted_read_times_come_only_from_records_a_restart_does_not_read_aga
     read_before = [T0 + timedelta(seconds=s) for s, _ in records[:lowest]]
     expected = {"a": max(read_before)} if read_before else {}
     assert buffer.seen_times() == expected
+
+
+def test_a_record_read_twice_is_held_twice_without_comparing_the_items() -> None:
+    # Two reads of one record tie on (time, topic, offset); the items themselves (event
+    # records) have no order, so the buffer must never compare them.
+    from hitrun.streams.clock import ReorderBuffer
+
+    class Unordered:
+        def __lt__(self, other: object) -> bool:
+            raise TypeError("items have no order")
+
+    buffer = ReorderBuffer(("a",))
+    first, second = Unordered(), Unordered()
+    buffer.add("a", 0, T0, first)
+    buffer.add("a", 0, T0, second)
+    released = [item for _, item in buffer.release_before(None)]
+    assert released == [first, second]
