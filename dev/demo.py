@@ -19,7 +19,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from rich.console import Console
 from rich.live import Live
 
@@ -27,7 +26,6 @@ from hitrun.dev.demo_view import DemoView, counters
 from hitrun.dev.localkafka import LocalKafka
 from hitrun.dev.worker import WorkerProcess, free_port, topic_env
 from hitrun.streams.config import Settings
-from hitrun.streams.kafka_auth import client_options, started
 from hitrun.streams.publisher import publish
 from hitrun.streams.simulate import (
     SIMULATED_CLOCK_SKEW,
@@ -36,7 +34,7 @@ from hitrun.streams.simulate import (
     TrafficShape,
     generate,
 )
-from hitrun.streams.topics import delete_topics_of, require_topics
+from hitrun.streams.topics import assigned_consumer, delete_topics_of
 
 STATE = Path(".hitrun")
 
@@ -110,24 +108,9 @@ class Demo:
         )
 
     async def alerts(self) -> None:
-        topics = set(self.settings.output_topics.values())
-        consumer = await started(
-            lambda: AIOKafkaConsumer(
-                **client_options(self.settings),
-                isolation_level="read_committed",
-                enable_auto_commit=False,
-            ),
-            self.settings,
-        )
+        topics = sorted(self.settings.output_topics.values())
+        consumer = await assigned_consumer(self.settings, topics, from_beginning=True)
         try:
-            await require_topics(consumer, topics)
-            tps = [
-                TopicPartition(t, p)
-                for t in sorted(topics)
-                for p in sorted(consumer.partitions_for_topic(t) or ())
-            ]
-            consumer.assign(tps)
-            await consumer.seek_to_beginning(*tps)
             while True:
                 for records in (await consumer.getmany(timeout_ms=500)).values():
                     for record in records:

@@ -13,14 +13,14 @@ from typing import Any, TextIO
 
 import click
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer, TopicPartition
 
 from hitrun.streams.codec import decode_input
 from hitrun.streams.config import Settings
 from hitrun.streams.errors import InputRejected
 from hitrun.streams.kafka_auth import client_options, started
 from hitrun.streams.partitioning import partition_for_key
-from hitrun.streams.topics import ensure_topics, read_from, require_topics
+from hitrun.streams.topics import assigned_consumer, ensure_topics, read_from
 
 # What `hitrun produce` sends, and where: a watermark has no customer and is
 # written by replays to every partition, so it is not accepted here.
@@ -196,27 +196,10 @@ async def follow(
 ) -> int:
     """Print alerts as they are committed to `topics`, in event-time order across topics
     (alerts of one instant: in the order of `topics`); returns how many were printed."""
-    consumer = await started(
-        lambda: AIOKafkaConsumer(
-            **client_options(settings),
-            isolation_level="read_committed",
-            enable_auto_commit=False,
-        ),
-        settings,
-    )
+    topics = list(topics)
+    consumer = await assigned_consumer(settings, topics, from_beginning=from_beginning)
     printed = 0
     try:
-        await require_topics(consumer, set(topics))
-        tps = [
-            TopicPartition(t, p)
-            for t in topics
-            for p in sorted(consumer.partitions_for_topic(t) or range(settings.partitions))
-        ]
-        consumer.assign(tps)
-        if from_beginning:
-            await consumer.seek_to_beginning(*tps)
-        else:
-            await consumer.seek_to_end(*tps)
         rank = {topic: n for n, topic in enumerate(topics)}
         held: list[tuple[tuple[Any, ...], str]] = []  # (event-time order, line)
         held_since = idle_since = time.monotonic()

@@ -158,18 +158,13 @@ class AlertCounts:
         self.since = clock()
 
     def note(self, alert_type: str, customer_id: str, alert_id: str) -> None:
-        if self.interval_s <= 0:
-            self.log.info(
-                "alert %s customer=%s id=%s",
-                alert_type,
-                customer_id,
-                alert_id,
-                extra={"alert_type": alert_type, "customer_id": customer_id},
-            )
-            return
-        self.counts[alert_type] = self.counts.get(alert_type, 0) + 1
-        if self.log.isEnabledFor(logging.DEBUG):
-            self.log.debug(
+        counting = self.interval_s > 0
+        if counting:
+            self.counts[alert_type] = self.counts.get(alert_type, 0) + 1
+        level = logging.DEBUG if counting else logging.INFO
+        if self.log.isEnabledFor(level):
+            self.log.log(
+                level,
                 "alert %s customer=%s id=%s",
                 alert_type,
                 customer_id,

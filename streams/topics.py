@@ -192,12 +192,9 @@ async def require_topics(consumer: AIOKafkaConsumer, names: Collection[str]) -> 
         )
 
 
-async def read_from(
-    settings: Settings, since: Mapping[TopicPartition, int]
-) -> AsyncIterator[tuple[TopicPartition, ConsumerRecord[bytes, bytes]]]:
-    """Every record of the partitions in `since`, from those offsets to the ends the
-    partitions have when reading starts, in offset order per partition (read committed)."""
-    consumer = await started(
+async def _reader(settings: Settings) -> AIOKafkaConsumer:
+    """A started consumer of committed records, with no group and no commits."""
+    return await started(
         lambda: AIOKafkaConsumer(
             **client_options(settings),
             isolation_level="read_committed",
@@ -205,6 +202,38 @@ async def read_from(
         ),
         settings,
     )
+
+
+async def assigned_consumer(
+    settings: Settings, topics: Collection[str], *, from_beginning: bool
+) -> AIOKafkaConsumer:
+    """A read-committed consumer of its own (no group) assigned every partition of
+    `topics`, at their beginning or their end; the caller stops it."""
+    consumer = await _reader(settings)
+    try:
+        await require_topics(consumer, set(topics))
+        tps = [
+            TopicPartition(t, p)
+            for t in topics
+            for p in sorted(consumer.partitions_for_topic(t) or range(settings.partitions))
+        ]
+        consumer.assign(tps)
+        if from_beginning:
+            await consumer.seek_to_beginning(*tps)
+        else:
+            await consumer.seek_to_end(*tps)
+    except BaseException:
+        await consumer.stop()
+        raise
+    return consumer
+
+
+async def read_from(
+    settings: Settings, since: Mapping[TopicPartition, int]
+) -> AsyncIterator[tuple[TopicPartition, ConsumerRecord[bytes, bytes]]]:
+    """Every record of the partitions in `since`, from those offsets to the ends the
+    partitions have when reading starts, in offset order per partition (read committed)."""
+    consumer = await _reader(settings)
     try:
         await require_topics(consumer, {tp.topic for tp in since})
         ends = await consumer.end_offsets(list(since))

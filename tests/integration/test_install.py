@@ -19,8 +19,10 @@ LEFT_BEHIND = {".hypothesis", ".mypy_cache", ".ruff_cache", ".pytest_cache"}
 
 def _without_source(directory: str, names: list[str]) -> set[str]:
     top = Path(directory).resolve() == REPO
-    return {n for n in names if (top and n in SOURCE | LEFT_BEHIND) or n.endswith(".egg-info")} | {
-        n for n in names if n == "__pycache__"
+    return {
+        n
+        for n in names
+        if (top and n in SOURCE | LEFT_BEHIND) or n.endswith(".egg-info") or n == "__pycache__"
     }
 
 
