@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test unit lint chaos bench bench-lateness bench-replay bench-risk kafka kafka-start kafka-stop promtool tmux clean
+.PHONY: demo test unit lint chaos bench bench-core bench-lateness bench-replay bench-risk kafka kafka-start kafka-stop promtool tmux clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -54,6 +54,11 @@ bench: $(STAMP) kafka
 
 bench-lateness: $(STAMP) kafka
 	$(PY) -m bench.timer_lateness
+
+## bench-core: hitrun's own work per event without Kafka, against BASE (default HEAD) in the same run
+BASE ?= HEAD
+bench-core: $(STAMP)
+	$(PY) -m bench.core --compare-with $(BASE) --profile $(BENCH_ARGS)
 
 ## bench-replay: `hitrun replay` of 100,000 transactions end to end (one worker per core) vs two baselines
 bench-replay: $(STAMP) kafka

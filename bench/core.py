@@ -1,0 +1,309 @@
+"""`make bench-core`: hitrun's own work per event, without Kafka, against a baseline revision.
+
+The bench-replay input (a seeded transactions file turned into checkout and
+payment events with signed watermarks, as `hitrun replay` publishes them) is
+fed as raw records, in batches, to the customer agent as the consume loop
+drives it (`CustomerProcessor`: classify, reorder, detectors, timers, state
+codec, alert records, changelog records), with a sink that only keeps the
+records. What is timed is everything hitrun does between a fetched record and
+a produced one; Kafka is not involved.
+
+Each run is a fresh process. With `--compare-with REV` the same runs are made
+with the code of another revision (a temporary git worktree), alternately, and
+both must produce the same output records (alerts, status, dead letters; the
+changelog's bytes may differ between revisions) for the figure to count.
+`--profile` adds a table of where the time goes, by part of the code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import hashlib
+import os
+import pstats
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+BATCH = 2000
+KEY = "bench-core-watermark-key"
+
+# Where a function's own time is counted, by the file it is defined in (first match).
+PARTS = (
+    (
+        "decode and validate input",
+        (
+            "streams/codec.py",
+            "streams/ingest.py",
+            "schemas/",
+            "fastjsonschema",
+            "<string>",
+            "json",
+            "msgspec",
+            "_strptime",
+            "re/",
+            "hmac",
+            "hashlib",
+            "streams/watermarks.py",
+            "streams/partitioning.py",
+        ),
+    ),
+    ("unpaid detector", ("agents/unpaid.py", "agents/policy.py")),
+    ("retention and risk detectors", ("agents/retention.py", "agents/risk.py")),
+    ("state codec", ("agents/state.py", "streams/state_codec.py")),
+    ("alert records", ("agents/alerts.py", "agents/effects.py", "dataclasses.py")),
+    ("clock, reorder buffer, timers", ("streams/clock.py", "heapq", "agents/customer.py")),
+)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--transactions", type=int, default=100_000)
+    parser.add_argument("--seed", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each revision; best counts")
+    parser.add_argument("--compare-with", metavar="REV", default=None)
+    parser.add_argument("--profile", action="store_true", help="also profile one run")
+    parser.add_argument("--child", metavar="DIR", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(orjson.dumps(run(Path(args.child), args.profile)).decode())
+        return
+    with tempfile.TemporaryDirectory(prefix="hitrun-bench-core-") as tmp:
+        workdir = Path(tmp)
+        write_input(workdir, args.transactions, args.seed)
+        trees: dict[str, Path | None] = {"this checkout": None}
+        if args.compare_with:
+            tree = workdir / "baseline-tree"
+            subprocess.run(
+                ["git", "worktree", "add", "--detach", "-q", str(tree), args.compare_with],
+                check=True,
+            )
+            (tree / "bench").mkdir(exist_ok=True)
+            shutil.copy(__file__, tree / "bench" / "core.py")
+            trees[args.compare_with] = tree
+        try:
+            compare(trees, workdir, args)
+        finally:
+            if args.compare_with:
+                subprocess.run(
+                    ["git", "worktree", "remove", "--force", str(workdir / "baseline-tree")],
+                    check=False,
+                )
+
+
+def compare(trees: dict[str, Path | None], workdir: Path, args: argparse.Namespace) -> None:
+    results: dict[str, list[dict[str, Any]]] = {name: [] for name in trees}
+    for _ in range(args.repeat):
+        for name, tree in trees.items():
+            results[name].append(child(tree, workdir, profile=False))
+    best = {name: min(runs, key=lambda r: r["seconds"]) for name, runs in results.items()}
+    for name, result in best.items():
+        runs = ", ".join(f"{r['us_per_event']:.1f}" for r in results[name])
+        print(
+            f"bench-core: {name}: {result['us_per_event']:.1f} us per input event "
+            f"(best of {runs}); {result['events']} events, {result['messages']} records "
+            f"with watermarks; out: {dict(sorted(result['out'].items()))}"
+        )
+    names = list(best)
+    if len(names) == 2:
+        this, base = (best[n] for n in names)
+        if this["digest"] != base["digest"]:
+            raise SystemExit(
+                f"bench-core: the output records differ: {this['out']} against {base['out']}"
+            )
+        print(
+            f"bench-core: same output records; {names[1]} / this checkout = "
+            f"{base['seconds'] / this['seconds']:.2f}x"
+        )
+    if args.profile:
+        shares = child(None, workdir, profile=True)["profile"]
+        print("bench-core: where this checkout's time goes (cProfile, own time by part):")
+        for part, share in shares:
+            print(f"  {part:<32} {share:5.1%}")
+
+
+def child(tree: Path | None, workdir: Path, profile: bool) -> dict[str, Any]:
+    command = [sys.executable, "-m", "bench.core", "--child", str(workdir)]
+    if profile:
+        command.append("--profile")
+    done = subprocess.run(
+        command,
+        cwd=tree or Path(__file__).resolve().parent.parent,
+        env={**os.environ, **environment(workdir)},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"bench-core: the run in {tree or 'this checkout'} failed:\n{done.stderr}")
+    result: dict[str, Any] = orjson.loads(done.stdout.splitlines()[-1])
+    return result
+
+
+def environment(workdir: Path) -> dict[str, str]:
+    return {
+        "HITRUN_CLOCK_MODE": "replay",
+        "HITRUN_WATERMARK_KEY": KEY,
+        "HITRUN_PARTITIONS": "8",
+        "HITRUN_DATA_DIR": str(workdir / f"state-{os.getpid()}-{time.monotonic_ns()}"),
+        "HITRUN_LOG_LEVEL": "warning",
+    }
+
+
+def write_input(workdir: Path, transactions: int, seed: int) -> None:
+    """The raw records, as `hitrun replay` would publish them, in a file of JSON lines."""
+    from bench.replay import write_transactions
+    from hitrun.streams.config import Settings
+    from hitrun.streams.partitioning import partition_for_key
+    from hitrun.streams.publisher import Mark, role_topics
+    from hitrun.streams.replay import with_watermarks
+    from hitrun.streams.transactions import (
+        FileFormat,
+        read_transactions,
+        transaction_events,
+    )
+    from hitrun.streams.watermarks import signature
+
+    settings = Settings.from_env(environment(workdir))
+    data = workdir / "transactions.csv"
+    write_transactions(data, transactions, seed)
+    read = read_transactions(data, FileFormat())
+    events = transaction_events(read.transactions, source=read.digest)
+    topics = role_topics(settings)
+    offsets: Counter[tuple[str, int]] = Counter()
+    with (workdir / "records.jsonl").open("wb") as out:
+
+        def record(topic: str, partition: int, key: bytes | None, value: bytes) -> None:
+            offset = offsets[(topic, partition)]
+            offsets[(topic, partition)] += 1
+            out.write(
+                orjson.dumps([topic, partition, offset, key and key.decode(), value.decode()])
+            )
+            out.write(b"\n")
+
+        for message in with_watermarks(events, settings.replay_horizon(), read.digest):
+            if isinstance(message, Mark):
+                for topic in settings.watermarked_topics:
+                    for p in range(settings.partitions):
+                        body = {
+                            "type": "watermark",
+                            "occurred_at": message.at.isoformat(),
+                            "source": message.source,
+                            "signature": signature(
+                                KEY.encode(), topic, p, message.at, message.source
+                            ),
+                        }
+                        record(topic, p, None, orjson.dumps(body))
+            else:
+                topic = topics[message.role]
+                record(
+                    topic,
+                    partition_for_key(message.key, settings.partitions),
+                    message.key,
+                    message.value,
+                )
+
+
+def run(workdir: Path, profile: bool) -> dict[str, Any]:
+    """One run in this process: apply every record, batch by batch, and time it."""
+    import hitrun.agents.customer as customer
+    from hitrun.streams.ingest import RawMessage
+
+    messages = []
+    events = 0
+    for line in (workdir / "records.jsonl").read_bytes().splitlines():
+        topic, partition, offset, key, value = orjson.loads(line)
+        events += key is not None
+        messages.append(
+            RawMessage(topic, partition, offset, None, key and key.encode(), value.encode())
+        )
+    sink = keeping_sink()
+    customer.sink = sink  # type: ignore[assignment]
+    processor = customer.CustomerProcessor()
+    changelog = customer.changelog_topic_name
+    profiler = cProfile.Profile() if profile else None
+
+    started = time.perf_counter()
+    if profiler:
+        profiler.enable()
+    for start in range(0, len(messages), BATCH):
+        for msg in messages[start : start + BATCH]:
+            processor.apply(msg)
+        processor.settle(lambda tp: True)
+        processor.end_batch()
+        processor.confirmed({})
+        sink.take(changelog)
+    if profiler:
+        profiler.disable()
+    seconds = time.perf_counter() - started
+
+    result: dict[str, Any] = {
+        "events": events,
+        "messages": len(messages),
+        "seconds": seconds,
+        "us_per_event": seconds / events * 1e6,
+        "out": dict(sink.counts),
+        "digest": sink.digest(),
+    }
+    if profiler:
+        result["profile"] = shares(profiler)
+    return result
+
+
+def keeping_sink() -> Any:
+    """The agent's fake sink of the unit tests, also counting and hashing what batches produced."""
+    from tests.unit.agent_shell import Sink
+
+    class KeepingSink(Sink):
+        """The record sink as the agent uses it; what a batch produced is counted and hashed."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.counts: Counter[str] = Counter()
+            self.values: list[bytes] = []
+
+        def take(self, changelog: str) -> None:
+            for record in self.records:
+                if record.topic != changelog:
+                    self.counts[record.topic] += 1
+                    self.values.append(record.value or b"")
+            self.records.clear()
+
+        def digest(self) -> str:
+            return hashlib.sha256(b"\n".join(sorted(self.values))).hexdigest()
+
+    return KeepingSink()
+
+
+def shares(profiler: cProfile.Profile) -> list[tuple[str, float]]:
+    """Own time by part; a builtin's (datetime, dict, ...) goes to the parts that called it."""
+    stats = pstats.Stats(profiler).stats  # type: ignore[attr-defined]
+    own: Counter[str] = Counter()
+    for (filename, _, _), (_, _, tottime, _, callers) in stats.items():
+        if filename != "~" or not callers:
+            own[part_of(filename)] += tottime
+            continue
+        called = sum(c[2] for c in callers.values()) or 1.0
+        for (caller_file, _, _), c in callers.items():
+            own[part_of(caller_file)] += tottime * c[2] / called
+    total = sum(own.values())
+    return [(part, t / total) for part, t in own.most_common()]
+
+
+def part_of(filename: str) -> str:
+    for part, markers in PARTS:
+        if any(marker in filename for marker in markers):
+            return part
+    return "other"
+
+
+if __name__ == "__main__":
+    main()
