@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import fastjsonschema
 import jsonschema
+import msgspec
 import orjson
 import pytest
 from referencing import Registry, Resource
@@ -147,7 +147,7 @@ def test_invalid_input_example_is_rejected_for_the_reason_in_its_name(path: Path
 )
 def test_valid_input_example_round_trips_through_record_and_codec(path: Path) -> None:
     record = _decode_example(path)
-    assert dataclasses.is_dataclass(record)
+    assert isinstance(record, msgspec.Struct)
     encoded = encode(record)
     body = orjson.loads(encoded)
     reference_validator(path.parent.name).validate(body)

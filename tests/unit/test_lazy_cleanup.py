@@ -9,10 +9,10 @@ give the same effects at the same instants, and the same state once pruned.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
+import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -78,7 +78,7 @@ def with_resends(draw: st.DrawFn) -> list[InputEvent]:
         events.append(status(f"cod{n}", when + timedelta(days=2), "cod_refused"))
     for event in draw(st.lists(st.sampled_from(events), max_size=4)):
         later = timedelta(hours=draw(st.integers(1, 5 * 24)))
-        events.append(dataclasses.replace(event, occurred_at=event.occurred_at + later))
+        events.append(msgspec.structs.replace(event, occurred_at=event.occurred_at + later))
     return events
 
 

@@ -1,0 +1,163 @@
+"""The typed decoder and the JSON Schemas give the same verdicts and the same records."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from hitrun.schemas import SCHEMA_DIR, load_schema, wire
+from hitrun.schemas.records import INPUT_EVENTS
+from hitrun.streams import codec
+from hitrun.streams.errors import InputRejected
+
+ALL_TYPES = frozenset(INPUT_EVENTS)
+EXAMPLES = sorted(
+    p
+    for event_type, (_, schema) in INPUT_EVENTS.items()
+    for p in (SCHEMA_DIR / "examples" / schema).glob("*.json")
+)
+TEMPLATES: list[dict[str, Any]] = [
+    json.loads(p.read_text()) for p in EXAMPLES if p.name.startswith("valid--")
+]
+
+
+def verdicts(value: bytes) -> tuple[object, object]:
+    """(typed decoder, schema path): each a record, or the refusal."""
+    try:
+        fast: object = wire.decode(value)
+    except wire.Refused:
+        fast = "refused"
+    try:
+        checked: object = codec._checked(value, ALL_TYPES)
+    except InputRejected as exc:
+        checked = exc.reason
+    return fast, checked
+
+
+def assert_agree(value: bytes) -> None:
+    fast, checked = verdicts(value)
+    if fast == "refused":
+        assert isinstance(checked, str), f"only the schema accepts {value!r}"
+    else:
+        assert fast == checked, f"different verdicts for {value!r}: {fast!r} against {checked!r}"
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_every_input_example_gets_the_same_verdict_from_both(path: Path) -> None:
+    assert_agree(path.read_bytes())
+    fast, _ = verdicts(path.read_bytes())
+    if path.name.startswith("valid--"):
+        assert fast != "refused", "a valid example takes the fast path"
+
+
+@pytest.mark.parametrize("event_type", sorted(INPUT_EVENTS))
+def test_typed_fields_are_the_schema_properties(event_type: str) -> None:
+    schema = load_schema(INPUT_EVENTS[event_type][1])
+    info = msgspec.inspect.type_info(wire.WIRE_TYPES[event_type])
+    assert isinstance(info, msgspec.inspect.StructType)
+    assert {f.name for f in info.fields} == set(schema["properties"]) - {"type"}
+    required = {f.name for f in info.fields if f.required}
+    assert required == set(schema["required"]) - {"type"}
+
+
+# Values that sit on either side of the schema's limits.
+edge = st.sampled_from(
+    [
+        None,
+        "",
+        " ",
+        "a b",
+        "x" * 128,
+        "x" * 129,
+        "x" * 65,
+        "x" * 257,
+        "x" * 513,
+        "abc\n",
+        "é",
+        "USD",
+        "usd",
+        "EURO",
+        0,
+        -1,
+        1,
+        100_000,
+        100_001,
+        10**12,
+        10**12 + 1,
+        3650,
+        3651,
+        1.0,
+        0.5,
+        True,
+        False,
+        [],
+        {},
+        {"amount_minor": 1, "currency": "USD"},
+        {"amount_minor": 1, "currency": "USD", "x": 1},
+        {"amount_minor": -1, "currency": "USD"},
+        [{"sku": "a", "category": "c", "quantity": 1, "unit_price_minor": 0}],
+        [{"sku": "a", "category": "", "quantity": 1, "unit_price_minor": 0}],
+        [{"sku": "a", "category": "c", "quantity": 0, "unit_price_minor": 0, "accessory": 1}],
+        "card",
+        "cash_on_delivery",
+        "cancelled",
+        "buyer",
+        "search",
+        "platform",
+        "erase",
+        "Asia/Jakarta",
+        "Asia Jakarta",
+        "0" * 64,
+        "0" * 63,
+        "A" * 64,
+        "2024-06-01T10:00:00Z",
+        "2024-06-01T10:00:00.123456+07:00",
+        "2024-06-01T10:00:00.1234567Z",
+        "2024-06-01t10:00:00z",
+        "2024-06-01 10:00:00Z",
+        "2024-06-01T10:00Z",
+        "2024-06-01T10:00:00+0700",
+        "2024-06-01T10:00:00",
+        "2024-02-30T10:00:00Z",
+        "2024-06-01T24:00:00Z",
+        "1969-12-31T23:59:59-01:00",
+        "1970-01-01T00:30:00+01:00",
+        "2199-12-31T23:59:59-01:00",
+        "2199-12-31T23:59:59Z",
+        "9999-12-31T23:59:59Z",
+    ]
+)
+field_names = st.sampled_from(
+    sorted({name for t in TEMPLATES for name in t} | {"cancelled_by", "status", "extra", "items"})
+)
+
+
+@st.composite
+def bodies(draw: st.DrawFn) -> bytes:
+    body = dict(draw(st.sampled_from(TEMPLATES)))
+    for _ in range(draw(st.integers(0, 3))):
+        name = draw(field_names)
+        if draw(st.integers(0, 4)) == 0:
+            body.pop(name, None)
+        else:
+            body[name] = draw(edge)
+    return orjson.dumps(body)
+
+
+@settings(max_examples=3000, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(bodies())
+def test_mutated_events_get_the_same_verdict_from_both(value: bytes) -> None:
+    assert_agree(value)
+
+
+def test_the_fast_path_is_taken_by_valid_events() -> None:
+    """Without this the agreement above would hold with a decoder that refuses everything."""
+    for template in TEMPLATES:
+        assert not isinstance(wire.decode(orjson.dumps(template)), str)
