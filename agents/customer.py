@@ -219,7 +219,7 @@ class Timers:
             if partition not in owned or value is None:
                 continue
             try:
-                state = decode_state(value)
+                state = decode_state(value, key.decode(errors="replace"))
             except Exception as exc:
                 # Its messages meet the same error and are dead-lettered one by one.
                 metrics.processing_error("rebuild", type(exc).__name__).inc()
@@ -348,7 +348,7 @@ class StateCache:
                 self._dirty.discard(customer_id)
             else:
                 self._states[customer_id] = (
-                    None if before is None else decode_state(cast(bytes, before))
+                    None if before is None else decode_state(cast(bytes, before), customer_id)
                 )
         self._customers, self._open_orders, self._listed = self._scope_gauges
         return sorted(scope)
@@ -369,7 +369,7 @@ class StateCache:
             if state is None:
                 # From the store itself: the table's own `get` adds sensor calls per read.
                 stored = customers_table.data.get(customer_id.encode())
-                state = None if stored is None else decode_state(stored)
+                state = None if stored is None else decode_state(stored, customer_id)
             self._states[customer_id] = state
         if state is None:
             return CustomerState(), Footprint(False, 0, False)

@@ -24,9 +24,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
 
-from hitrun.agents.risk import OrderTraits, RiskWeights, assess, traits_from_json
+from hitrun.agents.risk import OrderTraits, RiskWeights, assess
 
 DAY = timedelta(days=1)
 # Checkout traits kept per customer at most (a bot confirming orders all day stays bounded).
@@ -400,31 +399,6 @@ def _flag(state: RetentionState, flag: str, at: datetime) -> None:
 
 # ---------------------------------------------------------------------------
 # Storage and inspection
-
-
-def state_from_json(d: dict[str, Any]) -> RetentionState:
-    """The state from its JSON form (orjson writes the dataclass)."""
-    when = datetime.fromisoformat
-
-    def opt(text: str | None) -> datetime | None:
-        return None if text is None else when(text)
-
-    return RetentionState(
-        phase=d["phase"],
-        purchases=[
-            Purchase(p["order_id"], p["shop_id"], when(p["at"]), p["amount_minor"], p["currency"])
-            for p in d["purchases"]
-        ],
-        cycle_start=opt(d["cycle_start"]),
-        risk_score=d["risk_score"],
-        risk_factors=list(d["risk_factors"]),
-        flag=d["flag"],
-        flagged_at=opt(d["flagged_at"]),
-        inquiry_at=opt(d["inquiry_at"]),
-        inquiry_shop=d["inquiry_shop"],
-        inquiries=d["inquiries"],
-        traits=[traits_from_json(t) for t in d["traits"]],
-    )
 
 
 def describe(state: RetentionState, policy: RetentionPolicy) -> dict[str, object]:

@@ -15,7 +15,6 @@ import functools
 import math
 from dataclasses import dataclass, fields
 from datetime import datetime
-from typing import Any
 
 from hitrun.schemas.records import CheckoutConfirmed
 
@@ -47,32 +46,6 @@ def traits_of(event: CheckoutConfirmed) -> OrderTraits:
         promotion=bool(event.promotion_code),
         categories=tuple(sorted({item.category for item in event.items})),
         accessory_only=bool(event.items) and all(item.accessory for item in event.items),
-    )
-
-
-def traits_to_json(t: OrderTraits) -> dict[str, Any]:
-    """A JSON-able dict of `t` (the time as an ISO 8601 string); `traits_from_json` inverts it."""
-    return {
-        "order_id": t.order_id,
-        "at": t.at.isoformat(),
-        "gift": t.gift,
-        "traffic_source": t.traffic_source,
-        "promotion": t.promotion,
-        "categories": list(t.categories),
-        "accessory_only": t.accessory_only,
-    }
-
-
-def traits_from_json(d: dict[str, Any]) -> OrderTraits:
-    """The traits that `traits_to_json` wrote."""
-    return OrderTraits(
-        order_id=d["order_id"],
-        at=datetime.fromisoformat(d["at"]),
-        gift=d["gift"],
-        traffic_source=d["traffic_source"],
-        promotion=d["promotion"],
-        categories=tuple(d["categories"]),
-        accessory_only=d["accessory_only"],
     )
 
 

@@ -1,31 +1,16 @@
-"""A customer's stored state: the detectors' states together, and their compact JSON form."""
+"""A customer's stored state: the detectors' states together, and its versioned stored form."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
 
-import orjson
+import msgspec
 
 from hitrun.agents import retention, unpaid
 from hitrun.agents.policy import Policies
-from hitrun.agents.retention import RetentionPolicy, RetentionState, state_from_json
-from hitrun.agents.unpaid import (
-    ExpiredOrder,
-    HeldPayment,
-    Listing,
-    Offences,
-    OpenOrder,
-    Strike,
-    UnpaidState,
-)
-
-_when = datetime.fromisoformat
-
-
-def _opt(text: str | None) -> datetime | None:
-    return None if text is None else _when(text)
+from hitrun.agents.retention import RetentionPolicy, RetentionState
+from hitrun.agents.unpaid import UnpaidState
 
 
 @dataclass(slots=True)
@@ -63,88 +48,41 @@ def next_wake(
     return due
 
 
+# The stored form of a state, by version. The first byte tells them apart:
+# version 1 is the JSON object earlier revisions wrote with orjson (with an
+# "unpaid" and a "retention" part, or, before the retention detector, the
+# unpaid part alone); version 2 is a version byte followed by the same JSON
+# written by msgspec. Every version stays readable; only the latest is written.
+STATE_VERSION = 2
+_V2 = bytes([STATE_VERSION])
+_ENCODER = msgspec.json.Encoder()
+_DECODE_V2 = msgspec.json.Decoder(CustomerState).decode
+# Version 1's two shapes, told apart by the first field orjson wrote.
+_DECODE_V1 = msgspec.json.Decoder(CustomerState).decode
+_DECODE_V1_UNPAID_ONLY = msgspec.json.Decoder(UnpaidState).decode
+
+
+class StateFormatError(ValueError):
+    """A stored state that no known version decodes."""
+
+
 def encode_state(state: CustomerState) -> bytes:
-    """JSON bytes of the state (orjson writes dataclasses and datetimes natively)."""
-    return orjson.dumps(state)
+    """The stored form of the state (the latest version)."""
+    return _V2 + _ENCODER.encode(state)
 
 
-def decode_state(data: bytes) -> CustomerState:
-    """The state from `encode_state`'s bytes."""
-    d: dict[str, Any] = orjson.loads(data)
-    if "unpaid" not in d:  # written before the retention detector existed
-        return CustomerState(_unpaid(d))
-    return CustomerState(_unpaid(d["unpaid"]), state_from_json(d["retention"]))
-
-
-def _unpaid(d: dict[str, Any]) -> UnpaidState:
-    return UnpaidState(
-        open={
-            k: OpenOrder(
-                order_id=o["order_id"],
-                shop_id=o["shop_id"],
-                checkout_at=_when(o["checkout_at"]),
-                deadline=_opt(o["deadline"]),
-                total_minor=o["total_minor"],
-                currency=o["currency"],
-                method=o["method"],
-                time_zone=o["time_zone"],
-                paid_minor=o["paid_minor"],
-                steps=[_when(s) for s in o["steps"]],
-                reminders_sent=o["reminders_sent"],
-            )
-            for k, o in d["open"].items()
-        },
-        expired={
-            k: ExpiredOrder(
-                order_id=e["order_id"],
-                shop_id=e["shop_id"],
-                expired_at=_when(e["expired_at"]),
-                grace_until=_when(e["grace_until"]),
-                total_minor=e["total_minor"],
-                currency=e["currency"],
-                paid_minor=e["paid_minor"],
-            )
-            for k, e in d["expired"].items()
-        },
-        closed={k: _when(v) for k, v in d["closed"].items()},
-        strikes=[
-            Strike(
-                order_id=s["order_id"],
-                shop_id=s["shop_id"],
-                scope=s["scope"],
-                at=_when(s["at"]),
-                reason=s["reason"],
-                reversed=s["reversed"],
-                consumed=s["consumed"],
-            )
-            for s in d["strikes"]
-        ],
-        listings={
-            k: Listing(
-                scope=v["scope"],
-                since=_when(v["since"]),
-                until=_when(v["until"]),
-                offence=v["offence"],
-                manual=v["manual"],
-                actor=v["actor"],
-                evidence=list(v["evidence"]),
-            )
-            for k, v in d["listings"].items()
-        },
-        offences={k: Offences(v["count"], _opt(v["last_end"])) for k, v in d["offences"].items()},
-        held={
-            k: [
-                HeldPayment(
-                    event_id=h["event_id"],
-                    at=_when(h["at"]),
-                    hold_until=_when(h["hold_until"]),
-                    amount_minor=h["amount_minor"],
-                    currency=h["currency"],
-                )
-                for h in holds
-            ]
-            for k, holds in d["held"].items()
-        },
-        seen={k: _when(v) for k, v in d["seen"].items()},
-        last_reminder_at=_opt(d["last_reminder_at"]),
-    )
+def decode_state(data: bytes, customer_id: str | None = None) -> CustomerState:
+    """The state from its stored form, whichever version wrote it; `customer_id` names it
+    in the error."""
+    try:
+        if data[:1] == _V2:
+            return _DECODE_V2(memoryview(data)[1:])
+        if data.startswith(b'{"unpaid":'):
+            return _DECODE_V1(data)
+        if data.startswith(b'{"open":'):
+            return CustomerState(_DECODE_V1_UNPAID_ONLY(data))
+        raise StateFormatError(f"unknown format (first byte {data[:1]!r})")
+    except (msgspec.DecodeError, msgspec.ValidationError, StateFormatError) as exc:
+        raise StateFormatError(
+            f"the stored state of customer {customer_id or '(unknown)'} cannot be decoded: {exc}"
+        ) from None

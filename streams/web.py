@@ -149,7 +149,7 @@ class CustomerView(web.View):
         stored = None if key.startswith(CLOCK_KEY_PREFIX) else customers_table.get(key)
         if stored is None:
             return self.json({"error": "unknown customer", "customer_id": customer_id}, status=404)
-        state = decode_state(stored)
+        state = decode_state(stored, customer_id)
         # Clean-ups wait for the customer's next event or timer; show the state as of the clock.
         now = stream_clock(customer_id)
         if now is not None:

@@ -15,16 +15,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bench.risk_auc import auc, evaluate
+from hitrun.agents.retention import RetentionState
 from hitrun.agents.risk import (
     FACTORS,
     OrderTraits,
     RiskWeights,
     assess,
     parse_weights,
-    traits_from_json,
     traits_of,
-    traits_to_json,
 )
+from hitrun.agents.state import CustomerState, decode_state, encode_state
 from hitrun.schemas.records import CheckoutConfirmed
 from hitrun.schemas.registry import SCHEMA_DIR
 
@@ -196,10 +196,13 @@ def test_adding_a_factor_never_lowers_the_score(
 
 @settings(max_examples=300, deadline=None)
 @given(traits_st)
-def test_traits_survive_a_json_round_trip_exactly(traits: OrderTraits) -> None:
-    back = traits_from_json(orjson.loads(orjson.dumps(traits_to_json(traits))))
-    assert back == traits
-    assert back.at.utcoffset() == traits.at.utcoffset()
+def test_traits_survive_the_state_codec_exactly(traits: OrderTraits) -> None:
+    state = CustomerState(retention=RetentionState(traits=[traits]))
+    # Both the stored form written now and the one earlier revisions wrote (orjson).
+    for stored in (encode_state(state), orjson.dumps(state)):
+        (back,) = decode_state(stored).retention.traits
+        assert back == traits
+        assert back.at.utcoffset() == traits.at.utcoffset()
 
 
 def checkout(**fields: Any) -> CheckoutConfirmed:

@@ -36,9 +36,9 @@ def sink(monkeypatch: pytest.MonkeyPatch) -> Iterator[Sink]:
 def decodes(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
     seen: list[bytes] = []
 
-    def counting(data: bytes) -> CustomerState:
+    def counting(data: bytes, customer_id: str | None = None) -> CustomerState:
         seen.append(data)
-        return decode_state(data)
+        return decode_state(data, customer_id)
 
     monkeypatch.setattr(customer, "decode_state", counting)
     return seen

@@ -6,6 +6,7 @@ from collections import Counter
 from datetime import timedelta
 from zoneinfo import ZoneInfo
 
+import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -128,6 +129,8 @@ def test_state_survives_the_changelog_codec_at_any_moment(
     first, state = play(before, until=cut, policies=Policies(POLICY))
     restored = decode_state(encode_state(CustomerState(state))).unpaid
     assert restored == state
+    # As the revision before the versioned codec wrote it: a changelog being upgraded.
+    assert decode_state(orjson.dumps(CustomerState(state))).unpaid == state
     rest, _ = play(after, until=END, policies=Policies(POLICY), state=restored)
     assert first + rest == straight
 

@@ -1,0 +1,81 @@
+"""The stored form of a customer's state: the latest version round-trips, every older one
+is read, and a state nothing reads is an error naming the customer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+import pytest
+
+from hitrun.agents.state import STATE_VERSION, CustomerState, StateFormatError, decode_state
+from hitrun.agents.state import encode_state as encode
+
+# Customer states as the revision before the versioned codec wrote them to the
+# changelog (orjson's JSON of the dataclasses), from simulated traffic: open and
+# expired orders, strikes, blacklistings, offences, retention windows with traits.
+WRITTEN_BY_VERSION_1 = [
+    (key, value.encode())
+    for key, value in map(
+        orjson.loads, (Path(__file__).parent / "data" / "states-v1.jsonl").read_bytes().splitlines()
+    )
+]
+
+
+def test_the_recorded_changelog_covers_every_part_of_the_state() -> None:
+    states = [decode_state(value, key) for key, value in WRITTEN_BY_VERSION_1]
+    assert all(
+        any(getattr(s.unpaid, part) for s in states)
+        for part in ("open", "expired", "strikes", "listings", "offences", "seen", "closed")
+    )
+    assert any(s.retention.traits for s in states)
+    assert any(s.retention.purchases for s in states)
+
+
+@pytest.mark.parametrize("key,value", WRITTEN_BY_VERSION_1[:60] + WRITTEN_BY_VERSION_1[-60:])
+def test_a_state_written_by_version_1_is_read_without_losing_anything(
+    key: str, value: bytes
+) -> None:
+    state = decode_state(value, key)
+    # Written again the way version 1 wrote it, it is the same bytes: nothing was
+    # dropped, no time lost its offset, no number changed its type.
+    assert orjson.dumps(state) == value
+    assert decode_state(encode(state)) == state
+
+
+def test_every_recorded_state_reads_the_same_from_both_versions() -> None:
+    for key, value in WRITTEN_BY_VERSION_1:
+        state = decode_state(value, key)
+        again = encode(state)
+        assert again[0] == STATE_VERSION
+        assert decode_state(again, key) == state
+        assert len(again) <= len(value) + 1
+
+
+def test_the_state_before_the_retention_detector_is_read_as_its_unpaid_part() -> None:
+    key, value = next((k, v) for k, v in WRITTEN_BY_VERSION_1 if b'"strikes":[{' in v)
+    unpaid_only = orjson.dumps(orjson.loads(value)["unpaid"])
+    state = decode_state(unpaid_only, key)
+    assert state.unpaid == decode_state(value, key).unpaid
+    assert state.retention.is_empty()
+
+
+@pytest.mark.parametrize(
+    "stored",
+    [
+        b"",
+        b"garbage",
+        bytes([STATE_VERSION]) + b"{not json",
+        bytes([STATE_VERSION]) + b'{"unpaid": 3}',
+        bytes([STATE_VERSION + 1]) + b"{}",
+        b'{"unpaid": {"open": []}}',
+        b'{"something": "else"}',
+    ],
+)
+def test_a_state_no_version_reads_is_an_error_that_names_the_customer(stored: bytes) -> None:
+    with pytest.raises(StateFormatError, match="customer cust-77"):
+        decode_state(stored, "cust-77")
+
+
+def test_the_empty_state_round_trips() -> None:
+    assert decode_state(encode(CustomerState())) == CustomerState()
