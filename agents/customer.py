@@ -18,6 +18,8 @@ from typing import Any, cast
 
 import faust
 from aiokafka import TopicPartition
+from faust.types import StoreT
+from yarl import URL
 
 from hitrun.agents import retention, unpaid
 from hitrun.agents.alerts import Alert, alert_id, retention_alert, to_alert
@@ -69,6 +71,7 @@ from hitrun.streams.kafka_auth import client_options
 from hitrun.streams.logs import AlertCounts
 from hitrun.streams.loop import CaughtUp, ConsumeLoop
 from hitrun.streams.partitioning import partition_for_key
+from hitrun.streams.rocks import PartitionedRocksStore
 from hitrun.streams.sink import Headers, OutRecord, RecordSink
 
 log = logging.getLogger(__name__)
@@ -111,6 +114,20 @@ class CustomerTable(faust.Table):
         if key.startswith(CLOCK_KEY_PREFIX):  # a partition's own clock record
             return int(key[len(CLOCK_KEY_PREFIX) :])
         return partition_for_key(key, settings.partitions)
+
+    def _new_store_by_url(self, url: str | URL) -> StoreT:
+        if URL(url).scheme == "rocksdb":
+            return PartitionedRocksStore(
+                url,
+                self.app,
+                self,
+                table_name=self.name,
+                key_type=self.key_type,
+                value_type=self.value_type,
+                loop=self.loop,
+                options=self.options,
+            )
+        return super()._new_store_by_url(url)
 
 
 # The table also holds one record per partition: its stream clock and the latest

@@ -31,7 +31,7 @@ from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import GroupCoordinatorNotAvailableError
 
 from bench.throughput import cluster, plain_consumer
-from hitrun.dev.worker import WorkerProcess, free_port, stop_group, topic_env
+from hitrun.dev.worker import WorkerProcess, free_port, stop_group, topic_env, worker_env
 from hitrun.streams.config import Settings
 from hitrun.streams.replay import Progress
 from hitrun.streams.topics import ensure_topics, read_from
@@ -104,7 +104,9 @@ def main() -> None:
             events = 2 * args.transactions
             with contextlib.ExitStack() as workers:
                 group = [
-                    workers.enter_context(WorkerProcess(env, workdir / f"worker-{n}.log"))
+                    workers.enter_context(
+                        WorkerProcess(worker_env(env, n), workdir / f"worker-{n}.log")
+                    )
                     for n in range(args.workers)
                 ]
                 print(

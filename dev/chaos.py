@@ -32,7 +32,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from hitrun.dev.localkafka import LocalKafka, free_port
-from hitrun.dev.worker import WorkerProcess, topic_env
+from hitrun.dev.worker import WorkerProcess, topic_env, worker_env
 from hitrun.streams.config import Settings
 from hitrun.streams.publisher import Mark, publish
 from hitrun.streams.replay import Progress, with_watermarks
@@ -209,7 +209,8 @@ class Group:
 
     def __init__(self, env: dict[str, str], workdir: Path, size: int) -> None:
         self.workers = [
-            WorkerProcess(env, workdir / f"{env['HITRUN_APP_ID']}-{n}.log") for n in range(size)
+            WorkerProcess(worker_env(env, n), workdir / f"{env['HITRUN_APP_ID']}-{n}.log")
+            for n in range(size)
         ]
 
     def start(self) -> None:

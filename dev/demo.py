@@ -208,6 +208,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with broker() as bootstrap, isolated(run_id, bootstrap) as env:
             env["HITRUN_DATA_DIR"] = str(run_dir / "worker-data")
+            # A run's state lives as long as the run: memory, not a store on disk.
+            env.setdefault("HITRUN_STORE", "memory://")
             worker = WorkerProcess(env, run_dir / "worker.log", web_port=free_port())
             print(f"demo: run {run_id}, seed {seed}; starting the hitrun worker ...", flush=True)
             with worker:

@@ -9,6 +9,7 @@ from hitrun.streams.processes import (
     free_port,
     stop_group,
     topic_env,
+    worker_env,
 )
 
-__all__ = ["TOPIC_SETTINGS", "WorkerProcess", "free_port", "stop_group", "topic_env"]
+__all__ = ["TOPIC_SETTINGS", "WorkerProcess", "free_port", "stop_group", "topic_env", "worker_env"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import faust
 from faust import web
 from faust.sensors.prometheus import FaustMetrics
@@ -36,7 +38,9 @@ app = faust.App(
     # One fetch is one batch of hitrun's loop (streams/loop.py).
     broker_max_poll_records=settings.batch_size,
     consumer_max_fetch_size=settings.fetch_max_bytes,
-    datadir=settings.data_dir,
+    # The store is kept per app id, as its changelog topic is: workers of another
+    # group never open databases whose applied offsets belong to another changelog.
+    datadir=str(Path(settings.data_dir) / settings.app_id),
     store=settings.store,
     web_host=settings.web_host,
     web_bind=settings.web_host,

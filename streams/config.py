@@ -248,7 +248,10 @@ class Settings:
     # Live mode: alerts are logged as one INFO line of counts by type per interval
     # (each alert is on its topic, and at debug); 0s: one INFO line per alert.
     alert_log_interval: timedelta = _setting("10s", parse_duration)
-    store: str = _setting("memory://", _non_empty)
+    # The customer table's store: rocksdb:// (on disk under data_dir, one database
+    # per partition; a restart recovers only the changelog's tail) or memory://
+    # (every state in memory, the whole changelog read at each start).
+    store: str = _setting("rocksdb://", _choice("rocksdb://", "memory://"))
     # What a message whose application raises does: dead_letter (reason
     # processing_error; the partition goes on) or stop (the worker exits 70
     # without committing, as for a broker refusal).

@@ -95,6 +95,16 @@ def topic_env(prefix: str) -> dict[str, str]:
     }
 
 
+def worker_env(env: dict[str, str], number: int) -> dict[str, str]:
+    """`env` for the `number`-th worker of a group on this machine: its own data directory.
+
+    Each worker's RocksDB store locks its directory; a restarted worker given
+    the same number finds its store again and recovers only the changelog's tail.
+    """
+    base = env.get("HITRUN_DATA_DIR", ".hitrun/data")
+    return {**env, "HITRUN_DATA_DIR": str(Path(base) / f"worker-{number}")}
+
+
 def stop_group(process: subprocess.Popen[bytes], timeout: float) -> int:
     """SIGTERM a child started with its own session (process group), SIGKILL it if it lingers."""
     if process.poll() is None:

@@ -22,7 +22,7 @@ import click
 
 from hitrun.schemas.registry import ALERT_TYPES
 from hitrun.streams.config import Settings
-from hitrun.streams.processes import WorkerProcess, topic_env
+from hitrun.streams.processes import WorkerProcess, topic_env, worker_env
 from hitrun.streams.replay import ReplayError, ReplayReport, replay
 from hitrun.streams.topics import delete_topics_of, ensure_topics
 from hitrun.streams.transactions import (
@@ -65,7 +65,10 @@ class ReplayWorkers:
             "HITRUN_DATA_DIR": str(self.workdir / "data"),
         }
         self.settings = Settings.from_env({**os.environ, **env})
-        self.workers = [WorkerProcess(env, self.workdir / f"worker-{n}.log") for n in range(count)]
+        self.workers = [
+            WorkerProcess(worker_env(env, n), self.workdir / f"worker-{n}.log")
+            for n in range(count)
+        ]
         self._say = say
 
     def start(self) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import sys
+from pathlib import Path
 
 import click
 
@@ -67,6 +68,8 @@ def worker(ctx: click.Context) -> None:
     from hitrun.streams.topics import ensure_topics
 
     settings = Settings.from_env()
+    # Faust creates only the last level of its data directory; the store lives there.
+    Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
     gc.set_threshold(*WORKER_GC_THRESHOLD)
     use_event_loop(settings.event_loop)
     # Faust declares only its internal topics; hitrun owns its input and

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import orjson
 
-from hitrun.dev.worker import WorkerProcess
+from hitrun.dev.worker import WorkerProcess, worker_env
 from hitrun.streams.replay import replay
 from hitrun.streams.transactions import FileFormat, read_transactions, transaction_events
 from tests.integration.harness import drain, settings_of, unique_env
@@ -53,7 +53,7 @@ def replay_with(
     result = read_transactions(file, FileFormat())
     with contextlib.ExitStack() as stack:
         for n in range(workers):
-            stack.enter_context(WorkerProcess(env, tmp_path / f"worker-{n}.log"))
+            stack.enter_context(WorkerProcess(worker_env(env, n), tmp_path / f"worker-{n}.log"))
         messages = transaction_events(result.transactions, source=result.digest)
         report = asyncio.run(
             replay(settings, messages, source="test", stall_timeout_s=60, say=lambda _: None)

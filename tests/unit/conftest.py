@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
+
+# The agent's shell runs in this process with the table in memory; the workers
+# of the integration tests use the default store, RocksDB.
+os.environ.setdefault("HITRUN_STORE", "memory://")
 
 from tests.unit.agent_shell import Sink, install_sink
 

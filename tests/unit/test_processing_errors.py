@@ -81,6 +81,8 @@ def test_a_stored_state_that_cannot_be_decoded_dead_letters_that_customers_messa
     customer.customers_table.data[b"pe-corrupt"] = b"\x00not a state"
     run_batch(checkout("pe-corrupt", "o-c"), checkout("pe-fine", "o-f", 1))
     assert [letter["reason"] for letter in sink.letters()] == ["processing_error"]
+    assert "StateFormatError" in sink.letters()[0]["detail"]
+    assert "customer pe-corrupt" in sink.letters()[0]["detail"]
     assert customer.customers_table.data[b"pe-corrupt"] == b"\x00not a state"
     assert set(stored("pe-fine").unpaid.open) == {"o-f"}
 
