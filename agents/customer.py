@@ -35,7 +35,15 @@ from hitrun.agents.effects import (
 )
 from hitrun.agents.retention import Purchase, RetentionEffect, RetentionState
 from hitrun.agents.risk import traits_of
-from hitrun.agents.state import CustomerState, decode_state, encode_state, next_wake
+from hitrun.agents.state import (
+    CustomerState,
+    Summary,
+    decode_state,
+    encode_state,
+    next_wake,
+    policy_fingerprint,
+    stored_summary,
+)
 from hitrun.agents.unpaid import UnpaidState
 from hitrun.schemas.records import (
     EARLIEST_TIME,
@@ -235,18 +243,21 @@ class Timers:
             partition = partition_for_key(key, settings.partitions)
             if partition not in owned or value is None:
                 continue
-            try:
-                state = decode_state(value, key.decode(errors="replace"))
-            except Exception as exc:
-                # Its messages meet the same error and are dead-lettered one by one.
-                metrics.processing_error("rebuild", type(exc).__name__).inc()
-                log.error("stored state of customer %s cannot be decoded: %r", key, exc)
-                continue
+            summary = stored_summary(value)
+            if summary is None or summary.fingerprint != WAKE_POLICY:
+                # Written by an older version or under other policies: decoded.
+                try:
+                    summary = summarize(decode_state(value, key.decode(errors="replace")))
+                except Exception as exc:
+                    # Its messages meet the same error and are dead-lettered one by one.
+                    metrics.processing_error("rebuild", type(exc).__name__).inc()
+                    log.error("stored state of customer %s cannot be decoded: %r", key, exc)
+                    continue
             timers = self.partitions.setdefault(partition, PartitionTimers())
-            timers.index.schedule(key.decode(), next_due(state))
+            timers.index.schedule(key.decode(), summary.wake)
             customers += 1
-            open_orders += len(state.unpaid.open)
-            blacklisted += bool(state.unpaid.listings)
+            open_orders += summary.open_orders
+            blacklisted += summary.listed
         metrics.customers.set(customers)
         metrics.open_checkouts.set(open_orders)
         metrics.blacklisted.set(blacklisted)
@@ -272,6 +283,18 @@ class Timers:
 def next_due(state: CustomerState) -> datetime | None:
     """When the customer's timers next run on the stream clock (agents/state.py, `next_wake`)."""
     return next_wake(state, policies, retention_policy, LATENESS)
+
+
+# Stored with each state's wake time: a summary written under other policies is
+# not trusted by the index rebuild (the state is decoded instead).
+WAKE_POLICY = policy_fingerprint(policies, retention_policy, LATENESS)
+
+
+def summarize(state: CustomerState) -> Summary:
+    """The summary `encode_state` stores with the state, computed from the state itself."""
+    return Summary(
+        next_due(state), WAKE_POLICY, len(state.unpaid.open), bool(state.unpaid.listings)
+    )
 
 
 timers = Timers()
@@ -421,7 +444,7 @@ class StateCache:
         for customer_id in sorted(self._dirty):
             key = customer_id.encode()
             state = self._states[customer_id]
-            value = None if state is None else encode_state(state)
+            value = None if state is None else encode_state(state, next_due(state), WAKE_POLICY)
             if value is None and key not in store:
                 continue
             self._staged.append((key, value, state))

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import struct
+import zlib
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import msgspec
 
@@ -51,32 +53,81 @@ def next_wake(
 # The stored form of a state, by version. The first byte tells them apart:
 # version 1 is the JSON object earlier revisions wrote with orjson (with an
 # "unpaid" and a "retention" part, or, before the retention detector, the
-# unpaid part alone); version 2 is a version byte followed by the same JSON
-# written by msgspec. Every version stays readable; only the latest is written.
+# unpaid part alone); version 2 is a fixed-size summary (below) followed by
+# the same JSON written by msgspec. Every version stays readable; only the
+# latest is written.
+#
+# The summary is what rebuilding the deadline index after an assignment needs,
+# readable without decoding the state: when the customer next wakes (epoch
+# microseconds, -1 for never) under the policies whose fingerprint follows,
+# how many orders are open and whether the customer is on a blacklist.
 STATE_VERSION = 2
-_V2 = bytes([STATE_VERSION])
+_SUMMARY = struct.Struct(">BqIIB")
+SUMMARY_BYTES = _SUMMARY.size
 _ENCODER = msgspec.json.Encoder()
 _DECODE_V2 = msgspec.json.Decoder(CustomerState).decode
 # Version 1's two shapes, told apart by the first field orjson wrote.
 _DECODE_V1 = msgspec.json.Decoder(CustomerState).decode
 _DECODE_V1_UNPAID_ONLY = msgspec.json.Decoder(UnpaidState).decode
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_VERSION_2 = bytes([STATE_VERSION])
+_MICROSECOND = timedelta(microseconds=1)
+# The fingerprint of a summary written without one: it matches no policies.
+NO_FINGERPRINT = 0
 
 
 class StateFormatError(ValueError):
     """A stored state that no known version decodes."""
 
 
-def encode_state(state: CustomerState) -> bytes:
-    """The stored form of the state (the latest version)."""
-    return _V2 + _ENCODER.encode(state)
+@dataclass(frozen=True, slots=True)
+class Summary:
+    """What a stored state says about itself without being decoded."""
+
+    wake: datetime | None
+    fingerprint: int
+    open_orders: int
+    listed: bool
+
+
+def policy_fingerprint(*policies: object) -> int:
+    """A number that changes when any of the policies a wake time depends on changes."""
+    return zlib.crc32(repr(policies).encode()) or 1
+
+
+def encode_state(
+    state: CustomerState, wake: datetime | None = None, fingerprint: int = NO_FINGERPRINT
+) -> bytes:
+    """The stored form of the state (the latest version), with its summary.
+
+    `wake` is `next_wake` of the state under the policies `fingerprint` stands for.
+    """
+    header = _SUMMARY.pack(
+        STATE_VERSION,
+        -1 if wake is None else (wake - _EPOCH) // _MICROSECOND,
+        fingerprint,
+        len(state.unpaid.open),
+        bool(state.unpaid.listings),
+    )
+    return header + _ENCODER.encode(state)
+
+
+def stored_summary(data: bytes) -> Summary | None:
+    """The summary of a stored state; None for a form without one (version 1)."""
+    if data[:1] != _VERSION_2 or len(data) < _SUMMARY.size:
+        return None
+    _, wake, fingerprint, open_orders, listed = _SUMMARY.unpack_from(data)
+    return Summary(
+        None if wake < 0 else _EPOCH + wake * _MICROSECOND, fingerprint, open_orders, bool(listed)
+    )
 
 
 def decode_state(data: bytes, customer_id: str | None = None) -> CustomerState:
     """The state from its stored form, whichever version wrote it; `customer_id` names it
     in the error."""
     try:
-        if data[:1] == _V2:
-            return _DECODE_V2(memoryview(data)[1:])
+        if data[:1] == _VERSION_2:
+            return _DECODE_V2(memoryview(data)[_SUMMARY.size :])
         if data.startswith(b'{"unpaid":'):
             return _DECODE_V1(data)
         if data.startswith(b'{"open":'):

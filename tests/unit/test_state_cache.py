@@ -8,7 +8,7 @@ import pytest
 
 import hitrun.agents.customer as customer
 from hitrun.agents.customer import StateCache
-from hitrun.agents.state import CustomerState, decode_state, encode_state
+from hitrun.agents.state import CustomerState, decode_state, encode_state, stored_summary
 from hitrun.streams.sink import OutRecord
 from tests.unit.events import T0
 
@@ -63,7 +63,10 @@ def test_a_state_written_in_one_batch_is_the_one_loaded_in_the_next(
     cache = StateCache(keep=10)
     written = write(cache, "cache-c1")
     confirm(cache)
-    assert customer.customers_table.data[b"cache-c1"] == encode_state(written)
+    stored = customer.customers_table.data[b"cache-c1"]
+    assert decode_state(stored) == written
+    # With the summary the index rebuild reads instead of decoding the state.
+    assert stored_summary(stored) == customer.summarize(written)
     assert [r.key for r in sink.records] == [b"cache-c1"]
     loaded, footprint = cache.load("cache-c1")
     assert loaded is written and footprint.stored
@@ -120,8 +123,9 @@ def test_a_batch_that_is_never_confirmed_leaves_the_store_as_it_was(
     sink: Sink, decodes: list[bytes]
 ) -> None:
     cache = StateCache(keep=10)
-    stored = encode_state(write(cache, "cache-e"))
+    write(cache, "cache-e")
     confirm(cache)
+    stored = customer.customers_table.data[b"cache-e"]
     state, before = cache.load("cache-e")
     state.unpaid.seen["cache-e-e2"] = T0
     cache.store("cache-e", before, state)
