@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test unit lint chaos bench bench-core bench-lateness bench-replay bench-risk kafka kafka-start kafka-stop promtool tmux clean
+.PHONY: demo test unit lint chaos bench bench-core bench-scale bench-lateness bench-replay bench-risk kafka kafka-start kafka-stop promtool tmux clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -59,6 +59,10 @@ bench-lateness: $(STAMP) kafka
 BASE ?= HEAD
 bench-core: $(STAMP)
 	$(PY) -m bench.core --compare-with $(BASE) --profile $(BENCH_ARGS)
+
+## bench-scale: a worker on top of state for a million customers: start, restart, events/s, rebalance, memory
+bench-scale: $(STAMP) kafka
+	$(PY) -m bench.scale $(BENCH_ARGS)
 
 ## bench-replay: `hitrun replay` of 100,000 transactions end to end (one worker per core) vs two baselines
 bench-replay: $(STAMP) kafka
