@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
@@ -62,7 +62,13 @@ from hitrun.streams.app import (
     metrics,
     settings,
 )
-from hitrun.streams.clock import ClockRecord, DeadlineIndex, PartitionClock, ReorderBuffer
+from hitrun.streams.clock import (
+    ClockRecord,
+    DeadlineIndex,
+    PartitionClock,
+    ReorderBuffer,
+    to_micros,
+)
 from hitrun.streams.codec import encode
 from hitrun.streams.errors import FromFuture, LateEvent, ProcessingError, Unauthenticated
 from hitrun.streams.ingest import (
@@ -237,11 +243,8 @@ class Timers:
             persisted = store.get(clock_key(number))
             if persisted is not None:
                 self._restore_clock(number, persisted)
-        for key, value in customers_table.items():
-            if key.startswith(CLOCK_KEY_PREFIX):
-                continue
-            partition = partition_for_key(key, settings.partitions)
-            if partition not in owned or value is None:
+        for partition, key, value in owned_items(store, owned):
+            if key.startswith(CLOCK_KEY_PREFIX) or value is None:
                 continue
             summary = stored_summary(value)
             if summary is None or summary.fingerprint != WAKE_POLICY:
@@ -254,7 +257,7 @@ class Timers:
                     log.error("stored state of customer %s cannot be decoded: %r", key, exc)
                     continue
             timers = self.partitions.setdefault(partition, PartitionTimers())
-            timers.index.schedule(key.decode(), summary.wake)
+            timers.index.schedule_micros(key.decode(), summary.wake)
             customers += 1
             open_orders += summary.open_orders
             blacklisted += summary.listed
@@ -280,6 +283,23 @@ class Timers:
         timers.persisted = persisted
 
 
+def owned_items(store: Any, owned: set[int]) -> Iterator[tuple[int, bytes, bytes | None]]:
+    """(partition, key, value) of every stored record of the owned partitions.
+
+    The RocksDB store is read database by database, each one partition; the
+    memory store's keys are hashed to their partition.
+    """
+    if isinstance(store, PartitionedRocksStore):
+        for partition in sorted(owned):
+            for key, value in store.items_of(partition):
+                yield partition, key, value
+        return
+    for key, value in store.items():
+        partition = partition_for_key(key, settings.partitions)
+        if partition in owned:
+            yield partition, key, value
+
+
 def next_due(state: CustomerState) -> datetime | None:
     """When the customer's timers next run on the stream clock (agents/state.py, `next_wake`)."""
     return next_wake(state, policies, retention_policy, LATENESS)
@@ -292,8 +312,12 @@ WAKE_POLICY = policy_fingerprint(policies, retention_policy, LATENESS)
 
 def summarize(state: CustomerState) -> Summary:
     """The summary `encode_state` stores with the state, computed from the state itself."""
+    wake = next_due(state)
     return Summary(
-        next_due(state), WAKE_POLICY, len(state.unpaid.open), bool(state.unpaid.listings)
+        None if wake is None else to_micros(wake),
+        WAKE_POLICY,
+        len(state.unpaid.open),
+        bool(state.unpaid.listings),
     )
 
 

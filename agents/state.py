@@ -5,7 +5,8 @@ from __future__ import annotations
 import struct
 import zlib
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
+from typing import NamedTuple
 
 import msgspec
 
@@ -13,6 +14,7 @@ from hitrun.agents import retention, unpaid
 from hitrun.agents.policy import Policies
 from hitrun.agents.retention import RetentionPolicy, RetentionState
 from hitrun.agents.unpaid import UnpaidState
+from hitrun.streams.clock import to_micros
 
 
 @dataclass(slots=True)
@@ -69,9 +71,7 @@ _DECODE_V2 = msgspec.json.Decoder(CustomerState).decode
 # Version 1's two shapes, told apart by the first field orjson wrote.
 _DECODE_V1 = msgspec.json.Decoder(CustomerState).decode
 _DECODE_V1_UNPAID_ONLY = msgspec.json.Decoder(UnpaidState).decode
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _VERSION_2 = bytes([STATE_VERSION])
-_MICROSECOND = timedelta(microseconds=1)
 # The fingerprint of a summary written without one: it matches no policies.
 NO_FINGERPRINT = 0
 
@@ -80,11 +80,10 @@ class StateFormatError(ValueError):
     """A stored state that no known version decodes."""
 
 
-@dataclass(frozen=True, slots=True)
-class Summary:
+class Summary(NamedTuple):
     """What a stored state says about itself without being decoded."""
 
-    wake: datetime | None
+    wake: int | None  # epoch microseconds
     fingerprint: int
     open_orders: int
     listed: bool
@@ -104,7 +103,7 @@ def encode_state(
     """
     header = _SUMMARY.pack(
         STATE_VERSION,
-        -1 if wake is None else (wake - _EPOCH) // _MICROSECOND,
+        -1 if wake is None else to_micros(wake),
         fingerprint,
         len(state.unpaid.open),
         bool(state.unpaid.listings),
@@ -117,9 +116,7 @@ def stored_summary(data: bytes) -> Summary | None:
     if data[:1] != _VERSION_2 or len(data) < _SUMMARY.size:
         return None
     _, wake, fingerprint, open_orders, listed = _SUMMARY.unpack_from(data)
-    return Summary(
-        None if wake < 0 else _EPOCH + wake * _MICROSECOND, fingerprint, open_orders, bool(listed)
-    )
+    return Summary(None if wake < 0 else wake, fingerprint, open_orders, bool(listed))
 
 
 def decode_state(data: bytes, customer_id: str | None = None) -> CustomerState:

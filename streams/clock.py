@@ -7,7 +7,7 @@ import itertools
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import orjson
 
@@ -102,20 +102,41 @@ def _time(text: str | None) -> datetime | None:
     return None if text is None else datetime.fromisoformat(text)
 
 
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def to_micros(moment: datetime) -> int:
+    """An aware datetime as integer microseconds since the epoch."""
+    return (moment - EPOCH) // _MICROSECOND
+
+
+def from_micros(micros: int) -> datetime:
+    """The aware (UTC) datetime of integer microseconds since the epoch."""
+    return EPOCH + micros * _MICROSECOND
+
+
 @dataclass
 class DeadlineIndex:
     """A min-heap of (due, customer) for one partition: the next due is found in O(log n).
 
-    Entries are never updated in place; a customer whose deadline moved gets a
-    new entry and stale ones are skipped when popped (the caller re-checks the
-    customer's real next deadline).
+    Due times are kept as integer microseconds since the epoch: a worker holds
+    one entry per customer with anything pending (a million customers with
+    open retention windows are a million entries), and an int is smaller and
+    quicker to compare than a datetime. Entries are never updated in place; a
+    customer whose deadline moved gets a new entry and stale ones are skipped
+    when popped (the caller re-checks the customer's real next deadline).
     """
 
-    _heap: list[tuple[datetime, str]] = field(default_factory=list)
-    _latest: dict[str, datetime] = field(default_factory=dict)
+    _heap: list[tuple[int, str]] = field(default_factory=list)
+    _latest: dict[str, int] = field(default_factory=dict)
 
     def schedule(self, customer_id: str, due: datetime | None) -> None:
         """Remember the customer's next deadline (None: nothing pending)."""
+        self.schedule_micros(customer_id, None if due is None else to_micros(due))
+
+    def schedule_micros(self, customer_id: str, due: int | None) -> None:
+        """`schedule` with the deadline in epoch microseconds, as state summaries store it."""
         if due is None:
             self._latest.pop(customer_id, None)
             return
@@ -126,17 +147,23 @@ class DeadlineIndex:
 
     def pop_due(self, now: datetime) -> Iterator[tuple[datetime, str]]:
         """Customers whose latest scheduled deadline is at or before `now`, earliest first."""
-        while self._heap and self._heap[0][0] <= now:
+        limit = to_micros(now)
+        while self._heap and self._heap[0][0] <= limit:
             due, customer_id = heapq.heappop(self._heap)
             if self._latest.get(customer_id) != due:
                 continue  # superseded by a later schedule() call
             del self._latest[customer_id]
-            yield due, customer_id
+            yield from_micros(due), customer_id
 
     def next_due(self) -> datetime | None:
         while self._heap and self._latest.get(self._heap[0][1]) != self._heap[0][0]:
             heapq.heappop(self._heap)
-        return self._heap[0][0] if self._heap else None
+        return from_micros(self._heap[0][0]) if self._heap else None
+
+    def due(self, customer_id: str) -> datetime | None:
+        """The customer's scheduled deadline (None: nothing pending)."""
+        micros = self._latest.get(customer_id)
+        return None if micros is None else from_micros(micros)
 
     def __len__(self) -> int:
         return len(self._latest)

@@ -13,6 +13,7 @@ absent, never opened.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any, cast
 
 from faust.stores import rocksdb
@@ -38,6 +39,12 @@ class PartitionedRocksStore(rocksdb.Store):
 
     def _contains(self, key: bytes) -> bool:
         return self._get(key) is not None
+
+    def items_of(self, partition: int) -> Iterator[tuple[bytes, bytes]]:
+        """Every key and value of one owned partition (none for a partition not open here)."""
+        db = self._dbs.get(partition)
+        if db is not None:
+            yield from self._visible_items(db)
 
     def _del(self, key: bytes) -> None:
         db = self._dbs.get(self._partition(key))

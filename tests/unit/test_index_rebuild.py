@@ -42,7 +42,7 @@ def rebuilt() -> dict[str, object]:
     index: dict[str, object] = {}
     for cid in CUSTOMERS:
         partition = customer.timers.partitions[partition_for_key(cid.encode(), SETTINGS.partitions)]
-        index[cid] = partition.index._latest.get(cid)
+        index[cid] = partition.index.due(cid)
     return index
 
 

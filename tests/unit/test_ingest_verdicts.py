@@ -6,6 +6,9 @@ import base64
 
 import orjson
 import pytest
+from aiokafka.partitioner import murmur2 as aiokafka_murmur2
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hitrun.schemas.records import CheckoutConfirmed
 from hitrun.streams.errors import REASONS
@@ -18,7 +21,7 @@ from hitrun.streams.ingest import (
     Reroute,
     classify,
 )
-from hitrun.streams.partitioning import partition_for_key
+from hitrun.streams.partitioning import murmur2, partition_for_key
 from hitrun.streams.simulate import MALFORMATIONS, TrafficShape, _malformed
 
 RULES = IngestRules(
@@ -166,3 +169,9 @@ def test_partition_for_key_matches_the_java_default_partitioner(
 
 def test_shape_default_start_is_timezone_aware() -> None:
     assert TrafficShape().start.tzinfo is not None
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.binary(max_size=64))
+def test_murmur2_is_kafkas_on_any_bytes(data: bytes) -> None:
+    assert murmur2(data) == aiokafka_murmur2(data) & 0xFFFFFFFF
