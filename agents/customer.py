@@ -376,7 +376,10 @@ class StateCache:
 
     def __init__(self, keep: int) -> None:
         self._states: dict[str, CustomerState | None] = {}  # None: no state (deleted)
-        self._dirty: set[str] = set()
+        # Changed in this batch, with the wake time the change was scheduled at.
+        self._dirty: dict[str, datetime | None] = {}
+        # Changed customers put back by a rollback: their wake time is computed again.
+        self._recompute: set[str] = set()
         self._kept: dict[str, CustomerState] = {}  # oldest write first
         self._keep = keep
         # The staged batch: (key, encoded value or None, state) per changed customer.
@@ -409,8 +412,9 @@ class StateCache:
             self._kept.pop(customer_id, None)
             if before is _CLEAN:
                 self._states.pop(customer_id, None)
-                self._dirty.discard(customer_id)
+                self._dirty.pop(customer_id, None)
             else:
+                self._recompute.add(customer_id)
                 self._states[customer_id] = (
                     None if before is None else decode_state(cast(bytes, before), customer_id)
                 )
@@ -444,15 +448,20 @@ class StateCache:
         self._kept.clear()
         self._states.clear()
         self._dirty.clear()
+        self._recompute.clear()
         self._staged.clear()
         self._scope = None
         self._customers = self._open_orders = self._listed = 0
 
-    def store(self, customer_id: str, before: Footprint, state: CustomerState) -> None:
-        """Keep the new state for the batch's end, and count its change of the gauges."""
+    def store(
+        self, customer_id: str, before: Footprint, state: CustomerState, wake: datetime | None
+    ) -> None:
+        """Keep the new state for the batch's end with its wake time (`next_due`), and count
+        its change of the gauges."""
         empty = state.is_empty()
         self._states[customer_id] = None if empty else state
-        self._dirty.add(customer_id)
+        self._dirty[customer_id] = wake
+        self._recompute.discard(customer_id)
         self._customers += int(not empty) - int(before.stored)
         self._open_orders += len(state.unpaid.open) - before.open_orders
         self._listed += int(bool(state.unpaid.listings)) - int(before.listed)
@@ -468,7 +477,13 @@ class StateCache:
         for customer_id in sorted(self._dirty):
             key = customer_id.encode()
             state = self._states[customer_id]
-            value = None if state is None else encode_state(state, next_due(state), WAKE_POLICY)
+            if state is None:
+                value = None
+            else:
+                wake = self._dirty[customer_id]
+                if customer_id in self._recompute:
+                    wake = next_due(state)
+                value = encode_state(state, wake, WAKE_POLICY)
             if value is None and key not in store:
                 continue
             self._staged.append((key, value, state))
@@ -476,6 +491,7 @@ class StateCache:
                 OutRecord(changelog_topic_name, key, value, customers_table.partition_for_key(key))
             )
         self._dirty.clear()
+        self._recompute.clear()
 
     def commit(self) -> None:
         """The batch is confirmed: write its states to the store and move the gauges."""
@@ -618,8 +634,9 @@ def advance_customer(partition: PartitionTimers, customer_id: str, now: datetime
         return
     state.unpaid, effects = unpaid.advance(state.unpaid, customer_id, now, policies)
     kept = retention.advance(state.retention, customer_id, now - LATENESS, retention_policy)
-    cache.store(customer_id, before, state)
-    partition.index.schedule(customer_id, next_due(state))
+    wake = next_due(state)
+    cache.store(customer_id, before, state, wake)
+    partition.index.schedule(customer_id, wake)
     if not REPLAY:
         wall = datetime.now(UTC)
         for effect in effects:
@@ -680,8 +697,9 @@ def apply_to_customer(
         # those the LATENESS delay has not fired on the stream clock yet.
         kept = retention.advance(state.retention, customer_id, event.occurred_at, retention_policy)
         kept += observe_retention(state.retention, event, effects)
-    cache.store(customer_id, before, state)
-    partition.index.schedule(customer_id, next_due(state))
+    wake = next_due(state)
+    cache.store(customer_id, before, state, wake)
+    partition.index.schedule(customer_id, wake)
     publish(customer_id, state, effects)
     publish_retention(customer_id, kept)
     metrics.input_event(msg.topic, event.type, "duplicate" if duplicate else "processed").inc()
@@ -714,7 +732,7 @@ def erase(
     it holds ids only.
     """
     customer_id = event.customer_id
-    cache.store(customer_id, before, CustomerState())
+    cache.store(customer_id, before, CustomerState(), None)
     partition.index.schedule(customer_id, None)
     key = customer_id.encode()
     queue(settings.topic_blacklist_status, key, None)

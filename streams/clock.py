@@ -147,6 +147,8 @@ class DeadlineIndex:
 
     def pop_due(self, now: datetime) -> Iterator[tuple[datetime, str]]:
         """Customers whose latest scheduled deadline is at or before `now`, earliest first."""
+        if not self._heap:
+            return
         limit = to_micros(now)
         while self._heap and self._heap[0][0] <= limit:
             due, customer_id = heapq.heappop(self._heap)

@@ -5,17 +5,22 @@ broker)."""
 from __future__ import annotations
 
 import base64
+from datetime import timedelta
 from typing import Any
 
 import orjson
 import pytest
 
 import hitrun.agents.customer as customer
+from hitrun.agents.state import stored_summary
+from hitrun.streams.clock import to_micros
 from hitrun.streams.ingest import ORIGIN_HEADER, RawMessage
 from tests.unit.agent_shell import (
     SETTINGS,
+    START,
     Sink,
     checkout,
+    keyed,
     run_batch,
     same_partition_as,
     stored,
@@ -146,3 +151,37 @@ def test_a_hostile_origin_header_is_ignored_and_the_message_dead_lettered_where_
     assert letters[0]["source"]["topic"] == bad.topic
     assert letters[0]["source"]["offset"] == invalid.offset
     assert set(stored("pe-h").unpaid.open) == {"o-h"}
+
+
+def test_a_state_put_back_is_stored_with_its_own_wake_time(
+    sink: Sink, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The second checkout (due in two minutes) is applied and stored, then its alerts fail:
+    the state goes back to the first checkout's, and so must the wake time stored with it."""
+    original = customer.publish_retention
+    calls = []
+
+    def publish_retention(customer_id: str, effects: Any) -> None:
+        calls.append(customer_id)
+        if len(calls) == 2:
+            raise RuntimeError("after the store")
+        original(customer_id, effects)
+
+    monkeypatch.setattr(customer, "publish_retention", publish_retention)
+    soon = {
+        "type": "checkout_confirmed",
+        "event_id": "o-soon-co",
+        "customer_id": "pe-wake",
+        "shop_id": "shop-1",
+        "occurred_at": (START + timedelta(minutes=1)).isoformat(),
+        "order_id": "o-soon",
+        "total": {"amount_minor": 5000, "currency": "IDR"},
+        "payment_method": "card",
+        "payment_due_at": (START + timedelta(minutes=2)).isoformat(),
+    }
+    run_batch(checkout("pe-wake", "o-later"), keyed(SETTINGS.topic_checkouts, "pe-wake", soon))
+    state = stored("pe-wake")
+    assert set(state.unpaid.open) == {"o-later"}
+    summary = stored_summary(customer.customers_table.data[b"pe-wake"])
+    assert summary == customer.summarize(state)
+    assert summary is not None and summary.wake != to_micros(START + timedelta(minutes=2))

@@ -53,7 +53,7 @@ def confirm(cache: StateCache) -> None:
 def write(cache: StateCache, customer_id: str) -> CustomerState:
     state, before = cache.load(customer_id)
     state.unpaid.seen[f"{customer_id}-e1"] = T0
-    cache.store(customer_id, before, state)
+    cache.store(customer_id, before, state, customer.next_due(state))
     return state
 
 
@@ -111,7 +111,7 @@ def test_a_deleted_state_is_not_kept(sink: Sink, decodes: list[bytes]) -> None:
     confirm(cache)
     state, before = cache.load("cache-d")
     state.unpaid.seen.clear()
-    cache.store("cache-d", before, state)
+    cache.store("cache-d", before, state, customer.next_due(state))
     confirm(cache)
     assert b"cache-d" not in customer.customers_table.data
     assert sink.records[-1].value is None  # the changelog tombstone
@@ -128,7 +128,7 @@ def test_a_batch_that_is_never_confirmed_leaves_the_store_as_it_was(
     stored = customer.customers_table.data[b"cache-e"]
     state, before = cache.load("cache-e")
     state.unpaid.seen["cache-e-e2"] = T0
-    cache.store("cache-e", before, state)
+    cache.store("cache-e", before, state, customer.next_due(state))
     cache.stage()  # queued for the broker, which never confirms: the batch is dropped
     assert [r.key for r in sink.records] == [b"cache-e", b"cache-e"]
     cache.forget()
