@@ -10,6 +10,7 @@ its store and read only the tail serves the state from disk.
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 from pathlib import Path
 
@@ -83,7 +84,9 @@ def test_states_stay_on_disk_and_a_restart_reads_only_the_changelogs_tail(
         tmp_path,
         **(LIVE_POLICY | {"HITRUN_PAYMENT_WINDOWS": "card=1h", "HITRUN_SESSION_TIMEOUT": "6s"}),
     )
-    assert "HITRUN_STORE" not in env  # the default
+    # The workers inherit this process's environment: the default store, RocksDB.
+    assert "HITRUN_STORE" not in env
+    assert os.environ.get("HITRUN_STORE", "rocksdb://") == "rocksdb://"
     settings = settings_of(env)
     customers = [f"cust-rocks-{n}" for n in range(CUSTOMERS)]
     first = WorkerProcess(env, tmp_path / "first.log").start()
