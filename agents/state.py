@@ -67,9 +67,9 @@ STATE_VERSION = 2
 _SUMMARY = struct.Struct(">BqIIB")
 SUMMARY_BYTES = _SUMMARY.size
 _ENCODER = msgspec.json.Encoder()
-_DECODE_V2 = msgspec.json.Decoder(CustomerState).decode
-# Version 1's two shapes, told apart by the first field orjson wrote.
-_DECODE_V1 = msgspec.json.Decoder(CustomerState).decode
+# Version 2's body is version 1's JSON: one decoder reads both. Version 1's
+# older shape (the unpaid part alone) is told apart by the first field orjson wrote.
+_DECODE = msgspec.json.Decoder(CustomerState).decode
 _DECODE_V1_UNPAID_ONLY = msgspec.json.Decoder(UnpaidState).decode
 _VERSION_2 = bytes([STATE_VERSION])
 # The fingerprint of a summary written without one: it matches no policies.
@@ -124,9 +124,9 @@ def decode_state(data: bytes, customer_id: str | None = None) -> CustomerState:
     in the error."""
     try:
         if data[:1] == _VERSION_2:
-            return _DECODE_V2(memoryview(data)[_SUMMARY.size :])
+            return _DECODE(memoryview(data)[_SUMMARY.size :])
         if data.startswith(b'{"unpaid":'):
-            return _DECODE_V1(data)
+            return _DECODE(data)
         if data.startswith(b'{"open":'):
             return CustomerState(_DECODE_V1_UNPAID_ONLY(data))
         raise StateFormatError(f"unknown format (first byte {data[:1]!r})")
