@@ -95,11 +95,27 @@ def _checked(value: bytes, accepted_types: frozenset[str]) -> InputEvent:
         raise SchemaViolation(f"{exc.message} (at {exc.name})") from None
     record_cls = INPUT_EVENTS[event_type][0]
     try:
-        record = record_cls.from_dict(body)
+        record = record_cls.from_dict(whole_numbers(body))
     except ValueError as exc:
         # The pattern admits impossible dates such as 2026-02-30.
         raise SchemaViolation(f"invalid date-time: {exc}") from None
     return record
+
+
+def whole_numbers(value: Any) -> Any:
+    """The body with every integral float (`2.0`) as an int.
+
+    JSON Schema counts 2.0 as an integer, so the schema accepts it where an
+    integer is meant; the typed decoder does not, and sends it here. Every
+    number of an input event is an integer, so the record gets ints only.
+    """
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {k: whole_numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [whole_numbers(v) for v in value]
+    return value
 
 
 def _check_offsets(body: Mapping[str, Any]) -> None:
