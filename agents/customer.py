@@ -85,7 +85,7 @@ from hitrun.streams.kafka_auth import client_options
 from hitrun.streams.logs import AlertCounts
 from hitrun.streams.loop import CaughtUp, ConsumeLoop
 from hitrun.streams.partitioning import partition_for_key
-from hitrun.streams.rocks import PartitionedRocksStore
+from hitrun.streams.rocks import PartitionedRocksStore, get_raw, write_raw
 from hitrun.streams.sink import Headers, OutRecord, RecordSink
 
 log = logging.getLogger(__name__)
@@ -381,6 +381,9 @@ class StateCache:
         # Changed customers put back by a rollback: their wake time is computed again.
         self._recompute: set[str] = set()
         self._kept: dict[str, CustomerState] = {}  # oldest write first
+        # The customers of the batch that had a stored state when it began: only
+        # those need a tombstone when their state empties.
+        self._existed: set[str] = set()
         self._keep = keep
         # The staged batch: (key, encoded value or None, state) per changed customer.
         self._staged: list[tuple[bytes, bytes | None, CustomerState | None]] = []
@@ -436,8 +439,10 @@ class StateCache:
             state = self._kept.get(customer_id)
             if state is None:
                 # From the store itself: the table's own `get` adds sensor calls per read.
-                stored = customers_table.data.get(customer_id.encode())
+                stored = get_raw(customers_table.data, customer_id.encode())
                 state = None if stored is None else decode_state(stored, customer_id)
+            if state is not None:
+                self._existed.add(customer_id)
             self._states[customer_id] = state
         if state is None:
             return CustomerState(), Footprint(False, 0, False)
@@ -449,6 +454,7 @@ class StateCache:
         self._states.clear()
         self._dirty.clear()
         self._recompute.clear()
+        self._existed.clear()
         self._staged.clear()
         self._scope = None
         self._customers = self._open_orders = self._listed = 0
@@ -473,19 +479,18 @@ class StateCache:
         `partition_for_key` gives) with the batch's alerts; the store is
         written by `commit` once the broker has them.
         """
-        store = customers_table.data
         for customer_id in sorted(self._dirty):
             key = customer_id.encode()
             state = self._states[customer_id]
             if state is None:
+                if customer_id not in self._existed:
+                    continue  # never stored: nothing to delete
                 value = None
             else:
                 wake = self._dirty[customer_id]
                 if customer_id in self._recompute:
                     wake = next_due(state)
                 value = encode_state(state, wake, WAKE_POLICY)
-            if value is None and key not in store:
-                continue
             self._staged.append((key, value, state))
             sink.put(
                 OutRecord(changelog_topic_name, key, value, customers_table.partition_for_key(key))
@@ -493,17 +498,16 @@ class StateCache:
         self._dirty.clear()
         self._recompute.clear()
 
-    def commit(self) -> None:
-        """The batch is confirmed: write its states to the store and move the gauges."""
-        store = customers_table.data
+    def commit(self) -> list[tuple[bytes, bytes | None]]:
+        """The batch is confirmed: move the gauges and return its writes for the store
+        (None: delete)."""
         kept = self._kept
+        writes: list[tuple[bytes, bytes | None]] = []
         for key, value, state in self._staged:
             customer_id = key.decode()
             kept.pop(customer_id, None)  # written again: kept as the newest
-            if value is None:
-                store.pop(key, None)
-            else:
-                store[key] = value
+            writes.append((key, value))
+            if value is not None:
                 kept[customer_id] = cast(CustomerState, state)
         while len(kept) > self._keep:
             del kept[next(iter(kept))]
@@ -517,6 +521,8 @@ class StateCache:
         self._customers = self._open_orders = self._listed = 0
         self._staged.clear()
         self._states.clear()
+        self._existed.clear()
+        return writes
 
 
 cache = StateCache(settings.state_cache)
@@ -951,17 +957,14 @@ class CustomerProcessor:
                 sink.put(OutRecord(changelog_topic_name, key, record, number))
 
     def confirmed(self, delivered: Mapping[TopicPartition, int]) -> None:
-        cache.commit()
-        store = customers_table.data
-        for key, record in self._clock_writes:
-            store[key] = record
+        writes = cache.commit()
+        writes += self._clock_writes
         self._clock_writes.clear()
+        # With the states, what Faust does after each changelog send: a
+        # persistent store (RocksDB) then recovers only the changelog's tail.
+        offsets = {tp: o for tp, o in delivered.items() if tp.topic == changelog_topic_name}
+        write_raw(customers_table.data, writes, offsets)
         metrics.held_events.set(sum(len(p.buffer) for p in timers.partitions.values()))
-        for tp, offset in delivered.items():
-            if tp.topic == changelog_topic_name:
-                # What Faust does after each changelog send: a persistent store
-                # (RocksDB) then recovers only the changelog's tail.
-                store.set_persisted_offset(tp, offset)
 
     def reset(self) -> None:
         cache.forget()

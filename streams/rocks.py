@@ -13,10 +13,12 @@ absent, never opened.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, cast
 
 from faust.stores import rocksdb
+from faust.types import TP, StoreT
+from rocksdict import WriteBatch
 
 
 class PartitionedRocksStore(rocksdb.Store):
@@ -50,3 +52,54 @@ class PartitionedRocksStore(rocksdb.Store):
         db = self._dbs.get(self._partition(key))
         if db is not None:
             db.delete(key)
+
+    def get_raw(self, key: bytes) -> bytes | None:
+        """The stored bytes of a key, without the table's codec and sensors."""
+        return self._get(key)
+
+    def write_raw(
+        self, writes: Iterable[tuple[bytes, bytes | None]], offsets: Mapping[TP, int]
+    ) -> None:
+        """Write (None: delete) every key, and the changelog offsets they reach, one
+        RocksDB write batch per partition: a partition's states and its offset land together.
+        """
+        batches: dict[int, WriteBatch] = {}
+        for key, value in writes:
+            partition = self._partition(key)
+            batch = batches.get(partition)
+            if batch is None:
+                batch = batches[partition] = WriteBatch(raw_mode=True)
+            if value is None:
+                batch.delete(key)
+            else:
+                batch.put(key, value)
+        for tp, offset in offsets.items():
+            batch = batches.get(tp.partition)
+            if batch is None:
+                batch = batches[tp.partition] = WriteBatch(raw_mode=True)
+            batch.put(self.offset_key, str(offset).encode())
+        for partition, batch in batches.items():
+            self._db_for_partition(partition).write(batch)
+
+
+def get_raw(store: StoreT, key: bytes) -> bytes | None:
+    """The stored bytes of a key of a bytes-valued table's store, whichever store it is."""
+    if isinstance(store, PartitionedRocksStore):
+        return store.get_raw(key)
+    return cast(bytes | None, store.get(key))
+
+
+def write_raw(
+    store: StoreT, writes: Iterable[tuple[bytes, bytes | None]], offsets: Mapping[TP, int]
+) -> None:
+    """Write (None: delete) keys of a bytes-valued table's store, then its changelog offsets."""
+    if isinstance(store, PartitionedRocksStore):
+        store.write_raw(writes, offsets)
+        return
+    for key, value in writes:
+        if value is None:
+            store.pop(key, None)
+        else:
+            store[key] = value
+    for tp, offset in offsets.items():
+        store.set_persisted_offset(tp, offset)

@@ -9,6 +9,7 @@ import pytest
 import hitrun.agents.customer as customer
 from hitrun.agents.customer import StateCache
 from hitrun.agents.state import CustomerState, decode_state, encode_state, stored_summary
+from hitrun.streams.rocks import write_raw
 from hitrun.streams.sink import OutRecord
 from tests.unit.events import T0
 
@@ -47,7 +48,7 @@ def decodes(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
 def confirm(cache: StateCache) -> None:
     """What the loop does with a batch the broker confirmed."""
     cache.stage()
-    cache.commit()
+    write_raw(customer.customers_table.data, cache.commit(), {})
 
 
 def write(cache: StateCache, customer_id: str) -> CustomerState:
@@ -117,6 +118,25 @@ def test_a_deleted_state_is_not_kept(sink: Sink, decodes: list[bytes]) -> None:
     assert sink.records[-1].value is None  # the changelog tombstone
     _, footprint = cache.load("cache-d")
     assert not footprint.stored
+
+
+def test_a_customer_never_stored_gets_no_tombstone(sink: Sink, decodes: list[bytes]) -> None:
+    cache = StateCache(keep=10)
+    state = write(cache, "cache-n")  # new in this batch, and empty again before its end
+    state.unpaid.seen.clear()
+    cache.store("cache-n", customer.Footprint(True, 0, False), state, None)
+    write(cache, "cache-s")  # stored in the batch before: emptied, it needs one
+    confirm(cache)
+    state, before = cache.load("cache-s")
+    state.unpaid.seen.clear()
+    cache.store("cache-s", before, state, None)
+    confirm(cache)
+    assert [(r.key, r.value is None) for r in sink.records] == [
+        (b"cache-s", False),
+        (b"cache-s", True),
+    ]
+    assert b"cache-n" not in customer.customers_table.data
+    assert b"cache-s" not in customer.customers_table.data
 
 
 def test_a_batch_that_is_never_confirmed_leaves_the_store_as_it_was(
