@@ -23,7 +23,7 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import orjson
@@ -35,6 +35,7 @@ from hitrun.dev.worker import WorkerProcess, free_port, stop_group, topic_env, w
 from hitrun.streams.config import Settings
 from hitrun.streams.replay import Progress
 from hitrun.streams.topics import ensure_topics, read_from
+from hitrun.streams.watermarks import signature
 
 
 def write_transactions(path: Path, rows: int, seed: int) -> None:
@@ -57,9 +58,49 @@ def write_transactions(path: Path, rows: int, seed: int) -> None:
                 at += timedelta(days=rng.randrange(1, 120), seconds=rng.randrange(86_400))
 
 
+def write_real_shaped(path: Path, rows: int, seed: int) -> None:
+    """Purchases shaped like a real shop's 18-month file: dates without a time, about three
+    purchases a customer (half buy once, a few very often), several on one day for some.
+
+    At 70,000 rows: about 23,500 customers, as in the public online-retail files.
+    """
+    rng = random.Random(seed)
+    start = date(2023, 1, 1)
+    days = 548
+    written = 0
+    customer = 0
+    with path.open("w", newline="") as handle:
+        out = csv.writer(handle)
+        out.writerow(["customer_id", "date", "amount"])
+        while written < rows:
+            customer += 1
+            purchases = 1 if rng.random() < 0.5 else min(int(rng.paretovariate(1.2)) + 1, 300)
+            first = rng.randrange(days)
+            dates = sorted(
+                first + (0 if rng.random() < 0.15 else rng.randrange(days - first))
+                for _ in range(min(purchases, rows - written))
+            )
+            for day in dates:
+                out.writerow(
+                    [
+                        f"c{customer:06d}",
+                        (start + timedelta(days=day)).isoformat(),
+                        f"{rng.randrange(300, 60_000) / 100:.2f}",
+                    ]
+                )
+                written += 1
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--transactions", type=int, default=100_000)
+    parser.add_argument(
+        "--shape",
+        choices=("spread", "real"),
+        default="spread",
+        help="spread: times to the second over a year (the default input); real: whole "
+        "days over 18 months, about three purchases a customer (write_real_shaped).",
+    )
     parser.add_argument("--partitions", type=int, default=8)
     parser.add_argument("--seed", type=int, default=3)
     parser.add_argument(
@@ -89,7 +130,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="hitrun-bench-replay-") as tmp:
         workdir = Path(tmp)
         data = workdir / "transactions.csv"
-        write_transactions(data, args.transactions, args.seed)
+        writer = write_real_shaped if args.shape == "real" else write_transactions
+        writer(data, args.transactions, args.seed)
         with cluster(workdir) as bootstrap:
             tag = uuid.uuid4().hex[:8]
             env = {
@@ -156,9 +198,11 @@ def main() -> None:
             trees: dict[str, Path | None] = {"d": None}
             with contextlib.ExitStack() as stack:
                 if args.compare_with:
-                    # The same input on topics of its own, its watermarks unsigned, as
-                    # the contract of revisions before signed watermarks has them.
-                    asyncio.run(copy_input(settings, Settings.from_env(baseline_env)))
+                    # The same input on topics of its own, its watermarks signed for
+                    # those topics, or unsigned for revisions before signed watermarks.
+                    key = env["HITRUN_WATERMARK_KEY"].encode()
+                    sign = key if signs_watermarks(args.compare_with) else None
+                    asyncio.run(copy_input(settings, Settings.from_env(baseline_env), sign))
                     tree = workdir / "baseline-tree"
                     trees["e"] = stack.enter_context(worktree(args.compare_with, tree))
                 runs: dict[str, list[float]] = {name: [] for name in trees}
@@ -282,9 +326,17 @@ def applied_events(port: int) -> int:
     return int(total)
 
 
-async def copy_input(source: Settings, target: Settings) -> None:
+def signs_watermarks(rev: str) -> bool:
+    """Whether the worker of git revision `rev` takes only signed watermarks."""
+    found = subprocess.run(
+        ["git", "grep", "-q", "def signature", rev, "--", "streams/watermarks.py"], check=False
+    )
+    return found.returncode == 0
+
+
+async def copy_input(source: Settings, target: Settings, sign: bytes | None) -> None:
     """Copy the input topics of `source` to those of `target`, partition for partition, with
-    the watermarks' signatures taken off."""
+    the watermarks signed with `sign` for their new topic, or unsigned (None)."""
     await ensure_topics(target)
     producer = AIOKafkaProducer(
         bootstrap_servers=target.kafka_bootstrap, linger_ms=5, max_batch_size=256 * 1024
@@ -303,6 +355,10 @@ async def copy_input(source: Settings, target: Settings) -> None:
             if record.key is None and value is not None:
                 mark = orjson.loads(value)
                 mark.pop("signature", None)
+                if sign is not None:
+                    at = datetime.fromisoformat(mark["occurred_at"])
+                    topic = names[tp.topic]
+                    mark["signature"] = signature(sign, topic, tp.partition, at, mark.get("source"))
                 value = orjson.dumps(mark)
             pending.append(
                 await producer.send(names[tp.topic], value, key=record.key, partition=tp.partition)
