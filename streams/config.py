@@ -260,8 +260,8 @@ class Settings:
     batch_size: int = _setting("2000", _positive_int)
     # Bytes one fetch may bring per partition (Kafka's max.partition.fetch.bytes).
     fetch_max_bytes: int = _setting("1048576", _positive_int)
-    # Customer states kept decoded between batches (about 2 KB each); 0: decode every batch.
-    state_cache: int = _setting("100000", _count)
+    # Customer states kept decoded between batches (about 2.5 KB each); 0: decode every batch.
+    state_cache: int = _setting("20000", _count)
     # The worker's event loop: libuv's (uvloop) or the standard library's.
     event_loop: str = _setting("uvloop", _choice("uvloop", "asyncio"))
     # Policy defaults (README, "The rules"); per-shop overrides come from policy_file.
