@@ -16,6 +16,7 @@ from aiokafka import AIOKafkaProducer
 from hitrun.streams.config import Settings
 from hitrun.streams.kafka_auth import client_options, started
 from hitrun.streams.simulate import PARTITIONERS, SimMessage
+from hitrun.streams.sink import OutRecord, send_partition
 from hitrun.streams.watermarks import signature
 
 
@@ -88,6 +89,45 @@ async def _send_mark(
     ]
 
 
+class _Batches:
+    """Messages held per topic partition, then handed to the producer as whole record batches.
+
+    `producer.send` costs tens of microseconds a message (a future and the
+    accumulator's bookkeeping each); a record batch costs one of those. A
+    partition's messages keep their order (streams/sink.py, `send_partition`).
+    """
+
+    def __init__(self, producer: AIOKafkaProducer) -> None:
+        self._producer = producer
+        self._held: dict[tuple[str, int], list[SimMessage]] = {}
+        self._count = 0
+
+    def __len__(self) -> int:
+        return self._count
+
+    def add(self, topic: str, partition: int, message: SimMessage) -> None:
+        self._held.setdefault((topic, partition), []).append(message)
+        self._count += 1
+
+    async def flush(self) -> list[Delivery]:
+        """Send every held message; once the broker has them all, where each one went."""
+        held, self._held, self._count = self._held, {}, 0
+        sent = []
+        for (topic, partition), messages in held.items():
+            records = [OutRecord(topic, m.key, m.value, partition) for m in messages]
+            for tp, count, future in await send_partition(
+                self._producer, topic, partition, records
+            ):
+                sent.append((tp, messages[:count], future))
+                messages = messages[count:]
+        results = await asyncio.gather(*(future for *_, future in sent))
+        return [
+            Delivery(message, tp.topic, tp.partition, result.offset + i)
+            for (tp, messages, _), result in zip(sent, results, strict=True)
+            for i, message in enumerate(messages)
+        ]
+
+
 def _skipped(skip: dict[tuple[str, int], int] | None, topic: str, partition: int) -> bool:
     """Take one from `skip`'s count for the topic partition, if any is left."""
     if not skip or skip.get((topic, partition), 0) <= 0:
@@ -138,18 +178,12 @@ async def publish(
     )
     stats = PublishStats()
     began = time.monotonic()
-    pending: list[asyncio.Future[Any]] = []
-    in_flight: list[SimMessage] = []
+    batches = _Batches(producer)
 
     async def settle() -> None:
-        results = await asyncio.gather(*pending)
+        delivered = await batches.flush()
         if deliveries is not None:
-            deliveries.extend(
-                Delivery(m, r.topic, r.partition, r.offset)
-                for m, r in zip(in_flight, results, strict=True)
-            )
-        pending.clear()
-        in_flight.clear()
+            deliveries.extend(delivered)
 
     try:
         for message in messages:
@@ -157,21 +191,18 @@ async def publish(
                 await settle()
                 await asyncio.gather(*await _send_mark(producer, settings, message, skip))
                 continue
+            topic = topics[message.role]
             partition = pick(message.key, settings.partitions, rng)
-            if _skipped(skip, topics[message.role], partition):
+            if _skipped(skip, topic, partition):
                 continue
-            pending.append(
-                await producer.send(
-                    topics[message.role], message.value, key=message.key, partition=partition
-                )
-            )
-            in_flight.append(message)
+            batches.add(topic, partition, message)
             stats.sent += 1
-            if one_at_a_time or len(pending) >= 1000:
+            if one_at_a_time or len(batches) >= 5000:
                 await settle()
             if rate > 0:
                 ahead = began + stats.sent / rate - time.monotonic()
                 if ahead > 0:
+                    await settle()
                     await asyncio.sleep(ahead)
             if on_progress is not None and stats.sent % progress_every == 0:
                 stats.elapsed_s = time.monotonic() - began

@@ -154,7 +154,7 @@ class RecordSink:
                 sent.append(
                     (
                         (topic, partition),
-                        await self._send_partition(producer, topic, partition, group),
+                        await send_partition(producer, topic, partition, group),
                     )
                 )
             except Exception as exc:  # the broker is away: retried by the next flush
@@ -172,26 +172,6 @@ class RecordSink:
         if failure is not None:
             raise failure
 
-    @staticmethod
-    async def _send_partition(
-        producer: AIOKafkaProducer, topic: str, partition: int, group: list[OutRecord]
-    ) -> list[Sent]:
-        """Hand one partition's records to the producer in as few record batches as they fit."""
-        tp = TopicPartition(topic, partition)
-        sent: list[Sent] = []
-        batch, count = producer.create_batch(), 0
-        for record in group:
-            if not _append(batch, record):
-                sent.append(
-                    (tp, count, await producer.send_batch(batch, topic, partition=partition))
-                )
-                batch, count = producer.create_batch(), 0
-                if not _append(batch, record):
-                    raise ValueError(f"a record for {topic} does not fit in an empty batch")
-            count += 1
-        sent.append((tp, count, await producer.send_batch(batch, topic, partition=partition)))
-        return sent
-
     async def _partition_of(self, producer: AIOKafkaProducer, topic: str, key: bytes | None) -> int:
         count = self._partition_counts.get(topic)
         if count is None:
@@ -199,6 +179,25 @@ class RecordSink:
         if key is None:
             return next(self._spread) % count
         return partition_for_key(key, count)
+
+
+async def send_partition(
+    producer: AIOKafkaProducer, topic: str, partition: int, group: list[OutRecord]
+) -> list[Sent]:
+    """Hand one partition's records to the producer, in order, in as few record batches as
+    they fit; returns each batch's partition, record count and delivery future."""
+    tp = TopicPartition(topic, partition)
+    sent: list[Sent] = []
+    batch, count = producer.create_batch(), 0
+    for record in group:
+        if not _append(batch, record):
+            sent.append((tp, count, await producer.send_batch(batch, topic, partition=partition)))
+            batch, count = producer.create_batch(), 0
+            if not _append(batch, record):
+                raise ValueError(f"a record for {topic} does not fit in an empty batch")
+        count += 1
+    sent.append((tp, count, await producer.send_batch(batch, topic, partition=partition)))
+    return sent
 
 
 def _append(batch: Any, record: OutRecord) -> bool:
