@@ -133,12 +133,13 @@ def run(bootstrap: str, workdir: Path, args: argparse.Namespace) -> None:
     first = worker("first-backlog", "a")
     try:
         rate = backlog_rate(first, len(backlog))
+        after_events = memory(first)
         with WorkerProcess(empty_env, workdir / "empty.log") as empty:
             base = backlog_rate(empty, len(backlog))
         print(
             f"bench-scale: {len(backlog):,} events on top of {args.customers:,} customers: "
             f"{rate:,.0f} ev/s; the same on an app with no state: {base:,.0f} ev/s "
-            f"(ratio {rate / base:.2f})"
+            f"(ratio {rate / base:.2f}); worker memory after them: {after_events}"
         )
         second = worker("second", "b")
         join, leave = rebalance_stalls(
