@@ -86,6 +86,13 @@ def main() -> None:
                 ["git", "worktree", "add", "--detach", "-q", str(tree), args.compare_with],
                 check=True,
             )
+            if not (tree / "hitrun").exists():
+                # Its code would be imported from the installed package: this checkout's.
+                subprocess.run(["git", "worktree", "remove", "--force", str(tree)], check=False)
+                raise SystemExit(
+                    f"bench-core: {args.compare_with} predates the hitrun package; "
+                    "compare with a later revision"
+                )
             (tree / "bench").mkdir(exist_ok=True)
             shutil.copy(__file__, tree / "bench" / "core.py")
             trees[args.compare_with] = tree

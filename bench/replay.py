@@ -271,8 +271,11 @@ def worker_alone(
     settings = Settings.from_env(fresh)
     log = (workdir / f"alone-{tag}.log").open("ab")
     started = time.perf_counter()
+    # Revisions before the single `hitrun` package had top-level ones (streams, agents, ...);
+    # their tree has no hitrun/, where the installed package (this checkout) would be run.
+    cli = "hitrun.streams.cli" if tree is None or (tree / "hitrun").exists() else "streams.cli"
     process = subprocess.Popen(
-        [sys.executable, "-m", "hitrun.streams.cli", "worker"],
+        [sys.executable, "-m", cli, "worker"],
         cwd=tree,
         env={**os.environ, **fresh},
         stdout=log,
