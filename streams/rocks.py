@@ -77,20 +77,20 @@ class PartitionedRocksStore(rocksdb.Store):
         RocksDB write batch per partition: a partition's states and its offset land together.
         """
         batches: dict[int, WriteBatch] = {}
-        for key, value in writes:
-            partition = self._partition(key)
+
+        def batch_of(partition: int) -> WriteBatch:
             batch = batches.get(partition)
             if batch is None:
                 batch = batches[partition] = WriteBatch(raw_mode=True)
+            return batch
+
+        for key, value in writes:
             if value is None:
-                batch.delete(key)
+                batch_of(self._partition(key)).delete(key)
             else:
-                batch.put(key, value)
+                batch_of(self._partition(key)).put(key, value)
         for tp, offset in offsets.items():
-            batch = batches.get(tp.partition)
-            if batch is None:
-                batch = batches[tp.partition] = WriteBatch(raw_mode=True)
-            batch.put(self.offset_key, str(offset).encode())
+            batch_of(tp.partition).put(self.offset_key, str(offset).encode())
         for partition, batch in batches.items():
             self._db_for_partition(partition).write(batch)
 
