@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
@@ -85,7 +85,7 @@ from hitrun.streams.kafka_auth import client_options
 from hitrun.streams.logs import AlertCounts
 from hitrun.streams.loop import CaughtUp, ConsumeLoop
 from hitrun.streams.partitioning import partition_for_key
-from hitrun.streams.rocks import PartitionedRocksStore, get_raw, write_raw
+from hitrun.streams.rocks import PartitionedRocksStore, get_raw, owned_items, write_raw
 from hitrun.streams.sink import Headers, OutRecord, RecordSink
 
 log = logging.getLogger(__name__)
@@ -243,7 +243,7 @@ class Timers:
             persisted = store.get(clock_key(number))
             if persisted is not None:
                 self._restore_clock(number, persisted)
-        for partition, key, value in owned_items(store, owned):
+        for partition, key, value in owned_items(store, owned, settings.partitions):
             if key.startswith(CLOCK_KEY_PREFIX) or value is None:
                 continue
             summary = stored_summary(value)
@@ -281,23 +281,6 @@ class Timers:
         timers.released_before = record.released_before
         timers.restored = record
         timers.persisted = persisted
-
-
-def owned_items(store: Any, owned: set[int]) -> Iterator[tuple[int, bytes, bytes | None]]:
-    """(partition, key, value) of every stored record of the owned partitions.
-
-    The RocksDB store is read database by database, each one partition; the
-    memory store's keys are hashed to their partition.
-    """
-    if isinstance(store, PartitionedRocksStore):
-        for partition in sorted(owned):
-            for key, value in store.items_of(partition):
-                yield partition, key, value
-        return
-    for key, value in store.items():
-        partition = partition_for_key(key, settings.partitions)
-        if partition in owned:
-            yield partition, key, value
 
 
 def next_due(state: CustomerState) -> datetime | None:

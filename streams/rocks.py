@@ -20,6 +20,8 @@ from faust.stores import rocksdb
 from faust.types import TP, StoreT
 from rocksdict import WriteBatch
 
+from hitrun.streams.partitioning import partition_for_key
+
 # Memory per open partition database. Faust's defaults are sized for one large
 # database (a 2 GiB block cache and three 64 MiB write buffers, each per
 # database): with one database per partition, a worker rebuilding its store
@@ -93,6 +95,25 @@ class PartitionedRocksStore(rocksdb.Store):
             batch_of(tp.partition).put(self.offset_key, str(offset).encode())
         for partition, batch in batches.items():
             self._db_for_partition(partition).write(batch)
+
+
+def owned_items(
+    store: StoreT, owned: set[int], partitions: int
+) -> Iterator[tuple[int, bytes, bytes | None]]:
+    """(partition, key, value) of every stored record of the owned partitions.
+
+    The RocksDB store is read database by database, each one partition; the
+    memory store's keys are hashed to their partition (of `partitions`).
+    """
+    if isinstance(store, PartitionedRocksStore):
+        for partition in sorted(owned):
+            for key, value in store.items_of(partition):
+                yield partition, key, value
+        return
+    for key, value in store.items():
+        partition = partition_for_key(key, partitions)
+        if partition in owned:
+            yield partition, key, value
 
 
 def get_raw(store: StoreT, key: bytes) -> bytes | None:
