@@ -1,0 +1,53 @@
+"""The customer table's RocksDB store: bounded memory, and a batch's writes by partition."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from faust.types import TP
+
+import hitrun.agents.customer as customer
+from hitrun.streams.partitioning import partition_for_key
+from hitrun.streams.rocks import MEMORY_OPTIONS, PartitionedRocksStore, get_raw, write_raw
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[PartitionedRocksStore]:
+    opened = PartitionedRocksStore(
+        f"rocksdb://{tmp_path}/customers", customer.app, customer.customers_table
+    )
+    yield opened
+    for db in opened._dbs.values():
+        db.close()
+
+
+def test_each_partition_database_is_opened_with_the_bounded_memory_options(
+    store: PartitionedRocksStore,
+) -> None:
+    options = store.rocksdb_options
+    assert options.use_rocksdict
+    for name, value in MEMORY_OPTIONS.items():
+        assert getattr(options, name) == value
+    assert MEMORY_OPTIONS["block_cache_size"] < 64 * 1024 * 1024
+
+
+def test_a_batch_lands_in_each_key_partition_with_its_changelog_offset(
+    store: PartitionedRocksStore,
+) -> None:
+    partitions = customer.settings.partitions
+    keys = [f"rocks-c{n}".encode() for n in range(20)]
+    write_raw(store, [(k, b"v1-" + k) for k in keys], {})
+    gone = keys[:5]
+    changelog = customer.changelog_topic_name
+    offsets = {TP(changelog, p): 40 + p for p in range(partitions)}
+    write_raw(store, [(k, None) for k in gone], offsets)
+
+    for key in keys:
+        expected = None if key in gone else b"v1-" + key
+        assert get_raw(store, key) == expected
+    for p in range(partitions):
+        held = {k for k, _ in store.items_of(p)}
+        assert held == {k for k in keys[5:] if partition_for_key(k, partitions) == p}
+        assert store.persisted_offset(TP(changelog, p)) == 40 + p
