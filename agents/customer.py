@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -54,7 +55,7 @@ from hitrun.schemas.records import (
     OrderStatusChanged,
     Watermark,
 )
-from hitrun.streams import faust_bridge
+from hitrun.streams import faust_bridge, progress
 from hitrun.streams.app import (
     app,
     ingest_rules,
@@ -70,7 +71,13 @@ from hitrun.streams.clock import (
     to_micros,
 )
 from hitrun.streams.codec import encode
-from hitrun.streams.errors import FromFuture, LateEvent, ProcessingError, Unauthenticated
+from hitrun.streams.errors import (
+    FromFuture,
+    InputRejected,
+    LateEvent,
+    ProcessingError,
+    Unauthenticated,
+)
 from hitrun.streams.ingest import (
     Accepted,
     RawMessage,
@@ -98,6 +105,12 @@ REPLAY = settings.clock_mode == "replay"
 LATENESS = settings.allowed_lateness
 MAX_CLOCK_SKEW = settings.max_clock_skew
 MAX_HELD = settings.max_held_events
+# Live mode, more than one partition: a partition's clock waits for the other
+# partitions' progress marks, so that an event its producer put in another
+# partition is rerouted and read before a deadline it meets fires
+# (streams/progress.py). HITRUN_PROGRESS_INTERVAL=0s turns this off.
+ALIGN_SOURCES = not REPLAY and settings.partitions > 1 and bool(settings.progress_interval)
+PROGRESS_INTERVAL_S = settings.progress_interval.total_seconds()
 
 # Alerts are logged as counts by type every HITRUN_ALERT_LOG_INTERVAL (each one
 # at debug); a replay's alerts are history, summarised by `hitrun replay`, so a
@@ -196,11 +209,30 @@ class PartitionTimers:
     released_before: datetime | None = EARLIEST_TIME
     # The clock record this partition was restored from after an assignment.
     restored: ClockRecord | None = None
+    # Live mode: the latest progress mark read of each other partition, and the
+    # latest time of an event read here and rerouted, per input topic.
+    sources: dict[int, datetime | None] = field(default_factory=dict)
+    rerouted_to: dict[str, datetime] = field(default_factory=dict)
 
     def record(self) -> ClockRecord:
         return ClockRecord(
             self.clock, self.buffer.seen_times(), dict(self.read_next), self.released_before
         )
+
+    def bound(self, number: int) -> datetime | None:
+        """How far the other partitions' marks let this one's clock go (None: no limit)."""
+        if not ALIGN_SOURCES:
+            return None
+        return progress.bound(self.sources, number, settings.partitions)
+
+    def read_times(self) -> dict[str, datetime]:
+        """Per input topic, the latest event time read here, rerouted events included."""
+        times = dict(self.rerouted_to)
+        for topic in settings.watermarked_topics:
+            seen = self.buffer.seen(topic)
+            if seen is not None and (topic not in times or seen > times[topic]):
+                times[topic] = seen
+        return times
 
 
 class Timers:
@@ -827,9 +859,11 @@ def settle_live(number: int, partition: PartitionTimers, caught_up: CaughtUp) ->
     that still have unread records, of the latest event time read from each; a
     topic read to its end holds nothing back. So a backlog on one topic never
     makes another topic's events late, and a restart reads its backlog in
-    event-time order before deciding anything. At HITRUN_MAX_HELD_EVENTS held
-    events the oldest are applied anyway, as if the lagging topics had caught
-    up: their older events may then be dead-lettered as late_event.
+    event-time order before deciding anything. With more than one partition,
+    the clock also goes no further than the other partitions' progress marks
+    (`PartitionTimers.bound`). At HITRUN_MAX_HELD_EVENTS held events the
+    oldest are applied anyway, as if the lagging topics had caught up: their
+    older events may then be dead-lettered as late_event.
     """
     buffer = partition.buffer
     held_before, clock_before = len(buffer), partition.clock.now
@@ -842,9 +876,15 @@ def settle_live(number: int, partition: PartitionTimers, caught_up: CaughtUp) ->
             mark = EARLIEST_TIME  # unread records, none read yet: hold everything
             break
         mark = seen if mark is None else min(mark, seen)
-    for _at, held in buffer.release_before(mark):
+    # The other partitions' marks bound it too; a bound is no event time of this
+    # partition's (it may be wall time), so only what the topics read is observed.
+    limit = partition.bound(number)
+    if limit is not None:
+        mark = None if mark is None else min(mark, limit)
+    release = mark if limit is None or mark is not None else limit
+    for _at, held in buffer.release_before(release):
         apply_held(partition, held)
-    partition.released_before = mark
+    partition.released_before = release
     while len(buffer) > MAX_HELD:
         oldest = cast(datetime, buffer.oldest())
         metrics.forced_releases.inc()
@@ -864,6 +904,10 @@ def dispatch(msg: RawMessage, verdict: Verdict) -> None:
     elif isinstance(verdict, Reroute):
         queue(settings.reroute_topic, msg.key, msg.value, verdict.partition, verdict.headers)
         metrics.input_event(msg.topic, "unknown", "rerouted").inc()
+        if ALIGN_SOURCES and verdict.at <= datetime.now(UTC) + MAX_CLOCK_SKEW:
+            read = timers.of(msg.partition).rerouted_to
+            if msg.topic not in read or verdict.at > read[msg.topic]:
+                read[msg.topic] = verdict.at
     elif isinstance(verdict, Rejected):
         dead_letter(msg, verdict)
 
@@ -886,17 +930,64 @@ def dead_letter(msg: RawMessage, verdict: Rejected) -> None:
 
 
 def on_tick(partition_number: int, wall_ms: int) -> None:
-    """Live mode: move the partition's clock to the tick's wall time and fire what is due."""
+    """Live mode: move the partition's clock to the tick's wall time (as far as the other
+    partitions' marks let it) and fire what is due."""
     wall = datetime.fromtimestamp(wall_ms / 1000, tz=UTC)
     partition = timers.of(partition_number)
-    fire_due(partition, partition.clock.tick(wall))
+    limit = partition.bound(partition_number)
+    fire_due(partition, partition.clock.tick(wall if limit is None else min(wall, limit)))
+
+
+def read_mark(msg: RawMessage) -> None:
+    """Take another partition's progress from a mark on this partition's reroute topic."""
+    try:
+        sources = progress.decode_mark(msg.value, settings.partitions)
+    except InputRejected as exc:
+        dead_letter(msg, Rejected(dead_letter_for(msg, exc)))
+        return
+    # The latest mark of each source counts: a later one is written after it.
+    timers.of(msg.partition).sources.update(sources)
+    metrics.progress_marks.labels("read").inc()
+
+
+def queue_marks(caught_up: CaughtUp, owned: Iterable[int]) -> None:
+    """Write to every partition of the reroute topic how far each owned partition is read.
+
+    Queued after the batch's reroutes, so each mark follows in its partition
+    every event rerouted before it.
+    """
+    wall = datetime.now(UTC)
+    reached = {number: read_progress(number, caught_up, wall) for number in sorted(owned)}
+    for target in range(settings.partitions):
+        sources = {number: at for number, at in reached.items() if number != target}
+        if sources:
+            value = progress.encode_mark(sources)
+            queue(settings.reroute_topic, None, value, target, progress.MARK_HEADERS)
+            metrics.progress_marks.labels("written").inc()
+
+
+def read_progress(number: int, caught_up: CaughtUp, wall: datetime) -> datetime | None:
+    """How far partition `number`'s input topics are read (streams/progress.py)."""
+    return progress.source_progress(
+        settings.watermarked_topics,
+        timers.of(number).read_times(),
+        lambda topic: caught_up(TopicPartition(topic, number)),
+        wall,
+    )
 
 
 class CustomerProcessor:
     """The agent as streams/loop.py drives it: apply records and ticks, stage, confirm, reset."""
 
+    def __init__(self) -> None:
+        self._clock_writes: list[tuple[bytes, bytes]] = []
+        self._marked_at: float = float("-inf")
+
     def apply(self, msg: RawMessage) -> None:
         timers.of(msg.partition).read_next[msg.topic] = msg.offset + 1
+        if msg.headers and msg.topic == settings.reroute_topic and progress.is_mark(msg.headers):
+            read_mark(msg)
+            return
         try:
             verdict = classify(msg, ingest_rules)
         except Exception as exc:  # classify refuses bad input itself; this is a bug in it
@@ -910,12 +1001,16 @@ class CustomerProcessor:
         on_tick(partition, wall_ms)
         alert_log.flush()
 
-    def settle(self, caught_up: CaughtUp) -> bool:
+    def settle(self, caught_up: CaughtUp, owned: Iterable[int]) -> bool:
         if REPLAY:
             return False
         moved = False
         for number, partition in list(timers.partitions.items()):
             moved |= settle_live(number, partition, caught_up)
+        if ALIGN_SOURCES and time.monotonic() - self._marked_at >= PROGRESS_INTERVAL_S:
+            self._marked_at = time.monotonic()
+            queue_marks(caught_up, owned)
+            moved = True
         return moved
 
     def held(self) -> dict[TopicPartition, int]:
@@ -924,9 +1019,6 @@ class CustomerProcessor:
             for topic, offset in partition.buffer.lowest_held().items():
                 held[TopicPartition(topic, number)] = offset
         return held
-
-    def __init__(self) -> None:
-        self._clock_writes: list[tuple[bytes, bytes]] = []
 
     def end_batch(self) -> None:
         alert_log.flush()

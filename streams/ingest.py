@@ -6,7 +6,7 @@ import base64
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import orjson
 
@@ -55,6 +55,8 @@ class Reroute:
 
     partition: int
     headers: Headers
+    # The event's time: how far its source partition has been read (streams/progress.py).
+    at: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,7 +129,7 @@ def classify(msg: RawMessage, rules: IngestRules) -> Verdict:
                     f"rerouted to partition {msg.partition} but the key belongs in {home}; "
                     "do all co-partitioned topics have the same partition count?"
                 )
-            return Reroute(home, _with_origin(msg))
+            return Reroute(home, _with_origin(msg), event.occurred_at)
     except InputRejected as exc:
         return Rejected(dead_letter_for(msg, exc))
     return Accepted(event)

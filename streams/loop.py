@@ -42,9 +42,10 @@ class Processor(Protocol):
     def apply(self, msg: RawMessage) -> None:
         """Apply one input record; queue what it produces in the sink."""
 
-    def settle(self, caught_up: CaughtUp) -> bool:
+    def settle(self, caught_up: CaughtUp, owned: set[int]) -> bool:
         """The batch is read: apply the held events that `caught_up` now lets through;
-        True when anything was applied or a clock moved."""
+        True when anything was applied, a clock moved or a record was queued. `owned`:
+        the partition numbers this worker owns."""
 
     def tick(self, partition: int, wall_ms: int) -> None:
         """Live mode: move the partition's clock to wall time and fire what is due."""
@@ -267,7 +268,10 @@ class ConsumeLoop:
                 self._next[tp] = record.offset + 1
                 applied += 1
             if self.live and source.recovered():
-                applied += self.processor.settle(lambda tp: self.tp_caught_up(source, tp))
+                applied += self.processor.settle(
+                    lambda tp: self.tp_caught_up(source, tp),
+                    source.owned_partitions(self.clock_topics[0]),
+                )
             ticked = self._tick(source)
             if not applied and not ticked:
                 return

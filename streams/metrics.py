@@ -139,6 +139,13 @@ class Metrics:
             "oldest without waiting for a lagging input topic.",
             registry=registry,
         )
+        self.progress_marks = Counter(
+            "hitrun_progress_marks_total",
+            "Live mode: progress marks written to the reroute topic and read from it "
+            "(how far each partition's input is read; docs/detection.md).",
+            ("direction",),
+            registry=registry,
+        )
         self.consumer_lag = Gauge(
             "hitrun_consumer_lag_messages",
             "End offset minus committed offset, per input topic partition this worker owns.",
@@ -166,6 +173,8 @@ class Metrics:
             self.dead_letter(reason)
         for alert_type in alert_types:
             self.alert(alert_type)
+        for direction in ("written", "read"):
+            self.progress_marks.labels(direction)
 
     def value(self, name: str, **labels: str) -> float:
         """Current value of a sample (0 when it was never set); for tests and the demo."""

@@ -52,6 +52,9 @@ def install_sink(monkeypatch: pytest.MonkeyPatch) -> Iterator[Sink]:
     """Replace the agent's sink with a fake and leave the store, cache and timers as found."""
     fake = Sink()
     monkeypatch.setattr(customer, "sink", fake)
+    # Partitions wait for each other's progress marks only in the tests of that
+    # (test_progress_marks.py): the others feed one partition at a time.
+    monkeypatch.setattr(customer, "ALIGN_SOURCES", False)
     store = customer.customers_table.data
     before = dict(store.items())
     customer.timers.clear()
@@ -121,12 +124,14 @@ def payment(customer_id: str, order: str, minutes: int = 0) -> RawMessage:
     return keyed(SETTINGS.topic_payments, customer_id, body)
 
 
-def run_batch(*messages: RawMessage, caught_up: Any = lambda tp: True) -> None:
+def run_batch(
+    *messages: RawMessage, caught_up: Any = lambda tp: True, owned: Any = frozenset()
+) -> None:
     """Apply `messages` as one batch; by default every input is then read to its end."""
     processor = customer.CustomerProcessor()
     for msg in messages:
         processor.apply(msg)
-    processor.settle(caught_up)
+    processor.settle(caught_up, owned)
     processor.end_batch()
     processor.confirmed({})
 

@@ -49,7 +49,7 @@ class FakeProcessor:
     def tick(self, partition: int, wall_ms: int) -> None:
         self.ticks.append(partition)
 
-    def settle(self, caught_up: Any) -> bool:
+    def settle(self, caught_up: Any, owned: Any) -> bool:
         return False
 
     def held(self) -> Mapping[TopicPartition, int]:

@@ -175,7 +175,7 @@ def test_any_input_is_processed_or_dead_lettered_and_nothing_raises(
             for start in range(0, len(batch), size):
                 for msg in batch[start : start + size]:
                     processor.apply(msg)  # must not raise
-                processor.settle(lambda tp: True)
+                processor.settle(lambda tp: True, ())
                 processor.end_batch()
                 processor.confirmed({})
             counted = outcomes() - before

@@ -1,0 +1,274 @@
+"""Live mode: a partition's clock waits for the other partitions' progress marks, so an event
+its producer put in another partition is rerouted and read before a deadline it meets fires."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+import pytest
+
+import hitrun.agents.customer as customer
+from hitrun.schemas.records import EARLIEST_TIME
+from hitrun.streams import progress
+from hitrun.streams.errors import SchemaViolation
+from hitrun.streams.ingest import RawMessage
+from hitrun.streams.partitioning import partition_for_key
+from tests.unit.agent_shell import (
+    SETTINGS,
+    START,
+    Sink,
+    checkout,
+    offsets,
+    payment,
+    run_batch,
+    same_partition_as,
+)
+
+N = SETTINGS.partitions
+T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+
+
+def at(minutes: int) -> datetime:
+    return START + timedelta(minutes=minutes)
+
+
+# -- the mark and its arithmetic ---------------------------------------------
+
+
+def test_a_mark_reads_back_as_written() -> None:
+    sources = {1: T0, 3: None, 7: T0 + timedelta(microseconds=5)}
+    assert progress.decode_mark(progress.encode_mark(sources), 8) == sources
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        b"not json",
+        b"[]",
+        b'{"type": "watermark", "sources": {}}',
+        b'{"type": "source_progress"}',
+        b'{"type": "source_progress", "sources": [], "x": 1}',
+        b'{"type": "source_progress", "sources": {}, "extra": 1}',
+        b'{"type": "source_progress", "sources": {"8": null}}',
+        b'{"type": "source_progress", "sources": {"-1": null}}',
+        b'{"type": "source_progress", "sources": {"one": null}}',
+        b'{"type": "source_progress", "sources": {"1": 5}}',
+        b'{"type": "source_progress", "sources": {"1": "2026-01-01T12:00:00"}}',
+        b'{"type": "source_progress", "sources": {"1": "2026-02-30T12:00:00+00:00"}}',
+        b'{"type": "source_progress", "sources": {"1": "9999-01-01T00:00:00+00:00"}}',
+        None,
+    ],
+)
+def test_anything_else_is_a_schema_violation(value: bytes | None) -> None:
+    with pytest.raises(SchemaViolation):
+        progress.decode_mark(value, 8)
+
+
+def test_a_partition_is_read_as_far_as_its_slowest_topic_with_unread_records() -> None:
+    read = {"a": T0, "b": T0 + timedelta(hours=1), "c": T0 + timedelta(hours=2)}
+    wall = T0 + timedelta(days=1)
+    behind = {"a": False, "b": True, "c": True}
+    assert progress.source_progress("abc", read, lambda t: not behind[t], wall) == read["b"]
+    # A topic with unread records and none read: nothing is known.
+    assert progress.source_progress("abcd", read, lambda t: t != "d", wall) is None
+    # Every topic read to its end: as far as the wall clock, or further if read further.
+    assert progress.source_progress("abc", read, lambda t: True, wall) == wall
+    assert progress.source_progress("abc", read, lambda t: True, T0) == read["c"]
+    assert progress.source_progress("ab", {}, lambda t: True, wall) == wall
+
+
+def test_a_partition_may_go_as_far_as_the_least_progress_of_the_others() -> None:
+    later = T0 + timedelta(hours=1)
+    assert progress.bound({0: later, 1: T0, 2: later}, 3, 4) == T0
+    # Its own progress does not count.
+    assert progress.bound({0: later, 1: later, 2: later, 3: T0}, 3, 4) == later
+    assert progress.bound({0: later, 2: later}, 3, 4) == EARLIEST_TIME  # 1 unknown
+    assert progress.bound({0: later, 1: None, 2: later}, 3, 4) == EARLIEST_TIME
+    assert progress.bound({}, 0, 1) is None  # no other partition
+
+
+# -- the agent ----------------------------------------------------------------
+
+
+@pytest.fixture
+def aligned(sink: Sink, monkeypatch: pytest.MonkeyPatch) -> Iterator[Sink]:
+    monkeypatch.setattr(customer, "ALIGN_SOURCES", True)
+    yield sink
+
+
+def home(customer_id: str) -> int:
+    return partition_for_key(customer_id.encode(), N)
+
+
+def mark(partition: int, moment: datetime | None, **only: datetime | None) -> RawMessage:
+    """Progress marks of every other partition at `moment` (`only`: p<n>=... overrides)."""
+    sources = {q: moment for q in range(N) if q != partition}
+    sources.update({int(name[1:]): value for name, value in only.items()})
+    return RawMessage(
+        SETTINGS.reroute_topic,
+        partition,
+        next(offsets),
+        None,
+        None,
+        progress.encode_mark(sources),
+        progress.MARK_HEADERS,
+    )
+
+
+def misplaced(msg: RawMessage) -> RawMessage:
+    """`msg` as a producer with another partitioner wrote it: in the next partition."""
+    return RawMessage(
+        msg.topic, (msg.partition + 1) % N, msg.offset, None, msg.key, msg.value, msg.headers
+    )
+
+
+def rerouted(sink: Sink) -> list[RawMessage]:
+    """The events the agent rerouted, as its customer's partition reads them."""
+    return [
+        RawMessage(r.topic, r.partition or 0, next(offsets), None, r.key, r.value, tuple(r.headers))
+        for r in sink.records
+        if r.topic == SETTINGS.reroute_topic and r.key is not None
+    ]
+
+
+def strikes(sink: Sink) -> list[str]:
+    return [
+        orjson.loads(r.value)["order_id"]
+        for r in sink.records
+        if r.topic == SETTINGS.topic_strikes and r.value is not None
+    ]
+
+
+def written_marks(sink: Sink) -> dict[int, dict[int, datetime | None]]:
+    return {
+        r.partition or 0: progress.decode_mark(r.value, N)
+        for r in sink.records
+        if r.topic == SETTINGS.reroute_topic and progress.is_mark(r.headers)
+    }
+
+
+def test_a_payment_misplaced_in_another_partition_is_applied_before_its_deadline_fires(
+    aligned: Sink,
+) -> None:
+    buyer = "pm-buyer"
+    p = home(buyer)
+    # The buyer's partition reads the checkout (card: due at 60) and a neighbour's
+    # event at 180; the payment at 30 sits in partition p+1, not read yet.
+    run_batch(checkout(buyer, "o-paid", 0), checkout(same_partition_as(buyer), "o-n", 180))
+    assert customer.metrics.value("hitrun_held_events") == 2
+    # Partition p+1 is read: the payment is rerouted, with the mark that follows it.
+    run_batch(misplaced(payment(buyer, "o-paid", 30)))
+    assert strikes(aligned) == []
+    run_batch(*rerouted(aligned), mark(p, at(200)))
+    assert customer.metrics.value("hitrun_held_events") == 0
+    assert "o-paid" not in strikes(aligned)
+    # A mark bounds the clock; it is no event of this partition's and does not move it.
+    assert customer.stream_clock(buyer) == at(180)
+    assert aligned.letters() == []
+
+
+def test_without_the_marks_the_same_payment_comes_too_late_and_the_strike_stands(
+    sink: Sink,
+) -> None:
+    buyer = "pm-late"
+    run_batch(checkout(buyer, "o-paid", 0), checkout(same_partition_as(buyer), "o-n", 180))
+    run_batch(misplaced(payment(buyer, "o-paid", 30)))
+    assert strikes(sink) == ["o-paid"]
+    run_batch(*rerouted(sink))
+    assert strikes(sink) == ["o-paid"]
+    assert [letter["reason"] for letter in sink.letters()] == ["late_event"]
+
+
+def test_the_clock_goes_as_far_as_the_slowest_partition_and_no_further(aligned: Sink) -> None:
+    buyer = "pm-slow"
+    p = home(buyer)
+    slow = (p + 3) % N
+    run_batch(
+        checkout(buyer, "o-1", 0),
+        checkout(same_partition_as(buyer), "o-2", 90),
+        mark(p, at(200), **{f"p{slow}": at(45)}),
+    )
+    assert customer.stream_clock(buyer) == at(0)  # the event at 0 applied, 90 held
+    assert customer.metrics.value("hitrun_held_events") == 1
+    # A tick does not pass the slowest partition's mark either.
+    customer.on_tick(p, int((at(500)).timestamp() * 1000))
+    assert customer.stream_clock(buyer) == at(45)
+    assert strikes(aligned) == []
+    run_batch(mark(p, at(200)))  # the slow partition's next mark: the latest counts
+    assert customer.stream_clock(buyer) == at(90)
+    assert "o-1" in strikes(aligned)
+
+
+def test_an_unknown_partition_holds_everything(aligned: Sink) -> None:
+    buyer = "pm-unknown"
+    p = home(buyer)
+    run_batch(checkout(buyer, "o-1", 0), mark(p, at(200), **{f"p{(p + 1) % N}": None}))
+    assert customer.metrics.value("hitrun_held_events") == 1
+    assert customer.stream_clock(buyer) is None
+
+
+def test_each_reroute_partition_gets_the_progress_of_every_owned_partition_but_its_own(
+    aligned: Sink,
+) -> None:
+    buyer = "pm-writer"
+    p = home(buyer)
+    q = (p + 1) % N
+    wall = datetime.now(UTC)
+    # Partition q's payments still have unread records; the misplaced payment read
+    # there (at 30) is how far q is known to be read. Partition p is read to its end.
+    run_batch(
+        checkout(buyer, "o-1", 0),
+        misplaced(payment(buyer, "o-1", 30)),
+        caught_up=lambda tp: not (tp.topic == SETTINGS.topic_payments and tp.partition == q),
+        owned={p, q},
+    )
+    marks = written_marks(aligned)
+    assert set(marks) == set(range(N))
+    assert marks[p] == {q: at(30)}
+    assert marks[q][p] is not None and marks[q][p] >= wall  # read to its end: wall time
+    assert marks[q].keys() == {p}
+    for target in set(range(N)) - {p, q}:
+        assert marks[target] == {p: marks[q][p], q: at(30)}
+    # Each mark follows the reroute it vouches for.
+    reroute = [r for r in aligned.records if r.topic == SETTINGS.reroute_topic]
+    assert reroute[0].key == buyer.encode() and reroute[0].partition == p
+    assert customer.metrics.value("hitrun_progress_marks_total", direction="written") >= N
+
+
+def test_an_event_stamped_far_ahead_does_not_count_as_progress(aligned: Sink) -> None:
+    buyer = "pm-future"
+    p, q = home(buyer), (home(buyer) + 1) % N
+    future = payment(buyer, "o-f", 0)
+    body: dict[str, Any] = orjson.loads(future.value or b"")
+    body["occurred_at"] = (datetime.now(UTC) + timedelta(days=30)).isoformat()
+    hostile = RawMessage(
+        future.topic, q, future.offset, None, future.key, orjson.dumps(body), future.headers
+    )
+    run_batch(hostile, caught_up=lambda tp: tp.partition != q, owned={q})
+    assert written_marks(aligned)[p] == {q: None}
+
+
+def test_a_malformed_mark_is_dead_lettered_and_changes_nothing(aligned: Sink) -> None:
+    buyer = "pm-bad"
+    p = home(buyer)
+    bad = mark(p, at(500))
+    run_batch(
+        checkout(buyer, "o-1", 0),
+        RawMessage(bad.topic, p, bad.offset, None, None, b'{"type": "x"}', bad.headers),
+    )
+    assert [letter["reason"] for letter in aligned.letters()] == ["schema_violation"]
+    assert customer.metrics.value("hitrun_held_events") == 1
+
+
+def test_marks_at_wall_time_do_not_make_older_events_late(aligned: Sink) -> None:
+    buyer = "pm-history"
+    p = home(buyer)
+    now = datetime.now(UTC)
+    run_batch(checkout(buyer, "o-1", 0), mark(p, now))
+    run_batch(checkout(same_partition_as(buyer), "o-2", 10), mark(p, now))
+    assert aligned.letters() == []
+    assert customer.metrics.value("hitrun_held_events") == 0
+    assert customer.stream_clock(buyer) == at(10)
