@@ -35,6 +35,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "topics": ("simulate_command", "topics", "Create hitrun's topics and check them."),
     "admin": ("admin_cli", "admin", "Sign an admin command and send it."),
     "token": ("admin_cli", "token", "Make a named HTTP token with a role."),
+    "why": ("why_command", "why", "Show why a customer stands where they stand."),
     "faust": ("worker_command", "faust", "Run one of Faust's own commands."),
 }
 

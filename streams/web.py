@@ -24,8 +24,9 @@ from hitrun.agents.customer import (
     retention_policy,
     stream_clock,
 )
-from hitrun.agents.state import decode_state
+from hitrun.agents.state import CustomerState, decode_state
 from hitrun.agents.unpaid import describe, prune
+from hitrun.agents.why import explain
 from hitrun.streams.app import admin_topic, app, settings
 from hitrun.streams.auth import OPERATOR, SUPPORT, Identity, InvalidCommand, Tokens, new_command
 from hitrun.streams.codec import encode
@@ -130,6 +131,43 @@ async def readyz(self: web.View, request: web.Request) -> web.Response:
     return self.json({"ready": ready, "reason": reason}, status=200 if ready else 503)
 
 
+def _customer_state(customer_id: str) -> CustomerState | None:
+    """The customer's stored state as of their partition's clock (None: no state)."""
+    key = customer_id.encode()
+    # The table's per-partition clock records are not customers.
+    stored = None if key.startswith(CLOCK_KEY_PREFIX) else customers_table.get(key)
+    if stored is None:
+        return None
+    state = decode_state(stored, customer_id)
+    # Clean-ups wait for the customer's next event or timer; show the state as of the clock.
+    now = stream_clock(customer_id)
+    if now is not None:
+        prune(state.unpaid, now, policies)
+    return state
+
+
+def _customer_reply(
+    view: web.View,
+    identity: Identity,
+    customer_id: str,
+    what: str,
+    build: Callable[[CustomerState], dict[str, Any]],
+) -> web.Response:
+    """Log who reads what of the customer, then answer `build(state)`, or 404 for a customer
+    hitrun holds no state of."""
+    log.info(
+        "%s read by %s: customer %s",
+        what,
+        identity.name,
+        customer_id,
+        extra={"actor": identity.name, "customer_id": customer_id},
+    )
+    state = _customer_state(customer_id)
+    if state is None:
+        return view.json({"error": "unknown customer", "customer_id": customer_id}, status=404)
+    return view.json(build(state))
+
+
 @app.page("/customers/{customer_id}")
 class CustomerView(web.View):
     """GET: the customer's open orders, strikes and blacklist status (support or operator)."""
@@ -138,28 +176,33 @@ class CustomerView(web.View):
     # Faust types the routed view as (View, Request); match_info and identity come as keywords.
     @app.table_route(table=customers_table, match_info="customer_id")  # type: ignore[arg-type]
     async def get(self, request: web.Request, customer_id: str, identity: Identity) -> web.Response:
-        log.info(
-            "customer view read by %s: customer %s",
-            identity.name,
+        return _customer_reply(
+            self,
+            identity,
             customer_id,
-            extra={"actor": identity.name, "customer_id": customer_id},
-        )
-        key = customer_id.encode()
-        # The table's per-partition clock records are not customers.
-        stored = None if key.startswith(CLOCK_KEY_PREFIX) else customers_table.get(key)
-        if stored is None:
-            return self.json({"error": "unknown customer", "customer_id": customer_id}, status=404)
-        state = decode_state(stored, customer_id)
-        # Clean-ups wait for the customer's next event or timer; show the state as of the clock.
-        now = stream_clock(customer_id)
-        if now is not None:
-            prune(state.unpaid, now, policies)
-        return self.json(
-            {
+            "customer view",
+            lambda state: {
                 "customer_id": customer_id,
                 **describe(state.unpaid, policies),
                 "retention": retention.describe(state.retention, retention_policy),
-            }
+            },
+        )
+
+
+@app.page("/customers/{customer_id}/why")
+class CustomerWhy(web.View):
+    """GET: the customer's decision trail in time order, each decision with its evidence and
+    a sentence for a person, and the policy values that applied (support or operator)."""
+
+    @requires(SUPPORT)
+    @app.table_route(table=customers_table, match_info="customer_id")  # type: ignore[arg-type]
+    async def get(self, request: web.Request, customer_id: str, identity: Identity) -> web.Response:
+        return _customer_reply(
+            self,
+            identity,
+            customer_id,
+            "decision trail",
+            lambda state: explain(customer_id, state.unpaid, policies),
         )
 
 

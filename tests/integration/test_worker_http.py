@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import urllib.request
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
@@ -299,3 +300,61 @@ def test_the_customer_view_shows_the_state_as_of_the_stream_clock(
         assert view["retention"]["phase"] == "window"
     finally:
         worker.stop()
+
+
+def test_why_a_customer_is_blacklisted_over_http_and_from_the_command_line(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    env = unique_env(kafka_bootstrap, tmp_path)
+    settings = settings_of(env)
+    three_hours_ago = datetime.now(UTC) - timedelta(hours=3)
+    orders = ["o-why-1", "o-why-2", "o-why-3"]
+    worker = start_worker(env, tmp_path)
+    try:
+        # Three card orders (an hour to pay each), unpaid: three strikes, the blacklist.
+        for n, order in enumerate(orders):
+            at = (three_hours_ago + timedelta(minutes=n)).isoformat()
+            send(
+                settings,
+                settings.topic_checkouts,
+                checkout("cust-why", order) | {"occurred_at": at},
+            )
+        wait_for(
+            lambda: (
+                orjson.loads(worker.get("/customers/cust-why/why", SUPPORT_TOKEN)[1]).get(
+                    "blacklisted_on"
+                )
+                == ["shop-1"]
+            ),
+            30,
+            "the customer to be blacklisted",
+        )
+        assert worker.get("/customers/cust-why/why")[0] == 401
+        assert worker.get("/customers/nobody/why", SUPPORT_TOKEN)[0] == 404
+        trail = orjson.loads(worker.get("/customers/cust-why/why", OPERATOR_TOKEN)[1])
+        cli = hitrun(env, "why", "cust-why", "--url", worker.url, "--token", SUPPORT_TOKEN)
+        unknown = hitrun(env, "why", "nobody", "--url", worker.url, "--token", SUPPORT_TOKEN)
+        refused = hitrun(env, "why", "cust-why", "--url", worker.url, "--token", "wrong")
+    finally:
+        worker.stop()
+    strikes = [d for d in trail["decisions"] if d["decision"] == "strike"]
+    assert [(s["order_id"], s["reason"], s["count"]) for s in strikes] == [
+        ("o-why-1", "unpaid", 1),
+        ("o-why-2", "unpaid", 2),
+        ("o-why-3", "unpaid", 3),
+    ]
+    (listing,) = [d for d in trail["decisions"] if d["decision"] == "blacklisted"]
+    assert listing["evidence"] == orders
+    assert listing["actor"] == "hitrun" and not listing["manual"]
+    assert [d["decision"] for d in trail["decisions"]][-1] == "blacklisted"
+    policy = trail["policies"]["shop-1"]
+    assert (policy["strike_threshold"], policy["strike_window"]) == (3, "90d")
+    assert policy["payment_windows"]["card"] == "1h"
+    assert cli.returncode == 0, cli.stderr
+    assert cli.stdout.splitlines()[0] == "customer cust-why: blacklisted on shop shop-1"
+    for order in orders:
+        assert f"order {order} at shop-1 was not paid by its payment deadline" in cli.stdout
+    assert "after 3 strikes within 90d: orders o-why-1, o-why-2, o-why-3" in cli.stdout
+    assert "policy of shop-1: 3 strikes within 90d" in cli.stdout
+    assert unknown.returncode == 1 and "no state for customer nobody" in unknown.stderr
+    assert refused.returncode == 2 and "401" in refused.stderr

@@ -1,0 +1,172 @@
+"""Why a customer stands where they stand: hitrun's decisions about them, in time order.
+
+Support staff answer "why was I blocked?" with it (`GET /customers/{id}/why`,
+`hitrun why CUSTOMER`): each strike with its order and reason, each
+blacklisting with the strikes it rests on and who decided it, the orders
+still open with their deadlines, and the policy values that applied. It
+reads the customer's state and the policies only; the alerts on the output
+topics are the full record (a strike older than the strike window, and a
+blacklisting that ended, are no longer in the state).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from hitrun.agents.policy import Policies, UnpaidPolicy
+from hitrun.agents.unpaid import UnpaidState, strike_count
+
+# What each strike reason means, for a person.
+REASONS = {
+    "unpaid": "was not paid by its payment deadline",
+    "cod_refused": "was a cash-on-delivery parcel refused at the door",
+    "buyer_cancelled": "was cancelled by the buyer after checkout",
+}
+
+_RANK = {
+    "blacklisting_ended": 0,
+    "order_open": 1,
+    "strike": 2,
+    "strike_reversed": 2,
+    "blacklisted": 3,
+}
+
+
+def explain(customer_id: str, state: UnpaidState, policies: Policies) -> dict[str, Any]:
+    """The customer's decision trail: `decisions` in time order, each with a `text` for a
+    person, and the `policies` of the shops they concern."""
+    decisions: list[dict[str, Any]] = []
+    shops: set[str] = set()
+    for order in state.open.values():
+        shops.add(order.shop_id)
+        due = order.total_minor - order.paid_minor
+        if order.deadline is None:
+            deadline = "no payment deadline (paid at the door)"
+        else:
+            window = _duration(order.deadline - order.checkout_at)
+            deadline = f"payment deadline {_ts(order.deadline)} ({window} for {order.method})"
+        decisions.append(
+            {
+                "at": _ts(order.checkout_at),
+                "decision": "order_open",
+                "shop_id": order.shop_id,
+                "order_id": order.order_id,
+                "deadline": None if order.deadline is None else _ts(order.deadline),
+                "reminders_sent": order.reminders_sent,
+                "text": (
+                    f"order {order.order_id} at {order.shop_id}: {due} {order.currency} "
+                    f"(minor units) due, {deadline}; {order.reminders_sent} reminder(s) sent"
+                ),
+            }
+        )
+    for strike in state.strikes:
+        shops.add(strike.shop_id)
+        policy = policies.for_shop(strike.shop_id)
+        entry: dict[str, Any] = {
+            "at": _ts(strike.at),
+            "decision": "strike_reversed" if strike.reversed else "strike",
+            "shop_id": strike.shop_id,
+            "order_id": strike.order_id,
+            "scope": strike.scope,
+            "reason": strike.reason,
+        }
+        if strike.reversed:
+            entry["text"] = (
+                f"strike for order {strike.order_id} at {strike.shop_id} reversed: it was paid "
+                "in full within the late-payment grace, or a cancellation from before its "
+                "deadline was read after it; it counts for nothing"
+            )
+        else:
+            meaning = REASONS.get(strike.reason, f"(reason {strike.reason})")
+            count = strike_count(state, strike.scope, strike.at, policy.strike_window)
+            entry["count"] = count
+            entry["text"] = (
+                f"strike {count} of {policy.strike_threshold} on {_scope(strike.scope)}: order "
+                f"{strike.order_id} at {strike.shop_id} {meaning}"
+            )
+        decisions.append(entry)
+    for listing in state.listings.values():
+        policy = _scope_policy(policies, listing.scope)
+        if listing.manual:
+            because = f"by {listing.actor} (a manual decision)"
+        else:
+            because = (
+                f"after {policy.strike_threshold} strikes within "
+                f"{_duration(policy.strike_window)}: orders {', '.join(listing.evidence)}"
+            )
+        decisions.append(
+            {
+                "at": _ts(listing.since),
+                "decision": "blacklisted",
+                "scope": listing.scope,
+                "until": _ts(listing.until),
+                "offence": listing.offence,
+                "actor": listing.actor,
+                "manual": listing.manual,
+                "evidence": list(listing.evidence),
+                "text": (
+                    f"blacklisted on {_scope(listing.scope)} until {_ts(listing.until)} "
+                    f"(offence {listing.offence}) {because}"
+                ),
+            }
+        )
+    for scope, offences in state.offences.items():
+        if offences.last_end is not None and scope not in state.listings:
+            decisions.append(
+                {
+                    "at": _ts(offences.last_end),
+                    "decision": "blacklisting_ended",
+                    "scope": scope,
+                    "offence": offences.count,
+                    "text": (
+                        f"blacklisting on {_scope(scope)} ended (offence {offences.count}: a "
+                        "next one within the repeat-offender memory lasts longer)"
+                    ),
+                }
+            )
+    # At one instant, the cause before what it caused: a strike before the blacklisting.
+    decisions.sort(key=lambda d: (d["at"], _RANK[d["decision"]], d.get("order_id", "")))
+    return {
+        "customer_id": customer_id,
+        "blacklisted_on": sorted(state.listings),
+        "decisions": decisions,
+        "policies": {shop: _policy(policies.for_shop(shop)) for shop in sorted(shops)},
+    }
+
+
+def _scope_policy(policies: Policies, scope: str) -> UnpaidPolicy:
+    """The policy of a blacklist scope: its shop's, or for the platform list the default."""
+    return policies.default if scope == "*" else policies.for_shop(scope)
+
+
+def _policy(policy: UnpaidPolicy) -> dict[str, Any]:
+    return {
+        "payment_windows": {
+            method: None if window is None else _duration(window)
+            for method, window in sorted(policy.payment_windows.items())
+        },
+        "strike_threshold": policy.strike_threshold,
+        "strike_window": _duration(policy.strike_window),
+        "blacklist_duration": _duration(policy.blacklist_duration),
+        "late_payment_grace": _duration(policy.late_payment_grace),
+        "blacklist_scope": policy.blacklist_scope,
+        "buyer_cancellation_strikes": policy.buyer_cancellation_strikes,
+    }
+
+
+def _scope(scope: str) -> str:
+    return "the platform's list" if scope == "*" else f"shop {scope}'s list"
+
+
+def _ts(moment: datetime) -> str:
+    return moment.isoformat()
+
+
+def _duration(span: timedelta) -> str:
+    """`90d`, `24h`, `30m`, `45s`: the largest whole unit, as the settings write it."""
+    seconds = int(span.total_seconds())
+    for unit, size in (("d", 86_400), ("h", 3_600), ("m", 60)):
+        if seconds and seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
