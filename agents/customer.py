@@ -53,6 +53,7 @@ from hitrun.schemas.records import (
     CustomerEvent,
     InquiryReceived,
     OrderStatusChanged,
+    SourceCoordinates,
     Watermark,
 )
 from hitrun.streams import faust_bridge, progress
@@ -110,7 +111,10 @@ MAX_HELD = settings.max_held_events
 # partition is rerouted and read before a deadline it meets fires
 # (streams/progress.py). HITRUN_PROGRESS_INTERVAL=0s turns this off.
 ALIGN_SOURCES = not REPLAY and settings.partitions > 1 and bool(settings.progress_interval)
+# Marks follow reading: at most every progress interval while input is read (so a
+# backlog is released in small steps), every tick interval when idle.
 PROGRESS_INTERVAL_S = settings.progress_interval.total_seconds()
+IDLE_MARKS_S = max(PROGRESS_INTERVAL_S, settings.tick_interval.total_seconds())
 
 # Alerts are logged as counts by type every HITRUN_ALERT_LOG_INTERVAL (each one
 # at debug); a replay's alerts are history, summarised by `hitrun replay`, so a
@@ -209,15 +213,45 @@ class PartitionTimers:
     released_before: datetime | None = EARLIEST_TIME
     # The clock record this partition was restored from after an assignment.
     restored: ClockRecord | None = None
-    # Live mode: the latest progress mark read of each other partition, and the
-    # latest time of an event read here and rerouted, per input topic.
+    # Live mode: the furthest progress mark read of each other partition (kept in
+    # the clock record), and the latest time of an event read here and rerouted,
+    # per input topic.
     sources: dict[int, datetime | None] = field(default_factory=dict)
     rerouted_to: dict[str, datetime] = field(default_factory=dict)
+    # Per (topic, partition) a rerouted event was first read at: the offset after
+    # the last such event read from this partition's reroute topic.
+    origins: dict[tuple[str, int], int] = field(default_factory=dict)
 
     def record(self) -> ClockRecord:
         return ClockRecord(
-            self.clock, self.buffer.seen_times(), dict(self.read_next), self.released_before
+            self.clock,
+            self.buffer.seen_times(),
+            dict(self.read_next),
+            self.released_before,
+            dict(self.origins),
+            dict(self.sources),
         )
+
+    def second_copy(self, msg: RawMessage, origin: SourceCoordinates) -> bool:
+        """Is `msg`, read from the reroute topic, a second copy of an event read before?
+
+        The events first read at one topic partition reach this partition in
+        the order they were read there. A worker that took that partition over
+        (a crash, a rebalance) reads again from the last committed offset, and
+        reroutes again what a batch it never confirmed had already delivered:
+        those copies come in below the highest origin offset already read. A
+        copy read again after a restart of this partition is not one of them:
+        the restored clock record tells whether it was applied.
+        """
+        source = (origin.topic, origin.partition)
+        seen = self.origins.get(source, 0)
+        restored = self.restored
+        fresh = restored is None or msg.offset >= restored.read_next.get(msg.topic, 0)
+        if fresh and origin.offset < seen:
+            return True
+        if origin.offset >= seen:
+            self.origins[source] = origin.offset + 1
+        return False
 
     def bound(self, number: int) -> datetime | None:
         """How far the other partitions' marks let this one's clock go (None: no limit)."""
@@ -311,6 +345,8 @@ class Timers:
         timers.buffer.restore_seen(record.seen)
         timers.read_next = dict(record.read_next)
         timers.released_before = record.released_before
+        timers.origins = dict(record.origins)
+        timers.sources = dict(record.sources)
         timers.restored = record
         timers.persisted = persisted
 
@@ -831,8 +867,12 @@ def accept(msg: RawMessage, event: CustomerEvent | Watermark) -> None:
         # the lowest held event): it counts again, or the held events wait forever.
     item = None if watermark else (event, msg)
     order = None
-    if msg.headers:  # a rerouted event takes its place by where it was first read
+    if msg.topic == settings.reroute_topic:
         origin = origin_of(msg)
+        if partition.second_copy(msg, origin):
+            metrics.input_event(msg.topic, event.type, "duplicate").inc()
+            return
+        # A rerouted event takes its place by where it was first read.
         order = (origin.topic, origin.offset)
     partition.buffer.add(msg.topic, msg.offset, event.occurred_at, item, order)
     if watermark and not again:
@@ -902,12 +942,20 @@ def dispatch(msg: RawMessage, verdict: Verdict) -> None:
     if isinstance(verdict, Accepted):
         accept(msg, verdict.event)
     elif isinstance(verdict, Reroute):
-        queue(settings.reroute_topic, msg.key, msg.value, verdict.partition, verdict.headers)
-        metrics.input_event(msg.topic, "unknown", "rerouted").inc()
+        partition = timers.of(msg.partition)
         if ALIGN_SOURCES and verdict.at <= datetime.now(UTC) + MAX_CLOCK_SKEW:
-            read = timers.of(msg.partition).rerouted_to
+            read = partition.rerouted_to
             if msg.topic not in read or verdict.at > read[msg.topic]:
                 read[msg.topic] = verdict.at
+        restored = partition.restored
+        if restored is not None and msg.offset < restored.read_next.get(msg.topic, 0):
+            # Read again after a restart, rerouted before it: the copy is in the reroute
+            # topic (the clock record is sent only after a batch's reroutes are delivered).
+            # A second copy would reach its partition long after its first, as a late event.
+            metrics.input_event(msg.topic, "unknown", "duplicate").inc()
+            return
+        queue(settings.reroute_topic, msg.key, msg.value, verdict.partition, verdict.headers)
+        metrics.input_event(msg.topic, "unknown", "rerouted").inc()
     elif isinstance(verdict, Rejected):
         dead_letter(msg, verdict)
 
@@ -945,8 +993,18 @@ def read_mark(msg: RawMessage) -> None:
     except InputRejected as exc:
         dead_letter(msg, Rejected(dead_letter_for(msg, exc)))
         return
-    # The latest mark of each source counts: a later one is written after it.
-    timers.of(msg.partition).sources.update(sources)
+    partition = timers.of(msg.partition)
+    restored = partition.restored
+    if restored is not None and msg.offset < restored.read_next.get(msg.topic, 0):
+        return  # read before a restart: the restored clock record holds its progress
+    # No mark takes back progress another made: what a source's earlier owner had
+    # read (and rerouted) stays read when a new owner starts further back. A mark
+    # further ahead than the wall clock allows is believed up to that.
+    believable = datetime.now(UTC) + MAX_CLOCK_SKEW
+    for source, at in sources.items():
+        known = partition.sources.get(source)
+        if at is not None and (known is None or at > known):
+            partition.sources[source] = min(at, believable)
     metrics.progress_marks.labels("read").inc()
 
 
@@ -982,12 +1040,16 @@ class CustomerProcessor:
     def __init__(self) -> None:
         self._clock_writes: list[tuple[bytes, bytes]] = []
         self._marked_at: float = float("-inf")
+        self._read_input = False  # records of the input topics read since the last marks
 
     def apply(self, msg: RawMessage) -> None:
         timers.of(msg.partition).read_next[msg.topic] = msg.offset + 1
-        if msg.headers and msg.topic == settings.reroute_topic and progress.is_mark(msg.headers):
-            read_mark(msg)
-            return
+        if msg.topic == settings.reroute_topic:
+            if msg.headers and progress.is_mark(msg.headers):
+                read_mark(msg)
+                return
+        else:
+            self._read_input = True
         try:
             verdict = classify(msg, ingest_rules)
         except Exception as exc:  # classify refuses bad input itself; this is a bug in it
@@ -1007,10 +1069,13 @@ class CustomerProcessor:
         moved = False
         for number, partition in list(timers.partitions.items()):
             moved |= settle_live(number, partition, caught_up)
-        if ALIGN_SOURCES and time.monotonic() - self._marked_at >= PROGRESS_INTERVAL_S:
-            self._marked_at = time.monotonic()
-            queue_marks(caught_up, owned)
-            moved = True
+        if ALIGN_SOURCES:
+            since = time.monotonic() - self._marked_at
+            if since >= (PROGRESS_INTERVAL_S if self._read_input else IDLE_MARKS_S):
+                self._marked_at = time.monotonic()
+                self._read_input = False
+                queue_marks(caught_up, owned)
+                moved = True
         return moved
 
     def held(self) -> dict[TopicPartition, int]:

@@ -50,13 +50,18 @@ class ClockRecord:
     partition's stream time. `read_next` (per topic, the next offset read) and
     `released_before` (every event read before this time has been applied;
     None: every event read) tell which records read again after a restart were
-    applied already, so they are skipped instead of judged late.
+    applied already, so they are skipped instead of judged late. `origins` (per
+    topic and partition a rerouted event was first read at, the offset after
+    the last one read) tells a copy rerouted a second time from its first;
+    `sources` are the other partitions' progress marks read (streams/progress.py).
     """
 
     clock: PartitionClock
     seen: dict[str, datetime]
     read_next: dict[str, int] = field(default_factory=dict)
     released_before: datetime | None = None
+    origins: dict[tuple[str, int], int] = field(default_factory=dict)
+    sources: dict[int, datetime | None] = field(default_factory=dict)
 
     def encode(self) -> bytes:
         return orjson.dumps(
@@ -67,6 +72,8 @@ class ClockRecord:
                 "seen": {topic: at.isoformat() for topic, at in sorted(self.seen.items())},
                 "read_next": dict(sorted(self.read_next.items())),
                 "released_before": _iso(self.released_before),
+                "origins": {f"{t}:{p}": n for (t, p), n in sorted(self.origins.items())},
+                "sources": {str(q): _iso(at) for q, at in sorted(self.sources.items())},
             }
         )
 
@@ -82,6 +89,14 @@ class ClockRecord:
                 seen={topic: datetime.fromisoformat(at) for topic, at in record["seen"].items()},
                 read_next={topic: int(n) for topic, n in record["read_next"].items()},
                 released_before=_time(record["released_before"]),
+                # Absent from records written before copies were told apart.
+                origins={
+                    (topic, int(partition)): int(n)
+                    for topic, partition, n in (
+                        (*key.rsplit(":", 1), n) for key, n in record.get("origins", {}).items()
+                    )
+                },
+                sources={int(q): _time(at) for q, at in record.get("sources", {}).items()},
             )
         except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
             raise ValueError(f"not a clock record: {exc!r}") from None

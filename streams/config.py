@@ -299,11 +299,12 @@ class Settings:
     # Live mode: events held per partition while another input topic of the
     # partition is behind (the aligned clock); past this the oldest are applied.
     max_held_events: int = _setting("50000", _positive_int)
-    # Live mode: how often each worker writes how far it has read its partitions
-    # to the reroute topic, so that a partition's clock waits for the events
-    # misplaced in the others (streams/progress.py). 0s: no marks, no waiting
-    # (only for producers that all partition with murmur2).
-    progress_interval: timedelta = _setting("500ms", parse_duration)
+    # Live mode: how often, while it reads input, each worker writes how far it has
+    # read its partitions to the reroute topic (every tick interval when idle), so
+    # that a partition's clock waits for the events misplaced in the others
+    # (streams/progress.py). 0s: no marks, no waiting (only for producers that all
+    # partition with murmur2).
+    progress_interval: timedelta = _setting("100ms", parse_duration)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

@@ -11,7 +11,8 @@ topics. In a reroute partition a mark comes after every event the same worker
 rerouted before writing it (one producer, one partition: Kafka keeps the
 order), so once P has read "Q has reached t", every event of P's that was
 misplaced in Q before t has been read too. P's clock moves no further than the
-least of the other partitions' latest marks (`bound`).
+least of the other partitions' marks (`bound`; the furthest of each counts,
+agents/customer.py `read_mark`).
 
 A mark is a header (`PROGRESS_HEADER`) and a small JSON value:
 `{"type": "source_progress", "sources": {"3": "2026-12-04T08:00:00+00:00"}}`;

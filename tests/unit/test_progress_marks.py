@@ -13,8 +13,9 @@ import pytest
 import hitrun.agents.customer as customer
 from hitrun.schemas.records import EARLIEST_TIME
 from hitrun.streams import progress
+from hitrun.streams.clock import ClockRecord, PartitionClock
 from hitrun.streams.errors import SchemaViolation
-from hitrun.streams.ingest import RawMessage
+from hitrun.streams.ingest import RawMessage, origin_of
 from hitrun.streams.partitioning import partition_for_key
 from tests.unit.agent_shell import (
     SETTINGS,
@@ -25,6 +26,7 @@ from tests.unit.agent_shell import (
     payment,
     run_batch,
     same_partition_as,
+    stored,
 )
 
 N = SETTINGS.partitions
@@ -197,7 +199,7 @@ def test_the_clock_goes_as_far_as_the_slowest_partition_and_no_further(aligned: 
     customer.on_tick(p, int((at(500)).timestamp() * 1000))
     assert customer.stream_clock(buyer) == at(45)
     assert strikes(aligned) == []
-    run_batch(mark(p, at(200)))  # the slow partition's next mark: the latest counts
+    run_batch(mark(p, at(200)))  # the slow partition's next mark
     assert customer.stream_clock(buyer) == at(90)
     assert "o-1" in strikes(aligned)
 
@@ -272,3 +274,138 @@ def test_marks_at_wall_time_do_not_make_older_events_late(aligned: Sink) -> None
     assert aligned.letters() == []
     assert customer.metrics.value("hitrun_held_events") == 0
     assert customer.stream_clock(buyer) == at(10)
+
+
+def test_marks_follow_reading_and_an_idle_worker_writes_them_once_a_tick(
+    aligned: Sink, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(customer, "PROGRESS_INTERVAL_S", 0.0)
+    monkeypatch.setattr(customer, "IDLE_MARKS_S", 3600.0)
+    processor = customer.CustomerProcessor()
+
+    def marks_after(*messages: RawMessage) -> int:
+        before = len(written_marks_list(aligned))
+        for msg in messages:
+            processor.apply(msg)
+        processor.settle(lambda tp: True, {0, 1})
+        return len(written_marks_list(aligned)) - before
+
+    assert marks_after() == N  # the first settle: one mark per reroute partition
+    assert marks_after() == 0  # idle: not before the idle interval
+    assert marks_after(checkout("pm-cadence", "o-1", 0)) == N  # input read: marks follow
+    # A mark read from the reroute topic is not input: the worker stays idle.
+    assert marks_after(mark(home("pm-cadence"), at(5))) == 0
+    monkeypatch.setattr(customer, "IDLE_MARKS_S", 0.0)
+    assert marks_after() == N
+
+
+def written_marks_list(sink: Sink) -> list[Any]:
+    return [r for r in sink.records if r.topic == SETTINGS.reroute_topic and r.key is None]
+
+
+def test_a_misplaced_event_read_again_after_a_restart_is_not_rerouted_twice(sink: Sink) -> None:
+    buyer = "pm-again"
+    q = (home(buyer) + 1) % N
+    first, second = misplaced(payment(buyer, "o-1", 0)), misplaced(payment(buyer, "o-2", 5))
+    # The clock record the partition was restored from: read up to `second`, not past it.
+    timers = customer.timers.of(q)
+    timers.restored = ClockRecord(PartitionClock(), {}, {SETTINGS.topic_payments: second.offset})
+    labels = {"topic": SETTINGS.topic_payments, "type": "unknown", "outcome": "duplicate"}
+    before = customer.metrics.value("hitrun_input_events_total", **labels)
+    run_batch(first, second)
+    (copy,) = rerouted(sink)
+    assert copy.value == second.value
+    assert customer.metrics.value("hitrun_input_events_total", **labels) == before + 1
+
+
+def again(copy: RawMessage) -> RawMessage:
+    """The same copy, written to the reroute topic a second time."""
+    return RawMessage(
+        copy.topic, copy.partition, next(offsets), None, copy.key, copy.value, copy.headers
+    )
+
+
+def test_a_second_copy_of_a_rerouted_event_is_a_duplicate_not_a_late_event(sink: Sink) -> None:
+    buyer = "pm-copies"
+    run_batch(checkout(buyer, "o-1", 0), checkout(buyer, "o-2", 1))
+    run_batch(misplaced(payment(buyer, "o-1", 10)), misplaced(payment(buyer, "o-2", 11)))
+    first, second = rerouted(sink)
+    run_batch(first, second, checkout(same_partition_as(buyer), "o-n", 300))
+    labels = {
+        "topic": SETTINGS.reroute_topic,
+        "type": "payment_attempted",
+        "outcome": "duplicate",
+    }
+    before = customer.metrics.value("hitrun_input_events_total", **labels)
+    # The worker of the wrong partition crashed after delivering the first copy and
+    # reroutes it again: hours behind the clock now, and no late event.
+    run_batch(again(first))
+    assert customer.metrics.value("hitrun_input_events_total", **labels) == before + 1
+    assert sink.letters() == []
+
+
+def test_after_a_restart_a_held_copy_read_again_is_applied(sink: Sink) -> None:
+    buyer = "pm-held"
+    p = home(buyer)
+    run_batch(checkout(buyer, "o-1", 0))
+    run_batch(misplaced(payment(buyer, "o-1", 10)))
+    (copy,) = rerouted(sink)
+    # Read once (held when the partition stopped), recorded in the clock record...
+    timers = customer.timers.of(p)
+    timers.origins[(SETTINGS.topic_payments, (p + 1) % N)] = copy_origin(copy) + 1
+    timers.restored = ClockRecord(
+        PartitionClock(), {}, {SETTINGS.reroute_topic: copy.offset + 1}, START, dict(timers.origins)
+    )
+    # ...and read again from the committed offset: applied, the order paid.
+    run_batch(copy)
+    assert "o-1" not in stored(buyer).unpaid.open
+
+
+def copy_origin(copy: RawMessage) -> int:
+    return origin_of(copy).offset
+
+
+def test_the_clock_record_keeps_origins_and_marks_and_reads_records_without_them() -> None:
+    record = ClockRecord(
+        PartitionClock(), {}, {}, None, {("shop.payments", 3): 17}, {1: T0, 2: None}
+    )
+    decoded = ClockRecord.decode(record.encode())
+    assert decoded.origins == {("shop.payments", 3): 17}
+    assert decoded.sources == {1: T0, 2: None}
+    older = orjson.loads(record.encode())
+    del older["origins"], older["sources"]
+    assert ClockRecord.decode(orjson.dumps(older)).origins == {}
+    assert ClockRecord.decode(orjson.dumps(older)).sources == {}
+
+
+def test_no_mark_takes_back_progress_and_none_runs_ahead_of_the_wall_clock(
+    aligned: Sink,
+) -> None:
+    buyer = "pm-max"
+    p = home(buyer)
+    q = (p + 1) % N
+    # A new owner of q starts further back than the old one had read: q stays at 200.
+    run_batch(mark(p, at(200)), mark(p, at(200), **{f"p{q}": at(100)}))
+    assert customer.timers.of(p).bound(p) == at(200)
+    run_batch(mark(p, at(200), **{f"p{q}": None}))
+    assert customer.timers.of(p).bound(p) == at(200)
+    # A mark from 2199 is believed up to the wall clock and its allowed skew.
+    far = datetime(2199, 1, 1, tzinfo=UTC)
+    run_batch(mark(p, far))
+    limit = customer.timers.of(p).bound(p)
+    assert limit is not None
+    assert limit <= datetime.now(UTC) + customer.MAX_CLOCK_SKEW
+
+
+def test_a_mark_read_again_after_a_restart_changes_nothing(aligned: Sink) -> None:
+    buyer = "pm-reread"
+    p = home(buyer)
+    old = mark(p, at(100))
+    timers = customer.timers.of(p)
+    timers.sources = {q: at(300) for q in range(N) if q != p}
+    timers.sources[(p + 1) % N] = None  # as the restored record had it
+    timers.restored = ClockRecord(
+        PartitionClock(), {}, {SETTINGS.reroute_topic: old.offset + 1}, None, {}, {}
+    )
+    run_batch(old)
+    assert timers.bound(p) == EARLIEST_TIME
