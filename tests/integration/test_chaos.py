@@ -37,7 +37,11 @@ def test_replay_with_workers_killed_at_random_gives_the_clean_runs_alerts(
 def test_live_with_workers_killed_at_random_gives_the_clean_runs_alerts(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
-    report = chaos_kills(kafka_bootstrap, tmp_path, "live", 10_000, KILLS, seed=12)
+    # The killed run's producer partitions with CRC32 (librdkafka's default): most
+    # events are rerouted, and the alerts are still those of the clean murmur2 run.
+    report = chaos_kills(
+        kafka_bootstrap, tmp_path, "live", 10_000, KILLS, seed=12, partitioner="crc32"
+    )
     assert report.kills >= KILLS
     assert report.dead_lettered > 0  # the traffic carries malformed messages too
     assert_same_alerts(report)

@@ -54,13 +54,27 @@ def test_a_different_final_blacklist_status_is_reported() -> None:
     assert compare("outage", clean, chaos, 0, 1).status_differing == 1
 
 
+def refuse(out: Outputs, topic: str, partition: int, offset: int, reason: str, value: str) -> None:
+    """Record a dead letter as read_outputs does."""
+    out.dead_letters.add((topic, partition, offset, reason))
+    out.reasons[reason] += 1
+    out.refused[(topic, "a2V5", value, reason)] += 1
+
+
 def test_a_lost_dead_letter_is_reported_even_when_every_alert_is_there() -> None:
     clean, chaos = outputs(alert("a")), outputs(alert("a"))
     for out in (clean, chaos):
-        out.dead_letters.add((".checkouts", 1, 17, "not_json"))
-        out.reasons["not_json"] += 1
-    clean.dead_letters.add((".checkouts", 2, 40, "schema_violation"))
-    clean.reasons["schema_violation"] += 1
+        refuse(out, ".checkouts", 1, 17, "not_json", "e30=")
+    refuse(clean, ".checkouts", 2, 40, "schema_violation", "e3h9")
     report = compare("outage", clean, chaos, kills=0, outages=1)
     assert report.dead_letters_differing == 1 and not report.equal
     assert any(e.startswith("dead letters: clean") for e in report.examples)
+
+
+def test_the_same_message_refused_where_another_partitioner_put_it_is_the_same_letter() -> None:
+    clean, chaos = outputs(alert("a")), outputs(alert("a"))
+    refuse(clean, ".payments", 1, 17, "not_json", "e30=")
+    refuse(chaos, ".payments", 3, 5, "not_json", "e30=")
+    assert compare("live", clean, chaos, kills=5, outages=0).equal
+    refuse(chaos, ".payments", 3, 6, "not_json", "e30=")  # refused twice: two letters
+    assert compare("live", clean, chaos, kills=5, outages=0).dead_letters_differing == 1
