@@ -245,13 +245,15 @@ class PartitionTimers:
         """
         source = (origin.topic, origin.partition)
         seen = self.origins.get(source, 0)
-        restored = self.restored
-        fresh = restored is None or msg.offset >= restored.read_next.get(msg.topic, 0)
-        if fresh and origin.offset < seen:
+        if not self.read_before_restart(msg) and origin.offset < seen:
             return True
         if origin.offset >= seen:
             self.origins[source] = origin.offset + 1
         return False
+
+    def read_before_restart(self, msg: RawMessage) -> bool:
+        """Had the partition read `msg` when the clock record it was restored from was written?"""
+        return self.restored is not None and self.restored.was_read(msg.topic, msg.offset)
 
     def bound(self, number: int) -> datetime | None:
         """How far the other partitions' marks let this one's clock go (None: no limit)."""
@@ -947,8 +949,7 @@ def dispatch(msg: RawMessage, verdict: Verdict) -> None:
             read = partition.rerouted_to
             if msg.topic not in read or verdict.at > read[msg.topic]:
                 read[msg.topic] = verdict.at
-        restored = partition.restored
-        if restored is not None and msg.offset < restored.read_next.get(msg.topic, 0):
+        if partition.read_before_restart(msg):
             # Read again after a restart, rerouted before it: the copy is in the reroute
             # topic (the clock record is sent only after a batch's reroutes are delivered).
             # A second copy would reach its partition long after its first, as a late event.
@@ -994,9 +995,8 @@ def read_mark(msg: RawMessage) -> None:
         dead_letter(msg, Rejected(dead_letter_for(msg, exc)))
         return
     partition = timers.of(msg.partition)
-    restored = partition.restored
-    if restored is not None and msg.offset < restored.read_next.get(msg.topic, 0):
-        return  # read before a restart: the restored clock record holds its progress
+    if partition.read_before_restart(msg):
+        return  # the restored clock record holds its progress
     # No mark takes back progress another made: what a source's earlier owner had
     # read (and rerouted) stays read when a new owner starts further back. A mark
     # further ahead than the wall clock allows is believed up to that.

@@ -101,11 +101,15 @@ class ClockRecord:
         except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
             raise ValueError(f"not a clock record: {exc!r}") from None
 
+    def was_read(self, topic: str, offset: int) -> bool:
+        """Had the record at `offset` of `topic` been read when this record was written?"""
+        return offset < self.read_next.get(topic, 0)
+
     def already_applied(self, topic: str, offset: int, at: datetime | None) -> bool:
         """Was the record at `offset` of `topic` (event time `at`; None for a watermark)
         applied before this record was written?"""
-        if offset >= self.read_next.get(topic, 0):
-            return False  # not read then
+        if not self.was_read(topic, offset):
+            return False
         return at is None or self.released_before is None or at < self.released_before
 
 
