@@ -15,7 +15,13 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from hitrun.agents.policy import Policies, UnpaidPolicy
-from hitrun.agents.unpaid import UnpaidState, strike_count
+from hitrun.agents.unpaid import (
+    Listing,
+    OpenOrder,
+    Strike,
+    UnpaidState,
+    strike_count,
+)
 
 # What each strike reason means, for a person.
 REASONS = {
@@ -36,97 +42,21 @@ _RANK = {
 def explain(customer_id: str, state: UnpaidState, policies: Policies) -> dict[str, Any]:
     """The customer's decision trail: `decisions` in time order, each with a `text` for a
     person, and the `policies` of the shops they concern."""
-    decisions: list[dict[str, Any]] = []
-    shops: set[str] = set()
-    for order in state.open.values():
-        shops.add(order.shop_id)
-        due = order.total_minor - order.paid_minor
-        if order.deadline is None:
-            deadline = "no payment deadline (paid at the door)"
-        else:
-            window = _duration(order.deadline - order.checkout_at)
-            deadline = f"payment deadline {_ts(order.deadline)} ({window} for {order.method})"
-        decisions.append(
-            {
-                "at": _ts(order.checkout_at),
-                "decision": "order_open",
-                "shop_id": order.shop_id,
-                "order_id": order.order_id,
-                "deadline": None if order.deadline is None else _ts(order.deadline),
-                "reminders_sent": order.reminders_sent,
-                "text": (
-                    f"order {order.order_id} at {order.shop_id}: {due} {order.currency} "
-                    f"(minor units) due, {deadline}; {order.reminders_sent} reminder(s) sent"
-                ),
-            }
-        )
-    for strike in state.strikes:
-        shops.add(strike.shop_id)
-        policy = policies.for_shop(strike.shop_id)
-        entry: dict[str, Any] = {
-            "at": _ts(strike.at),
-            "decision": "strike_reversed" if strike.reversed else "strike",
-            "shop_id": strike.shop_id,
-            "order_id": strike.order_id,
-            "scope": strike.scope,
-            "reason": strike.reason,
-        }
-        if strike.reversed:
-            entry["text"] = (
-                f"strike for order {strike.order_id} at {strike.shop_id} reversed: it was paid "
-                "in full within the late-payment grace, or a cancellation from before its "
-                "deadline was read after it; it counts for nothing"
-            )
-        else:
-            meaning = REASONS.get(strike.reason, f"(reason {strike.reason})")
-            count = strike_count(state, strike.scope, strike.at, policy.strike_window)
-            entry["count"] = count
-            entry["text"] = (
-                f"strike {count} of {policy.strike_threshold} on {_scope(strike.scope)}: order "
-                f"{strike.order_id} at {strike.shop_id} {meaning}"
-            )
-        decisions.append(entry)
-    for listing in state.listings.values():
-        policy = _scope_policy(policies, listing.scope)
-        if listing.manual:
-            because = f"by {listing.actor} (a manual decision)"
-        else:
-            because = (
-                f"after {policy.strike_threshold} strikes within "
-                f"{_duration(policy.strike_window)}: orders {', '.join(listing.evidence)}"
-            )
-        decisions.append(
-            {
-                "at": _ts(listing.since),
-                "decision": "blacklisted",
-                "scope": listing.scope,
-                "until": _ts(listing.until),
-                "offence": listing.offence,
-                "actor": listing.actor,
-                "manual": listing.manual,
-                "evidence": list(listing.evidence),
-                "text": (
-                    f"blacklisted on {_scope(listing.scope)} until {_ts(listing.until)} "
-                    f"(offence {listing.offence}) {because}"
-                ),
-            }
-        )
-    for scope, offences in state.offences.items():
-        if offences.last_end is not None and scope not in state.listings:
-            decisions.append(
-                {
-                    "at": _ts(offences.last_end),
-                    "decision": "blacklisting_ended",
-                    "scope": scope,
-                    "offence": offences.count,
-                    "text": (
-                        f"blacklisting on {_scope(scope)} ended (offence {offences.count}: a "
-                        "next one within the repeat-offender memory lasts longer)"
-                    ),
-                }
-            )
+    decisions = [
+        *(_open_order(order) for order in state.open.values()),
+        *(_strike(strike, state, policies) for strike in state.strikes),
+        *(_listing(listing, policies) for listing in state.listings.values()),
+        *(
+            _ended(scope, offences.count, offences.last_end)
+            for scope, offences in state.offences.items()
+            if offences.last_end is not None and scope not in state.listings
+        ),
+    ]
     # At one instant, the cause before what it caused: a strike before the blacklisting.
     decisions.sort(key=lambda d: (d["at"], _RANK[d["decision"]], d.get("order_id", "")))
+    shops = {order.shop_id for order in state.open.values()} | {
+        strike.shop_id for strike in state.strikes
+    }
     return {
         "customer_id": customer_id,
         "blacklisted_on": sorted(state.listings),
@@ -135,9 +65,90 @@ def explain(customer_id: str, state: UnpaidState, policies: Policies) -> dict[st
     }
 
 
-def _scope_policy(policies: Policies, scope: str) -> UnpaidPolicy:
-    """The policy of a blacklist scope: its shop's, or for the platform list the default."""
-    return policies.default if scope == "*" else policies.for_shop(scope)
+def _open_order(order: OpenOrder) -> dict[str, Any]:
+    due = order.total_minor - order.paid_minor
+    if order.deadline is None:
+        deadline = "no payment deadline (paid at the door)"
+    else:
+        window = _duration(order.deadline - order.checkout_at)
+        deadline = f"payment deadline {_ts(order.deadline)} ({window} for {order.method})"
+    return {
+        "at": _ts(order.checkout_at),
+        "decision": "order_open",
+        "shop_id": order.shop_id,
+        "order_id": order.order_id,
+        "deadline": None if order.deadline is None else _ts(order.deadline),
+        "reminders_sent": order.reminders_sent,
+        "text": (
+            f"order {order.order_id} at {order.shop_id}: {due} {order.currency} "
+            f"(minor units) due, {deadline}; {order.reminders_sent} reminder(s) sent"
+        ),
+    }
+
+
+def _strike(strike: Strike, state: UnpaidState, policies: Policies) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "at": _ts(strike.at),
+        "decision": "strike_reversed" if strike.reversed else "strike",
+        "shop_id": strike.shop_id,
+        "order_id": strike.order_id,
+        "scope": strike.scope,
+        "reason": strike.reason,
+    }
+    if strike.reversed:
+        entry["text"] = (
+            f"strike for order {strike.order_id} at {strike.shop_id} reversed: it was paid "
+            "in full within the late-payment grace, or a cancellation from before its "
+            "deadline was read after it; it counts for nothing"
+        )
+        return entry
+    policy = policies.for_shop(strike.shop_id)
+    meaning = REASONS.get(strike.reason, f"(reason {strike.reason})")
+    entry["count"] = count = strike_count(state, strike.scope, strike.at, policy.strike_window)
+    entry["text"] = (
+        f"strike {count} of {policy.strike_threshold} on {_scope(strike.scope)}: order "
+        f"{strike.order_id} at {strike.shop_id} {meaning}"
+    )
+    return entry
+
+
+def _listing(listing: Listing, policies: Policies) -> dict[str, Any]:
+    # The platform's list follows the default policy; a shop's list its shop's.
+    policy = policies.default if listing.scope == "*" else policies.for_shop(listing.scope)
+    if listing.manual:
+        because = f"by {listing.actor} (a manual decision)"
+    else:
+        because = (
+            f"after {policy.strike_threshold} strikes within "
+            f"{_duration(policy.strike_window)}: orders {', '.join(listing.evidence)}"
+        )
+    return {
+        "at": _ts(listing.since),
+        "decision": "blacklisted",
+        "scope": listing.scope,
+        "until": _ts(listing.until),
+        "offence": listing.offence,
+        "actor": listing.actor,
+        "manual": listing.manual,
+        "evidence": list(listing.evidence),
+        "text": (
+            f"blacklisted on {_scope(listing.scope)} until {_ts(listing.until)} "
+            f"(offence {listing.offence}) {because}"
+        ),
+    }
+
+
+def _ended(scope: str, offence: int, at: datetime) -> dict[str, Any]:
+    return {
+        "at": _ts(at),
+        "decision": "blacklisting_ended",
+        "scope": scope,
+        "offence": offence,
+        "text": (
+            f"blacklisting on {_scope(scope)} ended (offence {offence}: a next one "
+            "within the repeat-offender memory lasts longer)"
+        ),
+    }
 
 
 def _policy(policy: UnpaidPolicy) -> dict[str, Any]:
