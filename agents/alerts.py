@@ -160,8 +160,19 @@ def to_alert(effect: Effect) -> Alert | None:
                 "scope": effect.scope,
                 "count": effect.strike_count,
                 "threshold": effect.threshold,
+                "window_days": _days(effect.window),
             },
         }
+        order = effect.order
+        if order is not None:
+            body["order"] = {
+                "checkout_at": _ts(order.checkout_at),
+                "deadline": None if order.deadline is None else _ts(order.deadline),
+                "payment_method": order.method,
+                "total": {"amount_minor": order.total_minor, "currency": order.currency},
+                "paid_minor": order.paid_minor,
+                "reminders_sent": order.reminders_sent,
+            }
         return Alert(STRIKES, effect.customer_id, body)
     if isinstance(effect, ReverseStrike):
         body = _head("strike_reversed", effect.customer_id, effect.order_id, "1", effect.at) | {

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +29,19 @@ class SendReminder:
 
 
 @dataclass(frozen=True, slots=True)
+class OrderEvidence:
+    """What the order that cost a strike showed when it did: the alert's evidence."""
+
+    checkout_at: datetime
+    deadline: datetime | None  # None: cash on delivery
+    method: str
+    total_minor: int
+    paid_minor: int
+    currency: str
+    reminders_sent: int
+
+
+@dataclass(frozen=True, slots=True)
 class RecordStrike:
     """An unpaid order expired, or a cash-on-delivery parcel was refused."""
 
@@ -40,6 +53,10 @@ class RecordStrike:
     scope: str
     strike_count: int
     threshold: int
+    # The policy's rolling window the count is taken over.
+    window: timedelta
+    # The order as it stood (None: no longer held, e.g. cancelled after it expired).
+    order: OrderEvidence | None = None
 
 
 @dataclass(frozen=True, slots=True)

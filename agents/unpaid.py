@@ -19,6 +19,7 @@ from hitrun.agents.effects import (
     DropUnmatchedPayment,
     Effect,
     EvidenceLine,
+    OrderEvidence,
     RecordPurchase,
     RecordStrike,
     ReminderLine,
@@ -288,7 +289,7 @@ def _on_status(state: UnpaidState, event: OrderStatusChanged, run: _Run) -> None
                 event.cancelled_by == "buyer"
                 and run.policy(order.shop_id).buyer_cancellation_strikes
             ):
-                _add_strike(state, oid, order.shop_id, at, "buyer_cancelled", run)
+                _add_strike(state, oid, order.shop_id, at, "buyer_cancelled", run, order)
         elif oid in state.expired:
             _cancel_expired(state, state.expired[oid], event, run)
         else:
@@ -301,7 +302,7 @@ def _on_status(state: UnpaidState, event: OrderStatusChanged, run: _Run) -> None
             _close(state, order, "refused", at, run)
         else:
             state.closed.setdefault(oid, at)
-        _add_strike(state, oid, event.shop_id, at, "cod_refused", run)
+        _add_strike(state, oid, event.shop_id, at, "cod_refused", run, order)
 
 
 def _cancel_expired(
@@ -383,7 +384,13 @@ def strike_count(state: UnpaidState, scope: str, at: datetime, window: timedelta
 
 
 def _add_strike(
-    state: UnpaidState, order_id: str, shop_id: str, at: datetime, reason: str, run: _Run
+    state: UnpaidState,
+    order_id: str,
+    shop_id: str,
+    at: datetime,
+    reason: str,
+    run: _Run,
+    order: OpenOrder | None = None,
 ) -> None:
     policy = run.policy(shop_id)
     scope = policy.scope_of(shop_id)
@@ -398,9 +405,23 @@ def _add_strike(
             scope=scope,
             strike_count=strike_count(state, scope, at, policy.strike_window),
             threshold=policy.strike_threshold,
+            window=policy.strike_window,
+            order=None if order is None else _evidence(order),
         )
     )
     _maybe_blacklist(state, scope, at, policy, run)
+
+
+def _evidence(order: OpenOrder) -> OrderEvidence:
+    return OrderEvidence(
+        checkout_at=order.checkout_at,
+        deadline=order.deadline,
+        method=order.method,
+        total_minor=order.total_minor,
+        paid_minor=order.paid_minor,
+        currency=order.currency,
+        reminders_sent=order.reminders_sent,
+    )
 
 
 def _next_offence(state: UnpaidState, scope: str, at: datetime, policy: UnpaidPolicy) -> int:
@@ -741,7 +762,7 @@ def _expire(state: UnpaidState, order: OpenOrder, run: _Run) -> None:
         order.currency,
         order.paid_minor,
     )
-    _add_strike(state, order.order_id, order.shop_id, at, "unpaid", run)
+    _add_strike(state, order.order_id, order.shop_id, at, "unpaid", run, order)
 
 
 def prune(state: UnpaidState, now: datetime, policies: Policies) -> None:

@@ -7,6 +7,7 @@ from datetime import timedelta
 
 import pytest
 
+from hitrun.agents.alerts import to_alert
 from hitrun.agents.effects import (
     Blacklist,
     CloseOrder,
@@ -402,3 +403,28 @@ def test_a_policy_can_change_the_reminder_schedule_per_payment_method() -> None:
     policy = UnpaidPolicy(reminders_by_method={"bank_transfer": ReminderSchedule((2 * H,), ())})
     effects, _ = play([checkout("o1")], until=at(days=2), policies=Policies(replace(policy)))
     assert [r.at for r in of_type(effects, SendReminder)] == [at(hours=2)]
+
+
+def test_a_strike_carries_the_order_as_it_stood_and_the_window_it_counts_in() -> None:
+    effects, _ = play(
+        [
+            checkout("o1", method="bank_transfer"),
+            checkout("o2", method="cash_on_delivery"),
+            status("o2", at(days=3), "cod_refused"),
+        ],
+        until=at(days=4),
+    )
+    expired, refused = of_type(effects, RecordStrike)
+    assert expired.window == timedelta(days=90)
+    assert expired.order is not None
+    assert (expired.order.checkout_at, expired.order.deadline) == (T0, at(hours=24))
+    assert (expired.order.method, expired.order.paid_minor) == ("bank_transfer", 0)
+    assert expired.order.reminders_sent == 2
+    alert = to_alert(expired)
+    assert alert is not None
+    assert alert.body["order"]["deadline"] == at(hours=24).isoformat()
+    assert alert.body["order"]["reminders_sent"] == 2
+    assert alert.body["strike"]["window_days"] == 90
+    assert refused.order is not None and refused.order.deadline is None
+    refused_alert = to_alert(refused)
+    assert refused_alert is not None and refused_alert.body["order"]["deadline"] is None
