@@ -115,6 +115,7 @@ ALIGN_SOURCES = not REPLAY and settings.partitions > 1 and bool(settings.progres
 # backlog is released in small steps), every tick interval when idle.
 PROGRESS_INTERVAL_S = settings.progress_interval.total_seconds()
 IDLE_MARKS_S = max(PROGRESS_INTERVAL_S, settings.tick_interval.total_seconds())
+PROGRESS_TIMEOUT_S = settings.progress_timeout.total_seconds()
 
 # Alerts are logged as counts by type every HITRUN_ALERT_LOG_INTERVAL (each one
 # at debug); a replay's alerts are history, summarised by `hitrun replay`, so a
@@ -221,6 +222,13 @@ class PartitionTimers:
     # Per (topic, partition) a rerouted event was first read at: the offset after
     # the last such event read from this partition's reroute topic.
     origins: dict[tuple[str, int], int] = field(default_factory=dict)
+    # When (time.monotonic) a mark was last read at all, and when each source's
+    # progress last moved (or this partition started listening): a source silent for
+    # PROGRESS_TIMEOUT_S while others' marks arrive is no longer waited for.
+    heard: float = field(default_factory=time.monotonic)
+    moved: dict[int, float] = field(default_factory=dict)
+    started: float = field(default_factory=time.monotonic)
+    waived: set[int] = field(default_factory=set)
 
     def record(self) -> ClockRecord:
         return ClockRecord(
@@ -259,7 +267,35 @@ class PartitionTimers:
         """How far the other partitions' marks let this one's clock go (None: no limit)."""
         if not ALIGN_SOURCES:
             return None
-        return progress.bound(self.sources, number, settings.partitions)
+        return progress.bound(self.sources, number, settings.partitions, self.waived)
+
+    def heard_from(self, number: int, sources: Mapping[int, datetime | None]) -> None:
+        """A mark was read: take its progress and notice the sources that went silent."""
+        now = time.monotonic()
+        self.heard = now
+        believable = datetime.now(UTC) + MAX_CLOCK_SKEW
+        for source, at in sources.items():
+            known = self.sources.get(source)
+            # No mark takes back progress another made: what a source's earlier owner
+            # had read (and rerouted) stays read when a new owner starts further back.
+            # A mark further ahead than the wall clock allows is believed up to that.
+            if at is not None and (known is None or at > known):
+                self.sources[source] = min(at, believable)
+                self.moved[source] = now
+                self.waived.discard(source)
+        for source in range(settings.partitions):
+            if source == number or source in self.waived:
+                continue
+            if now - self.moved.get(source, self.started) > PROGRESS_TIMEOUT_S:
+                self.waived.add(source)
+                metrics.progress_waived.inc()
+                log.warning(
+                    "partition %d stops waiting for partition %d: no progress from it for "
+                    "%.0fs while other partitions' marks arrive (HITRUN_PROGRESS_TIMEOUT)",
+                    number,
+                    source,
+                    now - self.moved.get(source, self.started),
+                )
 
     def read_times(self) -> dict[str, datetime]:
         """Per input topic, the latest event time read here, rerouted events included."""
@@ -997,14 +1033,7 @@ def read_mark(msg: RawMessage) -> None:
     partition = timers.of(msg.partition)
     if partition.read_before_restart(msg):
         return  # the restored clock record holds its progress
-    # No mark takes back progress another made: what a source's earlier owner had
-    # read (and rerouted) stays read when a new owner starts further back. A mark
-    # further ahead than the wall clock allows is believed up to that.
-    believable = datetime.now(UTC) + MAX_CLOCK_SKEW
-    for source, at in sources.items():
-        known = partition.sources.get(source)
-        if at is not None and (known is None or at > known):
-            partition.sources[source] = min(at, believable)
+    partition.heard_from(msg.partition, sources)
     metrics.progress_marks.labels("read").inc()
 
 
@@ -1016,12 +1045,13 @@ def queue_marks(caught_up: CaughtUp, owned: Iterable[int]) -> None:
     """
     wall = datetime.now(UTC)
     reached = {number: read_progress(number, caught_up, wall) for number in sorted(owned)}
+    # Every partition gets a mark, one without sources too: that marks arrive at all
+    # tells a partition that a silent source is silent, not the broker away.
     for target in range(settings.partitions):
         sources = {number: at for number, at in reached.items() if number != target}
-        if sources:
-            value = progress.encode_mark(sources)
-            queue(settings.reroute_topic, None, value, target, progress.MARK_HEADERS)
-            metrics.progress_marks.labels("written").inc()
+        value = progress.encode_mark(sources)
+        queue(settings.reroute_topic, None, value, target, progress.MARK_HEADERS)
+        metrics.progress_marks.labels("written").inc()
 
 
 def read_progress(number: int, caught_up: CaughtUp, wall: datetime) -> datetime | None:

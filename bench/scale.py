@@ -242,7 +242,8 @@ def backlog_rate(worker: WorkerProcess, events: int) -> float:
         worker.launch()
     ready = 0.0
     while True:
-        if not ready and worker.metric("hitrun_ready"):
+        # /readyz answers as of the request (the hitrun_ready gauge lags up to 5 s).
+        if not ready and worker.get("/readyz")[0] == 200:
             ready = time.perf_counter()
         if ready and worker.metric("hitrun_input_events_total", outcome="processed") >= events:
             return events / (time.perf_counter() - ready)

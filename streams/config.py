@@ -305,6 +305,11 @@ class Settings:
     # (streams/progress.py). 0s: no marks, no waiting (only for producers that all
     # partition with murmur2).
     progress_interval: timedelta = _setting("100ms", parse_duration)
+    # Live mode: how long a partition waits for another whose progress marks have
+    # stopped while the other partitions' marks still arrive (its worker died, or
+    # its new owner is still recovering its state); past it, it no longer waits
+    # for that partition until that partition's marks move again.
+    progress_timeout: timedelta = _setting("5s", parse_duration)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

@@ -146,6 +146,12 @@ class Metrics:
             ("direction",),
             registry=registry,
         )
+        self.progress_waived = Counter(
+            "hitrun_progress_waits_abandoned_total",
+            "Live mode: times a partition stopped waiting for another partition whose "
+            "progress marks had stopped for HITRUN_PROGRESS_TIMEOUT while others' arrived.",
+            registry=registry,
+        )
         self.consumer_lag = Gauge(
             "hitrun_consumer_lag_messages",
             "End offset minus committed offset, per input topic partition this worker owns.",

@@ -105,12 +105,16 @@ def source_progress(
     return max([wall, *read_to.values()])
 
 
-def bound(sources: Sources, partition: int, partitions: int) -> datetime | None:
+def bound(
+    sources: Sources, partition: int, partitions: int, waived: Iterable[int] = ()
+) -> datetime | None:
     """How far partition `partition`'s clock may go: the least progress of every other
-    partition (EARLIEST_TIME while one is unknown; None when there is no other)."""
+    partition but the `waived` (EARLIEST_TIME while one is unknown; None when there is
+    no other)."""
     least: datetime | None = None
+    skip = {partition, *waived}
     for source in range(partitions):
-        if source == partition:
+        if source in skip:
             continue
         at = sources.get(source)
         if at is None:

@@ -409,3 +409,42 @@ def test_a_mark_read_again_after_a_restart_changes_nothing(aligned: Sink) -> Non
     )
     run_batch(old)
     assert timers.bound(p) == EARLIEST_TIME
+
+
+def test_a_partition_whose_marks_stop_while_others_arrive_is_waited_for_no_longer(
+    aligned: Sink, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    buyer = "pm-silent"
+    p = home(buyer)
+    q = (p + 1) % N
+    silent = {f"p{q}": None}
+    run_batch(
+        checkout(buyer, "o-1", 0),
+        checkout(same_partition_as(buyer), "o-2", 180),
+        mark(p, at(200), **silent),
+    )
+    assert customer.metrics.value("hitrun_held_events") == 2
+    before = customer.metrics.value("hitrun_progress_waits_abandoned_total")
+    # Partition q's worker died, or its new owner is still recovering: the others'
+    # marks keep coming, q's do not. Past the timeout (0 here) q is not waited for.
+    monkeypatch.setattr(customer, "PROGRESS_TIMEOUT_S", 0.0)
+    run_batch(mark(p, at(300), **silent))
+    assert customer.metrics.value("hitrun_progress_waits_abandoned_total") == before + 1
+    assert customer.metrics.value("hitrun_held_events") == 0
+    assert "o-1" in strikes(aligned)
+    # Once q's marks move again, it is waited for again.
+    run_batch(mark(p, at(300), **{f"p{q}": at(250)}))
+    assert customer.timers.of(p).bound(p) == at(250)
+
+
+def test_without_any_mark_arriving_no_partition_is_given_up(
+    aligned: Sink, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The broker away: nothing arrives, so nothing tells a silent partition from an
+    # unreachable one, and the held events wait.
+    buyer = "pm-outage"
+    monkeypatch.setattr(customer, "PROGRESS_TIMEOUT_S", 0.0)
+    run_batch(checkout(buyer, "o-1", 0))
+    run_batch()
+    assert customer.metrics.value("hitrun_held_events") == 1
+    assert customer.timers.of(home(buyer)).waived == set()
