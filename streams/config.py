@@ -309,7 +309,7 @@ class Settings:
     # stopped while the other partitions' marks still arrive (its worker died, or
     # its new owner is still recovering its state); past it, it no longer waits
     # for that partition until that partition's marks move again.
-    progress_timeout: timedelta = _setting("5s", parse_duration)
+    progress_timeout: timedelta = _setting("3s", parse_duration)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
