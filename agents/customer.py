@@ -222,10 +222,9 @@ class PartitionTimers:
     # Per (topic, partition) a rerouted event was first read at: the offset after
     # the last such event read from this partition's reroute topic.
     origins: dict[tuple[str, int], int] = field(default_factory=dict)
-    # When (time.monotonic) a mark was last read at all, and when each source's
-    # progress last moved (or this partition started listening): a source silent for
-    # PROGRESS_TIMEOUT_S while others' marks arrive is no longer waited for.
-    heard: float = field(default_factory=time.monotonic)
+    # When (time.monotonic) each source's progress last moved, or this partition
+    # started listening: a source silent for PROGRESS_TIMEOUT_S while marks arrive
+    # (silence is only judged when a mark is read) is no longer waited for.
     moved: dict[int, float] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
     waived: set[int] = field(default_factory=set)
@@ -272,7 +271,6 @@ class PartitionTimers:
     def heard_from(self, number: int, sources: Mapping[int, datetime | None]) -> None:
         """A mark was read: take its progress and notice the sources that went silent."""
         now = time.monotonic()
-        self.heard = now
         believable = datetime.now(UTC) + MAX_CLOCK_SKEW
         for source, at in sources.items():
             known = self.sources.get(source)
