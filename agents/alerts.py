@@ -16,6 +16,7 @@ from hitrun.agents.effects import (
     SendReminder,
     Unblacklist,
 )
+from hitrun.agents.identity import AccountLinked, AccountUnlinked, LinkEffect, LinkPolicy
 from hitrun.agents.retention import (
     FlagEarlyChurn,
     FlagInquiryOnly,
@@ -226,3 +227,33 @@ def to_alert(effect: Effect) -> Alert | None:
             body["note"] = effect.note
         return Alert(BLACKLIST, effect.customer_id, body)
     return None
+
+
+def link_alert(effect: LinkEffect, policy: LinkPolicy) -> Alert:
+    """The alert of a link effect (topic role `blacklist`), with the identifiers as evidence."""
+    other = effect.other
+    if isinstance(effect, AccountUnlinked):
+        body = _head("account_unlinked", effect.customer_id, other, _ts(effect.at), effect.at)
+        return Alert(
+            BLACKLIST,
+            effect.customer_id,
+            body | {"linked_customer_id": other, "cause": effect.cause},
+        )
+    evidence = [
+        {"kind": key.split(":", 1)[0], "hash_prefix": key.split(":", 1)[1], "seen_at": _ts(at)}
+        for key, at in effect.evidence
+    ]
+    rules = {
+        "strong_kinds": sorted(policy.strong_kinds),
+        "min_kinds": policy.min_kinds,
+        "common_after": policy.common_after,
+        "window_days": _days(policy.window),
+    }
+    if isinstance(effect, AccountLinked):
+        body = _head("account_linked", effect.customer_id, other, _ts(effect.at), effect.at)
+    else:
+        attempt = ",".join(effect.scopes) + "@" + _ts(effect.at)
+        body = _head("linked_account_flagged", effect.customer_id, other, attempt, effect.at)
+        body["linked_blacklists"] = list(effect.scopes)
+    body |= {"linked_customer_id": other, "identifiers": evidence, "policy": rules}
+    return Alert(BLACKLIST, effect.customer_id, body)

@@ -12,18 +12,19 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import faust
+import msgspec
 from aiokafka import TopicPartition
 from faust.types import StoreT
 from yarl import URL
 
-from hitrun.agents import retention, unpaid
-from hitrun.agents.alerts import Alert, alert_id, retention_alert, to_alert
+from hitrun.agents import identity, retention, unpaid
+from hitrun.agents.alerts import Alert, alert_id, link_alert, retention_alert, to_alert
 from hitrun.agents.effects import (
     Blacklist,
     DropUnmatchedPayment,
@@ -33,6 +34,13 @@ from hitrun.agents.effects import (
     ReportRecovery,
     SendReminder,
     Unblacklist,
+)
+from hitrun.agents.identity import (
+    IdentifierState,
+    LinkedAccountFlagged,
+    LinkEffect,
+    Report,
+    Sighting,
 )
 from hitrun.agents.retention import Purchase, RetentionEffect, RetentionState
 from hitrun.agents.risk import traits_of
@@ -53,6 +61,7 @@ from hitrun.schemas.records import (
     CustomerEvent,
     InquiryReceived,
     OrderStatusChanged,
+    PaymentAttempted,
     SourceCoordinates,
     Watermark,
 )
@@ -77,6 +86,7 @@ from hitrun.streams.errors import (
     InputRejected,
     LateEvent,
     ProcessingError,
+    SchemaViolation,
     Unauthenticated,
 )
 from hitrun.streams.ingest import (
@@ -97,9 +107,11 @@ from hitrun.streams.rocks import PartitionedRocksStore, get_raw, owned_items, wr
 from hitrun.streams.sink import Headers, OutRecord, RecordSink
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 policies = settings.unpaid_policies()
 retention_policy = settings.retention_policy()
+link_policy = settings.link_policy()
 REPLAY = settings.clock_mode == "replay"
 # Retention timers fire this long after their due instant on the stream clock,
 # so that an event within the allowed lateness still finds its window open.
@@ -145,6 +157,8 @@ class CustomerTable(faust.Table):
     def partition_for_key(self, key: Any) -> int:
         if key.startswith(CLOCK_KEY_PREFIX):  # a partition's own clock record
             return int(key[len(CLOCK_KEY_PREFIX) :])
+        if key.startswith(IDENTITY_KEY_PREFIX):  # an identifier's: its identity topic partition
+            return partition_for_key(key[len(IDENTITY_KEY_PREFIX) :], settings.partitions)
         return partition_for_key(key, settings.partitions)
 
     def _new_store_by_url(self, url: str | URL) -> StoreT:
@@ -167,6 +181,8 @@ class CustomerTable(faust.Table):
 # had reached (and accepts what it refused) nor waits on topics it had finished.
 # Customer ids cannot contain a space, so these keys never meet a customer's.
 CLOCK_KEY_PREFIX = b"hitrun clock "
+# And the identity stage's state of each identifier ("kind:hash") it was told of.
+IDENTITY_KEY_PREFIX = b"hitrun identity "
 
 
 def clock_key(partition: int) -> bytes:
@@ -346,7 +362,7 @@ class Timers:
             if persisted is not None:
                 self._restore_clock(number, persisted)
         for partition, key, value in owned_items(store, owned, settings.partitions):
-            if key.startswith(CLOCK_KEY_PREFIX) or value is None:
+            if key.startswith((CLOCK_KEY_PREFIX, IDENTITY_KEY_PREFIX)) or value is None:
                 continue
             summary = stored_summary(value)
             if summary is None or summary.fingerprint != WAKE_POLICY:
@@ -389,12 +405,12 @@ class Timers:
 
 def next_due(state: CustomerState) -> datetime | None:
     """When the customer's timers next run on the stream clock (agents/state.py, `next_wake`)."""
-    return next_wake(state, policies, retention_policy, LATENESS)
+    return next_wake(state, policies, retention_policy, LATENESS, link_policy)
 
 
 # Stored with each state's wake time: a summary written under other policies is
 # not trusted by the index rebuild (the state is decoded instead).
-WAKE_POLICY = policy_fingerprint(policies, retention_policy, LATENESS)
+WAKE_POLICY = policy_fingerprint(policies, retention_policy, LATENESS, link_policy)
 
 
 def summarize(state: CustomerState) -> Summary:
@@ -660,6 +676,8 @@ def publish(customer_id: str, state: CustomerState, effects: Iterable[Effect]) -
             customer_id.encode(),
             blacklist_status(customer_id, state.unpaid, status_changed_at),
         )
+        # The identity stage keeps each customer's listings with its identifiers.
+        announce(customer_id, state, None, status_changed_at, again=True)
 
 
 def publish_retention(customer_id: str, effects: Iterable[RetentionEffect]) -> None:
@@ -727,9 +745,11 @@ def advance_customer(partition: PartitionTimers, customer_id: str, now: datetime
         return
     state.unpaid, effects = unpaid.advance(state.unpaid, customer_id, now, policies)
     kept = retention.advance(state.retention, customer_id, now - LATENESS, retention_policy)
+    unlinked = age_links(customer_id, state, now)
     wake = next_due(state)
     cache.store(customer_id, before, state, wake)
     partition.index.schedule(customer_id, wake)
+    publish_links(customer_id, unlinked)
     if not REPLAY:
         wall = datetime.now(UTC)
         for effect in effects:
@@ -752,18 +772,25 @@ def apply(partition: PartitionTimers, event: CustomerEvent, msg: RawMessage) -> 
         return
     now = partition.clock.observe(event.occurred_at)
     fire_due(partition, now)
+    scoped(msg, lambda: apply_to_customer(partition, event, msg, now))
+
+
+def scoped(msg: RawMessage, work: Callable[[], None]) -> bool:
+    """Apply `msg` by `work` in a scope of its own: if it raises, every state it loaded is put
+    back, its records are dropped and `msg` is dead-lettered. False then."""
     mark = sink.mark()
     cache.begin()
     try:
-        apply_to_customer(partition, event, msg, now)
+        work()
     except Exception as exc:
         if STOP_ON_ERROR:
             raise
         sink.truncate(mark)
         cache.rollback()
         processing_failed(msg, exc)
-    else:
-        cache.end()
+        return False
+    cache.end()
+    return True
 
 
 def apply_to_customer(
@@ -790,11 +817,15 @@ def apply_to_customer(
         # those the LATENESS delay has not fired on the stream clock yet.
         kept = retention.advance(state.retention, customer_id, event.occurred_at, retention_policy)
         kept += observe_retention(state.retention, event, effects)
+    unlinked = age_links(customer_id, state, now)
+    if not duplicate and isinstance(event, CheckoutConfirmed | PaymentAttempted):
+        announce(customer_id, state, event.identifiers, event.occurred_at)
     wake = next_due(state)
     cache.store(customer_id, before, state, wake)
     partition.index.schedule(customer_id, wake)
     publish(customer_id, state, effects)
     publish_retention(customer_id, kept)
+    publish_links(customer_id, unlinked)
     metrics.input_event(msg.topic, event.type, "duplicate" if duplicate else "processed").inc()
     if not REPLAY:  # a replayed event's lag is its age
         lag = (datetime.now(UTC) - event.occurred_at).total_seconds()
@@ -825,6 +856,10 @@ def erase(
     it holds ids only.
     """
     customer_id = event.customer_id
+    state, _ = cache.load(customer_id)
+    if state.identity is not None:
+        for sighting in identity.forget(state.identity, customer_id, event.occurred_at):
+            queue_sighting(sighting)
     cache.store(customer_id, before, CustomerState(), None)
     partition.index.schedule(customer_id, None)
     key = customer_id.encode()
@@ -1062,6 +1097,185 @@ def read_progress(number: int, caught_up: CaughtUp, wall: datetime) -> datetime 
     )
 
 
+# --- linked accounts: the customer stage's side and the identity stage -------------
+
+
+def announce(
+    customer_id: str,
+    state: CustomerState,
+    identifiers: dict[str, str] | None,
+    at: datetime,
+    again: bool = False,
+) -> None:
+    """Send the identity stage the customer's identifiers it must hear of (agents/identity.py)."""
+    if not identifiers and state.identity is None:
+        return
+    listed = state.unpaid.listings.keys()
+    for sighting in identity.announce(
+        state.links(), customer_id, identifiers, at, listed, link_policy, again
+    ):
+        queue_sighting(sighting)
+    state.tidy()
+
+
+def age_links(customer_id: str, state: CustomerState, now: datetime) -> list[LinkEffect]:
+    """Drop the customer's link evidence older than the link window; the unlinks it makes."""
+    if state.identity is None:
+        return []
+    unlinked = identity.age(state.identity, customer_id, now, link_policy)
+    state.tidy()
+    return unlinked
+
+
+def queue_sighting(sighting: Sighting) -> None:
+    key = sighting.key
+    queue(settings.identity_topic, key, _ENCODE(sighting), partition_for_key(key, PARTITIONS))
+
+
+def publish_links(customer_id: str, effects: Iterable[LinkEffect]) -> None:
+    """Queue the alerts of link effects; a flag only for the blacklists whose shop wants it."""
+    for effect in effects:
+        if isinstance(effect, LinkedAccountFlagged):
+            scopes = tuple(s for s in effect.scopes if _flags(s))
+            if not scopes:
+                continue
+            effect = replace(effect, scopes=scopes)
+        queue_alert(customer_id, link_alert(effect, link_policy))
+
+
+def _flags(scope: str) -> bool:
+    chosen = policies.default if scope == "*" else policies.for_shop(scope)
+    return chosen.linked_accounts == "flag"
+
+
+PARTITIONS = settings.partitions
+_ENCODE = msgspec.json.Encoder().encode
+_DECODE_SIGHTING = msgspec.json.Decoder(Sighting).decode
+_DECODE_REPORT = msgspec.json.Decoder(Report).decode
+# The stored form of an identifier's state: a version byte, then msgspec's JSON.
+_IDENTIFIER_VERSION = b"\x01"
+_DECODE_IDENTIFIER = msgspec.json.Decoder(IdentifierState).decode
+
+
+class IdentifierStates:
+    """The identity stage's states read and changed in the current batch.
+
+    Like the customers' (`StateCache`), they reach the changelog with the
+    batch's records and the store only once the broker confirmed them.
+    """
+
+    def __init__(self) -> None:
+        self._states: dict[bytes, IdentifierState] = {}
+        self._dirty: set[bytes] = set()
+        self._staged: list[tuple[bytes, bytes | None]] = []
+
+    def load(self, key: bytes) -> IdentifierState:
+        found = self._states.get(key)
+        if found is None:
+            stored = get_raw(customers_table.data, key)
+            if stored is None or not stored.startswith(_IDENTIFIER_VERSION):
+                found = IdentifierState()
+            else:
+                found = _DECODE_IDENTIFIER(memoryview(stored)[1:])
+            self._states[key] = found
+        return found
+
+    def snapshot(self, key: bytes) -> bytes:
+        return _ENCODE(self.load(key))
+
+    def restore(self, key: bytes, snapshot: bytes) -> None:
+        self._states[key] = _DECODE_IDENTIFIER(snapshot)
+
+    def changed(self, key: bytes) -> None:
+        self._dirty.add(key)
+
+    def stage(self) -> None:
+        for key in sorted(self._dirty):
+            state = self._states[key]
+            value = None if state.is_empty() else _IDENTIFIER_VERSION + _ENCODE(state)
+            self._staged.append((key, value))
+            sink.put(
+                OutRecord(changelog_topic_name, key, value, customers_table.partition_for_key(key))
+            )
+        self._dirty.clear()
+
+    def commit(self) -> list[tuple[bytes, bytes | None]]:
+        writes, self._staged = self._staged, []
+        self._states.clear()
+        return writes
+
+    def forget(self) -> None:
+        self._states.clear()
+        self._dirty.clear()
+        self._staged.clear()
+
+
+identifiers = IdentifierStates()
+
+
+def apply_sighting(msg: RawMessage) -> None:
+    """The identity stage: take one sighting, tell each customer concerned what it changes."""
+    seen = read_internal(msg, _DECODE_SIGHTING, "an identifier sighting")
+    if seen is None:
+        return
+    if msg.key != seen.key:
+        internal_refused(msg, "a sighting keyed other than by its identifier")
+        return
+    key = IDENTITY_KEY_PREFIX + seen.key
+    before = identifiers.snapshot(key)
+    try:
+        reports = identity.sight(identifiers.load(key), seen, link_policy)
+    except Exception as exc:
+        if STOP_ON_ERROR:
+            raise
+        identifiers.restore(key, before)
+        processing_failed(msg, exc)
+        return
+    identifiers.changed(key)
+    for report in reports:
+        to = report.customer.encode()
+        queue(settings.links_topic, to, _ENCODE(report), partition_for_key(to, PARTITIONS))
+    metrics.input_event(msg.topic, "identifier_sighting", "processed").inc()
+
+
+def apply_report(msg: RawMessage) -> None:
+    """The customer stage: take what the identity stage says about one of its customers."""
+    report = read_internal(msg, _DECODE_REPORT, "a link report")
+    if report is None:
+        return
+    customer_id = report.customer
+    if partition_for_key(customer_id.encode(), PARTITIONS) != msg.partition:
+        internal_refused(msg, "a link report in another partition than its customer's")
+        return
+    partition = timers.of(msg.partition)
+
+    def receive() -> None:
+        state, before = cache.load(customer_id)
+        effects = identity.receive(state.links(), customer_id, report, link_policy)
+        state.tidy()
+        wake = next_due(state)
+        cache.store(customer_id, before, state, wake)
+        partition.index.schedule(customer_id, wake)
+        publish_links(customer_id, effects)
+
+    if scoped(msg, receive):
+        metrics.input_event(msg.topic, str(report.__struct_config__.tag), "processed").inc()
+
+
+def read_internal(msg: RawMessage, decode: Callable[[bytes], T], what: str) -> T | None:
+    """The record of an internal topic's message; None when it is not `what` (dead-lettered)."""
+    try:
+        return decode(msg.value or b"")
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        internal_refused(msg, f"not {what}: {exc}")
+        return None
+
+
+def internal_refused(msg: RawMessage, detail: str) -> None:
+    """A record on an internal topic hitrun did not write: dead-lettered, never applied."""
+    dead_letter(msg, Rejected(dead_letter_for(msg, SchemaViolation(detail))))
+
+
 class CustomerProcessor:
     """The agent as streams/loop.py drives it: apply records and ticks, stage, confirm, reset."""
 
@@ -1071,6 +1285,12 @@ class CustomerProcessor:
         self._read_input = False  # records of the input topics read since the last marks
 
     def apply(self, msg: RawMessage) -> None:
+        if msg.topic == settings.identity_topic:
+            apply_sighting(msg)
+            return
+        if msg.topic == settings.links_topic:
+            apply_report(msg)
+            return
         timers.of(msg.partition).read_next[msg.topic] = msg.offset + 1
         if msg.topic == settings.reroute_topic:
             if msg.headers and progress.is_mark(msg.headers):
@@ -1116,6 +1336,7 @@ class CustomerProcessor:
     def end_batch(self) -> None:
         alert_log.flush()
         cache.stage()
+        identifiers.stage()
         for number, partition in timers.partitions.items():
             record = partition.record().encode()
             if record != partition.persisted:
@@ -1126,6 +1347,7 @@ class CustomerProcessor:
 
     def confirmed(self, delivered: Mapping[TopicPartition, int]) -> None:
         writes = cache.commit()
+        writes += identifiers.commit()
         writes += self._clock_writes
         self._clock_writes.clear()
         # With the states, what Faust does after each changelog send: a
@@ -1136,6 +1358,7 @@ class CustomerProcessor:
 
     def reset(self) -> None:
         cache.forget()
+        identifiers.forget()
         sink.discard()
         timers.clear()
         self._clock_writes.clear()
@@ -1170,7 +1393,14 @@ sink = RecordSink(
 consume_loop = ConsumeLoop(
     CustomerProcessor(),
     sink,
-    topics=frozenset({*settings.input_topics, settings.reroute_topic}),
+    topics=frozenset(
+        {
+            *settings.input_topics,
+            settings.reroute_topic,
+            settings.identity_topic,
+            settings.links_topic,
+        }
+    ),
     clock_topics=(*settings.watermarked_topics, settings.reroute_topic),
     live=not REPLAY,
     tick_interval_s=settings.tick_interval.total_seconds(),

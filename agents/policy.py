@@ -53,6 +53,9 @@ class UnpaidPolicy:
     payment_hold: timedelta = HOUR
     cod_max_open: timedelta = 30 * DAY
     dedupe_window: timedelta = 7 * DAY
+    # A strong link to a customer on this shop's blacklist: "flag" raises
+    # linked_account_flagged, "ignore" does nothing (agents/identity.py).
+    linked_accounts: str = "flag"
 
     def window_for(self, method: str) -> timedelta | None:
         """Payment window of a method; methods missing from the table get the card window."""

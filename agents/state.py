@@ -10,7 +10,8 @@ from typing import NamedTuple
 
 import msgspec
 
-from hitrun.agents import retention, unpaid
+from hitrun.agents import identity, retention, unpaid
+from hitrun.agents.identity import IdentityState, LinkPolicy
 from hitrun.agents.policy import Policies
 from hitrun.agents.retention import RetentionPolicy, RetentionState
 from hitrun.agents.unpaid import UnpaidState
@@ -23,9 +24,27 @@ class CustomerState:
 
     unpaid: UnpaidState = field(default_factory=UnpaidState)
     retention: RetentionState = field(default_factory=RetentionState)
+    # Its hashed identifiers and linked accounts (agents/identity.py); None while
+    # there are none, and then left out of the stored form (`encode_state`).
+    identity: IdentityState | None = None
 
     def is_empty(self) -> bool:
-        return self.unpaid.is_empty() and self.retention.is_empty()
+        return (
+            self.unpaid.is_empty()
+            and self.retention.is_empty()
+            and (self.identity is None or self.identity.is_empty())
+        )
+
+    def links(self) -> IdentityState:
+        """The identity part, created when first needed."""
+        if self.identity is None:
+            self.identity = IdentityState()
+        return self.identity
+
+    def tidy(self) -> None:
+        """Drop an identity part that holds nothing."""
+        if self.identity is not None and self.identity.is_empty():
+            self.identity = None
 
 
 def next_wake(
@@ -33,6 +52,7 @@ def next_wake(
     policies: Policies,
     retention_policy: RetentionPolicy,
     lateness: timedelta,
+    link_policy: LinkPolicy | None = None,
 ) -> datetime | None:
     """When the customer's timers must next run on the stream clock (retention's `lateness` later).
 
@@ -41,12 +61,17 @@ def next_wake(
     they wait for the customer's next event or timer, which prunes up to the
     stream clock first (`unpaid.next_cleanup` says why that is the same).
     Every paid order would else cost a wake-up of its own a week later, for a
-    customer whose retention window is still open.
+    customer whose retention window is still open. A strong link whose evidence
+    ages out wakes the customer (the unlink is an alert).
     """
     due = unpaid.next_timer(state.unpaid, policies)
     kept = retention.next_due(state.retention, retention_policy)
     if kept is not None and (due is None or kept + lateness < due):
         due = kept + lateness
+    if link_policy is not None and state.identity is not None and state.identity.links:
+        unlink = identity.next_expiry(state.identity, link_policy)
+        if unlink is not None and (due is None or unlink < due):
+            due = unlink
     if due is None:
         return unpaid.next_cleanup(state.unpaid, policies)
     return due
@@ -72,6 +97,7 @@ _ENCODER = msgspec.json.Encoder()
 _DECODE = msgspec.json.Decoder(CustomerState).decode
 _DECODE_V1_UNPAID_ONLY = msgspec.json.Decoder(UnpaidState).decode
 _VERSION_2 = bytes([STATE_VERSION])
+_NO_IDENTITY = b',"identity":null}'
 # The fingerprint of a summary written without one: it matches no policies.
 NO_FINGERPRINT = 0
 
@@ -108,7 +134,11 @@ def encode_state(
         len(state.unpaid.open),
         bool(state.unpaid.listings),
     )
-    return header + _ENCODER.encode(state)
+    body = _ENCODER.encode(state)
+    if state.identity is None:
+        # The last field, null for most customers: left out, it decodes as None.
+        body = body[: -len(_NO_IDENTITY)] + b"}"
+    return header + body
 
 
 def stored_summary(data: bytes) -> Summary | None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
+from hitrun.agents.identity import IdentityState, Link, LinkPolicy
 from hitrun.agents.policy import Policies, UnpaidPolicy
 from hitrun.agents.unpaid import (
     Listing,
@@ -36,13 +37,22 @@ _RANK = {
     "strike": 2,
     "strike_reversed": 2,
     "blacklisted": 3,
+    "linked": 4,
 }
 
 
-def explain(customer_id: str, state: UnpaidState, policies: Policies) -> dict[str, Any]:
+def explain(
+    customer_id: str,
+    state: UnpaidState,
+    policies: Policies,
+    links: IdentityState | None = None,
+    link_policy: LinkPolicy | None = None,
+) -> dict[str, Any]:
     """The customer's decision trail: `decisions` in time order, each with a `text` for a
-    person, and the `policies` of the shops they concern."""
+    person, and the `policies` of the shops they concern (and the link policy, with links)."""
+    linked = [] if links is None else sorted(links.links.items())
     decisions = [
+        *(_link(other, link) for other, link in linked if link.strong_since is not None),
         *(_open_order(order) for order in state.open.values()),
         *(_strike(strike, state, policies) for strike in state.strikes),
         *(_listing(listing, policies) for listing in state.listings.values()),
@@ -57,11 +67,42 @@ def explain(customer_id: str, state: UnpaidState, policies: Policies) -> dict[st
     shops = {order.shop_id for order in state.open.values()} | {
         strike.shop_id for strike in state.strikes
     }
-    return {
+    trail = {
         "customer_id": customer_id,
         "blacklisted_on": sorted(state.listings),
         "decisions": decisions,
         "policies": {shop: _policy(policies.for_shop(shop)) for shop in sorted(shops)},
+    }
+    if link_policy is not None and any(d["decision"] == "linked" for d in decisions):
+        trail["link_policy"] = {
+            "strong_kinds": sorted(link_policy.strong_kinds),
+            "min_kinds": link_policy.min_kinds,
+            "common_after": link_policy.common_after,
+            "window": _duration(link_policy.window),
+        }
+    return trail
+
+
+def _link(other: str, link: Link) -> dict[str, Any]:
+    shared = [
+        {"kind": kind, "hash_prefix": prefix, "seen_at": _ts(at)}
+        for (kind, prefix), at in sorted(
+            (tuple(key.split(":", 1)), at) for key, at in link.evidence.items()
+        )
+    ]
+    listed = ", ".join(_scope(scope) for scope in link.listed)
+    standing = f"; {other} is on {listed}" if listed else ""
+    return {
+        "at": _ts(link.strong_since or min(link.evidence.values())),
+        "decision": "linked",
+        "linked_customer_id": other,
+        "identifiers": shared,
+        "linked_blacklists": list(link.listed),
+        "text": (
+            f"linked to account {other}: both used the same "
+            + ", ".join(f"{s['kind']} ({s['hash_prefix']}…)" for s in shared)
+            + standing
+        ),
     }
 
 

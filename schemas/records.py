@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, cast
 
 import msgspec
 
@@ -74,6 +74,20 @@ class Item(msgspec.Struct, frozen=True):
         )
 
 
+# Hashed identifiers of the buyer (version 2 of checkout_confirmed and
+# payment_attempted): kind -> hash, only the kinds given, None when none is.
+Identifiers = dict[str, str] | None
+IDENTIFIER_KINDS = ("phone", "email", "device", "payment_instrument", "shipping_address")
+
+
+def identifiers_of(given: dict[str, str | None] | None) -> Identifiers:
+    """The canonical form of an `identifiers` object: the kinds given, in a fixed order."""
+    if not given:
+        return None
+    kept = {kind: given[kind] for kind in IDENTIFIER_KINDS if given.get(kind) is not None}
+    return cast(dict[str, str], kept) or None
+
+
 class ShopEvent(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
     """Fields every input event carries (README, "What goes in").
 
@@ -111,6 +125,7 @@ class CheckoutConfirmed(ShopEvent, frozen=True, kw_only=True, tag="checkout_conf
     traffic_source: TrafficSource | None = None
     promotion_code: str | None = None
     customer_time_zone: str | None = None
+    identifiers: Identifiers = None
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> CheckoutConfirmed:
@@ -127,6 +142,7 @@ class CheckoutConfirmed(ShopEvent, frozen=True, kw_only=True, tag="checkout_conf
             traffic_source=d.get("traffic_source"),
             promotion_code=d.get("promotion_code"),
             customer_time_zone=d.get("customer_time_zone"),
+            identifiers=identifiers_of(d.get("identifiers")),
         )
 
 
@@ -140,6 +156,7 @@ class PaymentAttempted(ShopEvent, frozen=True, kw_only=True, tag="payment_attemp
     method: PaymentMethod
     payment_id: str | None = None
     failure_reason: str | None = None
+    identifiers: Identifiers = None
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> PaymentAttempted:
@@ -151,6 +168,7 @@ class PaymentAttempted(ShopEvent, frozen=True, kw_only=True, tag="payment_attemp
             method=d["method"],
             payment_id=d.get("payment_id"),
             failure_reason=d.get("failure_reason"),
+            identifiers=identifiers_of(d.get("identifiers")),
         )
 
 
@@ -259,12 +277,19 @@ InputEvent = CustomerEvent | Watermark
 # Event type -> (record class, schema name). The single place that maps the
 # `type` field of the wire format to the contract.
 INPUT_EVENTS: dict[str, tuple[type[InputEvent], str]] = {
-    "checkout_confirmed": (CheckoutConfirmed, "checkout_confirmed.v1"),
-    "payment_attempted": (PaymentAttempted, "payment_attempted.v1"),
+    "checkout_confirmed": (CheckoutConfirmed, "checkout_confirmed.v2"),
+    "payment_attempted": (PaymentAttempted, "payment_attempted.v2"),
     "order_status_changed": (OrderStatusChanged, "order_status_changed.v1"),
     "inquiry_received": (InquiryReceived, "inquiry_received.v1"),
     "admin_action_requested": (AdminActionRequested, "admin_action_requested.v1"),
     "watermark": (Watermark, "watermark.v1"),
+}
+# Earlier versions still accepted, by the event type whose current version reads
+# them: each later version only adds optional fields, so an earlier message is a
+# valid message of the current version (tests/unit/test_contract.py holds that).
+EARLIER_VERSIONS: dict[str, str] = {
+    "checkout_confirmed.v1": "checkout_confirmed",
+    "payment_attempted.v1": "payment_attempted",
 }
 
 

@@ -25,6 +25,7 @@ from hitrun.schemas.records import (
     LATEST_TIME,
     AdminActionRequested,
     CheckoutConfirmed,
+    Identifiers,
     InputEvent,
     InquiryReceived,
     Item,
@@ -32,6 +33,7 @@ from hitrun.schemas.records import (
     OrderStatusChanged,
     PaymentAttempted,
     Watermark,
+    identifiers_of,
 )
 from hitrun.schemas.registry import load_schema
 
@@ -93,6 +95,17 @@ class _Item(_Wire, frozen=True, forbid_unknown_fields=True, tag=None):
     accessory: bool = False
 
 
+IdentifierHash: TypeAlias = Annotated[str, _meta(_COMMON["identifier_hash"])]
+
+
+class _Identifiers(_Wire, frozen=True, forbid_unknown_fields=True, tag=None):
+    phone: IdentifierHash | None = None
+    email: IdentifierHash | None = None
+    device: IdentifierHash | None = None
+    payment_instrument: IdentifierHash | None = None
+    shipping_address: IdentifierHash | None = None
+
+
 class _Checkout(_Wire, frozen=True, forbid_unknown_fields=True, tag="checkout_confirmed"):
     event_id: Identifier
     customer_id: Identifier
@@ -110,6 +123,7 @@ class _Checkout(_Wire, frozen=True, forbid_unknown_fields=True, tag="checkout_co
     ) = None
     promotion_code: Annotated[str, _text(64)] | None = None
     customer_time_zone: TimeZone | None = None
+    identifiers: _Identifiers | None = None
 
 
 class _Payment(_Wire, frozen=True, forbid_unknown_fields=True, tag="payment_attempted"):
@@ -123,6 +137,7 @@ class _Payment(_Wire, frozen=True, forbid_unknown_fields=True, tag="payment_atte
     method: Method
     payment_id: Identifier | None = None
     failure_reason: Annotated[str, _text(256)] | None = None
+    identifiers: _Identifiers | None = None
 
 
 class _OrderStatus(_Wire, frozen=True, forbid_unknown_fields=True, tag="order_status_changed"):
@@ -222,6 +237,10 @@ def _common(w: _Checkout | _Payment | _OrderStatus | _Inquiry | _Admin) -> dict[
     }
 
 
+def _identifiers(w: _Identifiers | None) -> Identifiers:
+    return None if w is None else identifiers_of(msgspec.structs.asdict(w))
+
+
 def _money(m: _Money) -> Money:
     return Money(m.amount_minor, m.currency)
 
@@ -241,6 +260,7 @@ def _checkout(w: _Checkout) -> CheckoutConfirmed:
         traffic_source=w.traffic_source,
         promotion_code=w.promotion_code,
         customer_time_zone=w.customer_time_zone,
+        identifiers=_identifiers(w.identifiers),
     )
 
 
@@ -253,6 +273,7 @@ def _payment(w: _Payment) -> PaymentAttempted:
         method=w.method,
         payment_id=w.payment_id,
         failure_reason=w.failure_reason,
+        identifiers=_identifiers(w.identifiers),
     )
 
 

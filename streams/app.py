@@ -55,7 +55,12 @@ quiet_repeats("aiokafka", interval_s=10.0)
 registry = CollectorRegistry()
 metrics = Metrics(registry)
 metrics.start_at_zero(
-    {**settings.input_topics, settings.reroute_topic: INGEST_REROUTABLE},
+    {
+        **settings.input_topics,
+        settings.reroute_topic: INGEST_REROUTABLE,
+        settings.identity_topic: ("identifier_sighting",),
+        settings.links_topic: ("shared", "dropped", "forgotten"),
+    },
     REASONS,
     ALERT_TYPES,
 )
@@ -87,7 +92,9 @@ def _raw_topic(*names: str) -> faust.TopicT:
     )
 
 
-input_topic = _raw_topic(*settings.input_topics, settings.reroute_topic)
+input_topic = _raw_topic(
+    *settings.input_topics, settings.reroute_topic, settings.identity_topic, settings.links_topic
+)
 reroute_topic = _raw_topic(settings.reroute_topic)
 dead_letter_topic = _raw_topic(settings.topic_dead_letters)
 output_topics = {role: _raw_topic(name) for role, name in settings.output_topics.items()}

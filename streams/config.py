@@ -12,9 +12,11 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, TypeVar
 
+from hitrun.agents.identity import LinkPolicy
 from hitrun.agents.policy import Policies, ReminderSchedule, UnpaidPolicy, default_windows
 from hitrun.agents.retention import RetentionPolicy
 from hitrun.agents.risk import RiskWeights, parse_weights
+from hitrun.schemas.records import IDENTIFIER_KINDS
 from hitrun.streams.auth import TokenEntry, TokenFileError, parse_tokens
 
 T = TypeVar("T")
@@ -51,6 +53,10 @@ def _shop_overrides(path: Path) -> dict[str, dict[str, Any]]:
                 parsed[name] = parse_duration(value)
             elif name == "payment_windows":
                 parsed[name] = default_windows() | _windows(value)
+            elif name == "linked_accounts" and value not in {"flag", "ignore"}:
+                raise SettingsError(
+                    f"HITRUN_POLICY_FILE: shop {shop}: linked_accounts must be flag or ignore"
+                )
             else:
                 parsed[name] = value
         shops[shop] = parsed
@@ -145,6 +151,17 @@ def _quiet_hours(text: str) -> tuple[time, time] | None:
     if not sep:
         raise ValueError(f"expected HH:MM-HH:MM or off, got {text!r}")
     return time.fromisoformat(start.strip()), time.fromisoformat(end.strip())
+
+
+def _identifier_kinds(text: str) -> frozenset[str]:
+    """`phone,email` -> the identifier kinds, each one the contract knows."""
+    kinds = frozenset(part.strip() for part in text.split(",") if part.strip())
+    unknown = kinds - set(IDENTIFIER_KINDS)
+    if unknown:
+        raise ValueError(
+            f"unknown identifier kinds {sorted(unknown)}; known: {', '.join(IDENTIFIER_KINDS)}"
+        )
+    return kinds
 
 
 def _non_empty(text: str) -> str:
@@ -282,6 +299,17 @@ class Settings:
     blacklist_scope: str = _setting("shop", _choice("shop", "platform"))
     payment_hold: timedelta = _setting("1h", parse_duration)
     policy_file: str | None = _setting(None, _non_empty)
+    # Linked accounts (docs/detection.md, "Linked accounts"): which identifier kinds
+    # link alone, how many kinds link together, K, and how long evidence counts.
+    link_strong_kinds: frozenset[str] = _setting(
+        "phone,email,device,payment_instrument", _identifier_kinds
+    )
+    link_min_kinds: int = _setting("2", _positive_int)
+    link_common_after: int = _setting("5", _positive_int)
+    link_window: timedelta = _setting("365d", parse_duration)
+    # What a strong link to a customer on a shop's blacklist does ("flag": a
+    # linked_account_flagged alert; "ignore": nothing); per shop in the policy file.
+    linked_accounts: str = _setting("flag", _choice("flag", "ignore"))
     # Single purchase, then gone (definitions in docs/detection.md).
     single_purchase_window: timedelta = _setting("90d", parse_duration)
     churn_dormancy: timedelta = _setting("90d", parse_duration)
@@ -400,6 +428,24 @@ class Settings:
         return f"{self.app_id}.reroute"
 
     @cached_property
+    def identity_topic(self) -> str:
+        """Internal topic of identifier sightings, keyed by identifier (agents/identity.py)."""
+        return f"{self.app_id}.identity"
+
+    @cached_property
+    def links_topic(self) -> str:
+        """Internal topic of what the identity stage tells each customer, keyed by customer."""
+        return f"{self.app_id}.identity-links"
+
+    def link_policy(self) -> LinkPolicy:
+        return LinkPolicy(
+            strong_kinds=self.link_strong_kinds,
+            min_kinds=self.link_min_kinds,
+            common_after=self.link_common_after,
+            window=self.link_window,
+        )
+
+    @cached_property
     def input_topics(self) -> dict[str, frozenset[str]]:
         """Input topic -> the event types it may carry."""
         return {
@@ -458,6 +504,7 @@ class Settings:
             buyer_cancellation_strikes=self.buyer_cancellation_strikes,
             blacklist_scope=self.blacklist_scope,
             payment_hold=self.payment_hold,
+            linked_accounts=self.linked_accounts,
         )
         if self.policy_file is None:
             return Policies(default)

@@ -39,6 +39,9 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     n = settings.partitions
     specs = [TopicSpec(name, n) for name in settings.input_topics]
     specs.append(TopicSpec(settings.reroute_topic, n, {"retention.ms": str(7 * _DAY_MS)}))
+    # The identity stage's input and output: each stage's state is in the table.
+    specs.append(TopicSpec(settings.identity_topic, n, {"retention.ms": str(7 * _DAY_MS)}))
+    specs.append(TopicSpec(settings.links_topic, n, {"retention.ms": str(7 * _DAY_MS)}))
     specs.extend(
         TopicSpec(name, n, {"retention.ms": str(30 * _DAY_MS)}, co_partitioned=False)
         for name in settings.output_topics.values()

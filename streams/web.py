@@ -18,8 +18,10 @@ from faust import web
 from hitrun.agents import retention
 from hitrun.agents.customer import (
     CLOCK_KEY_PREFIX,
+    IDENTITY_KEY_PREFIX,
     consume_loop,
     customers_table,
+    link_policy,
     policies,
     retention_policy,
     stream_clock,
@@ -134,8 +136,9 @@ async def readyz(self: web.View, request: web.Request) -> web.Response:
 def _customer_state(customer_id: str) -> CustomerState | None:
     """The customer's stored state as of their partition's clock (None: no state)."""
     key = customer_id.encode()
-    # The table's per-partition clock records are not customers.
-    stored = None if key.startswith(CLOCK_KEY_PREFIX) else customers_table.get(key)
+    # The table's per-partition clock records and identifier states are not customers.
+    internal = key.startswith((CLOCK_KEY_PREFIX, IDENTITY_KEY_PREFIX))
+    stored = None if internal else customers_table.get(key)
     if stored is None:
         return None
     state = decode_state(stored, customer_id)
@@ -202,7 +205,7 @@ class CustomerWhy(web.View):
             identity,
             customer_id,
             "decision trail",
-            lambda state: explain(customer_id, state.unpaid, policies),
+            lambda state: explain(customer_id, state.unpaid, policies, state.identity, link_policy),
         )
 
 

@@ -77,4 +77,12 @@ def render(trail: dict[str, Any]) -> str:
             f"({policy['blacklist_scope']} list); late-payment grace "
             f"{policy['late_payment_grace']}; payment windows: {windows}"
         )
+    rules = trail.get("link_policy")
+    if rules is not None:
+        lines.append(
+            f"link policy: one shared {', '.join(rules['strong_kinds'])} links, or "
+            f"{rules['min_kinds']} kinds together; an identifier on more than "
+            f"{rules['common_after']} customers links nothing; evidence counts for "
+            f"{rules['window']}"
+        )
     return "\n".join(lines)

@@ -12,7 +12,12 @@ import pytest
 from referencing import Registry, Resource
 
 from hitrun.schemas import SCHEMA_DIR, compiled_validator, load_schema, schema_names
-from hitrun.schemas.records import INPUT_EVENTS, DeadLetter, SourceCoordinates
+from hitrun.schemas.records import (
+    EARLIER_VERSIONS,
+    INPUT_EVENTS,
+    DeadLetter,
+    SourceCoordinates,
+)
 from hitrun.streams.codec import decode_input, encode
 from hitrun.streams.errors import InputRejected
 
@@ -30,6 +35,7 @@ def _is_json(path: Path) -> bool:
 
 
 INPUT_SCHEMAS = {schema: event_type for event_type, (_, schema) in INPUT_EVENTS.items()}
+INPUT_SCHEMAS |= EARLIER_VERSIONS
 RETENTION_SCHEMAS = {
     "first_purchase_risk.v1",
     "single_purchase.v1",
@@ -82,7 +88,33 @@ def test_every_event_schema_is_named_after_its_type() -> None:
     for name in names:
         schema = load_schema(name)
         assert schema["$id"] == f"https://hitrun.dev/schemas/{name}.schema.json"
-        assert f"{schema['properties']['type']['const']}.v1" == name
+        kind, version = name.rsplit(".", 1)
+        assert schema["properties"]["type"]["const"] == kind
+        assert version == "v1" or name in {s for _, s in INPUT_EVENTS.values()}, name
+
+
+def test_the_current_version_of_an_input_event_accepts_every_earlier_message() -> None:
+    # An earlier version stays accepted because its messages are messages of the
+    # current one: its valid examples validate under the current schema, and the
+    # current schema differs only by optional properties.
+    current = {kind: schema for kind, (_, schema) in INPUT_EVENTS.items()}
+    assert EARLIER_VERSIONS
+    for earlier, kind in EARLIER_VERSIONS.items():
+        # Read from the files: the loaded schemas get their references rewritten by the compiler.
+        old, new = (
+            orjson.loads((SCHEMA_DIR / f"{name}.schema.json").read_bytes())
+            for name in (earlier, current[kind])
+        )
+        assert old["required"] == new["required"]
+        assert set(old["properties"]) < set(new["properties"])
+        for name, definition in old["properties"].items():
+            if name != "type":
+                assert new["properties"][name] == definition, name
+        for path in sorted((SCHEMA_DIR / "examples" / earlier).glob("*.json")):
+            if _is_json(path):
+                body = orjson.loads(path.read_bytes())
+                old_ok = reference_validator(earlier).is_valid(body)
+                assert reference_validator(current[kind]).is_valid(body) == old_ok, path.name
 
 
 def test_every_schema_with_examples_has_valid_and_invalid_ones() -> None:
@@ -150,8 +182,9 @@ def test_valid_input_example_round_trips_through_record_and_codec(path: Path) ->
     assert isinstance(record, msgspec.Struct)
     encoded = encode(record)
     body = orjson.loads(encoded)
-    reference_validator(path.parent.name).validate(body)
     event_type = body["type"]
+    # A record is written in the current version of its type, whichever version it was read in.
+    reference_validator(INPUT_EVENTS[event_type][1]).validate(body)
     key = body["customer_id"].encode() if "customer_id" in body else None
     again = decode_input(encoded, key, frozenset({event_type}), 65536)
     assert again == record

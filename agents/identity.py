@@ -1,0 +1,380 @@
+"""Linked accounts: customers who share hashed identifiers, and links to blacklisted ones.
+
+Two stages, both pure here and wired to Kafka by the customer agent:
+
+- The **customer stage** (keyed by customer) announces each hashed identifier
+  a customer's events carry (`announce`), once, again when the customer's
+  blacklistings change, and again when the last announcement is getting old.
+  Announcements go to the identity topic, keyed by identifier.
+- The **identity stage** (keyed by identifier, `sight`) keeps per identifier
+  the customers seen with it, at most `common_after` of them. Each new
+  customer on an identifier is reported to every customer already there and
+  the other way round (`Shared`); the customer stage receives those reports
+  (`receive`) and keeps a bounded list of linked accounts. An identifier seen
+  on more customers than `common_after` (a shared office, a pickup point, a
+  family's tablet) is common: it links nothing, and the customers it linked
+  are told to drop it (`Dropped`).
+
+A link is strong when the two customers share an identifier of a strong kind
+(phone, e-mail, device, payment instrument by default) or identifiers of at
+least `min_kinds` kinds (a shipping address alone is a household, not a
+person). A strong link to a customer on a blacklist raises
+`linked_account_flagged`; evidence older than `window` ages out, and a link
+that is no longer strong raises `account_unlinked`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Annotated, Literal, TypeAlias, cast, get_args
+
+import msgspec
+
+from hitrun.schemas.records import IDENTIFIER_KINDS
+
+# How much of a hash an alert, the "why" and a customer's link list show and keep.
+HASH_PREFIX = 12
+
+Identifier: TypeAlias = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+Kind: TypeAlias = Literal["phone", "email", "device", "payment_instrument", "shipping_address"]
+Prefix: TypeAlias = Annotated[str, msgspec.Meta(pattern=f"^[0-9a-f]{{{HASH_PREFIX}}}$")]
+assert set(IDENTIFIER_KINDS) == set(get_args(Kind))
+
+
+@dataclass(frozen=True, slots=True)
+class LinkPolicy:
+    """When shared identifiers make a link, and how much the stages remember."""
+
+    strong_kinds: frozenset[str] = frozenset({"phone", "email", "device", "payment_instrument"})
+    min_kinds: int = 2
+    # K: an identifier seen on more customers than this is common and links nothing.
+    common_after: int = 5
+    window: timedelta = timedelta(days=365)
+    max_identifiers: int = 16  # announced per customer
+    max_links: int = 16  # linked accounts kept per customer
+
+    @property
+    def refresh(self) -> timedelta:
+        """An identifier is announced again when its last announcement is this old."""
+        return self.window / 8
+
+
+# --- the identity stage: one state per identifier -----------------------------------
+
+
+@dataclass(slots=True)
+class Seen:
+    """One customer on an identifier: when first and last seen with it, and their listings."""
+
+    first: datetime
+    last: datetime
+    listed: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class IdentifierState:
+    """The customers seen with one identifier, or, once it is common, until when it stays so."""
+
+    customers: dict[str, Seen] = field(default_factory=dict)
+    common_until: datetime | None = None
+
+    def is_empty(self) -> bool:
+        return not self.customers and self.common_until is None
+
+
+class Sighting(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """An announcement (the identity topic's record, keyed "kind:hash"): `customer` used
+    identifier `kind`:`hash` at `at`; `listed`: the scopes of the blacklists the customer
+    is on. `forget`: the customer was erased; the identifier forgets them."""
+
+    customer: Identifier
+    kind: Kind
+    hash: Annotated[str, msgspec.Meta(pattern="^[0-9a-f]{64}$")]
+    at: datetime
+    listed: tuple[Identifier, ...] = ()
+    forget: bool = False
+
+    @property
+    def key(self) -> bytes:
+        return f"{self.kind}:{self.hash}".encode()
+
+
+class Shared(
+    msgspec.Struct, frozen=True, forbid_unknown_fields=True, tag_field="type", tag="shared"
+):
+    """To `customer`: `other` shares identifier `kind`:`prefix`, both seen with it by
+    `evidence_at`; learnt from an announcement at `at`."""
+
+    customer: Identifier
+    other: Identifier
+    kind: Kind
+    prefix: Prefix
+    evidence_at: datetime
+    at: datetime
+    other_listed: tuple[Identifier, ...]
+
+
+class Dropped(
+    msgspec.Struct, frozen=True, forbid_unknown_fields=True, tag_field="type", tag="dropped"
+):
+    """To `customer`: identifier `kind`:`prefix` became common; it links nothing any more."""
+
+    customer: Identifier
+    kind: Kind
+    prefix: Prefix
+    at: datetime
+
+
+class Forgotten(
+    msgspec.Struct, frozen=True, forbid_unknown_fields=True, tag_field="type", tag="forgotten"
+):
+    """To `customer`: `other` was erased; no link to them stays."""
+
+    customer: Identifier
+    other: Identifier
+    at: datetime
+
+
+# The links topic's records, keyed by the customer they are for.
+Report = Shared | Dropped | Forgotten
+
+
+def sight(state: IdentifierState, seen: Sighting, policy: LinkPolicy) -> list[Report]:
+    """Take an announcement into the identifier's state; return what each customer must hear."""
+    prefix = seen.hash[:HASH_PREFIX]
+    if seen.forget:
+        if state.customers.pop(seen.customer, None) is None:
+            return []
+        return [Forgotten(other, seen.customer, seen.at) for other in sorted(state.customers)]
+    horizon = seen.at - policy.window
+    if state.common_until is not None:
+        if state.common_until >= seen.at:
+            state.common_until = max(state.common_until, seen.at + policy.window)
+            return []
+        state.common_until = None  # every sighting that made it common has aged out
+    for customer in [c for c, s in state.customers.items() if s.last < horizon]:
+        del state.customers[customer]
+    known = state.customers.get(seen.customer)
+    if known is None and len(state.customers) >= policy.common_after:
+        reports: list[Report] = [
+            Dropped(customer, seen.kind, prefix, seen.at) for customer in sorted(state.customers)
+        ]
+        state.customers.clear()
+        state.common_until = seen.at + policy.window
+        return reports
+    listed = list(seen.listed)
+    if known is None:
+        state.customers[seen.customer] = Seen(seen.at, seen.at, listed)
+    else:
+        known.last = max(known.last, seen.at)
+        known.listed = listed
+    reports = []
+    for other in sorted(state.customers):
+        if other == seen.customer:
+            continue
+        theirs = state.customers[other]
+        both = min(theirs.last, state.customers[seen.customer].last)
+        reports.append(
+            Shared(seen.customer, other, seen.kind, prefix, both, seen.at, tuple(theirs.listed))
+        )
+        reports.append(Shared(other, seen.customer, seen.kind, prefix, both, seen.at, seen.listed))
+    return reports
+
+
+# --- the customer stage: what one customer knows of its identifiers and links -------
+
+
+@dataclass(slots=True)
+class Link:
+    """Another customer this one shares identifiers with."""
+
+    evidence: dict[str, datetime] = field(default_factory=dict)  # "kind:prefix" -> seen by
+    listed: list[str] = field(default_factory=list)  # the other's blacklist scopes, as last heard
+    strong_since: datetime | None = None
+    flagged: list[str] = field(default_factory=list)  # scopes already flagged for
+
+
+@dataclass(slots=True)
+class IdentityState:
+    """The customer's announced identifiers ("kind:hash" -> last announced) and links."""
+
+    announced: dict[str, datetime] = field(default_factory=dict)
+    links: dict[str, Link] = field(default_factory=dict)
+
+    def is_empty(self) -> bool:
+        return not self.announced and not self.links
+
+
+@dataclass(frozen=True, slots=True)
+class AccountLinked:
+    """The customer and `other` now share identifiers the policy calls strong enough."""
+
+    customer_id: str
+    other: str
+    at: datetime
+    evidence: tuple[tuple[str, datetime], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class LinkedAccountFlagged:
+    """The customer is linked to `other`, who is on the blacklists of `scopes`."""
+
+    customer_id: str
+    other: str
+    at: datetime
+    scopes: tuple[str, ...]
+    evidence: tuple[tuple[str, datetime], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class AccountUnlinked:
+    """The link to `other` is no longer strong, for `cause`."""
+
+    customer_id: str
+    other: str
+    at: datetime
+    cause: str  # "evidence_aged_out", "identifier_common", "evicted" or "erased"
+
+
+LinkEffect = AccountLinked | LinkedAccountFlagged | AccountUnlinked
+
+
+def announce(
+    state: IdentityState,
+    customer_id: str,
+    identifiers: dict[str, str] | None,
+    at: datetime,
+    listed: Iterable[str],
+    policy: LinkPolicy,
+    again: bool = False,
+) -> list[Sighting]:
+    """The sightings to send for an event's identifiers (all known ones when `again`: the
+    customer's blacklistings changed)."""
+    scopes = tuple(sorted(listed))
+    due: list[str] = []
+    for kind, hashed in (identifiers or {}).items():
+        key = f"{kind}:{hashed}"
+        last = state.announced.get(key)
+        if last is None or at - last >= policy.refresh:
+            due.append(key)
+            state.announced[key] = at
+    if again:
+        due = sorted(state.announced)
+    while len(state.announced) > policy.max_identifiers:
+        oldest = min(state.announced, key=lambda k: (state.announced[k], k))
+        del state.announced[oldest]
+    sightings = []
+    for key in sorted(set(due)):
+        if key in state.announced:
+            kind, hashed = key.split(":", 1)
+            sightings.append(Sighting(customer_id, cast(Kind, kind), hashed, at, scopes))
+    return sightings
+
+
+def strong(link: Link, policy: LinkPolicy) -> bool:
+    kinds = {key.split(":", 1)[0] for key in link.evidence}
+    return bool(kinds & policy.strong_kinds) or len(kinds) >= policy.min_kinds
+
+
+def receive(
+    state: IdentityState, customer_id: str, report: Report, policy: LinkPolicy
+) -> list[LinkEffect]:
+    """Take what the identity stage reported into the customer's links; return the alerts."""
+    effects: list[LinkEffect] = []
+    if isinstance(report, Forgotten):
+        gone = state.links.pop(report.other, None)
+        if gone is not None and gone.strong_since is not None:
+            effects.append(AccountUnlinked(customer_id, report.other, report.at, "erased"))
+        return effects
+    if isinstance(report, Dropped):
+        key = f"{report.kind}:{report.prefix}"
+        for other in sorted(state.links):
+            link = state.links[other]
+            if link.evidence.pop(key, None) is not None:
+                effects += _settle(
+                    state, customer_id, other, report.at, policy, "identifier_common"
+                )
+        return effects
+    link = state.links.setdefault(report.other, Link())
+    key = f"{report.kind}:{report.prefix}"
+    link.evidence[key] = max(report.evidence_at, link.evidence.get(key, report.evidence_at))
+    link.listed = sorted(report.other_listed)
+    effects += _settle(state, customer_id, report.other, report.at, policy, "evidence_aged_out")
+    while len(state.links) > policy.max_links:
+        # The link with the oldest evidence goes first; one to a listed customer last.
+        victim = min(
+            state.links,
+            key=lambda o: (bool(state.links[o].listed), max(state.links[o].evidence.values()), o),
+        )
+        gone = state.links.pop(victim)
+        if gone.strong_since is not None:
+            effects.append(AccountUnlinked(customer_id, victim, report.at, "evicted"))
+    return effects
+
+
+def age(
+    state: IdentityState, customer_id: str, now: datetime, policy: LinkPolicy
+) -> list[LinkEffect]:
+    """Drop evidence and announcements older than the window at `now`; return the unlinks."""
+    horizon = now - policy.window
+    for key in [k for k, at in state.announced.items() if at < horizon]:
+        del state.announced[key]
+    effects: list[LinkEffect] = []
+    for other in sorted(state.links):
+        link = state.links[other]
+        stale = [k for k, at in link.evidence.items() if at < horizon]
+        if stale:
+            for key in stale:
+                del link.evidence[key]
+            effects += _settle(state, customer_id, other, now, policy, "evidence_aged_out")
+    return effects
+
+
+def next_expiry(state: IdentityState, policy: LinkPolicy) -> datetime | None:
+    """When the oldest evidence of a strong link ages out (None: no strong link)."""
+    times = [
+        min(link.evidence.values()) + policy.window
+        for link in state.links.values()
+        if link.strong_since is not None and link.evidence
+    ]
+    return min(times, default=None)
+
+
+def _settle(
+    state: IdentityState,
+    customer_id: str,
+    other: str,
+    at: datetime,
+    policy: LinkPolicy,
+    cause: str,
+) -> list[LinkEffect]:
+    """Bring one link's standing up to its evidence: linked, flagged, or unlinked."""
+    link = state.links[other]
+    evidence = tuple(sorted(link.evidence.items()))
+    effects: list[LinkEffect] = []
+    if not strong(link, policy):
+        if link.strong_since is not None:
+            effects.append(AccountUnlinked(customer_id, other, at, cause))
+        link.strong_since = None
+        link.flagged = []
+        if not link.evidence:
+            del state.links[other]
+        return effects
+    if link.strong_since is None:
+        link.strong_since = at
+        effects.append(AccountLinked(customer_id, other, at, evidence))
+    new_scopes = tuple(s for s in link.listed if s not in link.flagged)
+    if new_scopes:
+        effects.append(LinkedAccountFlagged(customer_id, other, at, new_scopes, evidence))
+    link.flagged = list(link.listed)
+    return effects
+
+
+def forget(state: IdentityState, customer_id: str, at: datetime) -> list[Sighting]:
+    """The customer is erased: the sightings that make each identifier forget them."""
+    return [
+        Sighting(customer_id, cast(Kind, kind), hashed, at, forget=True)
+        for kind, hashed in (key.split(":", 1) for key in sorted(state.announced))
+    ]

@@ -1,0 +1,262 @@
+"""Linked accounts without Kafka: the identity stage and the customer stage (agents/identity.py)."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from datetime import UTC, datetime, timedelta
+
+import msgspec
+import pytest
+
+from hitrun.agents import identity
+from hitrun.agents.alerts import link_alert
+from hitrun.agents.identity import (
+    AccountLinked,
+    AccountUnlinked,
+    Dropped,
+    Forgotten,
+    IdentifierState,
+    IdentityState,
+    LinkedAccountFlagged,
+    LinkEffect,
+    LinkPolicy,
+    Report,
+    Shared,
+    Sighting,
+)
+from hitrun.schemas import compiled_validator
+
+T0 = datetime(2026, 3, 1, 12, tzinfo=UTC)
+POLICY = LinkPolicy()
+
+
+def h(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+class World:
+    """Both stages in memory: sightings go to the identifiers, reports to the customers."""
+
+    def __init__(self, policy: LinkPolicy = POLICY) -> None:
+        self.policy = policy
+        self.identifiers: dict[bytes, IdentifierState] = {}
+        self.customers: dict[str, IdentityState] = {}
+        self.listed: dict[str, list[str]] = {}
+        self.effects: list[LinkEffect] = []
+
+    def state(self, customer: str) -> IdentityState:
+        return self.customers.setdefault(customer, IdentityState())
+
+    def event(self, customer: str, at: datetime, **ids: str) -> None:
+        sightings = identity.announce(
+            self.state(customer), customer, ids, at, self.listed.get(customer, []), self.policy
+        )
+        self.deliver(sightings)
+
+    def blacklist(self, customer: str, at: datetime, scope: str = "shop-1") -> None:
+        self.listed[customer] = [scope]
+        again = identity.announce(
+            self.state(customer), customer, None, at, [scope], self.policy, again=True
+        )
+        self.deliver(again)
+
+    def deliver(self, sightings: list[Sighting]) -> None:
+        for seen in sightings:
+            # Through the wire format, as the topics carry it.
+            seen = msgspec.json.decode(msgspec.json.encode(seen), type=Sighting)
+            state = self.identifiers.setdefault(seen.key, IdentifierState())
+            for report in identity.sight(state, seen, self.policy):
+                report = msgspec.json.decode(msgspec.json.encode(report), type=Report)
+                self.effects += identity.receive(
+                    self.state(report.customer), report.customer, report, self.policy
+                )
+
+    def of(self, kind: type, customer: str | None = None) -> list[LinkEffect]:
+        return [
+            e
+            for e in self.effects
+            if isinstance(e, kind) and (customer is None or e.customer_id == customer)
+        ]
+
+
+def test_an_evader_with_a_reused_phone_is_linked_and_flagged() -> None:
+    w = World()
+    w.event("old", T0, phone=h("+62811"), email=h("a@x"))
+    w.blacklist("old", T0 + timedelta(days=3))
+    w.event("new", T0 + timedelta(days=40), phone=h("+62811"), email=h("fresh@x"))
+    flagged = w.of(LinkedAccountFlagged, "new")
+    assert [(e.other, e.scopes) for e in flagged] == [("old", ("shop-1",))]
+    assert [k for k, _ in flagged[0].evidence] == [f"phone:{h('+62811')[:12]}"]
+    # Both sides know the link; only the one linked to a listed account is flagged.
+    assert [e.other for e in w.of(AccountLinked)] == ["old", "new"]
+    assert w.of(LinkedAccountFlagged, "old") == []
+
+
+def test_a_link_made_before_the_blacklisting_flags_when_it_comes() -> None:
+    w = World()
+    w.event("a", T0, device=h("dev"))
+    w.event("b", T0 + timedelta(hours=1), device=h("dev"))
+    assert w.of(LinkedAccountFlagged) == []
+    w.blacklist("a", T0 + timedelta(days=2))
+    assert [(e.customer_id, e.other) for e in w.of(LinkedAccountFlagged)] == [("b", "a")]
+    # Told again (a refresh, a redelivery): no second flag for the same blacklist.
+    w.blacklist("a", T0 + timedelta(days=3))
+    assert len(w.of(LinkedAccountFlagged)) == 1
+    w.blacklist("a", T0 + timedelta(days=4), scope="shop-2")
+    assert [e.scopes for e in w.of(LinkedAccountFlagged)] == [("shop-1",), ("shop-2",)]
+
+
+def test_a_shared_address_alone_links_nothing_but_with_another_kind_it_does() -> None:
+    w = World()
+    w.event("a", T0, shipping_address=h("flat 1"))
+    w.event("b", T0, shipping_address=h("flat 1"))
+    assert w.of(AccountLinked) == []
+    w.event("a", T0 + timedelta(days=1), shipping_address=h("flat 1"))
+    policy = LinkPolicy(strong_kinds=frozenset({"phone"}), min_kinds=2)
+    w2 = World(policy)
+    w2.event("a", T0, shipping_address=h("flat 1"), device=h("tablet"))
+    w2.event("b", T0, shipping_address=h("flat 1"), device=h("tablet"))
+    assert {e.customer_id for e in w2.of(AccountLinked)} == {"a", "b"}
+
+
+def test_strangers_sharing_a_common_identifier_are_not_linked() -> None:
+    # A pickup point's phone on more than K customers: common, it links nobody.
+    w = World()
+    k = POLICY.common_after
+    for n in range(k + 3):
+        w.event(f"c{n}", T0 + timedelta(minutes=n), phone=h("pickup point"))
+    state = w.identifiers[f"phone:{h('pickup point')}".encode()]
+    assert state.customers == {} and state.common_until is not None
+    # The first K were linked while it looked rare; each link was taken back.
+    linked = {(e.customer_id, e.other) for e in w.of(AccountLinked)}
+    unlinked = {(e.customer_id, e.other) for e in w.of(AccountUnlinked)}
+    assert linked == unlinked
+    assert {e.cause for e in w.of(AccountUnlinked)} == {"identifier_common"}
+    assert all(not s.links for s in w.customers.values())
+
+
+def test_a_strong_link_stays_when_a_common_identifier_is_dropped() -> None:
+    w = World()
+    w.event("a", T0, device=h("family tablet"), email=h("a@x"))
+    w.event("b", T0, device=h("family tablet"), email=h("a@x"))
+    for n in range(POLICY.common_after):
+        w.event(f"other{n}", T0, device=h("family tablet"))
+    # Linked through the tablet while it looked rare, the others are unlinked; b stays.
+    unlinked = [e.other for e in w.of(AccountUnlinked, "a")]
+    assert "b" not in unlinked and unlinked
+    assert set(w.customers["a"].links) == {"b"}
+    assert list(w.customers["a"].links["b"].evidence) == [f"email:{h('a@x')[:12]}"]
+
+
+def test_evidence_ages_out_and_the_link_is_taken_back() -> None:
+    w = World()
+    w.event("a", T0, phone=h("p"))
+    w.event("b", T0 + timedelta(days=1), phone=h("p"))
+    link = w.customers["a"].links["b"]
+    expiry = identity.next_expiry(w.customers["a"], POLICY)
+    assert expiry == min(link.evidence.values()) + POLICY.window
+    assert identity.age(w.customers["a"], "a", expiry - timedelta(seconds=1), POLICY) == []
+    unlinked = identity.age(w.customers["a"], "a", expiry + timedelta(seconds=1), POLICY)
+    assert [(e.other, e.cause) for e in unlinked] == [("b", "evidence_aged_out")]
+    assert w.customers["a"].links == {}
+
+
+def test_an_old_sighting_does_not_link_a_new_customer() -> None:
+    w = World()
+    w.event("a", T0, phone=h("p"))
+    w.event("b", T0 + POLICY.window + timedelta(days=1), phone=h("p"))
+    assert w.of(AccountLinked) == []
+
+
+def test_an_erased_customer_is_forgotten_by_identifiers_and_links() -> None:
+    w = World()
+    w.event("a", T0, phone=h("p"))
+    w.event("b", T0, phone=h("p"))
+    w.deliver(identity.forget(w.customers["a"], "a", T0 + timedelta(days=1)))
+    assert "a" not in w.identifiers[f"phone:{h('p')}".encode()].customers
+    assert "a" not in w.customers["b"].links
+    assert [(e.customer_id, e.cause) for e in w.of(AccountUnlinked)] == [("b", "erased")]
+
+
+def test_state_stays_bounded_per_identifier_and_per_customer() -> None:
+    policy = LinkPolicy()
+    w = World(policy)
+    rng = random.Random(7)
+    phones = [h(f"phone {n}") for n in range(40)]
+    for n in range(3000):
+        customer = f"c{rng.randrange(300)}"
+        w.event(
+            customer,
+            T0 + timedelta(minutes=n),
+            phone=rng.choice(phones),
+            device=h(f"device {rng.randrange(500)}"),
+            email=h(f"{customer}@x"),
+        )
+    assert max(len(s.customers) for s in w.identifiers.values()) <= policy.common_after
+    assert max(len(s.announced) for s in w.customers.values()) <= policy.max_identifiers
+    assert max(len(s.links) for s in w.customers.values()) <= policy.max_links
+    # Bounded evidence per link too: at most one entry per identifier announced.
+    assert all(
+        len(link.evidence) <= policy.max_identifiers
+        for s in w.customers.values()
+        for link in s.links.values()
+    )
+
+
+def test_a_customer_announces_an_identifier_once_until_it_needs_refreshing() -> None:
+    state = IdentityState()
+    first = identity.announce(state, "a", {"phone": h("p")}, T0, [], POLICY)
+    again = identity.announce(state, "a", {"phone": h("p")}, T0 + timedelta(days=1), [], POLICY)
+    later = identity.announce(state, "a", {"phone": h("p")}, T0 + POLICY.refresh, [], POLICY)
+    assert (len(first), len(again), len(later)) == (1, 0, 1)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_the_links_do_not_depend_on_the_order_customers_arrive_in(seed: int) -> None:
+    events = [
+        ("a", T0, {"phone": h("p1")}),
+        ("b", T0 + timedelta(hours=1), {"phone": h("p1"), "email": h("e")}),
+        ("c", T0 + timedelta(hours=2), {"email": h("e")}),
+        ("d", T0 + timedelta(hours=3), {"shipping_address": h("addr")}),
+        ("e", T0 + timedelta(hours=4), {"shipping_address": h("addr")}),
+    ]
+
+    def links(order: list[int]) -> dict[str, set[str]]:
+        w = World()
+        for i in order:
+            customer, at, ids = events[i]
+            w.event(customer, at, **ids)
+        return {
+            c: {o for o, link in s.links.items() if link.strong_since}
+            for c, s in w.customers.items()
+        }
+
+    order = list(range(len(events)))
+    random.Random(seed).shuffle(order)
+    assert links(order) == links(list(range(len(events))))
+
+
+def test_link_alerts_match_their_schemas() -> None:
+    w = World()
+    w.event("a", T0, phone=h("p"))
+    w.blacklist("a", T0 + timedelta(days=1))
+    w.event("b", T0 + timedelta(days=2), phone=h("p"))
+    w.effects += identity.age(w.customers["b"], "b", T0 + timedelta(days=800), POLICY)
+    kinds = set()
+    for effect in w.effects:
+        alert = link_alert(effect, POLICY)
+        compiled_validator(f"{alert.type}.v1")(alert.body)
+        kinds.add(alert.type)
+    assert kinds == {"account_linked", "linked_account_flagged", "account_unlinked"}
+
+
+def test_reports_are_tagged_records_on_the_wire() -> None:
+    shared = Shared("a", "b", "phone", "0" * 12, T0, T0, ())
+    for report in (shared, Dropped("a", "phone", "0" * 12, T0), Forgotten("a", "b", T0)):
+        assert msgspec.json.decode(msgspec.json.encode(report), type=Report) == report
+    with pytest.raises(msgspec.ValidationError):
+        msgspec.json.decode(
+            b'{"customer":"a","kind":"phone","hash":"not-hex","at":"2026-01-01T00:00:00Z"}',
+            type=Sighting,
+        )
