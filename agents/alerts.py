@@ -233,7 +233,8 @@ def link_alert(effect: LinkEffect, policy: LinkPolicy) -> Alert:
     """The alert of a link effect (topic role `blacklist`), with the identifiers as evidence."""
     other = effect.other
     if isinstance(effect, AccountUnlinked):
-        body = _head("account_unlinked", effect.customer_id, other, _ts(effect.at), effect.at)
+        attempt = str(effect.generation)
+        body = _head("account_unlinked", effect.customer_id, other, attempt, effect.at)
         return Alert(
             BLACKLIST,
             effect.customer_id,
@@ -249,11 +250,14 @@ def link_alert(effect: LinkEffect, policy: LinkPolicy) -> Alert:
         "common_after": policy.common_after,
         "window_days": _days(policy.window),
     }
+    # Ids from what the two customers' events decided, never from the order the
+    # stages happened to hear of them: a replay gives the same ids.
     if isinstance(effect, AccountLinked):
-        body = _head("account_linked", effect.customer_id, other, _ts(effect.at), effect.at)
+        attempt = str(effect.generation)
+        body = _head("account_linked", effect.customer_id, other, attempt, effect.at)
     else:
-        attempt = ",".join(effect.scopes) + "@" + _ts(effect.at)
+        attempt = ",".join(f"{scope}@{_ts(since)}" for scope, since in effect.listings)
         body = _head("linked_account_flagged", effect.customer_id, other, attempt, effect.at)
-        body["linked_blacklists"] = list(effect.scopes)
+        body["linked_blacklists"] = [scope for scope, _ in effect.listings]
     body |= {"linked_customer_id": other, "identifiers": evidence, "policy": rules}
     return Alert(BLACKLIST, effect.customer_id, body)

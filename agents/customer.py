@@ -1110,7 +1110,7 @@ def announce(
     """Send the identity stage the customer's identifiers it must hear of (agents/identity.py)."""
     if not identifiers and state.identity is None:
         return
-    listed = state.unpaid.listings.keys()
+    listed = [(listing.scope, listing.since) for listing in state.unpaid.listings.values()]
     for sighting in identity.announce(
         state.links(), customer_id, identifiers, at, listed, link_policy, again
     ):
@@ -1136,10 +1136,10 @@ def publish_links(customer_id: str, effects: Iterable[LinkEffect]) -> None:
     """Queue the alerts of link effects; a flag only for the blacklists whose shop wants it."""
     for effect in effects:
         if isinstance(effect, LinkedAccountFlagged):
-            scopes = tuple(s for s in effect.scopes if _flags(s))
-            if not scopes:
+            listings = tuple(listing for listing in effect.listings if _flags(listing[0]))
+            if not listings:
                 continue
-            effect = replace(effect, scopes=scopes)
+            effect = replace(effect, listings=listings)
         queue_alert(customer_id, link_alert(effect, link_policy))
 
 

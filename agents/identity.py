@@ -34,6 +34,9 @@ import msgspec
 
 from hitrun.schemas.records import IDENTIFIER_KINDS
 
+# A blacklisting as the identity stage passes it on: scope (shop id or "*") and since.
+Listed = tuple[str, datetime]
+
 # How much of a hash an alert, the "why" and a customer's link list show and keep.
 HASH_PREFIX = 12
 
@@ -70,7 +73,7 @@ class Seen:
 
     first: datetime
     last: datetime
-    listed: list[str] = field(default_factory=list)
+    listed: list[Listed] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -86,14 +89,14 @@ class IdentifierState:
 
 class Sighting(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """An announcement (the identity topic's record, keyed "kind:hash"): `customer` used
-    identifier `kind`:`hash` at `at`; `listed`: the scopes of the blacklists the customer
-    is on. `forget`: the customer was erased; the identifier forgets them."""
+    identifier `kind`:`hash` at `at`; `listed`: the blacklists the customer is on (scope,
+    since). `forget`: the customer was erased; the identifier forgets them."""
 
     customer: Identifier
     kind: Kind
     hash: Annotated[str, msgspec.Meta(pattern="^[0-9a-f]{64}$")]
     at: datetime
-    listed: tuple[Identifier, ...] = ()
+    listed: tuple[tuple[Identifier, datetime], ...] = ()
     forget: bool = False
 
     @property
@@ -113,7 +116,7 @@ class Shared(
     prefix: Prefix
     evidence_at: datetime
     at: datetime
-    other_listed: tuple[Identifier, ...]
+    other_listed: tuple[tuple[Identifier, datetime], ...]
 
 
 class Dropped(
@@ -174,12 +177,13 @@ def sight(state: IdentifierState, seen: Sighting, policy: LinkPolicy) -> list[Re
     for other in sorted(state.customers):
         if other == seen.customer:
             continue
-        theirs = state.customers[other]
-        both = min(theirs.last, state.customers[seen.customer].last)
+        theirs, mine = state.customers[other], state.customers[seen.customer]
+        # Seen together by `both`; paired since `since`, whichever sighting came in first.
+        both, since = min(theirs.last, mine.last), max(theirs.first, mine.first)
         reports.append(
-            Shared(seen.customer, other, seen.kind, prefix, both, seen.at, tuple(theirs.listed))
+            Shared(seen.customer, other, seen.kind, prefix, both, since, tuple(theirs.listed))
         )
-        reports.append(Shared(other, seen.customer, seen.kind, prefix, both, seen.at, seen.listed))
+        reports.append(Shared(other, seen.customer, seen.kind, prefix, both, since, seen.listed))
     return reports
 
 
@@ -191,9 +195,10 @@ class Link:
     """Another customer this one shares identifiers with."""
 
     evidence: dict[str, datetime] = field(default_factory=dict)  # "kind:prefix" -> seen by
-    listed: list[str] = field(default_factory=list)  # the other's blacklist scopes, as last heard
+    listed: list[Listed] = field(default_factory=list)  # the other's blacklistings, last heard
     strong_since: datetime | None = None
-    flagged: list[str] = field(default_factory=list)  # scopes already flagged for
+    flagged: list[Listed] = field(default_factory=list)  # blacklistings already flagged for
+    generation: int = 0  # how many times the link became strong
 
 
 @dataclass(slots=True)
@@ -214,27 +219,29 @@ class AccountLinked:
     customer_id: str
     other: str
     at: datetime
+    generation: int
     evidence: tuple[tuple[str, datetime], ...]
 
 
 @dataclass(frozen=True, slots=True)
 class LinkedAccountFlagged:
-    """The customer is linked to `other`, who is on the blacklists of `scopes`."""
+    """The customer is linked to `other`, who is on these blacklists (scope, since)."""
 
     customer_id: str
     other: str
     at: datetime
-    scopes: tuple[str, ...]
+    listings: tuple[Listed, ...]
     evidence: tuple[tuple[str, datetime], ...]
 
 
 @dataclass(frozen=True, slots=True)
 class AccountUnlinked:
-    """The link to `other` is no longer strong, for `cause`."""
+    """The link to `other` (of that `generation`) is no longer strong, for `cause`."""
 
     customer_id: str
     other: str
     at: datetime
+    generation: int
     cause: str  # "evidence_aged_out", "identifier_common", "evicted" or "erased"
 
 
@@ -246,7 +253,7 @@ def announce(
     customer_id: str,
     identifiers: dict[str, str] | None,
     at: datetime,
-    listed: Iterable[str],
+    listed: Iterable[Listed],
     policy: LinkPolicy,
     again: bool = False,
 ) -> list[Sighting]:
@@ -286,7 +293,10 @@ def receive(
     if isinstance(report, Forgotten):
         gone = state.links.pop(report.other, None)
         if gone is not None and gone.strong_since is not None:
-            effects.append(AccountUnlinked(customer_id, report.other, report.at, "erased"))
+            unlinked = AccountUnlinked(
+                customer_id, report.other, report.at, gone.generation, "erased"
+            )
+            effects.append(unlinked)
         return effects
     if isinstance(report, Dropped):
         key = f"{report.kind}:{report.prefix}"
@@ -310,7 +320,9 @@ def receive(
         )
         gone = state.links.pop(victim)
         if gone.strong_since is not None:
-            effects.append(AccountUnlinked(customer_id, victim, report.at, "evicted"))
+            effects.append(
+                AccountUnlinked(customer_id, victim, report.at, gone.generation, "evicted")
+            )
     return effects
 
 
@@ -356,7 +368,7 @@ def _settle(
     effects: list[LinkEffect] = []
     if not strong(link, policy):
         if link.strong_since is not None:
-            effects.append(AccountUnlinked(customer_id, other, at, cause))
+            effects.append(AccountUnlinked(customer_id, other, at, link.generation, cause))
         link.strong_since = None
         link.flagged = []
         if not link.evidence:
@@ -364,10 +376,11 @@ def _settle(
         return effects
     if link.strong_since is None:
         link.strong_since = at
-        effects.append(AccountLinked(customer_id, other, at, evidence))
-    new_scopes = tuple(s for s in link.listed if s not in link.flagged)
-    if new_scopes:
-        effects.append(LinkedAccountFlagged(customer_id, other, at, new_scopes, evidence))
+        link.generation += 1
+        effects.append(AccountLinked(customer_id, other, at, link.generation, evidence))
+    fresh = tuple(listing for listing in link.listed if listing not in link.flagged)
+    if fresh:
+        effects.append(LinkedAccountFlagged(customer_id, other, at, fresh, evidence))
     link.flagged = list(link.listed)
     return effects
 

@@ -42,7 +42,7 @@ class World:
         self.policy = policy
         self.identifiers: dict[bytes, IdentifierState] = {}
         self.customers: dict[str, IdentityState] = {}
-        self.listed: dict[str, list[str]] = {}
+        self.listed: dict[str, list[tuple[str, datetime]]] = {}
         self.effects: list[LinkEffect] = []
 
     def state(self, customer: str) -> IdentityState:
@@ -55,9 +55,10 @@ class World:
         self.deliver(sightings)
 
     def blacklist(self, customer: str, at: datetime, scope: str = "shop-1") -> None:
-        self.listed[customer] = [scope]
+        self.listed.setdefault(customer, []).append((scope, at))
+        listed = self.listed[customer]
         again = identity.announce(
-            self.state(customer), customer, None, at, [scope], self.policy, again=True
+            self.state(customer), customer, None, at, listed, self.policy, again=True
         )
         self.deliver(again)
 
@@ -86,7 +87,9 @@ def test_an_evader_with_a_reused_phone_is_linked_and_flagged() -> None:
     w.blacklist("old", T0 + timedelta(days=3))
     w.event("new", T0 + timedelta(days=40), phone=h("+62811"), email=h("fresh@x"))
     flagged = w.of(LinkedAccountFlagged, "new")
-    assert [(e.other, e.scopes) for e in flagged] == [("old", ("shop-1",))]
+    assert [(e.other, e.listings) for e in flagged] == [
+        ("old", (("shop-1", T0 + timedelta(days=3)),))
+    ]
     assert [k for k, _ in flagged[0].evidence] == [f"phone:{h('+62811')[:12]}"]
     # Both sides know the link; only the one linked to a listed account is flagged.
     assert [e.other for e in w.of(AccountLinked)] == ["old", "new"]
@@ -100,11 +103,18 @@ def test_a_link_made_before_the_blacklisting_flags_when_it_comes() -> None:
     assert w.of(LinkedAccountFlagged) == []
     w.blacklist("a", T0 + timedelta(days=2))
     assert [(e.customer_id, e.other) for e in w.of(LinkedAccountFlagged)] == [("b", "a")]
-    # Told again (a refresh, a redelivery): no second flag for the same blacklist.
-    w.blacklist("a", T0 + timedelta(days=3))
+    # Told again (a refresh, a redelivery): no second flag for the same blacklisting.
+    w.deliver(
+        identity.announce(
+            w.customers["a"], "a", None, T0 + timedelta(days=3), w.listed["a"], POLICY, again=True
+        )
+    )
     assert len(w.of(LinkedAccountFlagged)) == 1
     w.blacklist("a", T0 + timedelta(days=4), scope="shop-2")
-    assert [e.scopes for e in w.of(LinkedAccountFlagged)] == [("shop-1",), ("shop-2",)]
+    assert [[s for s, _ in e.listings] for e in w.of(LinkedAccountFlagged)] == [
+        ["shop-1"],
+        ["shop-2"],
+    ]
 
 
 def test_a_shared_address_alone_links_nothing_but_with_another_kind_it_does() -> None:
@@ -222,19 +232,23 @@ def test_the_links_do_not_depend_on_the_order_customers_arrive_in(seed: int) -> 
         ("e", T0 + timedelta(hours=4), {"shipping_address": h("addr")}),
     ]
 
-    def links(order: list[int]) -> dict[str, set[str]]:
+    def outcome(order: list[int]) -> tuple[dict[str, set[str]], list[str]]:
         w = World()
         for i in order:
             customer, at, ids = events[i]
             w.event(customer, at, **ids)
-        return {
+        w.blacklist("a", T0 + timedelta(days=1))
+        links = {
             c: {o for o, link in s.links.items() if link.strong_since}
             for c, s in w.customers.items()
         }
+        ids = sorted(link_alert(e, POLICY).body["alert_id"] for e in w.effects)
+        return links, ids
 
     order = list(range(len(events)))
     random.Random(seed).shuffle(order)
-    assert links(order) == links(list(range(len(events))))
+    # The same links, and alerts with the same ids (consumers drop duplicates by them).
+    assert outcome(order) == outcome(list(range(len(events))))
 
 
 def test_link_alerts_match_their_schemas() -> None:
