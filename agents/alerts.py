@@ -256,8 +256,8 @@ def link_alert(effect: LinkEffect, policy: LinkPolicy) -> Alert:
         attempt = str(effect.generation)
         body = _head("account_linked", effect.customer_id, other, attempt, effect.at)
     else:
-        attempt = ",".join(f"{scope}@{_ts(since)}" for scope, since in effect.listings)
+        attempt = ",".join(f"{scope}@{_ts(since)}" for scope, since, _ in effect.listings)
         body = _head("linked_account_flagged", effect.customer_id, other, attempt, effect.at)
-        body["linked_blacklists"] = [scope for scope, _ in effect.listings]
+        body["linked_blacklists"] = [scope for scope, _, _ in effect.listings]
     body |= {"linked_customer_id": other, "identifiers": evidence, "policy": rules}
     return Alert(BLACKLIST, effect.customer_id, body)

@@ -1110,7 +1110,7 @@ def announce(
     """Send the identity stage the customer's identifiers it must hear of (agents/identity.py)."""
     if not identifiers and state.identity is None:
         return
-    listed = [(listing.scope, listing.since) for listing in state.unpaid.listings.values()]
+    listed = [(lst.scope, lst.since, lst.until) for lst in state.unpaid.listings.values()]
     for sighting in identity.announce(
         state.links(), customer_id, identifiers, at, listed, link_policy, again
     ):

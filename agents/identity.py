@@ -34,8 +34,12 @@ import msgspec
 
 from hitrun.schemas.records import IDENTIFIER_KINDS
 
-# A blacklisting as the identity stage passes it on: scope (shop id or "*") and since.
-Listed = tuple[str, datetime]
+# A blacklisting as the identity stage passes it on: scope (shop id or "*"), since and
+# until (when it ends, or ended: the stage keeps ended ones for the link window, so
+# that a customer it hears of late is judged by the blacklistings of that time).
+Listed = tuple[str, datetime, datetime]
+# Ended blacklistings kept per customer on an identifier.
+MAX_LISTINGS = 8
 
 # How much of a hash an alert, the "why" and a customer's link list show and keep.
 HASH_PREFIX = 12
@@ -50,7 +54,7 @@ assert set(IDENTIFIER_KINDS) == set(get_args(Kind))
 class LinkPolicy:
     """When shared identifiers make a link, and how much the stages remember."""
 
-    strong_kinds: frozenset[str] = frozenset({"phone", "email", "device", "payment_instrument"})
+    strong_kinds: frozenset[str] = frozenset({"phone", "email", "payment_instrument"})
     min_kinds: int = 2
     # K: an identifier seen on more customers than this is common and links nothing.
     common_after: int = 5
@@ -90,13 +94,13 @@ class IdentifierState:
 class Sighting(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """An announcement (the identity topic's record, keyed "kind:hash"): `customer` used
     identifier `kind`:`hash` at `at`; `listed`: the blacklists the customer is on (scope,
-    since). `forget`: the customer was erased; the identifier forgets them."""
+    since, until). `forget`: the customer was erased; the identifier forgets them."""
 
     customer: Identifier
     kind: Kind
     hash: Annotated[str, msgspec.Meta(pattern="^[0-9a-f]{64}$")]
     at: datetime
-    listed: tuple[tuple[Identifier, datetime], ...] = ()
+    listed: tuple[tuple[Identifier, datetime, datetime], ...] = ()
     forget: bool = False
 
     @property
@@ -116,7 +120,7 @@ class Shared(
     prefix: Prefix
     evidence_at: datetime
     at: datetime
-    other_listed: tuple[tuple[Identifier, datetime], ...]
+    other_listed: tuple[tuple[Identifier, datetime, datetime], ...]
 
 
 class Dropped(
@@ -144,6 +148,21 @@ class Forgotten(
 Report = Shared | Dropped | Forgotten
 
 
+def _merged(known: list[Listed], seen: Sighting, horizon: datetime) -> list[Listed]:
+    """A customer's blacklistings as last announced, with those it no longer has ended at the
+    announcement, ended ones older than `horizon` dropped."""
+    current = {(scope, since): until for scope, since, until in seen.listed}
+    merged = dict(current)
+    for scope, since, until in known:
+        if (scope, since) not in current:
+            merged[(scope, since)] = min(until, seen.at)
+    kept = sorted(
+        ((scope, since, until) for (scope, since), until in merged.items() if until >= horizon),
+        key=lambda listing: listing[1],
+    )
+    return kept[-MAX_LISTINGS:]
+
+
 def sight(state: IdentifierState, seen: Sighting, policy: LinkPolicy) -> list[Report]:
     """Take an announcement into the identifier's state; return what each customer must hear."""
     prefix = seen.hash[:HASH_PREFIX]
@@ -167,12 +186,11 @@ def sight(state: IdentifierState, seen: Sighting, policy: LinkPolicy) -> list[Re
         state.customers.clear()
         state.common_until = seen.at + policy.window
         return reports
-    listed = list(seen.listed)
     if known is None:
-        state.customers[seen.customer] = Seen(seen.at, seen.at, listed)
+        state.customers[seen.customer] = Seen(seen.at, seen.at, list(seen.listed))
     else:
         known.last = max(known.last, seen.at)
-        known.listed = listed
+        known.listed = _merged(known.listed, seen, horizon)
     reports = []
     for other in sorted(state.customers):
         if other == seen.customer:
@@ -197,7 +215,8 @@ class Link:
     evidence: dict[str, datetime] = field(default_factory=dict)  # "kind:prefix" -> seen by
     listed: list[Listed] = field(default_factory=list)  # the other's blacklistings, last heard
     strong_since: datetime | None = None
-    flagged: list[Listed] = field(default_factory=list)  # blacklistings already flagged for
+    # The other's blacklistings (scope, since) already flagged for.
+    flagged: list[tuple[str, datetime]] = field(default_factory=list)
     generation: int = 0  # how many times the link became strong
 
 
@@ -378,10 +397,15 @@ def _settle(
         link.strong_since = at
         link.generation += 1
         effects.append(AccountLinked(customer_id, other, at, link.generation, evidence))
-    fresh = tuple(listing for listing in link.listed if listing not in link.flagged)
-    if fresh:
-        effects.append(LinkedAccountFlagged(customer_id, other, at, fresh, evidence))
-    link.flagged = list(link.listed)
+    # Flagged for each blacklisting of the other's that overlaps the link in event time,
+    # whenever the stage happened to hear of either.
+    for scope, since, until in link.listed:
+        if (scope, since) in link.flagged or max(link.strong_since, since) >= until:
+            continue
+        link.flagged.append((scope, since))
+        flagged_at = max(link.strong_since, since)
+        listing = ((scope, since, until),)
+        effects.append(LinkedAccountFlagged(customer_id, other, flagged_at, listing, evidence))
     return effects
 
 

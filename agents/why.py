@@ -90,14 +90,17 @@ def _link(other: str, link: Link) -> dict[str, Any]:
             (tuple(key.split(":", 1)), at) for key, at in link.evidence.items()
         )
     ]
-    listed = ", ".join(f"{_scope(scope)} since {_ts(since)}" for scope, since in link.listed)
+    listed = ", ".join(
+        f"{_scope(scope)} from {_ts(since)} until {_ts(until)}"
+        for scope, since, until in link.listed
+    )
     standing = f"; {other} is on {listed}" if listed else ""
     return {
         "at": _ts(link.strong_since or min(link.evidence.values())),
         "decision": "linked",
         "linked_customer_id": other,
         "identifiers": shared,
-        "linked_blacklists": [scope for scope, _ in link.listed],
+        "linked_blacklists": [scope for scope, _, _ in link.listed],
         "text": (
             f"linked to account {other}: both used the same "
             + ", ".join(f"{s['kind']} ({s['hash_prefix']}…)" for s in shared)

@@ -449,7 +449,7 @@ def chaos_outage(workdir: Path, size: int, down_s: float, seed: int) -> Report:
 
 
 @contextmanager
-def _broker(workdir: Path, existing: str | None) -> Iterator[str]:
+def broker(workdir: Path, existing: str | None) -> Iterator[str]:
     if existing:
         yield existing
         return
@@ -467,7 +467,7 @@ def main(argv: list[str] | None = None) -> int:
     reports: list[Report] = []
     with ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="hitrun-chaos-")))
-        bootstrap = stack.enter_context(_broker(workdir, args.bootstrap))
+        bootstrap = stack.enter_context(broker(workdir, args.bootstrap))
         for mode in ("replay", "live"):
             size = transactions if mode == "replay" else 2 * transactions
             # Live: a producer partitioning like librdkafka (most events rerouted).

@@ -302,7 +302,7 @@ class Settings:
     # Linked accounts (docs/detection.md, "Linked accounts"): which identifier kinds
     # link alone, how many kinds link together, K, and how long evidence counts.
     link_strong_kinds: frozenset[str] = _setting(
-        "phone,email,device,payment_instrument", _identifier_kinds
+        "phone,email,payment_instrument", _identifier_kinds
     )
     link_min_kinds: int = _setting("2", _positive_int)
     link_common_after: int = _setting("5", _positive_int)

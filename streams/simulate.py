@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import heapq
 import itertools
 import random
@@ -10,7 +11,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import orjson
 
@@ -103,6 +104,8 @@ class GroundTruth:
     customers: dict[str, str] = field(default_factory=dict)
     malformed: Counter[str] = field(default_factory=Counter)
     messages: int = 0
+    # With identities: the person behind each account (an evader's accounts share one).
+    persons: dict[str, str] = field(default_factory=dict)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -110,6 +113,7 @@ class GroundTruth:
             "customers": self.customers,
             "kinds": dict(Counter(self.customers.values())),
             "malformed": dict(self.malformed),
+            **({"persons": self.persons} if self.persons else {}),
         }
 
 
@@ -124,6 +128,16 @@ class TrafficShape:
     mix: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_MIX))
     shops: int = 5
     max_message_bytes: int = 65536
+    # Hashed identifiers on checkouts and payments (checkout_confirmed v2): each
+    # person's phone, e-mail, device, payment instrument and address.
+    identities: bool = False
+    # Share of customers who are evaders: three unpaid orders (a blacklisting),
+    # then back under a new account id with some identifiers reused. Implies identities.
+    evaders: float = 0.0
+    # Share of customers who order from a shared device (an office, an internet
+    # cafe, a pickup point's kiosk): one of `shared_devices`, used by many strangers.
+    shared_device_users: float = 0.0
+    shared_devices: int = 20
 
 
 class _Ids:
@@ -140,21 +154,86 @@ def _ts(moment: datetime) -> str:
     return moment.isoformat(timespec="seconds")
 
 
+# What an evader's new account reuses of the old one's identifiers, by kind: a new
+# e-mail address is free, a new phone number costs money, a device or a card is
+# kept; the address depends on whether they moved.
+EVADER_REUSE = {
+    "phone": 0.6,
+    "email": 0.1,
+    "device": 0.5,
+    "payment_instrument": 0.4,
+    "shipping_address": 0.6,
+}
+
+
+def identifier_hash(owner: str, kind: str) -> str:
+    """The hashed identifier of kind `kind` that belongs to `owner` (a person, a shared
+    device): what a shop's HMAC would give, without the key."""
+    return hashlib.sha256(f"{owner}\x1f{kind}".encode()).hexdigest()
+
+
+@dataclass
+class _Identity:
+    """Whose identifiers an account shows, kind by kind."""
+
+    owners: dict[str, str]
+
+    def checkout(self) -> dict[str, str]:
+        return {
+            kind: identifier_hash(owner, kind)
+            for kind, owner in self.owners.items()
+            if kind != "payment_instrument"
+        }
+
+    def payment(self) -> dict[str, str]:
+        return {"payment_instrument": identifier_hash(self.owners["payment_instrument"], "pi")}
+
+
+_KINDS = ("phone", "email", "device", "payment_instrument", "shipping_address")
+
+
 class _Customer:
     """Builds one customer's timeline of (event time, role, body)."""
 
-    def __init__(self, cid: str, kind: str, start: datetime, shop: str, rng: random.Random) -> None:
+    def __init__(
+        self,
+        cid: str,
+        kind: str,
+        start: datetime,
+        shop: str,
+        rng: random.Random,
+        shape: TrafficShape | None = None,
+        second_id: str | None = None,
+    ) -> None:
         self.cid, self.kind, self.start, self.shop, self.rng = cid, kind, start, shop, rng
+        self.second_id = second_id
+        # Identities come from a random source of their own: traffic without them
+        # is the same with or without this option.
+        self.identities: dict[str, _Identity] = {}
+        if shape is not None and (shape.identities or shape.evaders):
+            self._identities(shape, random.Random(f"{shape.seed}:{cid}"))
         self.ids = _Ids(rng)
         self.tz = rng.choice(_TIME_ZONES)
         self.address = f"addr-{rng.getrandbits(32):08x}"
         self.odds = _ODDS["one_timer" if kind in _ONE_TIMERS else "other"]
 
-    def _base(self, type_: str, at: datetime) -> dict[str, Any]:
+    def _identities(self, shape: TrafficShape, rng: random.Random) -> None:
+        owners = dict.fromkeys(_KINDS, self.cid)
+        if rng.random() < shape.shared_device_users:
+            owners["device"] = f"shared-device-{shape.seed}-{rng.randrange(shape.shared_devices)}"
+        self.identities[self.cid] = _Identity(owners)
+        if self.second_id is not None:
+            again = {
+                kind: owner if rng.random() < EVADER_REUSE[kind] else self.second_id
+                for kind, owner in owners.items()
+            }
+            self.identities[self.second_id] = _Identity(again)
+
+    def _base(self, type_: str, at: datetime, cid: str | None = None) -> dict[str, Any]:
         return {
             "type": type_,
             "event_id": self.ids.new("evt"),
-            "customer_id": self.cid,
+            "customer_id": cid or self.cid,
             "shop_id": self.shop,
             "occurred_at": _ts(at),
         }
@@ -271,6 +350,18 @@ class _Customer:
             for n in range(rng.randint(4, 8)):
                 buy(at, n == 0)
                 at += timedelta(days=rng.randint(10, 40), minutes=rng.randint(0, 600))
+        elif self.kind == "evader":
+            # Three unpaid transfers a day apart: three strikes, the blacklist. Then
+            # back as a new account, some weeks later, buying as if nothing happened.
+            for n in range(3):
+                at = t + timedelta(days=n, minutes=rng.randint(0, 600))
+                order, _ = self.checkout(at, "bank_transfer", n == 0)
+                out.append((at, "checkouts", order))
+            back = t + timedelta(days=rng.randint(10, 60), minutes=rng.randint(0, 600))
+            self.cid, first_cid = cast(str, self.second_id), self.cid
+            for n in range(rng.randint(1, 3)):
+                buy(back + timedelta(days=n * rng.randint(2, 15)), n == 0)
+            self.cid = first_cid
         elif self.kind == "inquiry_only":
             for n in range(rng.randint(1, 3)):
                 at = t + timedelta(days=n * rng.randint(1, 10))
@@ -283,6 +374,10 @@ class _Customer:
         else:
             raise ValueError(f"unknown customer kind {self.kind!r}")
         out.sort(key=lambda entry: entry[0])
+        for _at, role, body in out:
+            shown = self.identities.get(body["customer_id"])
+            if shown is not None and role in ("checkouts", "payments"):
+                body["identifiers"] = shown.checkout() if role == "checkouts" else shown.payment()
         return out
 
 
@@ -329,7 +424,8 @@ def generate(
     """Yield `count` messages in event-time order; fill `truth` as customers appear."""
     rng = random.Random(shape.seed)
     truth = truth if truth is not None else GroundTruth()
-    kinds, weights = zip(*shape.mix.items(), strict=True)
+    mix = shape.mix | ({"evader": shape.evaders} if shape.evaders else {})
+    kinds, weights = zip(*mix.items(), strict=True)
     queue: list[tuple[datetime, int, int, SimMessage]] = []
     sequence = itertools.count()
     next_arrival = shape.start
@@ -343,10 +439,18 @@ def generate(
             cid = f"cust-{shape.seed}-{customer_no:07d}"
             kind = rng.choices(kinds, weights)[0]
             shop = f"shop-{rng.randint(1, shape.shops)}"
-            customer = _Customer(cid, kind, next_arrival, shop, rng)
+            second = f"cust-{shape.seed}-{customer_no:07d}r" if kind == "evader" else None
+            customer = _Customer(cid, kind, next_arrival, shop, rng, shape, second)
             truth.customers[cid] = kind
+            if customer.identities:
+                truth.persons[cid] = cid
+            if second is not None:
+                truth.customers[second] = "evader_returned"
+                truth.persons[second] = cid
             for at, role, body in customer.timeline():
-                message = SimMessage(role, cid.encode(), orjson.dumps(body), at, cid, kind)
+                who = str(body["customer_id"])
+                label = truth.customers[who]
+                message = SimMessage(role, who.encode(), orjson.dumps(body), at, who, label)
                 heapq.heappush(queue, (at, customer_no, next(sequence), message))
             next_arrival += shape.customer_gap * (0.5 + rng.random())
         if rng.random() < shape.malformed_ratio:

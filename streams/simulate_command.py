@@ -68,6 +68,24 @@ def topics() -> None:
     default=None,
     help="Write the ground truth (customer -> kind, malformed by reason) as JSON here.",
 )
+@click.option(
+    "--identities/--no-identities",
+    default=False,
+    help="Put hashed identifiers (phone, e-mail, device, card, address) on checkouts and payments.",
+)
+@click.option(
+    "--evaders",
+    type=click.FloatRange(0, 1),
+    default=0.0,
+    help="Share of customers who, blacklisted, come back under a new id reusing some "
+    "identifiers (implies --identities).",
+)
+@click.option(
+    "--shared-device-users",
+    type=click.FloatRange(0, 1),
+    default=0.0,
+    help="Share of customers ordering from one of 20 devices shared by strangers.",
+)
 def simulate(
     rate: float,
     duration: float,
@@ -77,12 +95,17 @@ def simulate(
     partitioner: str,
     start: str | None,
     truth: str | None,
+    identities: bool,
+    evaders: float,
+    shared_device_users: float,
 ) -> None:
     """Publish realistic shop traffic with a known ground truth.
 
     Customers who pay, pay after a reminder, never pay, refuse cash on
     delivery, buy once, buy repeatedly or only ask questions, and a share
-    of malformed messages of every kind.
+    of malformed messages of every kind. With --evaders, blacklisted buyers who
+    return under new account ids (the truth file then says whose accounts are
+    one person's).
     """
     settings = Settings.from_env()
     if count is None:
@@ -104,6 +127,9 @@ def simulate(
         start=first,
         malformed_ratio=malformed_ratio,
         max_message_bytes=settings.max_message_bytes,
+        identities=identities,
+        evaders=evaders,
+        shared_device_users=shared_device_users,
     )
     facts = GroundTruth()
 

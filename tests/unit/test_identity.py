@@ -42,7 +42,7 @@ class World:
         self.policy = policy
         self.identifiers: dict[bytes, IdentifierState] = {}
         self.customers: dict[str, IdentityState] = {}
-        self.listed: dict[str, list[tuple[str, datetime]]] = {}
+        self.listed: dict[str, list[tuple[str, datetime, datetime]]] = {}
         self.effects: list[LinkEffect] = []
 
     def state(self, customer: str) -> IdentityState:
@@ -55,7 +55,14 @@ class World:
         self.deliver(sightings)
 
     def blacklist(self, customer: str, at: datetime, scope: str = "shop-1") -> None:
-        self.listed.setdefault(customer, []).append((scope, at))
+        self.listed.setdefault(customer, []).append((scope, at, at + timedelta(days=90)))
+        self.tell(customer, at)
+
+    def unblacklist(self, customer: str, at: datetime) -> None:
+        self.listed[customer] = []
+        self.tell(customer, at)
+
+    def tell(self, customer: str, at: datetime) -> None:
         listed = self.listed[customer]
         again = identity.announce(
             self.state(customer), customer, None, at, listed, self.policy, again=True
@@ -88,7 +95,7 @@ def test_an_evader_with_a_reused_phone_is_linked_and_flagged() -> None:
     w.event("new", T0 + timedelta(days=40), phone=h("+62811"), email=h("fresh@x"))
     flagged = w.of(LinkedAccountFlagged, "new")
     assert [(e.other, e.listings) for e in flagged] == [
-        ("old", (("shop-1", T0 + timedelta(days=3)),))
+        ("old", (("shop-1", T0 + timedelta(days=3), T0 + timedelta(days=93)),))
     ]
     assert [k for k, _ in flagged[0].evidence] == [f"phone:{h('+62811')[:12]}"]
     # Both sides know the link; only the one linked to a listed account is flagged.
@@ -98,8 +105,8 @@ def test_an_evader_with_a_reused_phone_is_linked_and_flagged() -> None:
 
 def test_a_link_made_before_the_blacklisting_flags_when_it_comes() -> None:
     w = World()
-    w.event("a", T0, device=h("dev"))
-    w.event("b", T0 + timedelta(hours=1), device=h("dev"))
+    w.event("a", T0, payment_instrument=h("card"))
+    w.event("b", T0 + timedelta(hours=1), payment_instrument=h("card"))
     assert w.of(LinkedAccountFlagged) == []
     w.blacklist("a", T0 + timedelta(days=2))
     assert [(e.customer_id, e.other) for e in w.of(LinkedAccountFlagged)] == [("b", "a")]
@@ -111,23 +118,44 @@ def test_a_link_made_before_the_blacklisting_flags_when_it_comes() -> None:
     )
     assert len(w.of(LinkedAccountFlagged)) == 1
     w.blacklist("a", T0 + timedelta(days=4), scope="shop-2")
-    assert [[s for s, _ in e.listings] for e in w.of(LinkedAccountFlagged)] == [
+    assert [[s for s, _, _ in e.listings] for e in w.of(LinkedAccountFlagged)] == [
         ["shop-1"],
         ["shop-2"],
     ]
 
 
-def test_a_shared_address_alone_links_nothing_but_with_another_kind_it_does() -> None:
+def test_a_customer_heard_of_late_is_judged_by_the_blacklistings_of_their_time() -> None:
+    # The old account's partition ran ahead: its blacklisting and its end were both
+    # announced before the identity stage heard of the new account, which came in
+    # (event time) while the blacklisting lasted. Flagged all the same, at that time.
+    w = World()
+    w.event("old", T0, phone=h("p"))
+    w.blacklist("old", T0 + timedelta(days=3))
+    w.unblacklist("old", T0 + timedelta(days=30))
+    w.event("new", T0 + timedelta(days=20), phone=h("p"))
+    w.event("later", T0 + timedelta(days=40), phone=h("p"))
+    flagged = w.of(LinkedAccountFlagged)
+    assert [(e.customer_id, e.at) for e in flagged] == [("new", T0 + timedelta(days=20))]
+    (listing,) = flagged[0].listings
+    assert listing == ("shop-1", T0 + timedelta(days=3), T0 + timedelta(days=30))
+
+
+def test_an_address_or_a_device_alone_links_nothing_but_both_together_do() -> None:
+    # A household shares an address, an office a device: neither alone is a person.
     w = World()
     w.event("a", T0, shipping_address=h("flat 1"))
     w.event("b", T0, shipping_address=h("flat 1"))
+    w.event("c", T0, device=h("tablet"))
+    w.event("d", T0, device=h("tablet"))
     assert w.of(AccountLinked) == []
-    w.event("a", T0 + timedelta(days=1), shipping_address=h("flat 1"))
-    policy = LinkPolicy(strong_kinds=frozenset({"phone"}), min_kinds=2)
-    w2 = World(policy)
-    w2.event("a", T0, shipping_address=h("flat 1"), device=h("tablet"))
-    w2.event("b", T0, shipping_address=h("flat 1"), device=h("tablet"))
-    assert {e.customer_id for e in w2.of(AccountLinked)} == {"a", "b"}
+    w.event("a", T0 + POLICY.refresh, shipping_address=h("flat 1"), device=h("tablet"))
+    w.event("b", T0 + POLICY.refresh, shipping_address=h("flat 1"), device=h("tablet"))
+    assert {(e.customer_id, e.other) for e in w.of(AccountLinked)} == {("a", "b"), ("b", "a")}
+    # A shop that counts a device alone says so.
+    w2 = World(LinkPolicy(strong_kinds=frozenset({"phone", "device"})))
+    w2.event("c", T0, device=h("tablet"))
+    w2.event("d", T0, device=h("tablet"))
+    assert {e.customer_id for e in w2.of(AccountLinked)} == {"c", "d"}
 
 
 def test_strangers_sharing_a_common_identifier_are_not_linked() -> None:
@@ -148,11 +176,11 @@ def test_strangers_sharing_a_common_identifier_are_not_linked() -> None:
 
 def test_a_strong_link_stays_when_a_common_identifier_is_dropped() -> None:
     w = World()
-    w.event("a", T0, device=h("family tablet"), email=h("a@x"))
-    w.event("b", T0, device=h("family tablet"), email=h("a@x"))
+    w.event("a", T0, phone=h("office switchboard"), email=h("a@x"))
+    w.event("b", T0, phone=h("office switchboard"), email=h("a@x"))
     for n in range(POLICY.common_after):
-        w.event(f"other{n}", T0, device=h("family tablet"))
-    # Linked through the tablet while it looked rare, the others are unlinked; b stays.
+        w.event(f"other{n}", T0, phone=h("office switchboard"))
+    # Linked through the switchboard while it looked rare, the others are unlinked; b stays.
     unlinked = [e.other for e in w.of(AccountUnlinked, "a")]
     assert "b" not in unlinked and unlinked
     assert set(w.customers["a"].links) == {"b"}

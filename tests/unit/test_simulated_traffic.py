@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from collections import Counter
+from datetime import timedelta
+
+import orjson
 
 from hitrun.streams.codec import decode_input
 from hitrun.streams.errors import InputRejected
@@ -52,3 +55,44 @@ def test_well_formed_messages_decode_and_malformed_ones_fail_as_labelled() -> No
     assert {r: outcomes[r] for r in MALFORMATIONS} == {r: truth.malformed[r] for r in MALFORMATIONS}
     assert all(truth.malformed[r] > 0 for r in MALFORMATIONS)
     assert outcomes["ok"] + sum(truth.malformed.values()) == 4000
+
+
+def test_identities_are_an_addition_the_plain_traffic_does_not_see() -> None:
+    plain = list(generate(TrafficShape(seed=9), 3000))
+    with_ids = list(generate(TrafficShape(seed=9, identities=True), 3000))
+    assert all(b"identifiers" not in m.value for m in plain)
+    for a, b in zip(plain, with_ids, strict=True):
+        if a.label.startswith("malformed"):
+            assert a.value == b.value
+            continue
+        body = orjson.loads(b.value)
+        if a.role in ("checkouts", "payments"):
+            assert body.pop("identifiers")
+        assert body == orjson.loads(a.value)
+
+
+def test_an_evader_comes_back_under_a_new_id_reusing_some_identifiers() -> None:
+    truth = GroundTruth()
+    shape = TrafficShape(seed=4, evaders=0.2, customer_gap=timedelta(hours=6))
+    messages = list(generate(shape, 6000, truth))
+    returned = [c for c, kind in truth.customers.items() if kind == "evader_returned"]
+    assert len(returned) > 20
+    shown: dict[str, dict[str, set[str]]] = {}
+    for m in messages:
+        if m.role in ("checkouts", "payments") and not m.label.startswith("malformed"):
+            ids = orjson.loads(m.value)["identifiers"]
+            for kind, value in ids.items():
+                shown.setdefault(m.customer_id, {}).setdefault(kind, set()).add(value)
+    reused: Counter[str] = Counter()
+    seen_back = 0
+    for account in returned:
+        first = truth.persons[account]
+        assert first != account and truth.customers[first] == "evader"
+        if account not in shown or first not in shown:
+            continue  # came back after the last message
+        seen_back += 1
+        for kind, values in shown[account].items():
+            reused[kind] += bool(values & shown[first].get(kind, set()))
+    assert seen_back > 10
+    # Phones are reused far more often than e-mail addresses (EVADER_REUSE).
+    assert reused["phone"] > 2 * reused["email"]
