@@ -786,8 +786,25 @@ def prune(state: UnpaidState, now: datetime, policies: Policies) -> None:
     if (
         state.last_reminder_at is not None
         and state.last_reminder_at + default.reminder_cooldown <= now
+        and not _postponed(state, state.last_reminder_at, policies)
     ):
         state.last_reminder_at = None
+
+
+def _postponed(state: UnpaidState, last: datetime, policies: Policies) -> bool:
+    """Does the cooldown after the reminder at `last` still hold back an order's reminder?
+
+    A reminder step that fell inside the cooldown waits for its end, moved out
+    of quiet hours (`_next_step`), and stays in the order's steps until sent:
+    forgetting `last` would bring it back to its own time, already past, and
+    send it at once, quiet hours or not.
+    """
+    return any(
+        step < last + policies.for_shop(order.shop_id).reminder_cooldown
+        for order in state.open.values()
+        if order.deadline is not None
+        for step in order.steps
+    )
 
 
 def describe(state: UnpaidState, policies: Policies) -> dict[str, object]:

@@ -22,7 +22,7 @@ from hitrun.agents.policy import Policies, UnpaidPolicy
 from hitrun.agents.retention import RetentionPolicy
 from hitrun.agents.state import CustomerState, next_wake
 from hitrun.schemas.records import InputEvent
-from tests.unit.events import T0, checkout, status
+from tests.unit.events import T0, checkout, payment, status
 from tests.unit.test_unpaid_invariants import END, histories
 
 # A short dedupe window and strike window make clean-ups fall between events.
@@ -115,3 +115,24 @@ def test_a_paid_order_does_not_wake_its_customer_at_the_end_of_the_dedupe_window
     state.retention.cycle_start = T0
     state.retention.purchases = []
     assert lazy(state) == T0 + RetentionPolicy().window + LATENESS
+
+
+def test_a_reminder_held_back_by_the_cooldown_stays_held_when_the_customer_is_touched() -> None:
+    # o0's reminder at 10:00 holds o1's (due 11:00) back to the end of the cooldown,
+    # 14:00 UTC: 21:00 in Jakarta, quiet, so 08:00 there (01:00 UTC). A payment at
+    # 15:00 prunes the customer first; forgetting the reminder at 10:00 then would
+    # send o1's reminder at once, at 11:00, in the buyer's quiet hours.
+    policies = Policies()
+    state = CustomerState().unpaid
+    state, _ = unpaid.handle(state, checkout("o0", T0, method="bank_transfer"), policies)
+    state, sent = unpaid.advance(state, "c1", T0 + timedelta(hours=1), policies)
+    assert [e.at for e in sent] == [T0 + timedelta(hours=1)]
+    o1 = checkout("o1", T0 + timedelta(hours=1), method="bank_transfer", tz="Asia/Jakarta")
+    state, _ = unpaid.handle(state, o1, policies)
+    touched = T0 + timedelta(hours=6)
+    unpaid.prune(state, touched, policies)
+    state, _ = unpaid.handle(state, payment("o0", touched), policies)
+    quiet_over = datetime(2026, 3, 3, 1, 0, tzinfo=T0.tzinfo)
+    assert unpaid.next_timer(state, policies) == quiet_over
+    state, reminders = unpaid.advance(state, "c1", quiet_over, policies)
+    assert [(e.order_id, e.at) for e in reminders] == [("o1", quiet_over)]
