@@ -238,7 +238,7 @@ class PartitionTimers:
     # Per (topic, partition) a rerouted event was first read at: the offset after
     # the last such event read from this partition's reroute topic.
     origins: dict[tuple[str, int], int] = field(default_factory=dict)
-    # When (time.monotonic) each source's progress last moved, or this partition
+    # When (time.monotonic) a mark last gave each source's progress, or this partition
     # started listening: a source silent for PROGRESS_TIMEOUT_S while marks arrive
     # (silence is only judged when a mark is read) is no longer waited for.
     moved: dict[int, float] = field(default_factory=dict)
@@ -289,14 +289,18 @@ class PartitionTimers:
         now = time.monotonic()
         believable = datetime.now(UTC) + MAX_CLOCK_SKEW
         for source, at in sources.items():
+            if at is None:
+                continue  # its owner has read nothing of it yet (just assigned, recovering)
+            # Its owner reads it, however slowly (a backlog on other partitions may keep
+            # its progress still for a while): it is waited for.
+            self.moved[source] = now
+            self.waived.discard(source)
             known = self.sources.get(source)
             # No mark takes back progress another made: what a source's earlier owner
             # had read (and rerouted) stays read when a new owner starts further back.
             # A mark further ahead than the wall clock allows is believed up to that.
-            if at is not None and (known is None or at > known):
+            if known is None or at > known:
                 self.sources[source] = min(at, believable)
-                self.moved[source] = now
-                self.waived.discard(source)
         for source in range(settings.partitions):
             if source == number or source in self.waived:
                 continue
@@ -968,7 +972,8 @@ def settle_live(number: int, partition: PartitionTimers, caught_up: CaughtUp) ->
 
     The clock may advance to the minimum, over the partition's input topics
     that still have unread records, of the latest event time read from each; a
-    topic read to its end holds nothing back. So a backlog on one topic never
+    topic read to its end holds nothing back, and with every topic read to its
+    end, to the latest time read (a watermark's included). So a backlog on one topic never
     makes another topic's events late, and a restart reads its backlog in
     event-time order before deciding anything. With more than one partition,
     the clock also goes no further than the other partitions' progress marks
@@ -988,7 +993,7 @@ def settle_live(number: int, partition: PartitionTimers, caught_up: CaughtUp) ->
             break
         mark = seen if mark is None else min(mark, seen)
     # The other partitions' marks bound it too; a bound is no event time of this
-    # partition's (it may be wall time), so only what the topics read is observed.
+    # partition's (it may be wall time): the clock never passes what the topics read.
     limit = partition.bound(number)
     if limit is not None:
         mark = None if mark is None else min(mark, limit)
@@ -1003,6 +1008,12 @@ def settle_live(number: int, partition: PartitionTimers, caught_up: CaughtUp) ->
         for _at, held in buffer.release_before(forced):
             apply_held(partition, held)
         partition.released_before = max(forced, partition.released_before or forced)
+    if mark is None:
+        # Every topic is read to its end: the partition's event time is the latest time
+        # read (a watermark's too, which no event carries), as far as the marks allow.
+        read = [at for at in map(buffer.seen, BUFFERED_TOPICS) if at is not None]
+        if read:
+            mark = max(read) if limit is None else min(max(read), limit)
     if mark is not None and mark > EARLIEST_TIME:
         fire_due(partition, partition.clock.observe(mark))
     return len(buffer) != held_before or partition.clock.now != clock_before

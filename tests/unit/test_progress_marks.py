@@ -193,7 +193,9 @@ def test_the_clock_goes_as_far_as_the_slowest_partition_and_no_further(aligned: 
         checkout(same_partition_as(buyer), "o-2", 90),
         mark(p, at(200), **{f"p{slow}": at(45)}),
     )
-    assert customer.stream_clock(buyer) == at(0)  # the event at 0 applied, 90 held
+    # The event at 0 applied, 90 held; everything read, the clock goes as far as the
+    # slowest partition's mark lets it (no further than what was read).
+    assert customer.stream_clock(buyer) == at(45)
     assert customer.metrics.value("hitrun_held_events") == 1
     # A tick does not pass the slowest partition's mark either.
     customer.on_tick(p, int((at(500)).timestamp() * 1000))
@@ -435,6 +437,24 @@ def test_a_partition_whose_marks_stop_while_others_arrive_is_waited_for_no_longe
     # Once q's marks move again, it is waited for again.
     run_batch(mark(p, at(300), **{f"p{q}": at(250)}))
     assert customer.timers.of(p).bound(p) == at(250)
+
+
+def test_a_partition_read_slowly_is_still_waited_for(
+    aligned: Sink, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # q's owner is busy with other partitions' backlog: q's progress stands still, but
+    # its marks keep giving it. An event misplaced in q may still come: no giving up.
+    buyer = "pm-slow"
+    p = home(buyer)
+    q = (p + 1) % N
+    slow = {f"p{q}": at(30)}
+    run_batch(checkout(buyer, "o-1", 0), checkout(same_partition_as(buyer), "o-2", 180))
+    monkeypatch.setattr(customer, "PROGRESS_TIMEOUT_S", 0.0)
+    for _ in range(3):
+        run_batch(mark(p, at(300), **slow))
+    assert customer.timers.of(p).waived == set()
+    assert customer.timers.of(p).bound(p) == at(30)
+    assert "o-1" not in strikes(aligned)
 
 
 def test_without_any_mark_arriving_no_partition_is_given_up(
