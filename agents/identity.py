@@ -187,7 +187,8 @@ def sight(state: IdentifierState, seen: Sighting, policy: LinkPolicy) -> list[Re
         state.common_until = seen.at + policy.window
         return reports
     if known is None:
-        state.customers[seen.customer] = Seen(seen.at, seen.at, list(seen.listed))
+        listed = list(seen.listed)[-MAX_LISTINGS:]
+        state.customers[seen.customer] = Seen(seen.at, seen.at, listed)
     else:
         known.last = max(known.last, seen.at)
         known.listed = _merged(known.listed, seen, horizon)

@@ -9,6 +9,9 @@ generator's ground truth (which accounts are one person's).
 
     python -m bench.links [--messages N --seed N --bootstrap HOST:PORT]
 
+The workers inherit the environment: `HITRUN_LINK_STRONG_KINDS=...` and the
+other link settings are measured by setting them.
+
 Precision and recall are of account pairs: a pair is predicted when the
 workers' link alerts leave it linked at the end, true when both accounts are
 one person's. Innocents are every account but an evader's returning one; an
@@ -30,7 +33,9 @@ from typing import Any
 
 import orjson
 
+from hitrun.agents.identity import LinkPolicy
 from hitrun.dev import chaos
+from hitrun.streams.config import Settings
 from hitrun.streams.publisher import Mark
 from hitrun.streams.simulate import GroundTruth, SimMessage, TrafficShape, generate
 
@@ -41,6 +46,9 @@ Pair = tuple[str, str]
 class LinkScores:
     accounts: int  # accounts with at least one checkout in the traffic
     true_pairs: int
+    # True pairs whose accounts share, in the traffic, identifiers that make a strong link
+    # (none seen on more than K accounts).
+    linkable_pairs: int
     predicted_pairs: int
     correct_pairs: int
     ever_linked_pairs: int  # linked at some point, unlinked later included
@@ -64,6 +72,8 @@ class LinkScores:
             f"links at the end {self.predicted_pairs}, of them right {self.correct_pairs}: "
             f"precision {self.precision:.3f}, recall {self.recall:.3f} "
             f"({self.ever_linked_pairs} pairs linked at some point)",
+            f"true pairs sharing identifiers that link: {self.linkable_pairs} "
+            f"(recall of those {self.correct_pairs / max(self.linkable_pairs, 1):.3f})",
             f"evaders' returning accounts flagged: {self.returned_flagged} of {self.returned}",
             f"innocents flagged: {self.innocents_flagged} of {self.innocents:,} ({share:.3%})",
         ]
@@ -74,18 +84,37 @@ def _pair(a: str, b: str) -> Pair:
 
 
 def score(
-    truth: GroundTruth, traffic: Iterable[SimMessage | Mark], alerts: Iterable[dict[str, Any]]
+    truth: GroundTruth,
+    traffic: Iterable[SimMessage | Mark],
+    alerts: Iterable[dict[str, Any]],
+    policy: LinkPolicy | None = None,
 ) -> LinkScores:
     """Score the link alerts of a run against the ground truth of its traffic."""
-    accounts = {
-        m.customer_id
-        for m in traffic
-        if isinstance(m, SimMessage) and m.role == "checkouts" and m.customer_id in truth.persons
-    }
+    policy = policy or LinkPolicy()
+    accounts: set[str] = set()
+    shown: dict[str, set[tuple[str, str]]] = {}  # account -> (kind, hash) in its events
+    for m in traffic:
+        if not isinstance(m, SimMessage) or m.customer_id not in truth.persons:
+            continue
+        if m.role == "checkouts":
+            accounts.add(m.customer_id)
+        if m.role in ("checkouts", "payments") and not m.label.startswith("malformed"):
+            given = orjson.loads(m.value).get("identifiers") or {}
+            shown.setdefault(m.customer_id, set()).update(given.items())
     by_person: dict[str, list[str]] = {}
     for account in sorted(accounts):
         by_person.setdefault(truth.persons[account], []).append(account)
     true_pairs = {_pair(a, b) for group in by_person.values() for a, b in combinations(group, 2)}
+    users: dict[tuple[str, str], int] = {}
+    for identifiers in shown.values():
+        for identifier in identifiers:
+            users[identifier] = users.get(identifier, 0) + 1
+    linkable = set()
+    for a, b in true_pairs:
+        shared = shown.get(a, set()) & shown.get(b, set())
+        kinds = {kind for kind, value in shared if users[(kind, value)] <= policy.common_after}
+        if kinds & policy.strong_kinds or len(kinds) >= policy.min_kinds:
+            linkable.add((a, b))
     # The last word on each (customer, other): a customer's alerts are in one partition,
     # read in the order they were written.
     standing: dict[tuple[str, str], bool] = {}
@@ -107,6 +136,7 @@ def score(
     return LinkScores(
         accounts=len(accounts),
         true_pairs=len(true_pairs),
+        linkable_pairs=len(linkable),
         predicted_pairs=len(predicted),
         correct_pairs=len(predicted & true_pairs),
         ever_linked_pairs=len(ever),
@@ -117,21 +147,29 @@ def score(
     )
 
 
+# About how many messages a simulated customer brings, on average.
+MESSAGES_PER_CUSTOMER = 3.5
+
+
 def traffic_of(messages: int, seed: int) -> tuple[GroundTruth, list[SimMessage | Mark]]:
-    """Half a year of traffic with identities, evaders and shared devices, then a watermark."""
+    """Customers arriving over half a year with identities, evaders and shared devices, up to
+    a watermark a minute ago (later events of theirs are left out, as not yet happened)."""
     now = datetime.now(UTC).replace(microsecond=0)
+    end = now - timedelta(minutes=1)
     shape = TrafficShape(
         seed=seed,
-        start=now - timedelta(days=240),
-        customer_gap=timedelta(minutes=45),
+        start=now - timedelta(days=270),
+        customer_gap=timedelta(days=180) * MESSAGES_PER_CUSTOMER / messages,
         malformed_ratio=0.0,
         identities=True,
         evaders=0.03,
         shared_device_users=0.1,
     )
     truth = GroundTruth()
-    traffic: list[SimMessage | Mark] = list(generate(shape, messages, truth))
-    traffic.append(Mark(now - timedelta(minutes=1), "links"))
+    traffic: list[SimMessage | Mark] = [
+        m for m in generate(shape, messages, truth) if m.occurred_at < end
+    ]
+    traffic.append(Mark(end, "links"))
     return truth, traffic
 
 
@@ -147,7 +185,8 @@ def main(argv: list[str] | None = None) -> int:
         bootstrap = stack.enter_context(chaos.broker(workdir, args.bootstrap))
         outputs, _ = chaos.run(bootstrap, workdir, "live", traffic, "links")
     alerts = [orjson.loads(copies[0]) for copies in outputs.alerts.values()]
-    scores = score(truth, traffic, alerts)
+    # The workers and the scoring read the same HITRUN_LINK_* settings.
+    scores = score(truth, traffic, alerts, Settings.from_env().link_policy())
     print(f"bench-links: {args.messages:,} messages, seed {args.seed}, two live workers")
     for line in scores.lines():
         print(f"  {line}")

@@ -183,7 +183,8 @@ async def _end_offsets(settings: Settings, topics: Sequence[str]) -> dict[TopicP
 
 
 class Progress:
-    """How many input records the worker group (`HITRUN_APP_ID`) has not committed yet.
+    """How many input records the worker group (`HITRUN_APP_ID`) has not committed yet, the
+    identity stage's internal topics included (their records are the input's consequences).
 
     One admin client and one consumer serve every look, so that waiting does
     not open new connections twice a second beside a busy worker.
@@ -191,10 +192,9 @@ class Progress:
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
+        topics = (*settings.watermarked_topics, settings.identity_topic, settings.links_topic)
         self._partitions = [
-            TopicPartition(t, p)
-            for t in settings.watermarked_topics
-            for p in range(settings.partitions)
+            TopicPartition(t, p) for t in topics for p in range(settings.partitions)
         ]
 
     async def __aenter__(self) -> Progress:

@@ -47,6 +47,16 @@ def test_live_with_workers_killed_at_random_gives_the_clean_runs_alerts(
     assert_same_alerts(report)
 
 
+def test_links_survive_workers_killed_at_random(kafka_bootstrap: str, tmp_path: Path) -> None:
+    # Evaders and shared devices: sightings and link reports cross partitions through
+    # the identity stage's topics; kills must neither lose a link alert nor add one.
+    report = chaos_kills(kafka_bootstrap, tmp_path, "live", 8_000, KILLS, seed=13, identities=True)
+    assert report.kills >= KILLS
+    assert_same_alerts(report)
+    assert report.alert_types["account_linked"] >= 20
+    assert report.alert_types["linked_account_flagged"] >= 10
+
+
 def test_a_broker_outage_longer_than_the_session_timeout_changes_no_alert(
     tmp_path: Path,
 ) -> None:

@@ -158,6 +158,8 @@ def test_simulated_evaders_are_found_innocents_are_not_flagged_and_a_second_run_
     assert scores.returned >= 30 and scores.true_pairs >= 30
     assert scores.precision >= 0.95, scores.lines()
     assert scores.recall >= 0.5, scores.lines()
+    # Of the pairs whose accounts do share identifiers that link, none is missed.
+    assert scores.correct_pairs >= 0.95 * scores.linkable_pairs, scores.lines()
     assert scores.returned_flagged >= scores.returned // 2, scores.lines()
     assert scores.innocents_flagged <= scores.innocents // 1000, scores.lines()
     # Replayed, the same links and the same alerts (by id, as consumers dedupe them).
