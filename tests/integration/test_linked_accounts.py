@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import orjson
 
@@ -87,6 +87,17 @@ def test_an_evader_is_flagged_and_strangers_on_a_common_identifier_are_not_linke
         )
         status, body_bytes = worker.get("/customers/evader-new/why", SUPPORT_TOKEN)
         cli = hitrun(env, "why", "evader-new", "--url", worker.url, "--token", SUPPORT_TOKEN)
+
+        def old_trail() -> dict[str, Any]:
+            body = worker.get("/customers/evader-old/why", SUPPORT_TOKEN)[1]
+            return cast(dict[str, Any], orjson.loads(body))
+
+        wait_for(
+            lambda: any(d["decision"] == "linked" for d in old_trail()["decisions"]),
+            30,
+            "the first account to know of the link",
+        )
+        blacklisted_trail = old_trail()
         # The strangers' sightings were read before the evader's flag was decided? Not
         # necessarily (another partition): wait until both strangers' states exist.
         wait_for(
@@ -142,6 +153,22 @@ def test_an_evader_is_flagged_and_strangers_on_a_common_identifier_are_not_linke
     assert "linked to account evader-old: both used the same phone" in cli.stdout
     assert "shop shop-1's list" in cli.stdout
     assert "an identifier on more than 2 customers links nothing" in cli.stdout
+    # "Why" for the blacklisted first account: each strike with its order and reason,
+    # the policy values, and the link with its identifier kind.
+    assert blacklisted_trail["blacklisted_on"] == ["shop-1"]
+    strikes = [d for d in blacklisted_trail["decisions"] if d["decision"] == "strike"]
+    assert [(d["order_id"], d["reason"]) for d in strikes] == [
+        (f"o-old-{n}", "unpaid") for n in range(3)
+    ]
+    assert blacklisted_trail["policies"]["shop-1"]["strike_threshold"] == 3
+    (old_link,) = [d for d in blacklisted_trail["decisions"] if d["decision"] == "linked"]
+    assert old_link["linked_customer_id"] == "evader-new"
+    assert [i["kind"] for i in old_link["identifiers"]] == ["phone"]
+    assert blacklisted_trail["link_policy"]["strong_kinds"] == [
+        "email",
+        "payment_instrument",
+        "phone",
+    ]
 
 
 def test_simulated_evaders_are_found_innocents_are_not_flagged_and_a_second_run_agrees(
