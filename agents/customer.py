@@ -414,7 +414,9 @@ def next_due(state: CustomerState) -> datetime | None:
 
 # Stored with each state's wake time: a summary written under other policies is
 # not trusted by the index rebuild (the state is decoded instead).
-WAKE_POLICY = policy_fingerprint(policies, retention_policy, LATENESS, link_policy)
+# (Of the link policy only the window moves a wake time; its kinds are a frozenset, whose
+# repr changes with the process's hash seed.)
+WAKE_POLICY = policy_fingerprint(policies, retention_policy, LATENESS, link_policy.window)
 
 
 def summarize(state: CustomerState) -> Summary:

@@ -3,6 +3,9 @@ is read, and a state nothing reads is an error naming the customer."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import orjson
@@ -87,3 +90,19 @@ def test_a_state_no_version_reads_is_an_error_that_names_the_customer(stored: by
 
 def test_the_empty_state_round_trips() -> None:
     assert decode_state(encode(CustomerState())) == CustomerState()
+
+
+def test_the_wake_policy_fingerprint_is_the_same_in_every_process() -> None:
+    # A restarted worker trusts the stored summaries only under the same fingerprint;
+    # one that changed with the hash seed would decode every state at each start.
+    seen = set()
+    for seed in ("3", "4"):
+        printed = subprocess.run(
+            [sys.executable, "-c", "from hitrun.agents.customer import WAKE_POLICY as w; print(w)"],
+            env={**os.environ, "PYTHONHASHSEED": seed},
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        seen.add(printed.stdout.strip())
+    assert len(seen) == 1
