@@ -664,6 +664,7 @@ def queue_alert(customer_id: str, alert: Alert) -> None:
 def publish(customer_id: str, state: CustomerState, effects: Iterable[Effect]) -> None:
     """Queue each effect's alert; refresh the compacted blacklist status when it changed."""
     status_changed_at: datetime | None = None
+    own_changed = False
     for effect in effects:
         alert = to_alert(effect)
         if alert is not None:
@@ -672,17 +673,17 @@ def publish(customer_id: str, state: CustomerState, effects: Iterable[Effect]) -
             metrics.recoveries.inc()
         elif isinstance(effect, DropUnmatchedPayment):
             metrics.unmatched_payments.inc()
-        elif isinstance(effect, Blacklist):
-            status_changed_at = effect.since
-        elif isinstance(effect, Unblacklist):
-            status_changed_at = effect.at
+        elif isinstance(effect, Blacklist | Unblacklist):
+            status_changed_at = effect.since if isinstance(effect, Blacklist) else effect.at
+            own_changed = own_changed or effect.linked_to is None
     if status_changed_at is not None:
         queue(
             settings.topic_blacklist_status,
             customer_id.encode(),
             blacklist_status(customer_id, state.unpaid, status_changed_at),
         )
-        # The identity stage keeps each customer's listings with its identifiers.
+    if own_changed and status_changed_at is not None:
+        # The identity stage keeps each customer's own listings with its identifiers.
         announce(customer_id, state, None, status_changed_at, again=True)
 
 
@@ -749,9 +750,10 @@ def advance_customer(partition: PartitionTimers, customer_id: str, now: datetime
     state, before = cache.load(customer_id)
     if not before.stored:
         return
+    # Links that age out first: a blacklisting through one ends with it, at `now`.
+    unlinked = age_links(customer_id, state, now)
     state.unpaid, effects = unpaid.advance(state.unpaid, customer_id, now, policies)
     kept = retention.advance(state.retention, customer_id, now - LATENESS, retention_policy)
-    unlinked = age_links(customer_id, state, now)
     wake = next_due(state)
     cache.store(customer_id, before, state, wake)
     partition.index.schedule(customer_id, wake)
@@ -1123,7 +1125,7 @@ def announce(
     """Send the identity stage the customer's identifiers it must hear of (agents/identity.py)."""
     if not identifiers and state.identity is None:
         return
-    listed = [(lst.scope, lst.since, lst.until) for lst in state.unpaid.listings.values()]
+    listed = unpaid.own_listings(state.unpaid)
     for sighting in identity.announce(
         state.links(), customer_id, identifiers, at, listed, link_policy, again
     ):
@@ -1132,10 +1134,12 @@ def announce(
 
 
 def age_links(customer_id: str, state: CustomerState, now: datetime) -> list[LinkEffect]:
-    """Drop the customer's link evidence older than the link window; the unlinks it makes."""
+    """Drop the customer's link evidence older than the link window; the unlinks it makes
+    (blacklistings through those links end at `now`)."""
     if state.identity is None:
         return []
     unlinked = identity.age(state.identity, customer_id, now, link_policy)
+    identity.carry_listings(state.unpaid, state.identity, customer_id, unlinked, _extends)
     state.tidy()
     return unlinked
 
@@ -1156,9 +1160,17 @@ def publish_links(customer_id: str, effects: Iterable[LinkEffect]) -> None:
         queue_alert(customer_id, link_alert(effect, link_policy))
 
 
-def _flags(scope: str) -> bool:
+def _link_policy_of(scope: str) -> str:
     chosen = policies.default if scope == "*" else policies.for_shop(scope)
-    return chosen.linked_accounts == "flag"
+    return chosen.linked_accounts
+
+
+def _flags(scope: str) -> bool:
+    return _link_policy_of(scope) in {"flag", "blacklist"}
+
+
+def _extends(scope: str) -> bool:
+    return _link_policy_of(scope) == "blacklist"
 
 
 PARTITIONS = settings.partitions
@@ -1264,12 +1276,15 @@ def apply_report(msg: RawMessage) -> None:
 
     def receive() -> None:
         state, before = cache.load(customer_id)
-        effects = identity.receive(state.links(), customer_id, report, link_policy)
+        links = state.links()
+        effects = identity.receive(links, customer_id, report, link_policy)
+        changes = identity.carry_listings(state.unpaid, links, customer_id, effects, _extends)
         state.tidy()
         wake = next_due(state)
         cache.store(customer_id, before, state, wake)
         partition.index.schedule(customer_id, wake)
         publish_links(customer_id, effects)
+        publish(customer_id, state, changes)
 
     if scoped(msg, receive):
         metrics.input_event(msg.topic, str(report.__struct_config__.tag), "processed").inc()

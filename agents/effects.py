@@ -105,6 +105,7 @@ class Blacklist:
     actor: str
     reason: str
     note: str | None = None  # an operator's free text, recorded as given
+    linked_to: str | None = None  # through this linked account (Listing.linked_to)
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +119,7 @@ class Unblacklist:
     actor: str
     reason: str
     note: str | None = None  # an operator's free text, recorded as given
+    linked_to: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,13 +25,16 @@ that is no longer strong raises `account_unlinked`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Annotated, Literal, TypeAlias, cast, get_args
 
 import msgspec
 
+from hitrun.agents import unpaid
+from hitrun.agents.effects import Effect
+from hitrun.agents.unpaid import UnpaidState
 from hitrun.schemas.records import IDENTIFIER_KINDS
 
 # A blacklisting as the identity stage passes it on: scope (shop id or "*"), since and
@@ -202,7 +205,9 @@ def sight(state: IdentifierState, seen: Sighting, policy: LinkPolicy) -> list[Re
         reports.append(
             Shared(seen.customer, other, seen.kind, prefix, both, since, tuple(theirs.listed))
         )
-        reports.append(Shared(other, seen.customer, seen.kind, prefix, both, since, seen.listed))
+        reports.append(
+            Shared(other, seen.customer, seen.kind, prefix, both, since, tuple(mine.listed))
+        )
     return reports
 
 
@@ -416,3 +421,44 @@ def forget(state: IdentityState, customer_id: str, at: datetime) -> list[Sightin
         Sighting(customer_id, cast(Kind, kind), hashed, at, forget=True)
         for kind, hashed in (key.split(":", 1) for key in sorted(state.announced))
     ]
+
+
+def carry_listings(
+    listed: UnpaidState,
+    state: IdentityState,
+    customer_id: str,
+    effects: Iterable[LinkEffect],
+    extends: Callable[[str], bool],
+) -> list[Effect]:
+    """Blacklistings that follow a strong link (shops whose `extends(scope)`: policy
+    `linked_accounts: blacklist`): the customer is on the linked account's blacklist
+    while both the link and that blacklisting last. Only a customer's own blacklistings
+    are announced (`announce` callers), so a listing never travels on down a chain."""
+    changes: list[Effect] = []
+    for effect in effects:
+        if isinstance(effect, LinkedAccountFlagged):
+            for scope, since, until in effect.listings:
+                if extends(scope):
+                    reason = (
+                        f"linked to account {effect.other}, on this blacklist since "
+                        f"{since.isoformat()} (policy linked_accounts: blacklist)"
+                    )
+                    changes += unpaid.extend_listing(
+                        listed, customer_id, effect.other, scope, effect.at, until, reason
+                    )
+        elif isinstance(effect, AccountUnlinked):
+            unpaid.end_linked(listed, effect.other, None, effect.at)
+    # A linked account's blacklisting cut short (a strike reversed, an operator) ends
+    # this one by the same time: its listings arrive with every report of the link.
+    for listing in list(listed.listings.values()):
+        link = None if listing.linked_to is None else state.links.get(listing.linked_to)
+        if link is None or listing.linked_to is None:
+            continue
+        basis = [
+            (since, until)
+            for scope, since, until in link.listed
+            if scope == listing.scope and since <= listing.since
+        ]
+        if basis:
+            unpaid.end_linked(listed, listing.linked_to, listing.scope, max(basis)[1])
+    return changes

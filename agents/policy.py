@@ -11,6 +11,10 @@ HOUR = timedelta(hours=1)
 DAY = timedelta(days=1)
 
 
+# The values of `UnpaidPolicy.linked_accounts`.
+LINKED_ACCOUNT_POLICIES = ("flag", "blacklist", "ignore")
+
+
 @dataclass(frozen=True, slots=True)
 class ReminderSchedule:
     """When to remind: after checkout and before the deadline; steps outside the window skip."""
@@ -54,7 +58,8 @@ class UnpaidPolicy:
     cod_max_open: timedelta = 30 * DAY
     dedupe_window: timedelta = 7 * DAY
     # A strong link to a customer on this shop's blacklist: "flag" raises
-    # linked_account_flagged, "ignore" does nothing (agents/identity.py).
+    # linked_account_flagged, "blacklist" does that and puts the linked customer on
+    # the blacklist too, while both last; "ignore" does nothing (agents/identity.py).
     linked_accounts: str = "flag"
 
     def window_for(self, method: str) -> timedelta | None:

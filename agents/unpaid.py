@@ -91,6 +91,10 @@ class Listing:
     manual: bool
     actor: str
     evidence: list[str] = field(default_factory=list)
+    # Set when the listing extends a linked account's blacklisting (policy
+    # `linked_accounts: blacklist`): it rests on that account, not on strikes of
+    # this customer's, so it counts as no offence and is passed on to no one.
+    linked_to: str | None = None
 
 
 @dataclass(slots=True)
@@ -327,7 +331,7 @@ def _on_admin(state: UnpaidState, event: AdminActionRequested, run: _Run) -> Non
     scope = "*" if event.scope == "platform" else event.shop_id
     at = event.occurred_at
     if event.action == "blacklist":
-        if scope in state.listings:
+        if _own_listing(state, scope):
             return
         until = at + (event.duration or policy.blacklist_duration)
         listing = Listing(
@@ -352,7 +356,7 @@ def _on_admin(state: UnpaidState, event: AdminActionRequested, run: _Run) -> Non
         if scope not in state.listings:
             return
         listing = state.listings.pop(scope)
-        state.offences.setdefault(scope, Offences(listing.offence)).last_end = at
+        _record_end(state, listing, at)
         run.effects.append(
             Unblacklist(
                 customer_id=run.customer_id,
@@ -436,7 +440,8 @@ def _next_offence(state: UnpaidState, scope: str, at: datetime, policy: UnpaidPo
 def _maybe_blacklist(
     state: UnpaidState, scope: str, at: datetime, policy: UnpaidPolicy, run: _Run
 ) -> None:
-    if scope in state.listings:
+    # A listing this customer's own strikes earn replaces one through a linked account.
+    if _own_listing(state, scope):
         return
     live = [
         s
@@ -471,6 +476,56 @@ def _maybe_blacklist(
             reason=f"{len(live)} strikes within {policy.strike_window.days} days",
         )
     )
+
+
+def _own_listing(state: UnpaidState, scope: str) -> bool:
+    listing = state.listings.get(scope)
+    return listing is not None and listing.linked_to is None
+
+
+def _record_end(state: UnpaidState, listing: Listing, at: datetime) -> None:
+    """Remember when an offence's blacklisting ended (a linked account's is no offence)."""
+    if listing.linked_to is None:
+        state.offences.setdefault(listing.scope, Offences(listing.offence)).last_end = at
+
+
+def extend_listing(
+    state: UnpaidState,
+    customer_id: str,
+    other: str,
+    scope: str,
+    since: datetime,
+    until: datetime,
+    reason: str,
+) -> list[Effect]:
+    """Put the customer on blacklist `scope` from `since` to `until`, for as long as linked
+    account `other` is on it (policy `linked_accounts: blacklist`); nothing when they
+    already are on it, or the span is empty."""
+    if scope in state.listings or until <= since:
+        return []
+    state.listings[scope] = Listing(scope, since, until, 1, False, "hitrun", [], other)
+    blacklisted = Blacklist(
+        customer_id, scope, since, until, 1, (), "hitrun", reason, linked_to=other
+    )
+    return [blacklisted]
+
+
+def own_listings(state: UnpaidState) -> list[tuple[str, datetime, datetime]]:
+    """The blacklistings the customer earned (scope, since, until): the ones the identity
+    stage passes on to linked accounts; one through a link travels no further."""
+    return [
+        (listing.scope, listing.since, listing.until)
+        for listing in state.listings.values()
+        if listing.linked_to is None
+    ]
+
+
+def end_linked(state: UnpaidState, other: str, scope: str | None, at: datetime) -> None:
+    """Listings through linked account `other` (of `scope`, or all) end by `at`; their
+    ends fire as timers (`advance`), at `at` or at their own end if sooner."""
+    for listing in state.listings.values():
+        if listing.linked_to == other and scope in (None, listing.scope):
+            listing.until = max(listing.since, min(listing.until, at))
 
 
 def _reverse_strike(
@@ -686,7 +741,10 @@ def _fire(state: UnpaidState, at: datetime, run: _Run) -> None:
         listing = state.listings[scope]
         if listing.until <= at:
             del state.listings[scope]
-            state.offences.setdefault(scope, Offences(listing.offence)).last_end = listing.until
+            _record_end(state, listing, listing.until)
+            reason = "blacklisting period ended"
+            if listing.linked_to is not None:
+                reason = f"the blacklisting of linked account {listing.linked_to} or the link ended"
             run.effects.append(
                 Unblacklist(
                     customer_id=run.customer_id,
@@ -694,7 +752,8 @@ def _fire(state: UnpaidState, at: datetime, run: _Run) -> None:
                     at=listing.until,
                     cause="expired",
                     actor="hitrun",
-                    reason="blacklisting period ended",
+                    reason=reason,
+                    linked_to=listing.linked_to,
                 )
             )
     for order_id in sorted(state.held):
@@ -849,6 +908,7 @@ def describe(state: UnpaidState, policies: Policies) -> dict[str, object]:
                 "offence": listing.offence,
                 "actor": listing.actor,
                 "evidence": listing.evidence,
+                "linked_to": listing.linked_to,
             }
             for listing in sorted(state.listings.values(), key=lambda x: x.scope)
         ],

@@ -64,9 +64,11 @@ def explain(
     ]
     # At one instant, the cause before what it caused: a strike before the blacklisting.
     decisions.sort(key=lambda d: (d["at"], _RANK[d["decision"]], d.get("order_id", "")))
-    shops = {order.shop_id for order in state.open.values()} | {
-        strike.shop_id for strike in state.strikes
-    }
+    shops = (
+        {order.shop_id for order in state.open.values()}
+        | {strike.shop_id for strike in state.strikes}
+        | {scope for scope in state.listings if scope != "*"}
+    )
     trail = {
         "customer_id": customer_id,
         "blacklisted_on": sorted(state.listings),
@@ -161,6 +163,11 @@ def _listing(listing: Listing, policies: Policies) -> dict[str, Any]:
     policy = policies.default if listing.scope == "*" else policies.for_shop(listing.scope)
     if listing.manual:
         because = f"by {listing.actor} (a manual decision)"
+    elif listing.linked_to is not None:
+        because = (
+            f"through linked account {listing.linked_to}, on that blacklist "
+            "(policy linked_accounts: blacklist; it ends with the link or that blacklisting)"
+        )
     else:
         because = (
             f"after {policy.strike_threshold} strikes within "
@@ -175,6 +182,7 @@ def _listing(listing: Listing, policies: Policies) -> dict[str, Any]:
         "actor": listing.actor,
         "manual": listing.manual,
         "evidence": list(listing.evidence),
+        "linked_to": listing.linked_to,
         "text": (
             f"blacklisted on {_scope(listing.scope)} until {_ts(listing.until)} "
             f"(offence {listing.offence}) {because}"
@@ -207,6 +215,7 @@ def _policy(policy: UnpaidPolicy) -> dict[str, Any]:
         "late_payment_grace": _duration(policy.late_payment_grace),
         "blacklist_scope": policy.blacklist_scope,
         "buyer_cancellation_strikes": policy.buyer_cancellation_strikes,
+        "linked_accounts": policy.linked_accounts,
     }
 
 

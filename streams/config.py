@@ -13,7 +13,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from hitrun.agents.identity import LinkPolicy
-from hitrun.agents.policy import Policies, ReminderSchedule, UnpaidPolicy, default_windows
+from hitrun.agents.policy import (
+    LINKED_ACCOUNT_POLICIES,
+    Policies,
+    ReminderSchedule,
+    UnpaidPolicy,
+    default_windows,
+)
 from hitrun.agents.retention import RetentionPolicy
 from hitrun.agents.risk import RiskWeights, parse_weights
 from hitrun.schemas.records import IDENTIFIER_KINDS
@@ -53,9 +59,10 @@ def _shop_overrides(path: Path) -> dict[str, dict[str, Any]]:
                 parsed[name] = parse_duration(value)
             elif name == "payment_windows":
                 parsed[name] = default_windows() | _windows(value)
-            elif name == "linked_accounts" and value not in {"flag", "ignore"}:
+            elif name == "linked_accounts" and value not in LINKED_ACCOUNT_POLICIES:
                 raise SettingsError(
-                    f"HITRUN_POLICY_FILE: shop {shop}: linked_accounts must be flag or ignore"
+                    f"HITRUN_POLICY_FILE: shop {shop}: linked_accounts must be one of "
+                    f"{', '.join(LINKED_ACCOUNT_POLICIES)}"
                 )
             else:
                 parsed[name] = value
@@ -308,8 +315,10 @@ class Settings:
     link_common_after: int = _setting("5", _positive_int)
     link_window: timedelta = _setting("365d", parse_duration)
     # What a strong link to a customer on a shop's blacklist does ("flag": a
-    # linked_account_flagged alert; "ignore": nothing); per shop in the policy file.
-    linked_accounts: str = _setting("flag", _choice("flag", "ignore"))
+    # linked_account_flagged alert; "blacklist": that, and the linked customer is
+    # on the blacklist too while both last; "ignore": nothing); per shop in the
+    # policy file.
+    linked_accounts: str = _setting("flag", _choice(*LINKED_ACCOUNT_POLICIES))
     # Single purchase, then gone (definitions in docs/detection.md).
     single_purchase_window: timedelta = _setting("90d", parse_duration)
     churn_dormancy: timedelta = _setting("90d", parse_duration)

@@ -16,6 +16,8 @@ from tests.integration.harness import (
     SUPPORT_TOKEN,
     alerts,
     checkout,
+    drain,
+    payment,
     send,
     settings_of,
     start_worker,
@@ -217,3 +219,64 @@ def test_simulated_evaders_are_found_innocents_are_not_flagged_and_a_second_run_
         scores.predicted_pairs,
         scores.correct_pairs,
     )
+
+
+def test_with_the_blacklist_policy_the_new_account_is_blacklisted_while_the_old_one_is(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    env = unique_env(kafka_bootstrap, tmp_path, HITRUN_LINKED_ACCOUNTS="blacklist")
+    settings = settings_of(env)
+    phone = hashed("+62 811 0000 2222")
+    three_hours_ago = datetime.now(UTC) - timedelta(hours=3)
+
+    def listing_alerts(customer: str) -> list[dict[str, Any]]:
+        return [
+            a
+            for a in alerts(settings, settings.topic_blacklist, 0, timeout=1)
+            if a["customer_id"] == customer and "blacklisted" in a["type"]
+        ]
+
+    worker = start_worker(env, tmp_path)
+    try:
+        for n in range(3):
+            body = checkout("evader-old", f"o-old-{n}") | {
+                "occurred_at": (three_hours_ago + timedelta(minutes=n)).isoformat(),
+                "identifiers": {"phone": phone},
+            }
+            send(settings, settings.topic_checkouts, body)
+        wait_for(lambda: bool(listing_alerts("evader-old")), 60, "the first account's listing")
+        body = checkout("evader-new", "o-new-0") | {"identifiers": {"phone": phone}}
+        send(settings, settings.topic_checkouts, body)
+        wait_for(lambda: bool(listing_alerts("evader-new")), 60, "the new account's listing")
+        during = orjson.loads(worker.get("/customers/evader-new/why", SUPPORT_TOKEN)[1])
+        # The first account pays one of its orders late: its strike and its blacklisting
+        # go, and so does the new account's, which rested on it.
+        send(settings, settings.topic_payments, payment("evader-old", "o-old-0"))
+        wait_for(
+            lambda: len(listing_alerts("evader-new")) == 2, 60, "the new account's listing to end"
+        )
+        after = orjson.loads(worker.get("/customers/evader-new/why", SUPPORT_TOKEN)[1])
+        statuses = [
+            (r.key, r.value)
+            for r in drain(kafka_bootstrap, settings.topic_blacklist_status, 4)
+            if r.key == b"evader-new"
+        ]
+    finally:
+        worker.stop()
+
+    found = [a for a in alerts(settings, settings.topic_blacklist, 0, timeout=1)]
+    listed, lifted = [a for a in found if a["customer_id"] == "evader-new" and "black" in a["type"]]
+    (old_listed,) = [
+        a for a in found if (a["customer_id"], a["type"]) == ("evader-old", "customer_blacklisted")
+    ]
+    assert listed["type"] == "customer_blacklisted" and listed["evidence"] == []
+    assert listed["until"] == old_listed["until"] and listed["offence"] == 1
+    assert "linked to account evader-old" in listed["reason"]
+    assert lifted["type"] == "customer_unblacklisted" and lifted["cause"] == "expired"
+    assert "linked account evader-old" in lifted["reason"]
+    (through,) = [d for d in during["decisions"] if d["decision"] == "blacklisted"]
+    assert through["linked_to"] == "evader-old" and during["blacklisted_on"] == ["shop-1"]
+    assert during["policies"]["shop-1"]["linked_accounts"] == "blacklist"
+    assert after["blacklisted_on"] == []
+    # The compacted status: listed, then the tombstone.
+    assert [value is None for _, value in statuses] == [False, True]
