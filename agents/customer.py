@@ -73,6 +73,7 @@ from hitrun.streams.app import (
     metrics,
     settings,
 )
+from hitrun.streams.auth import SIGNATURE_HEADER, record_signature, verify_record
 from hitrun.streams.clock import (
     ClockRecord,
     DeadlineIndex,
@@ -1145,8 +1146,15 @@ def age_links(customer_id: str, state: CustomerState, now: datetime) -> list[Lin
 
 
 def queue_sighting(sighting: Sighting) -> None:
-    key = sighting.key
-    queue(settings.identity_topic, key, _ENCODE(sighting), partition_for_key(key, PARTITIONS))
+    queue_internal(settings.identity_topic, sighting.key, _ENCODE(sighting))
+
+
+def queue_internal(topic: str, key: bytes, value: bytes) -> None:
+    """Queue a record of an identity topic, signed when the workers share a key."""
+    headers: list[tuple[str, bytes]] = []
+    if INTERNAL_KEY is not None:
+        headers.append((SIGNATURE_HEADER, record_signature(INTERNAL_KEY, topic, key, value)))
+    queue(topic, key, value, partition_for_key(key, PARTITIONS), headers)
 
 
 def publish_links(customer_id: str, effects: Iterable[LinkEffect]) -> None:
@@ -1174,6 +1182,7 @@ def _extends(scope: str) -> bool:
 
 
 PARTITIONS = settings.partitions
+INTERNAL_KEY = None if settings.internal_key is None else settings.internal_key.encode()
 _ENCODE = msgspec.json.Encoder().encode
 _DECODE_SIGHTING = msgspec.json.Decoder(Sighting).decode
 _DECODE_REPORT = msgspec.json.Decoder(Report).decode
@@ -1258,8 +1267,7 @@ def apply_sighting(msg: RawMessage) -> None:
         return
     identifiers.changed(key)
     for report in reports:
-        to = report.customer.encode()
-        queue(settings.links_topic, to, _ENCODE(report), partition_for_key(to, PARTITIONS))
+        queue_internal(settings.links_topic, report.customer.encode(), _ENCODE(report))
     metrics.input_event(msg.topic, "identifier_sighting", "processed").inc()
 
 
@@ -1291,7 +1299,13 @@ def apply_report(msg: RawMessage) -> None:
 
 
 def read_internal(msg: RawMessage, decode: Callable[[bytes], T], what: str) -> T | None:
-    """The record of an internal topic's message; None when it is not `what` (dead-lettered)."""
+    """The record of an internal topic's message; None when it is not `what` or not signed
+    with the workers' key (dead-lettered)."""
+    if INTERNAL_KEY is not None and not verify_record(
+        INTERNAL_KEY, msg.topic, msg.key, msg.value, msg.headers
+    ):
+        internal_refused(msg, Unauthenticated(f"{what} not signed with HITRUN_INTERNAL_KEY"))
+        return None
     try:
         return decode(msg.value or b"")
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
@@ -1299,9 +1313,11 @@ def read_internal(msg: RawMessage, decode: Callable[[bytes], T], what: str) -> T
         return None
 
 
-def internal_refused(msg: RawMessage, detail: str) -> None:
+def internal_refused(msg: RawMessage, error: str | InputRejected) -> None:
     """A record on an internal topic hitrun did not write: dead-lettered, never applied."""
-    dead_letter(msg, Rejected(dead_letter_for(msg, SchemaViolation(detail))))
+    if isinstance(error, str):
+        error = SchemaViolation(error)
+    dead_letter(msg, Rejected(dead_letter_for(msg, error)))
 
 
 class CustomerProcessor:

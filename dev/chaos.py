@@ -224,6 +224,8 @@ def run_env(bootstrap: str, workdir: Path, mode: str, label: str) -> dict[str, s
         "HITRUN_SESSION_TIMEOUT": "6s",
         "HITRUN_CLOCK_MODE": mode,
         "HITRUN_WATERMARK_KEY": f"chaos-{tag}",
+        # The identity topics' records are signed and checked, as in production.
+        "HITRUN_INTERNAL_KEY": f"chaos-internal-{tag}",
         # Live runs are driven by event time alone: wall-clock ticks would make
         # the outcome depend on when each record happened to be read.
         "HITRUN_TICK_INTERVAL": "3650d",

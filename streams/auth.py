@@ -24,7 +24,7 @@ import hashlib
 import hmac
 import secrets
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -234,3 +234,35 @@ def verify_command(key: bytes | None, raw: bytes, max_ttl: timedelta, parse: Any
             f"a command expires after its time and within HITRUN_ADMIN_COMMAND_TTL ({max_ttl})"
         )
     return None
+
+
+# --- records of the internal topics ----------------------------------------------
+
+# The header that carries a record's signature on the identity topics.
+SIGNATURE_HEADER = "hitrun-signature"
+_RECORD_CONTEXT = b"hitrun internal record v1\n"
+
+
+def record_signature(key: bytes, topic: str, record_key: bytes, value: bytes) -> bytes:
+    """What the workers put in SIGNATURE_HEADER: an HMAC-SHA256 over the topic, the key
+    and the value (each length-prefixed), so that no record passes for another."""
+    mac = hmac.new(key, _RECORD_CONTEXT, hashlib.sha256)
+    for part in (topic.encode(), record_key, value):
+        mac.update(len(part).to_bytes(4, "big"))
+        mac.update(part)
+    return mac.hexdigest().encode()
+
+
+def verify_record(
+    key: bytes,
+    topic: str,
+    record_key: bytes | None,
+    value: bytes | None,
+    headers: Sequence[tuple[str, bytes]],
+) -> bool:
+    """Whether an internal record carries a good signature made with `key`."""
+    signed = [v for k, v in headers or () if k == SIGNATURE_HEADER]
+    if len(signed) != 1 or not isinstance(signed[0], bytes):
+        return False
+    expected = record_signature(key, topic, record_key or b"", value or b"")
+    return hmac.compare_digest(expected, signed[0])

@@ -74,6 +74,14 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
+def _any_blacklisting_follows_links(settings: Settings) -> bool:
+    policies = settings.unpaid_policies()
+    return any(
+        policy.linked_accounts == "blacklist"
+        for policy in (policies.default, *policies.shops.values())
+    )
+
+
 class SettingsError(ValueError):
     """A setting is missing or malformed; the message names the environment variable."""
 
@@ -232,6 +240,10 @@ class Settings:
     # Shared by the workers, the HTTP API and `hitrun admin`: admin commands on
     # the admin topic are applied only when signed with it (streams/auth.py).
     admin_key: str | None = _setting(None, _non_empty, secret=True)
+    # Shared by the workers only: they sign the records of the two identity topics
+    # with it and apply only records signed with it (streams/auth.py); required
+    # when a shop's blacklisting follows links (`linked_accounts: blacklist`).
+    internal_key: str | None = _setting(None, _non_empty, secret=True)
     # How long a signed admin command stays valid after it was signed.
     admin_command_ttl: timedelta = _setting("15m", parse_duration)
     # Shared by the workers and `hitrun replay`, which signs its watermarks with
@@ -394,6 +406,12 @@ class Settings:
             raise SettingsError(
                 "HITRUN_WATERMARK_KEY: required in replay mode; the workers accept only "
                 "watermarks signed with it, and `hitrun replay` signs with the same key"
+            )
+        if self.internal_key is None and _any_blacklisting_follows_links(self):
+            raise SettingsError(
+                "HITRUN_INTERNAL_KEY: required when a blacklisting follows links "
+                "(linked_accounts: blacklist): without it anyone who can write to the "
+                "identity topics could put a customer on a blacklist"
             )
         if not 2 <= self.churn_min_purchases <= self.churn_max_purchases:
             raise SettingsError(

@@ -35,6 +35,7 @@ def unique_env(bootstrap: str, data_dir: Path, **overrides: str) -> dict[str, st
         # The replay tool and the workers share it; watermarks are signed with it.
         "HITRUN_WATERMARK_KEY": f"test-key-{tag}",
         "HITRUN_ADMIN_KEY": f"admin-key-{tag}",
+        "HITRUN_INTERNAL_KEY": f"internal-key-{tag}",
         "HITRUN_TOKENS": f"{_OPERATOR_LINE},{_SUPPORT_LINE}",
     }
     env.update(overrides)

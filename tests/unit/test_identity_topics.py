@@ -4,7 +4,10 @@ with a reason, never applied and never a crash."""
 from __future__ import annotations
 
 import orjson
+import pytest
 
+import hitrun.agents.customer as customer
+from hitrun.streams.auth import SIGNATURE_HEADER, record_signature, verify_record
 from hitrun.streams.ingest import RawMessage
 from hitrun.streams.partitioning import partition_for_key
 from tests.unit.agent_shell import SETTINGS, Sink, run_batch, stored
@@ -45,3 +48,57 @@ def test_garbage_on_the_internal_topics_is_dead_lettered(sink: Sink) -> None:
     assert "keyed other than by its identifier" in letters[2]["detail"]
     assert "another partition" in letters[4]["detail"]
     assert stored(customer) is None
+
+
+def test_with_an_internal_key_only_records_signed_with_it_are_applied(
+    sink: Sink, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key = b"internal-key-of-the-workers"
+    monkeypatch.setattr(customer, "INTERNAL_KEY", key)
+    topic, record_key = SETTINGS.identity_topic, f"phone:{HASH}".encode()
+    home = partition_for_key(record_key, SETTINGS.partitions)
+
+    def sighting(who: str) -> bytes:
+        body = {"customer": who, "kind": "phone", "hash": HASH, "at": "2026-01-01T00:00:00Z"}
+        return orjson.dumps(body)
+
+    def signed(value: bytes, with_key: bytes = key) -> list[tuple[str, bytes]]:
+        return [(SIGNATURE_HEADER, record_signature(with_key, topic, record_key, value))]
+
+    forged = sighting("it-forger")
+    run_batch(
+        on(topic, record_key, forged, home),  # unsigned
+        RawMessage(topic, home, 2, None, record_key, forged, signed(forged, b"guessed")),
+        # A good signature of another record, or of the same record for another topic.
+        RawMessage(topic, home, 3, None, record_key, forged, signed(sighting("it-a"))),
+        RawMessage(
+            topic,
+            home,
+            4,
+            None,
+            record_key,
+            forged,
+            [(SIGNATURE_HEADER, record_signature(key, SETTINGS.links_topic, record_key, forged))],
+        ),
+    )
+    letters = sink.letters()
+    assert [letter["reason"] for letter in letters] == ["unauthenticated"] * 4
+    assert all("HITRUN_INTERNAL_KEY" in letter["detail"] for letter in letters)
+    assert stored("it-forger") is None and not [
+        r for r in sink.records if r.topic == SETTINGS.links_topic
+    ]
+    # Two good sightings of one phone: applied, and the reports they make are signed.
+    sink.records.clear()
+    first, second = sighting("it-a"), sighting("it-b")
+    run_batch(
+        RawMessage(topic, home, 5, None, record_key, first, signed(first)),
+        RawMessage(topic, home, 6, None, record_key, second, signed(second)),
+    )
+    assert sink.letters() == []
+    reports = [r for r in sink.records if r.topic == SETTINGS.links_topic]
+    assert sorted(orjson.loads(r.value or b"")["customer"] for r in reports) == ["it-a", "it-b"]
+    assert all(
+        verify_record(key, r.topic, r.key, r.value, r.headers)
+        and not verify_record(b"other", r.topic, r.key, r.value, r.headers)
+        for r in reports
+    )

@@ -156,3 +156,21 @@ def test_durations_parse_with_units(text: str, expected: timedelta) -> None:
 def test_a_duration_without_unit_is_refused() -> None:
     with pytest.raises(ValueError, match="duration"):
         parse_duration("90")
+
+
+def test_a_blacklisting_that_follows_links_needs_the_internal_key(tmp_path: Path) -> None:
+    # Else anyone who can write to the identity topics could blacklist a customer.
+    with pytest.raises(SettingsError, match="HITRUN_INTERNAL_KEY"):
+        Settings.from_env({"HITRUN_LINKED_ACCOUNTS": "blacklist"})
+    policy_file = tmp_path / "policies.json"
+    policy_file.write_text('{"shops": {"shop-9": {"linked_accounts": "blacklist"}}}')
+    with pytest.raises(SettingsError, match="HITRUN_INTERNAL_KEY"):
+        Settings.from_env({"HITRUN_POLICY_FILE": str(policy_file)})
+    keyed = Settings.from_env(
+        {"HITRUN_POLICY_FILE": str(policy_file), "HITRUN_INTERNAL_KEY": "k" * 32}
+    )
+    assert keyed.unpaid_policies().for_shop("shop-9").linked_accounts == "blacklist"
+    assert "k" * 32 not in repr(keyed)
+    policy_file.write_text('{"shops": {"shop-9": {"linked_accounts": "block"}}}')
+    with pytest.raises(SettingsError, match="flag, blacklist, ignore"):
+        Settings.from_env({"HITRUN_POLICY_FILE": str(policy_file)})
