@@ -503,10 +503,12 @@ def main(argv: list[str] | None = None) -> int:
         bootstrap = stack.enter_context(broker(workdir, args.bootstrap))
         for mode in ("replay", "live"):
             size = transactions if mode == "replay" else 2 * transactions
-            # Live: a producer partitioning like librdkafka (most events rerouted).
-            partitioner = "crc32" if mode == "live" else "murmur2"
+            # Live: a producer partitioning like librdkafka (most events rerouted), and
+            # customers with hashed identifiers, evaders among them (linked accounts).
+            live = mode == "live"
+            partitioner = "crc32" if live else "murmur2"
             reports.append(
-                chaos_kills(bootstrap, workdir, mode, size, kills, args.seed, partitioner)
+                chaos_kills(bootstrap, workdir, mode, size, kills, args.seed, partitioner, live)
             )
             print(f"chaos: {reports[-1].line()}", flush=True)
         reports.append(chaos_outage(workdir, 2 * transactions, down_s, args.seed))
