@@ -32,6 +32,7 @@ from hitrun.agents.effects import (
     RecordPurchase,
     RecordStrike,
     ReportRecovery,
+    ReverseStrike,
     SendReminder,
     Unblacklist,
 )
@@ -42,6 +43,7 @@ from hitrun.agents.identity import (
     Report,
     Sighting,
 )
+from hitrun.agents.policy import UnpaidPolicy
 from hitrun.agents.retention import Purchase, RetentionEffect, RetentionState
 from hitrun.agents.risk import traits_of
 from hitrun.agents.state import (
@@ -666,6 +668,7 @@ def publish(customer_id: str, state: CustomerState, effects: Iterable[Effect]) -
     """Queue each effect's alert; refresh the compacted blacklist status when it changed."""
     status_changed_at: datetime | None = None
     own_changed = False
+    strikes_changed_at: datetime | None = None
     for effect in effects:
         alert = to_alert(effect)
         if alert is not None:
@@ -677,6 +680,8 @@ def publish(customer_id: str, state: CustomerState, effects: Iterable[Effect]) -
         elif isinstance(effect, Blacklist | Unblacklist):
             status_changed_at = effect.since if isinstance(effect, Blacklist) else effect.at
             own_changed = own_changed or effect.linked_to is None
+        if SHARES_STRIKES and isinstance(effect, RecordStrike | ReverseStrike):
+            strikes_changed_at = effect.at
     if status_changed_at is not None:
         queue(
             settings.topic_blacklist_status,
@@ -684,8 +689,11 @@ def publish(customer_id: str, state: CustomerState, effects: Iterable[Effect]) -
             blacklist_status(customer_id, state.unpaid, status_changed_at),
         )
     if own_changed and status_changed_at is not None:
-        # The identity stage keeps each customer's own listings with its identifiers.
+        # The identity stage keeps each customer's own listings (and strikes, when a
+        # shop counts them together) with its identifiers.
         announce(customer_id, state, None, status_changed_at, again=True)
+    elif strikes_changed_at is not None:
+        announce(customer_id, state, None, strikes_changed_at, again=True)
 
 
 def publish_retention(customer_id: str, effects: Iterable[RetentionEffect]) -> None:
@@ -753,7 +761,9 @@ def advance_customer(partition: PartitionTimers, customer_id: str, now: datetime
         return
     # Links that age out first: a blacklisting through one ends with it, at `now`.
     unlinked = age_links(customer_id, state, now)
+    changes = follow_links(customer_id, state, unlinked, now)
     state.unpaid, effects = unpaid.advance(state.unpaid, customer_id, now, policies)
+    effects = changes + effects
     kept = retention.advance(state.retention, customer_id, now - LATENESS, retention_policy)
     wake = next_due(state)
     cache.store(customer_id, before, state, wake)
@@ -827,6 +837,7 @@ def apply_to_customer(
         kept = retention.advance(state.retention, customer_id, event.occurred_at, retention_policy)
         kept += observe_retention(state.retention, event, effects)
     unlinked = age_links(customer_id, state, now)
+    effects += follow_links(customer_id, state, unlinked, now)
     if not duplicate and isinstance(event, CheckoutConfirmed | PaymentAttempted):
         announce(customer_id, state, event.identifiers, event.occurred_at)
     wake = next_due(state)
@@ -1127,20 +1138,19 @@ def announce(
     if not identifiers and state.identity is None:
         return
     listed = unpaid.own_listings(state.unpaid)
+    strikes = identity.strike_notes(state.unpaid) if SHARES_STRIKES else ()
     for sighting in identity.announce(
-        state.links(), customer_id, identifiers, at, listed, link_policy, again
+        state.links(), customer_id, identifiers, at, listed, link_policy, again, strikes
     ):
         queue_sighting(sighting)
     state.tidy()
 
 
 def age_links(customer_id: str, state: CustomerState, now: datetime) -> list[LinkEffect]:
-    """Drop the customer's link evidence older than the link window; the unlinks it makes
-    (blacklistings through those links end at `now`)."""
+    """Drop the customer's link evidence older than the link window; the unlinks it makes."""
     if state.identity is None:
         return []
     unlinked = identity.age(state.identity, customer_id, now, link_policy)
-    identity.carry_listings(state.unpaid, state.identity, customer_id, unlinked, _extends)
     state.tidy()
     return unlinked
 
@@ -1168,21 +1178,40 @@ def publish_links(customer_id: str, effects: Iterable[LinkEffect]) -> None:
         queue_alert(customer_id, link_alert(effect, link_policy))
 
 
-def _link_policy_of(scope: str) -> str:
-    chosen = policies.default if scope == "*" else policies.for_shop(scope)
-    return chosen.linked_accounts
+def _list_policy(scope: str) -> UnpaidPolicy:
+    """The policy of a blacklist: the platform's follows the default, a shop's its own."""
+    return policies.default if scope == "*" else policies.for_shop(scope)
 
 
 def _flags(scope: str) -> bool:
-    return _link_policy_of(scope) in {"flag", "blacklist"}
+    return _list_policy(scope).linked_accounts in {"flag", "blacklist"}
 
 
 def _extends(scope: str) -> bool:
-    return _link_policy_of(scope) == "blacklist"
+    return _list_policy(scope).linked_accounts == "blacklist"
+
+
+def follow_links(
+    customer_id: str, state: CustomerState, effects: Iterable[LinkEffect], now: datetime
+) -> list[Effect]:
+    """What the customer's links change on its blacklists, by the shops' policies."""
+    if state.identity is None:
+        return []
+    changes = identity.carry_listings(state.unpaid, state.identity, customer_id, effects, _extends)
+    if SHARES_STRIKES:
+        changes += identity.strikes_together(
+            state.unpaid, state.identity, customer_id, _list_policy, now
+        )
+    return changes
 
 
 PARTITIONS = settings.partitions
 INTERNAL_KEY = None if settings.internal_key is None else settings.internal_key.encode()
+# Whether any shop counts strikes together across linked accounts: only then do
+# announcements carry strikes, and a strike makes the customer announce again.
+SHARES_STRIKES = any(
+    p.linked_strikes == "shared" for p in (policies.default, *policies.shops.values())
+)
 _ENCODE = msgspec.json.Encoder().encode
 _DECODE_SIGHTING = msgspec.json.Decoder(Sighting).decode
 _DECODE_REPORT = msgspec.json.Decoder(Report).decode
@@ -1284,9 +1313,8 @@ def apply_report(msg: RawMessage) -> None:
 
     def receive() -> None:
         state, before = cache.load(customer_id)
-        links = state.links()
-        effects = identity.receive(links, customer_id, report, link_policy)
-        changes = identity.carry_listings(state.unpaid, links, customer_id, effects, _extends)
+        effects = identity.receive(state.links(), customer_id, report, link_policy)
+        changes = follow_links(customer_id, state, effects, partition.clock.now or report.at)
         state.tidy()
         wake = next_due(state)
         cache.store(customer_id, before, state, wake)

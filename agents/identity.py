@@ -33,7 +33,8 @@ from typing import Annotated, Literal, TypeAlias, cast, get_args
 import msgspec
 
 from hitrun.agents import unpaid
-from hitrun.agents.effects import Effect
+from hitrun.agents.effects import Effect, EvidenceLine
+from hitrun.agents.policy import UnpaidPolicy
 from hitrun.agents.unpaid import UnpaidState
 from hitrun.schemas.records import IDENTIFIER_KINDS
 
@@ -46,11 +47,24 @@ MAX_LISTINGS = 8
 
 # How much of a hash an alert, the "why" and a customer's link list show and keep.
 HASH_PREFIX = 12
+# Strikes a customer's announcements carry (policy `linked_strikes: shared`), the latest.
+MAX_STRIKES = 8
 
 Identifier: TypeAlias = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
 Kind: TypeAlias = Literal["phone", "email", "device", "payment_instrument", "shipping_address"]
 Prefix: TypeAlias = Annotated[str, msgspec.Meta(pattern=f"^[0-9a-f]{{{HASH_PREFIX}}}$")]
 assert set(IDENTIFIER_KINDS) == set(get_args(Kind))
+
+
+class StrikeNote(msgspec.Struct, frozen=True, array_like=True):
+    """One of a customer's strikes as linked accounts hear of it."""
+
+    scope: Identifier
+    shop_id: Identifier
+    order_id: Identifier
+    reason: Identifier
+    at: datetime
+    reversed: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +95,7 @@ class Seen:
     first: datetime
     last: datetime
     listed: list[Listed] = field(default_factory=list)
+    strikes: list[StrikeNote] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -105,6 +120,7 @@ class Sighting(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     at: datetime
     listed: tuple[tuple[Identifier, datetime, datetime], ...] = ()
     forget: bool = False
+    strikes: tuple[StrikeNote, ...] = ()
 
     @property
     def key(self) -> bytes:
@@ -124,6 +140,7 @@ class Shared(
     evidence_at: datetime
     at: datetime
     other_listed: tuple[tuple[Identifier, datetime, datetime], ...]
+    other_strikes: tuple[StrikeNote, ...] = ()
 
 
 class Dropped(
@@ -189,12 +206,14 @@ def sight(state: IdentifierState, seen: Sighting, policy: LinkPolicy) -> list[Re
         state.customers.clear()
         state.common_until = seen.at + policy.window
         return reports
+    strikes = list(seen.strikes)[-MAX_STRIKES:]
     if known is None:
         listed = list(seen.listed)[-MAX_LISTINGS:]
-        state.customers[seen.customer] = Seen(seen.at, seen.at, listed)
+        state.customers[seen.customer] = Seen(seen.at, seen.at, listed, strikes)
     else:
         known.last = max(known.last, seen.at)
         known.listed = _merged(known.listed, seen, horizon)
+        known.strikes = strikes
     reports = []
     for other in sorted(state.customers):
         if other == seen.customer:
@@ -203,10 +222,28 @@ def sight(state: IdentifierState, seen: Sighting, policy: LinkPolicy) -> list[Re
         # Seen together by `both`; paired since `since`, whichever sighting came in first.
         both, since = min(theirs.last, mine.last), max(theirs.first, mine.first)
         reports.append(
-            Shared(seen.customer, other, seen.kind, prefix, both, since, tuple(theirs.listed))
+            Shared(
+                seen.customer,
+                other,
+                seen.kind,
+                prefix,
+                both,
+                since,
+                tuple(theirs.listed),
+                tuple(theirs.strikes),
+            )
         )
         reports.append(
-            Shared(other, seen.customer, seen.kind, prefix, both, since, tuple(mine.listed))
+            Shared(
+                other,
+                seen.customer,
+                seen.kind,
+                prefix,
+                both,
+                since,
+                tuple(mine.listed),
+                tuple(mine.strikes),
+            )
         )
     return reports
 
@@ -224,6 +261,9 @@ class Link:
     # The other's blacklistings (scope, since) already flagged for.
     flagged: list[tuple[str, datetime]] = field(default_factory=list)
     generation: int = 0  # how many times the link became strong
+    strikes: list[StrikeNote] = field(default_factory=list)  # the other's, last heard
+    # The other's strikes (order ids) a blacklisting of this customer already counted.
+    counted: list[str] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -281,10 +321,12 @@ def announce(
     listed: Iterable[Listed],
     policy: LinkPolicy,
     again: bool = False,
+    strikes: Iterable[StrikeNote] = (),
 ) -> list[Sighting]:
     """The sightings to send for an event's identifiers (all known ones when `again`: the
-    customer's blacklistings changed)."""
+    customer's blacklistings or strikes changed)."""
     scopes = tuple(sorted(listed))
+    notes = tuple(sorted(strikes, key=lambda n: (n.at, n.order_id)))[-MAX_STRIKES:]
     due: list[str] = []
     for kind, hashed in (identifiers or {}).items():
         key = f"{kind}:{hashed}"
@@ -301,7 +343,9 @@ def announce(
     for key in sorted(set(due)):
         if key in state.announced:
             kind, hashed = key.split(":", 1)
-            sightings.append(Sighting(customer_id, cast(Kind, kind), hashed, at, scopes))
+            sightings.append(
+                Sighting(customer_id, cast(Kind, kind), hashed, at, scopes, strikes=notes)
+            )
     return sightings
 
 
@@ -336,6 +380,7 @@ def receive(
     key = f"{report.kind}:{report.prefix}"
     link.evidence[key] = max(report.evidence_at, link.evidence.get(key, report.evidence_at))
     link.listed = sorted(report.other_listed)
+    link.strikes = list(report.other_strikes)
     effects += _settle(state, customer_id, report.other, report.at, policy, "evidence_aged_out")
     while len(state.links) > policy.max_links:
         # The link with the oldest evidence goes first; one to a listed customer last.
@@ -461,4 +506,72 @@ def carry_listings(
         ]
         if basis:
             unpaid.end_linked(listed, listing.linked_to, listing.scope, max(basis)[1])
+    return changes
+
+
+def strike_notes(listed: UnpaidState) -> list[StrikeNote]:
+    """The customer's strikes as its announcements carry them."""
+    return [
+        StrikeNote(s.scope, s.shop_id, s.order_id, s.reason, s.at, s.reversed)
+        for s in listed.strikes
+    ]
+
+
+def strikes_together(
+    listed: UnpaidState,
+    state: IdentityState,
+    customer_id: str,
+    policy_of: Callable[[str], UnpaidPolicy],
+    now: datetime,
+) -> list[Effect]:
+    """Strikes counted together across strong links (shops whose policy says
+    `linked_strikes: shared`): the customer is blacklisted when its own strikes and its
+    linked accounts' reach the threshold within the window, at the time the last of them
+    or of the links came; a blacklisting that counted a linked strike since reversed is
+    undone (at `now`, when the customer hears of it) when too few strikes stand without it."""
+    changes: list[Effect] = []
+    linked = {o: link for o, link in sorted(state.links.items()) if link.strong_since is not None}
+    for listing in [lst for lst in listed.listings.values() if lst.linked_evidence]:
+        notes = {(o, n.order_id): n for o, link in linked.items() for n in link.strikes}
+        # A strike no longer heard of (aged out on its account's side) still stands.
+        standing = sum(
+            1
+            for key in listing.linked_evidence
+            if key[0] in linked and not (key in notes and notes[key].reversed)
+        )
+        reason = "a strike of a linked account it counted was reversed, or the link ended"
+        at = max(now, listing.since)
+        policy = policy_of(listing.scope)
+        changes += unpaid.recheck_listing(
+            listed, customer_id, listing, standing, at, reason, policy
+        )
+    scopes = sorted({n.scope for link in linked.values() for n in link.strikes})
+    for scope in scopes:
+        policy = policy_of(scope)
+        if policy.linked_strikes != "shared" or unpaid.on_own_list(listed, scope):
+            continue
+        own = unpaid.live_strikes(listed, scope)
+        theirs = [
+            (other, n)
+            for other, link in linked.items()
+            for n in link.strikes
+            if n.scope == scope and not n.reversed and n.order_id not in link.counted
+        ]
+        if not theirs:
+            continue
+        at = max(
+            *(s.at for s in own),
+            *(n.at for _, n in theirs),
+            *(cast(datetime, linked[other].strong_since) for other, _ in theirs),
+        )
+        own = [s for s in own if at - policy.strike_window < s.at <= at]
+        theirs = [(o, n) for o, n in theirs if at - policy.strike_window < n.at <= at]
+        if not theirs or len(own) + len(theirs) < policy.strike_threshold:
+            continue
+        for other, note in theirs:
+            counted = linked[other].counted
+            counted.append(note.order_id)
+            del counted[: -2 * MAX_STRIKES]
+        lines = [(o, EvidenceLine(n.order_id, n.shop_id, n.reason, n.at)) for o, n in theirs]
+        changes += unpaid.blacklist_together(listed, customer_id, scope, at, own, lines, policy)
     return changes

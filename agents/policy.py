@@ -11,8 +11,9 @@ HOUR = timedelta(hours=1)
 DAY = timedelta(days=1)
 
 
-# The values of `UnpaidPolicy.linked_accounts`.
+# The values of `UnpaidPolicy.linked_accounts` and `.linked_strikes`.
 LINKED_ACCOUNT_POLICIES = ("flag", "blacklist", "ignore")
+LINKED_STRIKE_POLICIES = ("separate", "shared")
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +62,10 @@ class UnpaidPolicy:
     # linked_account_flagged, "blacklist" does that and puts the linked customer on
     # the blacklist too, while both last; "ignore" does nothing (agents/identity.py).
     linked_accounts: str = "flag"
+    # "shared": the strikes of strongly linked accounts count together towards this
+    # shop's blacklist (each account is blacklisted when they reach the threshold);
+    # "separate": each account's own only.
+    linked_strikes: str = "separate"
 
     def window_for(self, method: str) -> timedelta | None:
         """Payment window of a method; methods missing from the table get the card window."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -95,6 +95,9 @@ class Listing:
     # `linked_accounts: blacklist`): it rests on that account, not on strikes of
     # this customer's, so it counts as no offence and is passed on to no one.
     linked_to: str | None = None
+    # Strikes of linked accounts this blacklisting counted (policy `linked_strikes:
+    # shared`): (account, order id).
+    linked_evidence: list[tuple[str, str]] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -331,7 +334,7 @@ def _on_admin(state: UnpaidState, event: AdminActionRequested, run: _Run) -> Non
     scope = "*" if event.scope == "platform" else event.shop_id
     at = event.occurred_at
     if event.action == "blacklist":
-        if _own_listing(state, scope):
+        if on_own_list(state, scope):
             return
         until = at + (event.duration or policy.blacklist_duration)
         listing = Listing(
@@ -441,7 +444,7 @@ def _maybe_blacklist(
     state: UnpaidState, scope: str, at: datetime, policy: UnpaidPolicy, run: _Run
 ) -> None:
     # A listing this customer's own strikes earn replaces one through a linked account.
-    if _own_listing(state, scope):
+    if on_own_list(state, scope):
         return
     live = [
         s
@@ -478,7 +481,7 @@ def _maybe_blacklist(
     )
 
 
-def _own_listing(state: UnpaidState, scope: str) -> bool:
+def on_own_list(state: UnpaidState, scope: str) -> bool:
     listing = state.listings.get(scope)
     return listing is not None and listing.linked_to is None
 
@@ -506,6 +509,62 @@ def extend_listing(
     state.listings[scope] = Listing(scope, since, until, 1, False, "hitrun", [], other)
     blacklisted = Blacklist(
         customer_id, scope, since, until, 1, (), "hitrun", reason, linked_to=other
+    )
+    return [blacklisted]
+
+
+def live_strikes(state: UnpaidState, scope: str) -> list[Strike]:
+    """The customer's strikes of `scope` that stand and led to no blacklisting yet."""
+    return [s for s in state.strikes if s.scope == scope and not s.reversed and not s.consumed]
+
+
+def blacklist_together(
+    state: UnpaidState,
+    customer_id: str,
+    scope: str,
+    at: datetime,
+    own: list[Strike],
+    linked: list[tuple[str, EvidenceLine]],
+    policy: UnpaidPolicy,
+) -> list[Effect]:
+    """Blacklist the customer on `scope` at `at` for its `own` strikes together with
+    strikes of linked accounts (`linked`: account, strike), policy `linked_strikes: shared`."""
+    if on_own_list(state, scope):
+        return []
+    offence = _next_offence(state, scope, at, policy)
+    until = at + policy.blacklist_duration * (2 ** (offence - 1))
+    for s in own:
+        s.consumed = True
+    state.listings[scope] = Listing(
+        scope,
+        at,
+        until,
+        offence,
+        False,
+        "hitrun",
+        [s.order_id for s in own],
+        linked_evidence=[(other, line.order_id) for other, line in linked],
+    )
+    previous = state.offences.get(scope)
+    state.offences[scope] = Offences(offence, previous.last_end if previous else None)
+    lines = [EvidenceLine(s.order_id, s.shop_id, s.reason, s.at) for s in own]
+    lines += [
+        replace(line, reason=f"{line.reason} (linked account {other})") for other, line in linked
+    ]
+    accounts = sorted({other for other, _ in linked})
+    blacklisted = Blacklist(
+        customer_id=customer_id,
+        scope=scope,
+        since=at,
+        until=until,
+        offence=offence,
+        evidence=tuple(sorted(lines, key=lambda line: (line.at, line.order_id))),
+        actor="hitrun",
+        reason=(
+            f"{len(lines)} strikes within {policy.strike_window.days} days, with linked "
+            f"account{'s' if len(accounts) > 1 else ''} {', '.join(accounts)} "
+            "(policy linked_strikes: shared)"
+        ),
     )
     return [blacklisted]
 
@@ -549,31 +608,47 @@ def _reverse_strike(
     listing = state.listings.get(strike.scope)
     if listing is None or listing.manual or order_id not in listing.evidence:
         return
+    reason = f"strike for order {order_id} reversed by {why}"
+    # Linked accounts' strikes it counted stand, as far as this customer knows.
+    linked = len(listing.linked_evidence)
+    run.effects += recheck_listing(state, run.customer_id, listing, linked, at, reason, policy)
+
+
+def recheck_listing(
+    state: UnpaidState,
+    customer_id: str,
+    listing: Listing,
+    linked_standing: int,
+    at: datetime,
+    reason: str,
+    policy: UnpaidPolicy,
+) -> list[Effect]:
+    """Undo a blacklisting that no longer rests on enough strikes (its own that still
+    stand, and `linked_standing` of linked accounts'), after a reversal."""
     standing = [
         s
         for s in state.strikes
-        if s.order_id in listing.evidence and s.scope == strike.scope and not s.reversed
+        if s.order_id in listing.evidence and s.scope == listing.scope and not s.reversed
     ]
-    if len(standing) >= policy.strike_threshold:
-        return
-    # The blacklisting rested on a strike that no longer holds: undo it.
-    del state.listings[strike.scope]
+    if len(standing) + linked_standing >= policy.strike_threshold:
+        return []
+    del state.listings[listing.scope]
     for s in standing:
         s.consumed = False
-    offences = state.offences[strike.scope]
+    offences = state.offences[listing.scope]
     offences.count -= 1
     if offences.count <= 0:
-        del state.offences[strike.scope]
-    run.effects.append(
+        del state.offences[listing.scope]
+    return [
         Unblacklist(
-            customer_id=run.customer_id,
-            scope=strike.scope,
+            customer_id=customer_id,
+            scope=listing.scope,
             at=at,
             cause="strike_reversed",
             actor="hitrun",
-            reason=f"strike for order {order_id} reversed by {why}",
+            reason=reason,
         )
-    )
+    ]
 
 
 # ---------------------------------------------------------------------------

@@ -171,8 +171,11 @@ def _listing(listing: Listing, policies: Policies) -> dict[str, Any]:
     else:
         because = (
             f"after {policy.strike_threshold} strikes within "
-            f"{_duration(policy.strike_window)}: orders {', '.join(listing.evidence)}"
+            f"{_duration(policy.strike_window)}: orders {', '.join(listing.evidence) or 'none'}"
         )
+        if listing.linked_evidence:
+            theirs = ", ".join(f"{order} of {other}" for other, order in listing.linked_evidence)
+            because += f", and of linked accounts (linked_strikes: shared): {theirs}"
     return {
         "at": _ts(listing.since),
         "decision": "blacklisted",
@@ -183,6 +186,9 @@ def _listing(listing: Listing, policies: Policies) -> dict[str, Any]:
         "manual": listing.manual,
         "evidence": list(listing.evidence),
         "linked_to": listing.linked_to,
+        "linked_evidence": [
+            {"customer_id": other, "order_id": order} for other, order in listing.linked_evidence
+        ],
         "text": (
             f"blacklisted on {_scope(listing.scope)} until {_ts(listing.until)} "
             f"(offence {listing.offence}) {because}"
@@ -216,6 +222,7 @@ def _policy(policy: UnpaidPolicy) -> dict[str, Any]:
         "blacklist_scope": policy.blacklist_scope,
         "buyer_cancellation_strikes": policy.buyer_cancellation_strikes,
         "linked_accounts": policy.linked_accounts,
+        "linked_strikes": policy.linked_strikes,
     }
 
 

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 from hitrun.agents.identity import LinkPolicy
 from hitrun.agents.policy import (
     LINKED_ACCOUNT_POLICIES,
+    LINKED_STRIKE_POLICIES,
     Policies,
     ReminderSchedule,
     UnpaidPolicy,
@@ -39,6 +40,14 @@ _DURATION_FIELDS = {
 }
 
 
+# Policy-file fields with a fixed set of values.
+_CHOICES = {
+    "linked_accounts": LINKED_ACCOUNT_POLICIES,
+    "linked_strikes": LINKED_STRIKE_POLICIES,
+    "blacklist_scope": ("shop", "platform"),
+}
+
+
 def _shop_overrides(path: Path) -> dict[str, dict[str, Any]]:
     """Per-shop policy fields from a JSON file: {"shops": {"shop-1": {"strike_threshold": 2}}}."""
     try:
@@ -59,10 +68,10 @@ def _shop_overrides(path: Path) -> dict[str, dict[str, Any]]:
                 parsed[name] = parse_duration(value)
             elif name == "payment_windows":
                 parsed[name] = default_windows() | _windows(value)
-            elif name == "linked_accounts" and value not in LINKED_ACCOUNT_POLICIES:
+            elif name in _CHOICES and value not in _CHOICES[name]:
                 raise SettingsError(
-                    f"HITRUN_POLICY_FILE: shop {shop}: linked_accounts must be one of "
-                    f"{', '.join(LINKED_ACCOUNT_POLICIES)}"
+                    f"HITRUN_POLICY_FILE: shop {shop}: {name} must be one of "
+                    f"{', '.join(_CHOICES[name])}"
                 )
             else:
                 parsed[name] = value
@@ -77,7 +86,7 @@ _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 def _any_blacklisting_follows_links(settings: Settings) -> bool:
     policies = settings.unpaid_policies()
     return any(
-        policy.linked_accounts == "blacklist"
+        policy.linked_accounts == "blacklist" or policy.linked_strikes == "shared"
         for policy in (policies.default, *policies.shops.values())
     )
 
@@ -331,6 +340,9 @@ class Settings:
     # on the blacklist too while both last; "ignore": nothing); per shop in the
     # policy file.
     linked_accounts: str = _setting("flag", _choice(*LINKED_ACCOUNT_POLICIES))
+    # "shared": strikes of strongly linked accounts count together towards a shop's
+    # blacklist; "separate": each account's own. Per shop in the policy file.
+    linked_strikes: str = _setting("separate", _choice(*LINKED_STRIKE_POLICIES))
     # Single purchase, then gone (definitions in docs/detection.md).
     single_purchase_window: timedelta = _setting("90d", parse_duration)
     churn_dormancy: timedelta = _setting("90d", parse_duration)
@@ -410,8 +422,8 @@ class Settings:
         if self.internal_key is None and _any_blacklisting_follows_links(self):
             raise SettingsError(
                 "HITRUN_INTERNAL_KEY: required when a blacklisting follows links "
-                "(linked_accounts: blacklist): without it anyone who can write to the "
-                "identity topics could put a customer on a blacklist"
+                "(linked_accounts: blacklist, linked_strikes: shared): without it anyone "
+                "who can write to the identity topics could put a customer on a blacklist"
             )
         if not 2 <= self.churn_min_purchases <= self.churn_max_purchases:
             raise SettingsError(
@@ -532,6 +544,7 @@ class Settings:
             blacklist_scope=self.blacklist_scope,
             payment_hold=self.payment_hold,
             linked_accounts=self.linked_accounts,
+            linked_strikes=self.linked_strikes,
         )
         if self.policy_file is None:
             return Policies(default)

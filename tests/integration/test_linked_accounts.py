@@ -280,3 +280,40 @@ def test_with_the_blacklist_policy_the_new_account_is_blacklisted_while_the_old_
     assert after["blacklisted_on"] == []
     # The compacted status: listed, then the tombstone.
     assert [value is None for _, value in statuses] == [False, True]
+
+
+def test_with_shared_strikes_two_accounts_of_one_buyer_reach_the_threshold_together(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    env = unique_env(kafka_bootstrap, tmp_path, HITRUN_LINKED_STRIKES="shared")
+    settings = settings_of(env)
+    phone = hashed("+62 811 0000 3333")
+    three_hours_ago = datetime.now(UTC) - timedelta(hours=3)
+    worker = start_worker(env, tmp_path)
+    orders = [("buyer-a", "o-a-0"), ("buyer-a", "o-a-1"), ("buyer-b", "o-b-0")]
+    try:
+        # Two unpaid card orders on one account, one on another with the same phone.
+        for n, (customer, order) in enumerate(orders):
+            body = checkout(customer, order) | {
+                "occurred_at": (three_hours_ago + timedelta(minutes=n)).isoformat(),
+                "identifiers": {"phone": phone},
+            }
+            send(settings, settings.topic_checkouts, body)
+
+        def blacklisted() -> dict[str, dict[str, Any]]:
+            found = alerts(settings, settings.topic_blacklist, 0, timeout=1)
+            return {a["customer_id"]: a for a in found if a["type"] == "customer_blacklisted"}
+
+        wait_for(lambda: len(blacklisted()) == 2, 60, "both accounts to be blacklisted")
+        listed = blacklisted()
+        trail = orjson.loads(worker.get("/customers/buyer-b/why", SUPPORT_TOKEN)[1])
+    finally:
+        worker.stop()
+
+    for customer, alert in listed.items():
+        assert sorted(line["order_id"] for line in alert["evidence"]) == ["o-a-0", "o-a-1", "o-b-0"]
+        other = "buyer-b" if customer == "buyer-a" else "buyer-a"
+        assert f"linked account {other}" in alert["reason"]
+    (decided,) = [d for d in trail["decisions"] if d["decision"] == "blacklisted"]
+    assert decided["evidence"] == ["o-b-0"]
+    assert {e["order_id"] for e in decided["linked_evidence"]} == {"o-a-0", "o-a-1"}

@@ -1,4 +1,6 @@
-"""A blacklisting that follows a strong link (policy `linked_accounts: blacklist`), without Kafka.
+"""Blacklistings that follow strong links, without Kafka: `linked_accounts: blacklist` (the
+linked account's blacklisting extends to the customer) and `linked_strikes: shared` (the
+strikes of linked accounts count together).
 
 Each customer here has a whole state (its blacklist and its links); sightings and
 reports go through the two stages in memory, as tests/unit/test_identity.py does.
@@ -11,13 +13,14 @@ from datetime import UTC, datetime, timedelta
 
 from hitrun.agents import identity, unpaid
 from hitrun.agents.alerts import to_alert
-from hitrun.agents.effects import Blacklist, Effect, Unblacklist
+from hitrun.agents.effects import Blacklist, Effect, RecordStrike, ReverseStrike, Unblacklist
 from hitrun.agents.identity import IdentifierState, LinkEffect, LinkPolicy, Report
 from hitrun.agents.policy import Policies, UnpaidPolicy
 from hitrun.agents.state import CustomerState
 from hitrun.agents.why import explain
 from hitrun.schemas import compiled_validator
-from hitrun.schemas.records import AdminActionRequested
+from hitrun.schemas.records import AdminActionRequested, CustomerEvent
+from tests.unit.events import checkout, payment
 
 T0 = datetime(2026, 3, 1, 12, tzinfo=UTC)
 DAY = timedelta(days=1)
@@ -29,14 +32,22 @@ def h(value: str) -> str:
 
 
 class World:
-    """Customers with whole states; `extends` says which blacklists follow links."""
+    """Customers with whole states, glued as the agent glues them (agents/customer.py)."""
 
-    def __init__(self, linked_accounts: str = "blacklist") -> None:
-        self.policies = Policies(UnpaidPolicy(linked_accounts=linked_accounts))
+    def __init__(
+        self, linked_accounts: str = "blacklist", linked_strikes: str = "separate"
+    ) -> None:
+        self.policies = Policies(
+            UnpaidPolicy(linked_accounts=linked_accounts, linked_strikes=linked_strikes)
+        )
         self.identifiers: dict[bytes, IdentifierState] = {}
         self.customers: dict[str, CustomerState] = {}
         self.effects: list[Effect] = []
         self.links: list[LinkEffect] = []
+
+    @property
+    def shares(self) -> bool:
+        return self.policies.default.linked_strikes == "shared"
 
     def state(self, customer: str) -> CustomerState:
         return self.customers.setdefault(customer, CustomerState())
@@ -51,25 +62,38 @@ class World:
     def announce(self, customer: str, ids: dict[str, str] | None, at: datetime) -> None:
         state = self.state(customer)
         listed = unpaid.own_listings(state.unpaid)
+        strikes = identity.strike_notes(state.unpaid) if self.shares else ()
         again = ids is None
-        for seen in identity.announce(state.links(), customer, ids, at, listed, LINKS, again):
+        for seen in identity.announce(
+            state.links(), customer, ids, at, listed, LINKS, again, strikes
+        ):
             ident = self.identifiers.setdefault(seen.key, IdentifierState())
             for report in identity.sight(ident, seen, LINKS):
-                self.receive(report)
+                self.receive(report, at)
 
-    def receive(self, report: Report) -> None:
+    def receive(self, report: Report, now: datetime) -> None:
         state = self.state(report.customer)
         effects = identity.receive(state.links(), report.customer, report, LINKS)
         self.links += effects
-        self.changed(
-            report.customer,
-            identity.carry_listings(
-                state.unpaid, state.links(), report.customer, effects, self.extends
-            ),
-        )
+        self.changed(report.customer, self.follow(report.customer, effects, now))
+
+    def follow(self, customer: str, effects: list[LinkEffect], now: datetime) -> list[Effect]:
+        state = self.state(customer)
+        links = state.links()
+        changes = identity.carry_listings(state.unpaid, links, customer, effects, self.extends)
+        if self.shares:
+            changes += identity.strikes_together(
+                state.unpaid, links, customer, self.policies.for_shop, now
+            )
+        return changes
+
+    def handle(self, customer: str, event: CustomerEvent) -> None:
+        self.advance(customer, event.occurred_at)
+        state = self.state(customer)
+        state.unpaid, effects = unpaid.handle(state.unpaid, event, self.policies)
+        self.changed(customer, effects + self.follow(customer, [], event.occurred_at))
 
     def admin(self, customer: str, action: str, at: datetime) -> None:
-        self.advance(customer, at)
         event = AdminActionRequested(
             event_id=f"admin-{customer}-{action}-{at.isoformat()}",
             occurred_at=at,
@@ -79,26 +103,35 @@ class World:
             actor="ops@shop-1",
             reason="test",
         )
-        state = self.state(customer)
-        state.unpaid, effects = unpaid.handle(state.unpaid, event, self.policies)
-        self.changed(customer, effects)
+        self.handle(customer, event)
+
+    def unpaid_order(self, customer: str, order: str, at: datetime) -> None:
+        """A bank transfer that will expire unpaid a day later (a strike, at `at` + 1 day)."""
+        self.handle(customer, checkout(order, at, customer=customer, shop="shop-1", due=at + DAY))
+
+    def pay(self, customer: str, order: str, at: datetime) -> None:
+        paid = payment(order, at, customer=customer, shop="shop-1")
+        self.handle(customer, paid)
 
     def advance(self, customer: str, now: datetime) -> None:
         state = self.state(customer)
         unlinked = identity.age(state.links(), customer, now, LINKS)
         self.links += unlinked
-        identity.carry_listings(state.unpaid, state.links(), customer, unlinked, self.extends)
+        changes = self.follow(customer, unlinked, now)
         state.unpaid, effects = unpaid.advance(state.unpaid, customer, now, self.policies)
-        self.changed(customer, effects)
+        self.changed(customer, changes + effects)
 
     def changed(self, customer: str, effects: list[Effect]) -> None:
         self.effects += effects
-        # As the agent does: a change of the customer's own listings is announced again.
+        # As the agent does: a change of the customer's own listings (or strikes, when
+        # they are shared) is announced again.
         own = [
             e.since if isinstance(e, Blacklist) else e.at
             for e in effects
             if isinstance(e, Blacklist | Unblacklist) and e.linked_to is None
         ]
+        if self.shares:
+            own += [e.at for e in effects if isinstance(e, RecordStrike | ReverseStrike)]
         if own:
             self.announce(customer, None, max(own))
 
@@ -212,3 +245,78 @@ def test_an_operator_lifting_it_is_final_and_why_says_where_it_came_from() -> No
     assert w.listings("new") == {}
     assert len(w.of(Blacklist, "new")) == 1
     assert w.state("new").unpaid.offences == {}
+
+
+def two_accounts_of_one_buyer(w: World) -> None:
+    """`old` leaves two unpaid orders (strikes on days 2 and 3), then `new`, linked by a
+    phone, leaves one (a strike on day 21)."""
+    w.event("old", T0, phone=h("+62811"))
+    w.unpaid_order("old", "o-1", T0 + DAY)
+    w.unpaid_order("old", "o-2", T0 + 2 * DAY)
+    w.event("new", T0 + 10 * DAY, phone=h("+62811"))
+    w.unpaid_order("new", "n-1", T0 + 20 * DAY)
+    w.advance("new", T0 + 21 * DAY + timedelta(hours=1))
+    w.advance("old", T0 + 21 * DAY + timedelta(hours=1))
+
+
+def test_shared_strikes_blacklist_both_accounts_at_the_third() -> None:
+    w = World(linked_accounts="flag", linked_strikes="shared")
+    two_accounts_of_one_buyer(w)
+    third = T0 + 21 * DAY
+    for account, others in (("new", "o-1 o-2"), ("old", "n-1")):
+        (listed,) = w.of(Blacklist, account)
+        assert listed.since == third, account
+        assert sorted(line.order_id for line in listed.evidence) == sorted(["o-1", "o-2", "n-1"])
+        assert all(
+            "linked account" in line.reason
+            for line in listed.evidence
+            if line.order_id in others.split()
+        )
+        assert "linked_strikes: shared" in listed.reason
+        alert = to_alert(listed)
+        assert alert is not None
+        compiled_validator("customer_blacklisted.v1")(alert.body)
+    # Each account's own blacklisting: passed on like any it earned.
+    assert w.state("new").unpaid.listings["shop-1"].linked_to is None
+    state = w.state("new")
+    trail = explain("new", state.unpaid, w.policies, state.links(), LINKS)
+    (decided,) = [d for d in trail["decisions"] if d["decision"] == "blacklisted"]
+    assert decided["evidence"] == ["n-1"]
+    assert decided["linked_evidence"] == [
+        {"customer_id": "old", "order_id": "o-1"},
+        {"customer_id": "old", "order_id": "o-2"},
+    ]
+    assert "o-1 of old, o-2 of old" in decided["text"]
+    assert trail["policies"]["shop-1"]["linked_strikes"] == "shared"
+
+
+def test_with_separate_strikes_neither_account_reaches_the_threshold() -> None:
+    w = World(linked_accounts="flag", linked_strikes="separate")
+    two_accounts_of_one_buyer(w)
+    assert w.of(Blacklist, "new") == [] and w.of(Blacklist, "old") == []
+
+
+def test_a_linked_strike_reversed_undoes_the_blacklisting_that_counted_it() -> None:
+    w = World(linked_accounts="flag", linked_strikes="shared")
+    two_accounts_of_one_buyer(w)
+    # The new account pays n-1 late, inside the grace period: its strike goes, and
+    # both blacklistings rested on it.
+    w.pay("new", "n-1", T0 + 21 * DAY + timedelta(hours=20))
+    w.advance("old", T0 + 23 * DAY)
+    assert [e.cause for e in w.of(Unblacklist, "old")] == ["strike_reversed"]
+    assert [e.cause for e in w.of(Unblacklist, "new")] == ["strike_reversed"]
+    assert w.listings("new") == {} and w.listings("old") == {}
+    # The strikes that stand (the old account's two) blacklist no one.
+    w.event("new", T0 + 24 * DAY, phone=h("+62811"))
+    w.event("old", T0 + 24 * DAY, phone=h("+62811"))
+    assert len(w.of(Blacklist, "new")) == 1 and len(w.of(Blacklist, "old")) == 1
+
+
+def test_counted_strikes_do_not_blacklist_again_when_the_first_blacklisting_ends() -> None:
+    w = World(linked_accounts="flag", linked_strikes="shared")
+    two_accounts_of_one_buyer(w)
+    after = T0 + 21 * DAY + timedelta(days=91)  # the blacklisting (90 days) has ended
+    w.event("new", after, phone=h("+62811"))
+    w.event("old", after, phone=h("+62811"))
+    assert [e.cause for e in w.of(Unblacklist, "new")] == ["expired"]
+    assert len(w.of(Blacklist, "new")) == 1 and len(w.of(Blacklist, "old")) == 1

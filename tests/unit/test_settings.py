@@ -162,6 +162,8 @@ def test_a_blacklisting_that_follows_links_needs_the_internal_key(tmp_path: Path
     # Else anyone who can write to the identity topics could blacklist a customer.
     with pytest.raises(SettingsError, match="HITRUN_INTERNAL_KEY"):
         Settings.from_env({"HITRUN_LINKED_ACCOUNTS": "blacklist"})
+    with pytest.raises(SettingsError, match="HITRUN_INTERNAL_KEY"):
+        Settings.from_env({"HITRUN_LINKED_STRIKES": "shared"})
     policy_file = tmp_path / "policies.json"
     policy_file.write_text('{"shops": {"shop-9": {"linked_accounts": "blacklist"}}}')
     with pytest.raises(SettingsError, match="HITRUN_INTERNAL_KEY"):
