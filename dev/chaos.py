@@ -200,9 +200,10 @@ def live_input(messages: int, seed: int, identities: bool = False) -> list[SimMe
     now = datetime.now(UTC).replace(microsecond=0)
     shape = TrafficShape(seed=seed, start=now - timedelta(days=200), malformed_ratio=0.01)
     if identities:
-        shape = replace(
-            shape, customer_gap=timedelta(minutes=40), evaders=0.05, shared_device_users=0.1
-        )
+        # About 90 days of new customers whatever the size: more would run past the
+        # wall clock, and be dead-lettered `from_future` instead of applied.
+        gap = timedelta(minutes=40) * min(1.0, 10_000 / messages)
+        shape = replace(shape, customer_gap=gap, evaders=0.05, shared_device_users=0.1)
     traffic: list[SimMessage | Mark] = list(generate(shape, messages, GroundTruth()))
     traffic.append(Mark(now - timedelta(minutes=1), "chaos"))
     return traffic
