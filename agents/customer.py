@@ -13,7 +13,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar, cast
 
@@ -36,14 +36,8 @@ from hitrun.agents.effects import (
     SendReminder,
     Unblacklist,
 )
-from hitrun.agents.identity import (
-    IdentifierState,
-    LinkedAccountFlagged,
-    LinkEffect,
-    Report,
-    Sighting,
-)
-from hitrun.agents.policy import UnpaidPolicy
+from hitrun.agents.identity import LinkEffect, Sighting
+from hitrun.agents.linking import IdentifierStates, InternalRecords, LinkRules
 from hitrun.agents.retention import Purchase, RetentionEffect, RetentionState
 from hitrun.agents.risk import traits_of
 from hitrun.agents.state import (
@@ -75,7 +69,6 @@ from hitrun.streams.app import (
     metrics,
     settings,
 )
-from hitrun.streams.auth import SIGNATURE_HEADER, record_signature, verify_record
 from hitrun.streams.clock import (
     ClockRecord,
     DeadlineIndex,
@@ -680,7 +673,7 @@ def publish(customer_id: str, state: CustomerState, effects: Iterable[Effect]) -
         elif isinstance(effect, Blacklist | Unblacklist):
             status_changed_at = effect.since if isinstance(effect, Blacklist) else effect.at
             own_changed = own_changed or effect.linked_to is None
-        if SHARES_STRIKES and isinstance(effect, RecordStrike | ReverseStrike):
+        if link_rules.shares_strikes and isinstance(effect, RecordStrike | ReverseStrike):
             strikes_changed_at = effect.at
     if status_changed_at is not None:
         queue(
@@ -760,8 +753,8 @@ def advance_customer(partition: PartitionTimers, customer_id: str, now: datetime
     if not before.stored:
         return
     # Links that age out first: a blacklisting through one ends with it, at `now`.
-    unlinked = age_links(customer_id, state, now)
-    changes = follow_links(customer_id, state, unlinked, now)
+    unlinked = link_rules.age(customer_id, state, now)
+    changes = link_rules.follow(customer_id, state, unlinked, now)
     state.unpaid, effects = unpaid.advance(state.unpaid, customer_id, now, policies)
     effects = changes + effects
     kept = retention.advance(state.retention, customer_id, now - LATENESS, retention_policy)
@@ -836,8 +829,8 @@ def apply_to_customer(
         # those the LATENESS delay has not fired on the stream clock yet.
         kept = retention.advance(state.retention, customer_id, event.occurred_at, retention_policy)
         kept += observe_retention(state.retention, event, effects)
-    unlinked = age_links(customer_id, state, now)
-    effects += follow_links(customer_id, state, unlinked, now)
+    unlinked = link_rules.age(customer_id, state, now)
+    effects += link_rules.follow(customer_id, state, unlinked, now)
     if not duplicate and isinstance(event, CheckoutConfirmed | PaymentAttempted):
         announce(customer_id, state, event.identifiers, event.occurred_at)
     wake = next_due(state)
@@ -1135,150 +1128,42 @@ def announce(
     again: bool = False,
 ) -> None:
     """Send the identity stage the customer's identifiers it must hear of (agents/identity.py)."""
-    if not identifiers and state.identity is None:
-        return
-    listed = unpaid.own_listings(state.unpaid)
-    strikes = identity.strike_notes(state.unpaid) if SHARES_STRIKES else ()
-    for sighting in identity.announce(
-        state.links(), customer_id, identifiers, at, listed, link_policy, again, strikes
-    ):
+    for sighting in link_rules.announce(customer_id, state, identifiers, at, again):
         queue_sighting(sighting)
-    state.tidy()
-
-
-def age_links(customer_id: str, state: CustomerState, now: datetime) -> list[LinkEffect]:
-    """Drop the customer's link evidence older than the link window; the unlinks it makes."""
-    if state.identity is None:
-        return []
-    unlinked = identity.age(state.identity, customer_id, now, link_policy)
-    state.tidy()
-    return unlinked
 
 
 def queue_sighting(sighting: Sighting) -> None:
-    queue_internal(settings.identity_topic, sighting.key, _ENCODE(sighting))
+    queue_internal(settings.identity_topic, sighting.key, internal.encode(sighting))
 
 
 def queue_internal(topic: str, key: bytes, value: bytes) -> None:
     """Queue a record of an identity topic, signed when the workers share a key."""
-    headers: list[tuple[str, bytes]] = []
-    if INTERNAL_KEY is not None:
-        headers.append((SIGNATURE_HEADER, record_signature(INTERNAL_KEY, topic, key, value)))
+    headers = internal.headers(topic, key, value)
     queue(topic, key, value, partition_for_key(key, PARTITIONS), headers)
 
 
 def publish_links(customer_id: str, effects: Iterable[LinkEffect]) -> None:
-    """Queue the alerts of link effects; a flag only for the blacklists whose shop wants it."""
-    for effect in effects:
-        if isinstance(effect, LinkedAccountFlagged):
-            listings = tuple(listing for listing in effect.listings if _flags(listing[0]))
-            if not listings:
-                continue
-            effect = replace(effect, listings=listings)
+    """Queue the alerts of link effects (agents/linking.py: which ones)."""
+    for effect in link_rules.alerted(effects):
         queue_alert(customer_id, link_alert(effect, link_policy))
 
 
-def _list_policy(scope: str) -> UnpaidPolicy:
-    """The policy of a blacklist: the platform's follows the default, a shop's its own."""
-    return policies.default if scope == "*" else policies.for_shop(scope)
-
-
-def _flags(scope: str) -> bool:
-    return _list_policy(scope).linked_accounts in {"flag", "blacklist"}
-
-
-def _extends(scope: str) -> bool:
-    return _list_policy(scope).linked_accounts == "blacklist"
-
-
-def follow_links(
-    customer_id: str, state: CustomerState, effects: Iterable[LinkEffect], now: datetime
-) -> list[Effect]:
-    """What the customer's links change on its blacklists, by the shops' policies."""
-    if state.identity is None:
-        return []
-    changes = identity.carry_listings(state.unpaid, state.identity, customer_id, effects, _extends)
-    if SHARES_STRIKES:
-        changes += identity.strikes_together(
-            state.unpaid, state.identity, customer_id, _list_policy, now
-        )
-    return changes
-
-
 PARTITIONS = settings.partitions
-INTERNAL_KEY = None if settings.internal_key is None else settings.internal_key.encode()
-# Whether any shop counts strikes together across linked accounts: only then do
-# announcements carry strikes, and a strike makes the customer announce again.
-SHARES_STRIKES = any(
-    p.linked_strikes == "shared" for p in (policies.default, *policies.shops.values())
-)
-_ENCODE = msgspec.json.Encoder().encode
-_DECODE_SIGHTING = msgspec.json.Decoder(Sighting).decode
-_DECODE_REPORT = msgspec.json.Decoder(Report).decode
-# The stored form of an identifier's state: a version byte, then msgspec's JSON.
-_IDENTIFIER_VERSION = b"\x01"
-_DECODE_IDENTIFIER = msgspec.json.Decoder(IdentifierState).decode
+link_rules = LinkRules(policies, link_policy)
+internal = InternalRecords(settings.internal_key.encode() if settings.internal_key else None)
 
 
-class IdentifierStates:
-    """The identity stage's states read and changed in the current batch.
-
-    Like the customers' (`StateCache`), they reach the changelog with the
-    batch's records and the store only once the broker confirmed them.
-    """
-
-    def __init__(self) -> None:
-        self._states: dict[bytes, IdentifierState] = {}
-        self._dirty: set[bytes] = set()
-        self._staged: list[tuple[bytes, bytes | None]] = []
-
-    def load(self, key: bytes) -> IdentifierState:
-        found = self._states.get(key)
-        if found is None:
-            stored = get_raw(customers_table.data, key)
-            if stored is None or not stored.startswith(_IDENTIFIER_VERSION):
-                found = IdentifierState()
-            else:
-                found = _DECODE_IDENTIFIER(memoryview(stored)[1:])
-            self._states[key] = found
-        return found
-
-    def snapshot(self, key: bytes) -> bytes:
-        return _ENCODE(self.load(key))
-
-    def restore(self, key: bytes, snapshot: bytes) -> None:
-        self._states[key] = _DECODE_IDENTIFIER(snapshot)
-
-    def changed(self, key: bytes) -> None:
-        self._dirty.add(key)
-
-    def stage(self) -> None:
-        for key in sorted(self._dirty):
-            state = self._states[key]
-            value = None if state.is_empty() else _IDENTIFIER_VERSION + _ENCODE(state)
-            self._staged.append((key, value))
-            sink.put(
-                OutRecord(changelog_topic_name, key, value, customers_table.partition_for_key(key))
-            )
-        self._dirty.clear()
-
-    def commit(self) -> list[tuple[bytes, bytes | None]]:
-        writes, self._staged = self._staged, []
-        self._states.clear()
-        return writes
-
-    def forget(self) -> None:
-        self._states.clear()
-        self._dirty.clear()
-        self._staged.clear()
+def _stage_identifier(key: bytes, value: bytes | None) -> None:
+    partition = customers_table.partition_for_key(key)
+    sink.put(OutRecord(changelog_topic_name, key, value, partition))
 
 
-identifiers = IdentifierStates()
+identifiers = IdentifierStates(lambda key: get_raw(customers_table.data, key), _stage_identifier)
 
 
 def apply_sighting(msg: RawMessage) -> None:
     """The identity stage: take one sighting, tell each customer concerned what it changes."""
-    seen = read_internal(msg, _DECODE_SIGHTING, "an identifier sighting")
+    seen = read_internal(msg, internal.decode_sighting, "an identifier sighting")
     if seen is None:
         return
     if msg.key != seen.key:
@@ -1296,13 +1181,13 @@ def apply_sighting(msg: RawMessage) -> None:
         return
     identifiers.changed(key)
     for report in reports:
-        queue_internal(settings.links_topic, report.customer.encode(), _ENCODE(report))
+        queue_internal(settings.links_topic, report.customer.encode(), internal.encode(report))
     metrics.input_event(msg.topic, "identifier_sighting", "processed").inc()
 
 
 def apply_report(msg: RawMessage) -> None:
     """The customer stage: take what the identity stage says about one of its customers."""
-    report = read_internal(msg, _DECODE_REPORT, "a link report")
+    report = read_internal(msg, internal.decode_report, "a link report")
     if report is None:
         return
     customer_id = report.customer
@@ -1314,7 +1199,7 @@ def apply_report(msg: RawMessage) -> None:
     def receive() -> None:
         state, before = cache.load(customer_id)
         effects = identity.receive(state.links(), customer_id, report, link_policy)
-        changes = follow_links(customer_id, state, effects, partition.clock.now or report.at)
+        changes = link_rules.follow(customer_id, state, effects, partition.clock.now or report.at)
         state.tidy()
         wake = next_due(state)
         cache.store(customer_id, before, state, wake)
@@ -1329,9 +1214,7 @@ def apply_report(msg: RawMessage) -> None:
 def read_internal(msg: RawMessage, decode: Callable[[bytes], T], what: str) -> T | None:
     """The record of an internal topic's message; None when it is not `what` or not signed
     with the workers' key (dead-lettered)."""
-    if INTERNAL_KEY is not None and not verify_record(
-        INTERNAL_KEY, msg.topic, msg.key, msg.value, msg.headers
-    ):
+    if not internal.authentic(msg.topic, msg.key, msg.value, msg.headers):
         internal_refused(msg, Unauthenticated(f"{what} not signed with HITRUN_INTERNAL_KEY"))
         return None
     try:

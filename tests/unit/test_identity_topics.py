@@ -7,6 +7,7 @@ import orjson
 import pytest
 
 import hitrun.agents.customer as customer
+from hitrun.agents.linking import InternalRecords
 from hitrun.streams.auth import SIGNATURE_HEADER, record_signature, verify_record
 from hitrun.streams.ingest import RawMessage
 from hitrun.streams.partitioning import partition_for_key
@@ -54,7 +55,7 @@ def test_with_an_internal_key_only_records_signed_with_it_are_applied(
     sink: Sink, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     key = b"internal-key-of-the-workers"
-    monkeypatch.setattr(customer, "INTERNAL_KEY", key)
+    monkeypatch.setattr(customer, "internal", InternalRecords(key))
     topic, record_key = SETTINGS.identity_topic, f"phone:{HASH}".encode()
     home = partition_for_key(record_key, SETTINGS.partitions)
 

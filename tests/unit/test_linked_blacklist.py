@@ -15,6 +15,7 @@ from hitrun.agents import identity, unpaid
 from hitrun.agents.alerts import to_alert
 from hitrun.agents.effects import Blacklist, Effect, RecordStrike, ReverseStrike, Unblacklist
 from hitrun.agents.identity import IdentifierState, LinkEffect, LinkPolicy, Report
+from hitrun.agents.linking import LinkRules
 from hitrun.agents.policy import Policies, UnpaidPolicy
 from hitrun.agents.state import CustomerState
 from hitrun.agents.why import explain
@@ -46,14 +47,11 @@ class World:
         self.links: list[LinkEffect] = []
 
     @property
-    def shares(self) -> bool:
-        return self.policies.default.linked_strikes == "shared"
+    def rules(self) -> LinkRules:
+        return LinkRules(self.policies, LINKS)
 
     def state(self, customer: str) -> CustomerState:
         return self.customers.setdefault(customer, CustomerState())
-
-    def extends(self, scope: str) -> bool:
-        return self.policies.for_shop(scope).linked_accounts == "blacklist"
 
     def event(self, customer: str, at: datetime, **ids: str) -> None:
         self.advance(customer, at)
@@ -61,12 +59,7 @@ class World:
 
     def announce(self, customer: str, ids: dict[str, str] | None, at: datetime) -> None:
         state = self.state(customer)
-        listed = unpaid.own_listings(state.unpaid)
-        strikes = identity.strike_notes(state.unpaid) if self.shares else ()
-        again = ids is None
-        for seen in identity.announce(
-            state.links(), customer, ids, at, listed, LINKS, again, strikes
-        ):
+        for seen in self.rules.announce(customer, state, ids, at, again=ids is None):
             ident = self.identifiers.setdefault(seen.key, IdentifierState())
             for report in identity.sight(ident, seen, LINKS):
                 self.receive(report, at)
@@ -75,23 +68,14 @@ class World:
         state = self.state(report.customer)
         effects = identity.receive(state.links(), report.customer, report, LINKS)
         self.links += effects
-        self.changed(report.customer, self.follow(report.customer, effects, now))
-
-    def follow(self, customer: str, effects: list[LinkEffect], now: datetime) -> list[Effect]:
-        state = self.state(customer)
-        links = state.links()
-        changes = identity.carry_listings(state.unpaid, links, customer, effects, self.extends)
-        if self.shares:
-            changes += identity.strikes_together(
-                state.unpaid, links, customer, self.policies.for_shop, now
-            )
-        return changes
+        self.changed(report.customer, self.rules.follow(report.customer, state, effects, now))
 
     def handle(self, customer: str, event: CustomerEvent) -> None:
         self.advance(customer, event.occurred_at)
         state = self.state(customer)
         state.unpaid, effects = unpaid.handle(state.unpaid, event, self.policies)
-        self.changed(customer, effects + self.follow(customer, [], event.occurred_at))
+        follows = self.rules.follow(customer, state, [], event.occurred_at)
+        self.changed(customer, effects + follows)
 
     def admin(self, customer: str, action: str, at: datetime) -> None:
         event = AdminActionRequested(
@@ -115,9 +99,9 @@ class World:
 
     def advance(self, customer: str, now: datetime) -> None:
         state = self.state(customer)
-        unlinked = identity.age(state.links(), customer, now, LINKS)
+        unlinked = self.rules.age(customer, state, now)
         self.links += unlinked
-        changes = self.follow(customer, unlinked, now)
+        changes = self.rules.follow(customer, state, unlinked, now)
         state.unpaid, effects = unpaid.advance(state.unpaid, customer, now, self.policies)
         self.changed(customer, changes + effects)
 
@@ -130,7 +114,7 @@ class World:
             for e in effects
             if isinstance(e, Blacklist | Unblacklist) and e.linked_to is None
         ]
-        if self.shares:
+        if self.rules.shares_strikes:
             own += [e.at for e in effects if isinstance(e, RecordStrike | ReverseStrike)]
         if own:
             self.announce(customer, None, max(own))

@@ -1,0 +1,203 @@
+"""The customer agent's side of linked accounts, without Kafka.
+
+What agents/customer.py needs around the two pure stages of agents/identity.py:
+which shop policies a link sets off (`LinkRules`), the identity stage's
+per-identifier states in a batch (`IdentifierStates`), and the identity topics'
+records, signed when the workers share `HITRUN_INTERNAL_KEY` (`InternalRecords`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
+from datetime import datetime
+
+import msgspec
+
+from hitrun.agents import identity, unpaid
+from hitrun.agents.effects import Effect
+from hitrun.agents.identity import (
+    IdentifierState,
+    IdentityState,
+    LinkedAccountFlagged,
+    LinkEffect,
+    LinkPolicy,
+    Report,
+    Sighting,
+)
+from hitrun.agents.policy import Policies, UnpaidPolicy
+from hitrun.agents.state import CustomerState
+from hitrun.streams.auth import SIGNATURE_HEADER, record_signature, verify_record
+
+
+class LinkRules:
+    """What a customer's links do, by the link policy and each shop's policy."""
+
+    def __init__(self, policies: Policies, link_policy: LinkPolicy) -> None:
+        self.policies = policies
+        self.link_policy = link_policy
+        # Only when a shop counts strikes together do announcements carry strikes,
+        # and a strike makes the customer announce again.
+        self.shares_strikes = any(
+            p.linked_strikes == "shared" for p in (policies.default, *policies.shops.values())
+        )
+
+    def list_policy(self, scope: str) -> UnpaidPolicy:
+        """The policy of a blacklist: the platform's follows the default, a shop's its own."""
+        return self.policies.default if scope == "*" else self.policies.for_shop(scope)
+
+    def flags(self, scope: str) -> bool:
+        return self.list_policy(scope).linked_accounts in {"flag", "blacklist"}
+
+    def extends(self, scope: str) -> bool:
+        return self.list_policy(scope).linked_accounts == "blacklist"
+
+    def announce(
+        self,
+        customer_id: str,
+        state: CustomerState,
+        identifiers: dict[str, str] | None,
+        at: datetime,
+        again: bool = False,
+    ) -> list[Sighting]:
+        """The sightings of the customer's identifiers the identity stage must hear of."""
+        if not identifiers and state.identity is None:
+            return []
+        listed = unpaid.own_listings(state.unpaid)
+        strikes = identity.strike_notes(state.unpaid) if self.shares_strikes else ()
+        sightings = identity.announce(
+            state.links(), customer_id, identifiers, at, listed, self.link_policy, again, strikes
+        )
+        state.tidy()
+        return sightings
+
+    def age(self, customer_id: str, state: CustomerState, now: datetime) -> list[LinkEffect]:
+        """Drop the customer's link evidence older than the link window; the unlinks."""
+        if state.identity is None:
+            return []
+        unlinked = identity.age(state.identity, customer_id, now, self.link_policy)
+        state.tidy()
+        return unlinked
+
+    def follow(
+        self,
+        customer_id: str,
+        state: CustomerState,
+        effects: Iterable[LinkEffect],
+        now: datetime,
+    ) -> list[Effect]:
+        """What the customer's links change on its blacklists, by the shops' policies (the
+        unlinks among `effects` too, when no link is left)."""
+        effects = list(effects)
+        if state.identity is None and not effects:
+            return []
+        links = state.identity if state.identity is not None else IdentityState()
+        changes = identity.carry_listings(state.unpaid, links, customer_id, effects, self.extends)
+        if self.shares_strikes:
+            changes += identity.strikes_together(
+                state.unpaid, links, customer_id, self.list_policy, now
+            )
+        return changes
+
+    def alerted(self, effects: Iterable[LinkEffect]) -> list[LinkEffect]:
+        """The link effects that raise alerts: a flag only for the blacklists whose shop
+        wants one."""
+        kept: list[LinkEffect] = []
+        for effect in effects:
+            if isinstance(effect, LinkedAccountFlagged):
+                listings = tuple(listing for listing in effect.listings if self.flags(listing[0]))
+                if not listings:
+                    continue
+                effect = replace(effect, listings=listings)
+            kept.append(effect)
+        return kept
+
+
+# The stored form of an identifier's state: a version byte, then msgspec's JSON.
+_IDENTIFIER_VERSION = b"\x01"
+_ENCODE = msgspec.json.Encoder().encode
+_DECODE_IDENTIFIER = msgspec.json.Decoder(IdentifierState).decode
+
+
+class IdentifierStates:
+    """The identity stage's states read and changed in the current batch.
+
+    `read` gives a stored state's bytes; `write` stages a changed one (None: deleted).
+    Like the customers' states, the agent sends them to the changelog with the
+    batch's records and writes them to the store only once the broker confirmed them.
+    """
+
+    def __init__(
+        self,
+        read: Callable[[bytes], bytes | None],
+        write: Callable[[bytes, bytes | None], None],
+    ) -> None:
+        self._read = read
+        self._write = write
+        self._states: dict[bytes, IdentifierState] = {}
+        self._dirty: set[bytes] = set()
+        self._staged: list[tuple[bytes, bytes | None]] = []
+
+    def load(self, key: bytes) -> IdentifierState:
+        found = self._states.get(key)
+        if found is None:
+            stored = self._read(key)
+            if stored is None or not stored.startswith(_IDENTIFIER_VERSION):
+                found = IdentifierState()
+            else:
+                found = _DECODE_IDENTIFIER(memoryview(stored)[1:])
+            self._states[key] = found
+        return found
+
+    def snapshot(self, key: bytes) -> bytes:
+        return _ENCODE(self.load(key))
+
+    def restore(self, key: bytes, snapshot: bytes) -> None:
+        self._states[key] = _DECODE_IDENTIFIER(snapshot)
+
+    def changed(self, key: bytes) -> None:
+        self._dirty.add(key)
+
+    def stage(self) -> None:
+        for key in sorted(self._dirty):
+            state = self._states[key]
+            value = None if state.is_empty() else _IDENTIFIER_VERSION + _ENCODE(state)
+            self._staged.append((key, value))
+            self._write(key, value)
+        self._dirty.clear()
+
+    def commit(self) -> list[tuple[bytes, bytes | None]]:
+        writes, self._staged = self._staged, []
+        self._states.clear()
+        return writes
+
+    def forget(self) -> None:
+        self._states.clear()
+        self._dirty.clear()
+        self._staged.clear()
+
+
+class InternalRecords:
+    """The identity topics' records: encoded, decoded, and signed with `key` when set."""
+
+    encode = staticmethod(_ENCODE)
+    decode_sighting = staticmethod(msgspec.json.Decoder(Sighting).decode)
+    decode_report = staticmethod(msgspec.json.Decoder(Report).decode)
+
+    def __init__(self, key: bytes | None) -> None:
+        self.key = key
+
+    def headers(self, topic: str, record_key: bytes, value: bytes) -> list[tuple[str, bytes]]:
+        if self.key is None:
+            return []
+        return [(SIGNATURE_HEADER, record_signature(self.key, topic, record_key, value))]
+
+    def authentic(
+        self,
+        topic: str,
+        record_key: bytes | None,
+        value: bytes | None,
+        headers: Sequence[tuple[str, bytes]],
+    ) -> bool:
+        """Whether a record may be applied: signed with the key, or no key is set."""
+        return self.key is None or verify_record(self.key, topic, record_key, value, headers)
