@@ -109,7 +109,7 @@ class IdentifierState:
         return not self.customers and self.common_until is None
 
 
-class Sighting(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+class Sighting(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
     """An announcement (the identity topic's record, keyed "kind:hash"): `customer` used
     identifier `kind`:`hash` at `at`; `listed`: the blacklists the customer is on (scope,
     since, until). `forget`: the customer was erased; the identifier forgets them."""
@@ -128,7 +128,12 @@ class Sighting(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 class Shared(
-    msgspec.Struct, frozen=True, forbid_unknown_fields=True, tag_field="type", tag="shared"
+    msgspec.Struct,
+    frozen=True,
+    forbid_unknown_fields=True,
+    omit_defaults=True,
+    tag_field="type",
+    tag="shared",
 ):
     """To `customer`: `other` shares identifier `kind`:`prefix`, both seen with it by
     `evidence_at`; learnt from an announcement at `at`."""

@@ -302,3 +302,34 @@ def test_reports_are_tagged_records_on_the_wire() -> None:
             b'{"customer":"a","kind":"phone","hash":"not-hex","at":"2026-01-01T00:00:00Z"}',
             type=Sighting,
         )
+
+
+def test_the_wire_form_without_strikes_is_what_workers_of_the_previous_version_read() -> None:
+    # During a rolling upgrade both versions read each other's records; the previous
+    # one refuses unknown fields, and knows no strikes.
+    seen = Sighting("c-1", "phone", h("+62811"), T0, (("shop-1", T0, T0 + timedelta(days=90)),))
+    shared = Shared("c-1", "c-2", "phone", h("+62811")[:12], T0, T0, ())
+    assert set(msgspec.json.decode(msgspec.json.encode(seen))) == {
+        "customer",
+        "kind",
+        "hash",
+        "at",
+        "listed",
+    }
+    assert set(msgspec.json.decode(msgspec.json.encode(shared))) == {
+        "type",
+        "customer",
+        "other",
+        "kind",
+        "prefix",
+        "evidence_at",
+        "at",
+        "other_listed",
+    }
+    # And the previous version's records, every field written, are read.
+    old = (
+        b'{"customer":"c-1","kind":"phone","hash":"%s","at":"2026-03-01T12:00:00Z",'
+        % (h("+62811").encode())
+        + b'"listed":[],"forget":false}'
+    )
+    assert msgspec.json.decode(old, type=Sighting).strikes == ()
