@@ -112,7 +112,8 @@ class IdentifierState:
 class Sighting(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
     """An announcement (the identity topic's record, keyed "kind:hash"): `customer` used
     identifier `kind`:`hash` at `at`; `listed`: the blacklists the customer is on (scope,
-    since, until). `forget`: the customer was erased; the identifier forgets them."""
+    since, until); `strikes`: its latest strikes, when a shop counts them together.
+    `forget`: the customer was erased; the identifier forgets them."""
 
     customer: Identifier
     kind: Kind
@@ -226,30 +227,10 @@ def sight(state: IdentifierState, seen: Sighting, policy: LinkPolicy) -> list[Re
         theirs, mine = state.customers[other], state.customers[seen.customer]
         # Seen together by `both`; paired since `since`, whichever sighting came in first.
         both, since = min(theirs.last, mine.last), max(theirs.first, mine.first)
-        reports.append(
-            Shared(
-                seen.customer,
-                other,
-                seen.kind,
-                prefix,
-                both,
-                since,
-                tuple(theirs.listed),
-                tuple(theirs.strikes),
-            )
-        )
-        reports.append(
-            Shared(
-                other,
-                seen.customer,
-                seen.kind,
-                prefix,
-                both,
-                since,
-                tuple(mine.listed),
-                tuple(mine.strikes),
-            )
-        )
+        # Each of the two hears of the other, with the other's listings and strikes.
+        for to, about, known in ((seen.customer, other, theirs), (other, seen.customer, mine)):
+            news = (tuple(known.listed), tuple(known.strikes))
+            reports.append(Shared(to, about, seen.kind, prefix, both, since, *news))
     return reports
 
 
@@ -534,10 +515,25 @@ def strikes_together(
     linked accounts' reach the threshold within the window, at the time the last of them
     or of the links came; a blacklisting that counted a linked strike since reversed is
     undone (at `now`, when the customer hears of it) when too few strikes stand without it."""
-    changes: list[Effect] = []
     linked = {o: link for o, link in sorted(state.links.items()) if link.strong_since is not None}
+    changes = _recheck_together(listed, linked, customer_id, policy_of, now)
+    for scope in sorted({n.scope for link in linked.values() for n in link.strikes}):
+        policy = policy_of(scope)
+        if policy.linked_strikes == "shared" and not unpaid.on_own_list(listed, scope):
+            changes += _count_together(listed, linked, customer_id, scope, policy)
+    return changes
+
+
+def _recheck_together(
+    listed: UnpaidState,
+    linked: dict[str, Link],
+    customer_id: str,
+    policy_of: Callable[[str], UnpaidPolicy],
+    now: datetime,
+) -> list[Effect]:
+    changes: list[Effect] = []
+    notes = {(o, n.order_id): n for o, link in linked.items() for n in link.strikes}
     for listing in [lst for lst in listed.listings.values() if lst.linked_evidence]:
-        notes = {(o, n.order_id): n for o, link in linked.items() for n in link.strikes}
         # A strike no longer heard of (aged out on its account's side) still stands.
         standing = sum(
             1
@@ -545,38 +541,42 @@ def strikes_together(
             if key[0] in linked and not (key in notes and notes[key].reversed)
         )
         reason = "a strike of a linked account it counted was reversed, or the link ended"
-        at = max(now, listing.since)
         policy = policy_of(listing.scope)
+        at = max(now, listing.since)
         changes += unpaid.recheck_listing(
             listed, customer_id, listing, standing, at, reason, policy
         )
-    scopes = sorted({n.scope for link in linked.values() for n in link.strikes})
-    for scope in scopes:
-        policy = policy_of(scope)
-        if policy.linked_strikes != "shared" or unpaid.on_own_list(listed, scope):
-            continue
-        own = unpaid.live_strikes(listed, scope)
-        theirs = [
-            (other, n)
-            for other, link in linked.items()
-            for n in link.strikes
-            if n.scope == scope and not n.reversed and n.order_id not in link.counted
-        ]
-        if not theirs:
-            continue
-        at = max(
-            *(s.at for s in own),
-            *(n.at for _, n in theirs),
-            *(cast(datetime, linked[other].strong_since) for other, _ in theirs),
-        )
-        own = [s for s in own if at - policy.strike_window < s.at <= at]
-        theirs = [(o, n) for o, n in theirs if at - policy.strike_window < n.at <= at]
-        if not theirs or len(own) + len(theirs) < policy.strike_threshold:
-            continue
-        for other, note in theirs:
-            counted = linked[other].counted
-            counted.append(note.order_id)
-            del counted[: -2 * MAX_STRIKES]
-        lines = [(o, EvidenceLine(n.order_id, n.shop_id, n.reason, n.at)) for o, n in theirs]
-        changes += unpaid.blacklist_together(listed, customer_id, scope, at, own, lines, policy)
     return changes
+
+
+def _count_together(
+    listed: UnpaidState,
+    linked: dict[str, Link],
+    customer_id: str,
+    scope: str,
+    policy: UnpaidPolicy,
+) -> list[Effect]:
+    own = unpaid.live_strikes(listed, scope)
+    theirs = [
+        (other, n)
+        for other, link in linked.items()
+        for n in link.strikes
+        if n.scope == scope and not n.reversed and n.order_id not in link.counted
+    ]
+    if not theirs:
+        return []
+    at = max(
+        [s.at for s in own]
+        + [n.at for _, n in theirs]
+        + [cast(datetime, linked[other].strong_since) for other, _ in theirs]
+    )
+    own = [s for s in own if at - policy.strike_window < s.at <= at]
+    theirs = [(o, n) for o, n in theirs if at - policy.strike_window < n.at <= at]
+    if not theirs or len(own) + len(theirs) < policy.strike_threshold:
+        return []
+    for other, note in theirs:
+        counted = linked[other].counted
+        counted.append(note.order_id)
+        del counted[: -2 * MAX_STRIKES]
+    lines = [(o, EvidenceLine(n.order_id, n.shop_id, n.reason, n.at)) for o, n in theirs]
+    return unpaid.blacklist_together(listed, customer_id, scope, at, own, lines, policy)
