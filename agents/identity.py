@@ -540,7 +540,8 @@ def _recheck_together(
             for key in listing.linked_evidence
             if key[0] in linked and not (key in notes and notes[key].reversed)
         )
-        reason = "a strike of a linked account it counted was reversed, or the link ended"
+        others = ", ".join(sorted({other for other, _ in listing.linked_evidence}))
+        reason = f"a strike it counted of linked account {others} was reversed, or the link ended"
         policy = policy_of(listing.scope)
         at = max(now, listing.since)
         changes += unpaid.recheck_listing(

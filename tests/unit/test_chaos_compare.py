@@ -78,3 +78,36 @@ def test_the_same_message_refused_where_another_partitioner_put_it_is_the_same_l
     assert compare("live", clean, chaos, kills=5, outages=0).equal
     refuse(chaos, ".payments", 3, 6, "not_json", "e30=")  # refused twice: two letters
     assert compare("live", clean, chaos, kills=5, outages=0).dead_letters_differing == 1
+
+
+def link(alert_id: str, kind: str, customer: str, other: str, **extra: str) -> bytes:
+    body = {"alert_id": alert_id, "type": kind, "customer_id": customer}
+    return orjson.dumps(body | {"linked_customer_id": other} | extra)
+
+
+def listing(alert_id: str, kind: str, customer: str, reason: str) -> bytes:
+    body = {"alert_id": alert_id, "type": kind, "customer_id": customer, "reason": reason}
+    return orjson.dumps(body)
+
+
+def test_pairs_linked_through_an_identifier_that_turned_common_are_left_out_and_counted() -> None:
+    # In one run the first K customers of a device included c1 and c1r (linked, flagged,
+    # blacklisted through the link, then all taken back); in the other not.
+    crossed = [
+        link("l1", "account_linked", "c1r", "c1"),
+        link("f1", "linked_account_flagged", "c1r", "c1"),
+        link("u1", "account_unlinked", "c1r", "c1", cause="identifier_common"),
+        link("u2", "account_unlinked", "c1", "c1r", cause="identifier_common"),
+        listing("b1", "customer_blacklisted", "c1r", "linked to account c1, on this blacklist"),
+        listing("b2", "customer_unblacklisted", "c1r", "the blacklisting of linked account c1"),
+    ]
+    clean = outputs(alert("a"))
+    chaos = outputs(alert("a"), *crossed)
+    report = compare("live", clean, chaos, 5, 0)
+    assert report.equal and report.crossed == 1
+    # Anything else about those accounts still counts, and so do other pairs' links.
+    other = link("l2", "account_linked", "c2", "c3")
+    own = listing("b3", "customer_blacklisted", "c1r", "3 strikes within 90 days")
+    near = listing("b4", "customer_blacklisted", "c1", "linked to account c1r9, on this list")
+    report = compare("live", clean, outputs(alert("a"), *crossed, other, own, near), 5, 0)
+    assert report.extra == ["b3", "b4", "l2"]
