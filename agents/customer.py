@@ -1150,7 +1150,7 @@ def publish_links(customer_id: str, effects: Iterable[LinkEffect]) -> None:
 
 PARTITIONS = settings.partitions
 link_rules = LinkRules(policies, link_policy)
-internal = InternalRecords(settings.internal_key.encode() if settings.internal_key else None)
+internal = InternalRecords(settings.internal_keys)
 
 
 def _stage_identifier(key: bytes, value: bytes | None) -> None:

@@ -178,19 +178,20 @@ class IdentifierStates:
 
 
 class InternalRecords:
-    """The identity topics' records: encoded, decoded, and signed with `key` when set."""
+    """The identity topics' records: encoded, decoded, and signed when the workers share
+    keys (the first signs; any verifies, so that a new key can roll out)."""
 
     encode = staticmethod(_ENCODE)
     decode_sighting = staticmethod(msgspec.json.Decoder(Sighting).decode)
     decode_report = staticmethod(msgspec.json.Decoder(Report).decode)
 
-    def __init__(self, key: bytes | None) -> None:
-        self.key = key
+    def __init__(self, keys: Sequence[bytes] = ()) -> None:
+        self.keys = tuple(keys)
 
     def headers(self, topic: str, record_key: bytes, value: bytes) -> list[tuple[str, bytes]]:
-        if self.key is None:
+        if not self.keys:
             return []
-        return [(SIGNATURE_HEADER, record_signature(self.key, topic, record_key, value))]
+        return [(SIGNATURE_HEADER, record_signature(self.keys[0], topic, record_key, value))]
 
     def authentic(
         self,
@@ -199,5 +200,7 @@ class InternalRecords:
         value: bytes | None,
         headers: Sequence[tuple[str, bytes]],
     ) -> bool:
-        """Whether a record may be applied: signed with the key, or no key is set."""
-        return self.key is None or verify_record(self.key, topic, record_key, value, headers)
+        """Whether a record may be applied: signed with one of the keys, or no key is set."""
+        return not self.keys or any(
+            verify_record(key, topic, record_key, value, headers) for key in self.keys
+        )

@@ -253,6 +253,10 @@ class Settings:
     # with it and apply only records signed with it (streams/auth.py); required
     # when a shop's blacklisting follows links (`linked_accounts: blacklist`).
     internal_key: str | None = _setting(None, _non_empty, secret=True)
+    # The key being replaced, while a new one rolls out: records signed with it are
+    # still applied (new ones are signed with HITRUN_INTERNAL_KEY). Unset it once
+    # every worker runs with the new key and the identity topics are read past.
+    internal_key_previous: str | None = _setting(None, _non_empty, secret=True)
     # How long a signed admin command stays valid after it was signed.
     admin_command_ttl: timedelta = _setting("15m", parse_duration)
     # Shared by the workers and `hitrun replay`, which signs its watermarks with
@@ -419,6 +423,11 @@ class Settings:
                 "HITRUN_WATERMARK_KEY: required in replay mode; the workers accept only "
                 "watermarks signed with it, and `hitrun replay` signs with the same key"
             )
+        if self.internal_key is None and self.internal_key_previous is not None:
+            raise SettingsError(
+                "HITRUN_INTERNAL_KEY_PREVIOUS: set only together with HITRUN_INTERNAL_KEY "
+                "(the new key)"
+            )
         if self.internal_key is None and _any_blacklisting_follows_links(self):
             raise SettingsError(
                 "HITRUN_INTERNAL_KEY: required when a blacklisting follows links "
@@ -431,6 +440,12 @@ class Settings:
                 f"HITRUN_CHURN_MAX_PURCHASES ({self.churn_max_purchases}), "
                 f"got {self.churn_min_purchases}"
             )
+
+    @property
+    def internal_keys(self) -> tuple[bytes, ...]:
+        """The keys of the identity topics' records: the first signs, any verifies."""
+        keys = (self.internal_key, self.internal_key_previous)
+        return tuple(key.encode() for key in keys if key is not None)
 
     @property
     def connect_timeout_s(self) -> float:

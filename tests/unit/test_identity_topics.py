@@ -55,7 +55,7 @@ def test_with_an_internal_key_only_records_signed_with_it_are_applied(
     sink: Sink, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     key = b"internal-key-of-the-workers"
-    monkeypatch.setattr(customer, "internal", InternalRecords(key))
+    monkeypatch.setattr(customer, "internal", InternalRecords([key]))
     topic, record_key = SETTINGS.identity_topic, f"phone:{HASH}".encode()
     home = partition_for_key(record_key, SETTINGS.partitions)
 
@@ -103,3 +103,39 @@ def test_with_an_internal_key_only_records_signed_with_it_are_applied(
         and not verify_record(b"other", r.topic, r.key, r.value, r.headers)
         for r in reports
     )
+
+
+def test_while_a_new_internal_key_rolls_out_records_of_the_previous_one_are_applied(
+    sink: Sink, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    new, previous = b"the-new-internal-key", b"the-previous-internal-key"
+    monkeypatch.setattr(customer, "internal", InternalRecords([new, previous]))
+    topic, record_key = SETTINGS.identity_topic, f"email:{HASH}".encode()
+    home = partition_for_key(record_key, SETTINGS.partitions)
+    bodies = [
+        orjson.dumps({"customer": who, "kind": "email", "hash": HASH, "at": "2026-01-01T00:00:00Z"})
+        for who in ("it-old-signer", "it-new-signer", "it-guesser")
+    ]
+    keys = [previous, new, b"a-guess"]
+    run_batch(
+        *(
+            RawMessage(
+                topic,
+                home,
+                10 + n,
+                None,
+                record_key,
+                body,
+                [(SIGNATURE_HEADER, record_signature(key, topic, record_key, body))],
+            )
+            for n, (body, key) in enumerate(zip(bodies, keys, strict=True))
+        )
+    )
+    assert [letter["reason"] for letter in sink.letters()] == ["unauthenticated"]
+    reports = [r for r in sink.records if r.topic == SETTINGS.links_topic]
+    assert sorted(orjson.loads(r.value or b"")["customer"] for r in reports) == [
+        "it-new-signer",
+        "it-old-signer",
+    ]
+    # What the workers write now is signed with the new key.
+    assert all(verify_record(new, r.topic, r.key, r.value, r.headers) for r in reports)

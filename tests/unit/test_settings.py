@@ -173,6 +173,13 @@ def test_a_blacklisting_that_follows_links_needs_the_internal_key(tmp_path: Path
     )
     assert keyed.unpaid_policies().for_shop("shop-9").linked_accounts == "blacklist"
     assert "k" * 32 not in repr(keyed)
+    assert keyed.internal_keys == (b"k" * 32,)
+    rolling = Settings.from_env(
+        {"HITRUN_INTERNAL_KEY": "new", "HITRUN_INTERNAL_KEY_PREVIOUS": "old"}
+    )
+    assert rolling.internal_keys == (b"new", b"old")
+    with pytest.raises(SettingsError, match="HITRUN_INTERNAL_KEY_PREVIOUS"):
+        Settings.from_env({"HITRUN_INTERNAL_KEY_PREVIOUS": "old"})
     policy_file.write_text('{"shops": {"shop-9": {"linked_accounts": "block"}}}')
     with pytest.raises(SettingsError, match="flag, blacklist, ignore"):
         Settings.from_env({"HITRUN_POLICY_FILE": str(policy_file)})
