@@ -304,3 +304,21 @@ def test_counted_strikes_do_not_blacklist_again_when_the_first_blacklisting_ends
     w.event("old", after, phone=h("+62811"))
     assert [e.cause for e in w.of(Unblacklist, "new")] == ["expired"]
     assert len(w.of(Blacklist, "new")) == 1 and len(w.of(Blacklist, "old")) == 1
+
+
+def test_erasing_the_linked_account_ends_the_blacklisting_through_it() -> None:
+    w = World()
+    evader(w)
+    erased_at = T0 + 15 * DAY
+    old = w.state("old")
+    assert old.identity is not None
+    for seen in identity.forget(old.identity, "old", erased_at):
+        ident = w.identifiers.setdefault(seen.key, IdentifierState())
+        for report in identity.sight(ident, seen, LINKS):
+            w.receive(report, erased_at)
+    w.customers["old"] = CustomerState()
+    w.advance("new", erased_at + timedelta(minutes=1))
+    (ended,) = w.of(Unblacklist, "new")
+    assert (ended.at, ended.linked_to) == (erased_at, "old")
+    assert w.listings("new") == {}
+    assert "old" not in w.state("new").links().links
