@@ -213,6 +213,8 @@ def to_alert(effect: Effect) -> Alert | None:
         }
         if effect.note is not None:
             body["note"] = effect.note
+        if effect.linked_accounts:  # customer_blacklisted.v2
+            body["linked_customer_ids"] = list(effect.linked_accounts)
         return Alert(BLACKLIST, effect.customer_id, body)
     if isinstance(effect, Unblacklist):
         body = _head(

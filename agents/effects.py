@@ -106,6 +106,8 @@ class Blacklist:
     reason: str
     note: str | None = None  # an operator's free text, recorded as given
     linked_to: str | None = None  # through this linked account (Listing.linked_to)
+    # The linked accounts it rests on: `linked_to`, or those whose strikes it counted.
+    linked_accounts: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

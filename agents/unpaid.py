@@ -508,7 +508,16 @@ def extend_listing(
         return []
     state.listings[scope] = Listing(scope, since, until, 1, False, "hitrun", [], other)
     blacklisted = Blacklist(
-        customer_id, scope, since, until, 1, (), "hitrun", reason, linked_to=other
+        customer_id,
+        scope,
+        since,
+        until,
+        1,
+        (),
+        "hitrun",
+        reason,
+        linked_to=other,
+        linked_accounts=(other,),
     )
     return [blacklisted]
 
@@ -565,6 +574,7 @@ def blacklist_together(
             f"account{'s' if len(accounts) > 1 else ''} {', '.join(accounts)} "
             "(policy linked_strikes: shared)"
         ),
+        linked_accounts=tuple(accounts),
     )
     return [blacklisted]
 

@@ -34,9 +34,22 @@ _NOT_ALERTS = {
     "payment_attempted",
     "watermark",
 }
+# Once each, whatever the number of versions of its schema.
 ALERT_TYPES: tuple[str, ...] = tuple(
-    name.rsplit(".v", 1)[0] for name in schema_names() if name.rsplit(".v", 1)[0] not in _NOT_ALERTS
+    dict.fromkeys(
+        name.rsplit(".v", 1)[0]
+        for name in schema_names()
+        if name.rsplit(".v", 1)[0] not in _NOT_ALERTS
+    )
 )
+
+
+def latest_schema(kind: str) -> str:
+    """The name of the latest version of the schema of `kind`, e.g. `customer_blacklisted.v2`."""
+    versions = [n for n in schema_names() if n.rsplit(".v", 1)[0] == kind]
+    if not versions:
+        raise KeyError(kind)
+    return max(versions, key=lambda n: int(n.rsplit(".v", 1)[1]))
 
 
 @functools.cache

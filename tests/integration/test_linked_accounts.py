@@ -12,6 +12,7 @@ import orjson
 
 from bench.links import score, traffic_of
 from hitrun.dev import chaos
+from hitrun.schemas import compiled_validator
 from tests.integration.harness import (
     SUPPORT_TOKEN,
     alerts,
@@ -272,6 +273,8 @@ def test_with_the_blacklist_policy_the_new_account_is_blacklisted_while_the_old_
     assert listed["type"] == "customer_blacklisted" and listed["evidence"] == []
     assert listed["until"] == old_listed["until"] and listed["offence"] == 1
     assert "linked to account evader-old" in listed["reason"]
+    assert listed["linked_customer_ids"] == ["evader-old"]
+    compiled_validator("customer_blacklisted.v2")(listed)
     assert lifted["type"] == "customer_unblacklisted" and lifted["cause"] == "expired"
     assert "linked account evader-old" in lifted["reason"]
     (through,) = [d for d in during["decisions"] if d["decision"] == "blacklisted"]
@@ -314,6 +317,7 @@ def test_with_shared_strikes_two_accounts_of_one_buyer_reach_the_threshold_toget
         assert sorted(line["order_id"] for line in alert["evidence"]) == ["o-a-0", "o-a-1", "o-b-0"]
         other = "buyer-b" if customer == "buyer-a" else "buyer-a"
         assert f"linked account {other}" in alert["reason"]
+        assert alert["linked_customer_ids"] == [other]
     (decided,) = [d for d in trail["decisions"] if d["decision"] == "blacklisted"]
     assert decided["evidence"] == ["o-b-0"]
     assert {e["order_id"] for e in decided["linked_evidence"]} == {"o-a-0", "o-a-1"}

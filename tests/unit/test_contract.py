@@ -18,6 +18,7 @@ from hitrun.schemas.records import (
     DeadLetter,
     SourceCoordinates,
 )
+from hitrun.schemas.registry import ALERT_TYPES, latest_schema
 from hitrun.streams.codec import decode_input, encode
 from hitrun.streams.errors import InputRejected
 
@@ -82,7 +83,7 @@ def test_every_schema_is_valid_draft_2020_12_with_a_version_in_its_name() -> Non
 
 
 def test_every_event_schema_is_named_after_its_type() -> None:
-    # Alerts are validated against f"{type}.v1"; a schema named otherwise would never be used.
+    # A schema named otherwise than `{type}.v{n}` would never be used.
     names = [n for n in schema_names() if n != "common.v1"]
     assert set(names) >= RETENTION_SCHEMAS
     for name in names:
@@ -90,7 +91,30 @@ def test_every_event_schema_is_named_after_its_type() -> None:
         assert schema["$id"] == f"https://hitrun.dev/schemas/{name}.schema.json"
         kind, version = name.rsplit(".", 1)
         assert schema["properties"]["type"]["const"] == kind
-        assert version == "v1" or name in {s for _, s in INPUT_EVENTS.values()}, name
+        assert version == "v1" or name == latest_schema(kind), name
+
+
+def test_a_later_version_of_an_alert_only_adds_optional_fields() -> None:
+    # A consumer validating against an earlier version keeps reading every alert that
+    # does not use what the later one added (customer_blacklisted.v2: blacklistings
+    # through linked accounts).
+    for kind in ALERT_TYPES:
+        latest = latest_schema(kind)
+        version = int(latest.rsplit(".v", 1)[1])
+        for earlier in (f"{kind}.v{n}" for n in range(1, version)):
+            # From the files: the cached schemas may have had their references resolved.
+            old, new = (
+                orjson.loads((SCHEMA_DIR / f"{name}.schema.json").read_bytes())
+                for name in (earlier, latest)
+            )
+            assert new["required"] == old["required"], latest
+            assert new["additionalProperties"] == old["additionalProperties"]
+            for name, definition in old["properties"].items():
+                assert new["properties"][name] == definition, (latest, name)
+            for path in sorted((SCHEMA_DIR / "examples" / latest).glob("valid--*.json")):
+                body = orjson.loads(path.read_bytes())
+                uses_new = set(body) - set(old["properties"])
+                assert reference_validator(earlier).is_valid(body) == (not uses_new), path
 
 
 def test_the_current_version_of_an_input_event_accepts_every_earlier_message() -> None:

@@ -145,7 +145,8 @@ def test_the_blacklisting_follows_a_strong_link_for_as_long_as_it_lasts() -> Non
     (blacklisted,) = w.of(Blacklist, "new")
     alert = to_alert(blacklisted)
     assert alert is not None
-    compiled_validator("customer_blacklisted.v1")(alert.body)
+    compiled_validator("customer_blacklisted.v2")(alert.body)
+    assert alert.body["linked_customer_ids"] == ["old"]
     assert alert.body["evidence"] == [] and alert.body["actor"] == "hitrun"
     assert "linked to account old" in alert.body["reason"]
     # It ends with the old account's blacklisting, as no offence of the new one's.
@@ -259,7 +260,10 @@ def test_shared_strikes_blacklist_both_accounts_at_the_third() -> None:
         assert "linked_strikes: shared" in listed.reason
         alert = to_alert(listed)
         assert alert is not None
-        compiled_validator("customer_blacklisted.v1")(alert.body)
+        compiled_validator("customer_blacklisted.v2")(alert.body)
+        assert alert.body["linked_customer_ids"] == [
+            others and ("old" if account == "new" else "new")
+        ]
     # Each account's own blacklisting: passed on like any it earned.
     assert w.state("new").unpaid.listings["shop-1"].linked_to is None
     state = w.state("new")
