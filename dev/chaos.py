@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import random
 import re
+import shutil
 import sys
 import tempfile
 import threading
@@ -576,6 +577,10 @@ def main(argv: list[str] | None = None) -> int:
             )
             print(f"chaos: {reports[-1].line()}", flush=True)
         reports.append(chaos_outage(workdir, 2 * transactions, down_s, args.seed))
+        equal = all(r.equal for r in reports)
+        if not equal:
+            kept = keep_logs(workdir, Path(".hitrun") / "chaos-failed")
+            print(f"chaos: the workers' logs are in {kept}", flush=True)
     print()
     print(HEADER)
     for report in reports:
@@ -583,7 +588,16 @@ def main(argv: list[str] | None = None) -> int:
     for report in reports:
         for example in report.examples:
             print(f"  {report.mode}: {example}")
-    return 0 if all(r.equal for r in reports) else 1
+    return 0 if equal else 1
+
+
+def keep_logs(workdir: Path, under: Path) -> Path:
+    """Copy the runs' worker logs out of `workdir` (removed at the end) to a new folder."""
+    target = under / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    target.mkdir(parents=True, exist_ok=True)
+    for log in workdir.glob("*.log"):
+        shutil.copy2(log, target / log.name)
+    return target
 
 
 if __name__ == "__main__":

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import orjson
 
-from hitrun.dev.chaos import Outputs, compare
+from hitrun.dev.chaos import Outputs, compare, keep_logs
 
 
 def alert(alert_id: str, order: str = "o1", kind: str = "order_expired") -> bytes:
@@ -111,3 +113,14 @@ def test_pairs_linked_through_an_identifier_that_turned_common_are_left_out_and_
     near = listing("b4", "customer_blacklisted", "c1", "linked to account c1r9, on this list")
     report = compare("live", clean, outputs(alert("a"), *crossed, other, own, near), 5, 0)
     assert report.extra == ["b3", "b4", "l2"]
+
+
+def test_a_failed_run_keeps_the_workers_logs(tmp_path: Path) -> None:
+    workdir = tmp_path / "run"
+    (workdir / "kafka").mkdir(parents=True)
+    (workdir / "chaos-kills-1-0.log").write_text("worker 0")
+    (workdir / "chaos-kills-1-1.log").write_text("worker 1")
+    (workdir / "kafka" / "server.log").write_text("broker")
+    kept = keep_logs(workdir, tmp_path / "kept")
+    assert sorted(p.name for p in kept.iterdir()) == ["chaos-kills-1-0.log", "chaos-kills-1-1.log"]
+    assert (kept / "chaos-kills-1-1.log").read_text() == "worker 1"
