@@ -456,28 +456,62 @@ def _maybe_blacklist(
     ]
     if len(live) < policy.strike_threshold:
         return
+    run.effects.append(_enlist(state, run.customer_id, scope, at, live, [], policy))
+
+
+def _enlist(
+    state: UnpaidState,
+    customer_id: str,
+    scope: str,
+    at: datetime,
+    own: list[Strike],
+    linked: list[tuple[str, EvidenceLine]],
+    policy: UnpaidPolicy,
+) -> Blacklist:
+    """List the customer on `scope` at `at` for its `own` strikes (and `linked`: strikes
+    of linked accounts, policy `linked_strikes: shared`), as its next offence."""
     offence = _next_offence(state, scope, at, policy)
     until = at + policy.blacklist_duration * (2 ** (offence - 1))
-    for s in live:
+    for s in own:
         s.consumed = True
     state.listings[scope] = Listing(
-        scope, at, until, offence, False, "hitrun", [s.order_id for s in live]
+        scope,
+        at,
+        until,
+        offence,
+        False,
+        "hitrun",
+        [s.order_id for s in own],
+        linked_evidence=[(other, line.order_id) for other, line in linked],
     )
     # The previous offence's end stays until this one ends: undone (a reversed
     # strike), the record is as before, and ages out from that end.
     previous = state.offences.get(scope)
     state.offences[scope] = Offences(offence, previous.last_end if previous else None)
-    run.effects.append(
-        Blacklist(
-            customer_id=run.customer_id,
-            scope=scope,
-            since=at,
-            until=until,
-            offence=offence,
-            evidence=tuple(EvidenceLine(s.order_id, s.shop_id, s.reason, s.at) for s in live),
-            actor="hitrun",
-            reason=f"{len(live)} strikes within {policy.strike_window.days} days",
+    lines = [EvidenceLine(s.order_id, s.shop_id, s.reason, s.at) for s in own]
+    reason = f"{len(lines)} strikes within {policy.strike_window.days} days"
+    accounts = sorted({other for other, _ in linked})
+    if linked:
+        lines += [
+            replace(line, reason=f"{line.reason} (linked account {other})")
+            for other, line in linked
+        ]
+        lines.sort(key=lambda line: (line.at, line.order_id))
+        reason = (
+            f"{len(lines)} strikes within {policy.strike_window.days} days, with linked "
+            f"account{'s' if len(accounts) > 1 else ''} {', '.join(accounts)} "
+            "(policy linked_strikes: shared)"
         )
+    return Blacklist(
+        customer_id=customer_id,
+        scope=scope,
+        since=at,
+        until=until,
+        offence=offence,
+        evidence=tuple(lines),
+        actor="hitrun",
+        reason=reason,
+        linked_accounts=tuple(accounts),
     )
 
 
@@ -540,43 +574,7 @@ def blacklist_together(
     strikes of linked accounts (`linked`: account, strike), policy `linked_strikes: shared`."""
     if on_own_list(state, scope):
         return []
-    offence = _next_offence(state, scope, at, policy)
-    until = at + policy.blacklist_duration * (2 ** (offence - 1))
-    for s in own:
-        s.consumed = True
-    state.listings[scope] = Listing(
-        scope,
-        at,
-        until,
-        offence,
-        False,
-        "hitrun",
-        [s.order_id for s in own],
-        linked_evidence=[(other, line.order_id) for other, line in linked],
-    )
-    previous = state.offences.get(scope)
-    state.offences[scope] = Offences(offence, previous.last_end if previous else None)
-    lines = [EvidenceLine(s.order_id, s.shop_id, s.reason, s.at) for s in own]
-    lines += [
-        replace(line, reason=f"{line.reason} (linked account {other})") for other, line in linked
-    ]
-    accounts = sorted({other for other, _ in linked})
-    blacklisted = Blacklist(
-        customer_id=customer_id,
-        scope=scope,
-        since=at,
-        until=until,
-        offence=offence,
-        evidence=tuple(sorted(lines, key=lambda line: (line.at, line.order_id))),
-        actor="hitrun",
-        reason=(
-            f"{len(lines)} strikes within {policy.strike_window.days} days, with linked "
-            f"account{'s' if len(accounts) > 1 else ''} {', '.join(accounts)} "
-            "(policy linked_strikes: shared)"
-        ),
-        linked_accounts=tuple(accounts),
-    )
-    return [blacklisted]
+    return [_enlist(state, customer_id, scope, at, own, linked, policy)]
 
 
 def own_listings(state: UnpaidState) -> list[tuple[str, datetime, datetime]]:
