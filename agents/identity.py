@@ -580,4 +580,4 @@ def _count_together(
         counted.append(note.order_id)
         del counted[: -2 * MAX_STRIKES]
     lines = [(o, EvidenceLine(n.order_id, n.shop_id, n.reason, n.at)) for o, n in theirs]
-    return unpaid.blacklist_together(listed, customer_id, scope, at, own, lines, policy)
+    return unpaid.enlist(listed, customer_id, scope, at, own, lines, policy)

@@ -456,10 +456,10 @@ def _maybe_blacklist(
     ]
     if len(live) < policy.strike_threshold:
         return
-    run.effects.append(_enlist(state, run.customer_id, scope, at, live, [], policy))
+    run.effects += enlist(state, run.customer_id, scope, at, live, [], policy)
 
 
-def _enlist(
+def enlist(
     state: UnpaidState,
     customer_id: str,
     scope: str,
@@ -467,9 +467,12 @@ def _enlist(
     own: list[Strike],
     linked: list[tuple[str, EvidenceLine]],
     policy: UnpaidPolicy,
-) -> Blacklist:
+) -> list[Effect]:
     """List the customer on `scope` at `at` for its `own` strikes (and `linked`: strikes
-    of linked accounts, policy `linked_strikes: shared`), as its next offence."""
+    of linked accounts, account and strike, policy `linked_strikes: shared`), as its next
+    offence; nothing when it is on that list by its own already."""
+    if on_own_list(state, scope):
+        return []
     offence = _next_offence(state, scope, at, policy)
     until = at + policy.blacklist_duration * (2 ** (offence - 1))
     for s in own:
@@ -502,7 +505,7 @@ def _enlist(
             f"account{'s' if len(accounts) > 1 else ''} {', '.join(accounts)} "
             "(policy linked_strikes: shared)"
         )
-    return Blacklist(
+    blacklisted = Blacklist(
         customer_id=customer_id,
         scope=scope,
         since=at,
@@ -513,6 +516,7 @@ def _enlist(
         reason=reason,
         linked_accounts=tuple(accounts),
     )
+    return [blacklisted]
 
 
 def on_own_list(state: UnpaidState, scope: str) -> bool:
@@ -559,22 +563,6 @@ def extend_listing(
 def live_strikes(state: UnpaidState, scope: str) -> list[Strike]:
     """The customer's strikes of `scope` that stand and led to no blacklisting yet."""
     return [s for s in state.strikes if s.scope == scope and not s.reversed and not s.consumed]
-
-
-def blacklist_together(
-    state: UnpaidState,
-    customer_id: str,
-    scope: str,
-    at: datetime,
-    own: list[Strike],
-    linked: list[tuple[str, EvidenceLine]],
-    policy: UnpaidPolicy,
-) -> list[Effect]:
-    """Blacklist the customer on `scope` at `at` for its `own` strikes together with
-    strikes of linked accounts (`linked`: account, strike), policy `linked_strikes: shared`."""
-    if on_own_list(state, scope):
-        return []
-    return [_enlist(state, customer_id, scope, at, own, linked, policy)]
 
 
 def own_listings(state: UnpaidState) -> list[tuple[str, datetime, datetime]]:
