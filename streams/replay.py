@@ -192,7 +192,12 @@ class Progress:
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
-        topics = (*settings.watermarked_topics, settings.identity_topic, settings.links_topic)
+        topics = (
+            *settings.watermarked_topics,
+            settings.reroute_topic,
+            settings.identity_topic,
+            settings.links_topic,
+        )
         self._partitions = [
             TopicPartition(t, p) for t in topics for p in range(settings.partitions)
         ]
