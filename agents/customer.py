@@ -221,9 +221,12 @@ class PartitionTimers:
     # The clock record as last written to the table (None: never).
     persisted: bytes | None = None
     # Next offset read per input topic, and the bound below which every event read
-    # has been applied (None: all of them); persisted in the clock record.
+    # has been applied; persisted in the clock record. Neither goes back, restarts
+    # included (`read`, `release`): records read again after a restart are told
+    # applied by them, and a record that said less than was applied would have the
+    # next restart apply those events a second time, behind the clock.
     read_next: dict[str, int] = field(default_factory=dict)
-    released_before: datetime | None = EARLIEST_TIME
+    released_before: datetime = EARLIEST_TIME
     # The clock record this partition was restored from after an assignment.
     restored: ClockRecord | None = None
     # Live mode: the furthest progress mark read of each other partition (kept in
@@ -250,6 +253,26 @@ class PartitionTimers:
             dict(self.origins),
             dict(self.sources),
         )
+
+    def read(self, msg: RawMessage) -> None:
+        """`msg` was read: a partition read again from its committed offset after a restart
+        has read what its restored clock record says, as far as that goes."""
+        if msg.offset >= self.read_next.get(msg.topic, 0):
+            self.read_next[msg.topic] = msg.offset + 1
+
+    def release(self, upto: datetime | None) -> None:
+        """Apply the held events before `upto` (None: every one), and any before what was
+        released already: an event read after its time was released (from a producer
+        behind, or read again after a restart past what the restored record holds) is
+        applied at once, as it would have been had it come before."""
+        if upto is not None and upto < self.released_before:
+            upto = self.released_before
+        for _at, held in self.buffer.release_before(upto):
+            apply_held(self, held)
+        if upto is None:  # everything read is applied: up to just after the latest time read
+            latest = self.buffer.latest()
+            upto = EARLIEST_TIME if latest is None else latest + timedelta(microseconds=1)
+        self.released_before = max(upto, self.released_before)
 
     def second_copy(self, msg: RawMessage, origin: SourceCoordinates) -> bool:
         """Is `msg`, read from the reroute topic, a second copy of an event read before?
@@ -396,7 +419,7 @@ class Timers:
         timers.clock = record.clock
         timers.buffer.restore_seen(record.seen)
         timers.read_next = dict(record.read_next)
-        timers.released_before = record.released_before
+        timers.released_before = record.applied_before()
         timers.origins = dict(record.origins)
         timers.sources = dict(record.sources)
         timers.restored = record
@@ -963,10 +986,8 @@ def accept(msg: RawMessage, event: CustomerEvent | Watermark) -> None:
         metrics.input_event(msg.topic, event.type, "processed").inc()
     if not REPLAY:
         return  # released by settle() once the batch is read
-    for _at, held in partition.buffer.release():
-        apply_held(partition, held)
     mark = partition.buffer.watermark()
-    partition.released_before = mark or EARLIEST_TIME
+    partition.release(mark or EARLIEST_TIME)
     if mark is not None:
         fire_due(partition, partition.clock.observe(mark))
 
@@ -1006,17 +1027,11 @@ def settle_live(number: int, partition: PartitionTimers, caught_up: CaughtUp) ->
     limit = partition.bound(number)
     if limit is not None:
         mark = None if mark is None else min(mark, limit)
-    release = mark if limit is None or mark is not None else limit
-    for _at, held in buffer.release_before(release):
-        apply_held(partition, held)
-    partition.released_before = release
+    partition.release(mark if limit is None or mark is not None else limit)
     while len(buffer) > MAX_HELD:
         oldest = cast(datetime, buffer.oldest())
         metrics.forced_releases.inc()
-        forced = oldest + timedelta(microseconds=1)
-        for _at, held in buffer.release_before(forced):
-            apply_held(partition, held)
-        partition.released_before = max(forced, partition.released_before or forced)
+        partition.release(oldest + timedelta(microseconds=1))
     if mark is None:
         # Every topic is read to its end: the partition's event time is the latest time
         # read (a watermark's too, which no event carries), as far as the marks allow.
@@ -1246,7 +1261,7 @@ class CustomerProcessor:
         if msg.topic == settings.links_topic:
             apply_report(msg)
             return
-        timers.of(msg.partition).read_next[msg.topic] = msg.offset + 1
+        timers.of(msg.partition).read(msg)
         if msg.topic == settings.reroute_topic:
             if msg.headers and progress.is_mark(msg.headers):
                 read_mark(msg)

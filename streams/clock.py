@@ -11,6 +11,8 @@ from datetime import UTC, datetime, timedelta
 
 import orjson
 
+from hitrun.schemas.records import EARLIEST_TIME
+
 
 @dataclass
 class PartitionClock:
@@ -100,6 +102,15 @@ class ClockRecord:
             )
         except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
             raise ValueError(f"not a clock record: {exc!r}") from None
+
+    def applied_before(self) -> datetime:
+        """`released_before` as a time: a record that says every event read was applied
+        (None) holds up to just after the latest time it read."""
+        if self.released_before is not None:
+            return self.released_before
+        if not self.seen:
+            return EARLIEST_TIME
+        return max(self.seen.values()) + timedelta(microseconds=1)
 
     def was_read(self, topic: str, offset: int) -> bool:
         """Had the record at `offset` of `topic` been read when this record was written?"""
@@ -212,6 +223,8 @@ class ReorderBuffer:
     _seen: dict[str, datetime] = field(default_factory=dict)
     # watermark(), kept up to date by add(): it is asked after every event.
     _mark: datetime | None = None
+    # The latest time added (an item's or a watermark's, of any topic).
+    _latest: datetime | None = None
     # Offsets held per topic (a min-heap; released ones are dropped lazily), so
     # the loop never commits past an event that is held and not yet applied.
     _held: dict[str, list[int]] = field(default_factory=dict)
@@ -233,6 +246,8 @@ class ReorderBuffer:
         `order` is the (topic, offset) that places the item among others of the
         same instant (default its own).
         """
+        if self._latest is None or at > self._latest:
+            self._latest = at
         if topic in self.topics:
             if topic not in self._seen or at > self._seen[topic]:
                 self._seen[topic] = at
@@ -258,6 +273,10 @@ class ReorderBuffer:
         mark = self.watermark()
         if mark is not None:
             yield from self.release_before(mark)
+
+    def latest(self) -> datetime | None:
+        """The latest time added, of any topic (None before anything)."""
+        return self._latest
 
     def seen(self, topic: str) -> datetime | None:
         """The latest time read from `topic` (an event or a watermark); None before any."""

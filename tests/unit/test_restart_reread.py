@@ -1,0 +1,108 @@
+"""Live mode, restarts one after another: what a partition's clock record says was read and
+applied never goes back, so a second restart does not apply an event a second time.
+
+A restarted worker reads its partitions again from the committed offsets, which
+lag the clock record it restored. Were the record it writes meanwhile to say
+less than the restored one (read up to the record just read again; released
+before a time the new owner has not reached yet), a worker killed then would
+leave the next owner a record by which events applied long ago are new: applied
+again, behind a clock that had passed them, and the deadlines they settle fired.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from aiokafka import TopicPartition
+
+import hitrun.agents.customer as customer
+from hitrun.streams.clock import ClockRecord, PartitionClock
+from tests.unit.agent_shell import (
+    SETTINGS,
+    START,
+    Sink,
+    checkout,
+    run_batch,
+    same_partition_as,
+    stored,
+)
+
+
+def restart(monkeypatch: pytest.MonkeyPatch, number: int) -> None:
+    """A new owner of partition `number`: clock record and states from the store."""
+    owned = {TopicPartition(SETTINGS.topic_checkouts, number)}
+    monkeypatch.setattr(customer.app.assignor, "assigned_actives", lambda: owned)
+    customer.timers.clear()
+    customer.cache.forget()
+
+
+def persisted(number: int) -> ClockRecord:
+    return ClockRecord.decode(customer.customers_table.data[customer.clock_key(number)])
+
+
+def counted(outcome: str) -> float:
+    labels = {"topic": SETTINGS.topic_checkouts, "type": "checkout_confirmed", "outcome": outcome}
+    return customer.metrics.value("hitrun_input_events_total", **labels)
+
+
+def test_reading_again_from_the_committed_offset_does_not_take_back_what_was_read(
+    sink: Sink, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    buyer = "rr-read"
+    first, second = checkout(buyer, "o-1", 0), checkout(buyer, "o-2", 5)
+    run_batch(first, second)
+    number = first.partition
+    restart(monkeypatch, number)
+    # Killed while reading again, after `first` and before `second`.
+    run_batch(first)
+    assert persisted(number).read_next[SETTINGS.topic_checkouts] == second.offset + 1
+    restart(monkeypatch, number)
+    duplicates, processed = counted("duplicate"), counted("processed")
+    run_batch(first, second)
+    assert counted("duplicate") == duplicates + 2
+    assert counted("processed") == processed
+
+
+def test_a_new_owner_holding_everything_does_not_take_back_what_was_released(
+    sink: Sink, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    buyer = "rr-release"
+    first = checkout(buyer, "o-1", 0)
+    run_batch(first)
+    number = first.partition
+    restart(monkeypatch, number)
+    # The payments topic has records and none is read yet: the new owner holds a later
+    # event of another customer, and is killed before reading on.
+    later = checkout(same_partition_as(buyer), "o-n", 10)
+    run_batch(later, caught_up=lambda tp: tp.topic != SETTINGS.topic_payments)
+    assert customer.metrics.value("hitrun_held_events") == 1
+    record = persisted(number)
+    assert record.released_before is not None and record.released_before > START
+    restart(monkeypatch, number)
+    duplicates = counted("duplicate")
+    run_batch(first, later)
+    assert counted("duplicate") == duplicates + 1
+    assert "o-n" in stored(same_partition_as(buyer)).unpaid.open
+
+
+def test_an_event_read_after_its_time_was_released_is_applied_at_once(
+    sink: Sink, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    buyer = "rr-behind"
+    run_batch(checkout(buyer, "o-1", 60))
+    number = checkout(buyer, "probe").partition
+    # A topic with unread records and none read holds everything back, but not an event
+    # older than what the partition released already: it is applied.
+    behind = checkout(same_partition_as(buyer), "o-behind", 30)
+    run_batch(behind, caught_up=lambda tp: tp.topic != SETTINGS.topic_payments)
+    assert customer.metrics.value("hitrun_held_events") == 0
+    assert customer.timers.of(number).released_before > START + timedelta(minutes=60)
+
+
+def test_a_record_saying_everything_read_was_applied_holds_up_to_its_latest_time() -> None:
+    latest = START + timedelta(hours=2)
+    seen = {SETTINGS.topic_checkouts: START, SETTINGS.topic_payments: latest}
+    record = ClockRecord(PartitionClock(), seen, {}, None)
+    assert record.applied_before() == latest + timedelta(microseconds=1)
+    assert ClockRecord(PartitionClock(), {}, {}, START).applied_before() == START
