@@ -1246,6 +1246,14 @@ def internal_refused(msg: RawMessage, error: str | InputRejected) -> None:
     dead_letter(msg, Rejected(dead_letter_for(msg, error)))
 
 
+# The identity topics' records and the stage that applies each: an identifier's sighting in
+# its partition of the identity topic, a link report in its customer's of the links topic.
+INTERNAL_STAGES: dict[str, Callable[[RawMessage], None]] = {
+    settings.identity_topic: apply_sighting,
+    settings.links_topic: apply_report,
+}
+
+
 class CustomerProcessor:
     """The agent as streams/loop.py drives it: apply records and ticks, stage, confirm, reset."""
 
@@ -1255,13 +1263,18 @@ class CustomerProcessor:
         self._read_input = False  # records of the input topics read since the last marks
 
     def apply(self, msg: RawMessage) -> None:
-        if msg.topic == settings.identity_topic:
-            apply_sighting(msg)
+        partition = timers.of(msg.partition)
+        internal_stage = INTERNAL_STAGES.get(msg.topic)
+        if internal_stage is not None:
+            # Applied at once, their effects stored with the clock record of the same
+            # partition: one read before a restart is not applied twice.
+            if partition.read_before_restart(msg):
+                metrics.input_event(msg.topic, "unknown", "duplicate").inc()
+                return
+            partition.read(msg)
+            internal_stage(msg)
             return
-        if msg.topic == settings.links_topic:
-            apply_report(msg)
-            return
-        timers.of(msg.partition).read(msg)
+        partition.read(msg)
         if msg.topic == settings.reroute_topic:
             if msg.headers and progress.is_mark(msg.headers):
                 read_mark(msg)

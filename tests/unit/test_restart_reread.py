@@ -13,11 +13,14 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import orjson
 import pytest
 from aiokafka import TopicPartition
 
 import hitrun.agents.customer as customer
 from hitrun.streams.clock import ClockRecord, PartitionClock
+from hitrun.streams.ingest import RawMessage
+from hitrun.streams.partitioning import partition_for_key
 from tests.unit.agent_shell import (
     SETTINGS,
     START,
@@ -106,3 +109,28 @@ def test_a_record_saying_everything_read_was_applied_holds_up_to_its_latest_time
     record = ClockRecord(PartitionClock(), seen, {}, None)
     assert record.applied_before() == latest + timedelta(microseconds=1)
     assert ClockRecord(PartitionClock(), {}, {}, START).applied_before() == START
+
+
+def test_identity_records_read_again_after_a_restart_are_not_applied_twice(
+    sink: Sink, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The identity stage applies a sighting at once, and its state is stored with the
+    # partition's clock record: read again, it would announce the link a second time
+    # (and an older sighting read again would take back newer strikes it carried).
+    key = f"phone:{'cd' * 32}".encode()
+    number = partition_for_key(key, SETTINGS.partitions)
+
+    def sighting(who: str, offset: int) -> RawMessage:
+        body = {"customer": who, "kind": "phone", "hash": "cd" * 32, "at": START.isoformat()}
+        return RawMessage(SETTINGS.identity_topic, number, offset, None, key, orjson.dumps(body))
+
+    seen = [sighting("rr-one", 0), sighting("rr-two", 1)]
+    run_batch(*seen)
+    reports = [r for r in sink.records if r.topic == SETTINGS.links_topic]
+    assert len(reports) == 2  # each of the two hears of the other
+    restart(monkeypatch, number)
+    sink.records.clear()
+    run_batch(*seen)
+    assert [r for r in sink.records if r.topic == SETTINGS.links_topic] == []
+    labels = {"topic": SETTINGS.identity_topic, "type": "unknown", "outcome": "duplicate"}
+    assert customer.metrics.value("hitrun_input_events_total", **labels) >= 2
