@@ -424,6 +424,13 @@ class Timers:
         timers.sources = dict(record.sources)
         timers.restored = record
         timers.persisted = persisted
+        log.info(
+            "partition %d restored: event time %s, applied before %s, read up to %s",
+            number,
+            None if record.clock.events is None else record.clock.events.isoformat(),
+            timers.released_before.isoformat(),
+            {topic.rsplit(".", 1)[-1]: n for topic, n in sorted(record.read_next.items())},
+        )
 
 
 def next_due(state: CustomerState) -> datetime | None:
