@@ -227,8 +227,29 @@ def to_alert(effect: Effect) -> Alert | None:
         }
         if effect.note is not None:
             body["note"] = effect.note
-        return Alert(BLACKLIST, effect.customer_id, body)
+        return Alert(BLACKLIST, effect.customer_id, body | _unlisted_evidence(effect))
     return None
+
+
+def _unlisted_evidence(effect: Unblacklist) -> dict[str, Any]:
+    """What customer_unblacklisted.v2 adds: the blacklisting that ends, and for a reversal
+    the strikes it still rests on against the threshold."""
+    evidence: dict[str, Any] = {}
+    ended = effect.ended
+    if ended is not None:
+        evidence["blacklisting"] = {
+            "since": _ts(ended.since),
+            "until": _ts(ended.until),
+            "offence": ended.offence,
+            "order_ids": list(ended.orders),
+        }
+        if ended.linked_orders:
+            evidence["blacklisting"]["linked_order_ids"] = list(ended.linked_orders)
+        if ended.linked_accounts:
+            evidence["linked_customer_ids"] = list(ended.linked_accounts)
+    if effect.standing is not None and effect.threshold is not None:
+        evidence["strikes_standing"] = {"count": effect.standing, "threshold": effect.threshold}
+    return evidence
 
 
 def link_alert(effect: LinkEffect, policy: LinkPolicy) -> Alert:

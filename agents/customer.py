@@ -61,6 +61,7 @@ from hitrun.schemas.records import (
     SourceCoordinates,
     Watermark,
 )
+from hitrun.schemas.registry import ALERT_TYPES, fields_of
 from hitrun.streams import faust_bridge, progress
 from hitrun.streams.app import (
     app,
@@ -680,9 +681,20 @@ def queue(
     sink.put(OutRecord(topic, key, value, partition, headers))
 
 
+# HITRUN_ALERT_VERSION=1: per alert type, the fields its v1 schema allows (None: latest).
+V1_FIELDS = (
+    {kind: fields_of(f"{kind}.v1") for kind in ALERT_TYPES}
+    if settings.alert_version == "1"
+    else None
+)
+
+
 def queue_alert(customer_id: str, alert: Alert) -> None:
     """Queue one alert for its topic, count it and log it."""
-    queue(settings.output_topics[alert.role], alert.key.encode(), encode(alert.body))
+    body = alert.body
+    if V1_FIELDS is not None:  # what a later schema version added is left out
+        body = {name: value for name, value in body.items() if name in V1_FIELDS[alert.type]}
+    queue(settings.output_topics[alert.role], alert.key.encode(), encode(body))
     metrics.alert(alert.type).inc()
     alert_log.note(alert.type, customer_id, alert.body["alert_id"])
 

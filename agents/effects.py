@@ -111,6 +111,20 @@ class Blacklist:
 
 
 @dataclass(frozen=True, slots=True)
+class EndedListing:
+    """The blacklisting an unblacklisting ends, as its evidence: when it began, when it was
+    due to end, which offence it was, the orders whose strikes it rested on (own, and
+    `linked_orders` of the `linked_accounts` it rested on)."""
+
+    since: datetime
+    until: datetime
+    offence: int
+    orders: tuple[str, ...] = ()
+    linked_accounts: tuple[str, ...] = ()
+    linked_orders: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class Unblacklist:
     """Take the customer off the blacklist of `scope`."""
 
@@ -122,6 +136,10 @@ class Unblacklist:
     reason: str
     note: str | None = None  # an operator's free text, recorded as given
     linked_to: str | None = None
+    ended: EndedListing | None = None
+    # cause "strike_reversed": the strikes it still rests on, below this threshold.
+    standing: int | None = None
+    threshold: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

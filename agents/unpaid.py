@@ -18,6 +18,7 @@ from hitrun.agents.effects import (
     CloseOrder,
     DropUnmatchedPayment,
     Effect,
+    EndedListing,
     EvidenceLine,
     OrderEvidence,
     RecordPurchase,
@@ -369,6 +370,8 @@ def _on_admin(state: UnpaidState, event: AdminActionRequested, run: _Run) -> Non
                 actor=event.actor,
                 reason=event.reason,
                 note=event.note,
+                linked_to=listing.linked_to,
+                ended=ended_listing(listing),
             )
         )
 
@@ -524,6 +527,19 @@ def on_own_list(state: UnpaidState, scope: str) -> bool:
     return listing is not None and listing.linked_to is None
 
 
+def ended_listing(listing: Listing) -> EndedListing:
+    """What an unblacklisting says of the blacklisting it ends (customer_unblacklisted.v2)."""
+    linked = sorted({account for account, _ in listing.linked_evidence})
+    return EndedListing(
+        since=listing.since,
+        until=listing.until,
+        offence=listing.offence,
+        orders=tuple(listing.evidence),
+        linked_accounts=(listing.linked_to,) if listing.linked_to is not None else tuple(linked),
+        linked_orders=tuple(order for _, order in listing.linked_evidence),
+    )
+
+
 def _record_end(state: UnpaidState, listing: Listing, at: datetime) -> None:
     """Remember when an offence's blacklisting ended (a linked account's is no offence)."""
     if listing.linked_to is None:
@@ -643,6 +659,10 @@ def recheck_listing(
             cause="strike_reversed",
             actor="hitrun",
             reason=reason,
+            linked_to=listing.linked_to,
+            ended=ended_listing(listing),
+            standing=len(standing) + linked_standing,
+            threshold=policy.strike_threshold,
         )
     ]
 
@@ -825,6 +845,7 @@ def _fire(state: UnpaidState, at: datetime, run: _Run) -> None:
                     actor="hitrun",
                     reason=reason,
                     linked_to=listing.linked_to,
+                    ended=ended_listing(listing),
                 )
             )
     for order_id in sorted(state.held):

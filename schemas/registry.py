@@ -52,6 +52,11 @@ def latest_schema(kind: str) -> str:
     return max(versions, key=lambda n: int(n.rsplit(".v", 1)[1]))
 
 
+def fields_of(name: str) -> frozenset[str]:
+    """The top-level fields schema `name` allows, e.g. those of `customer_unblacklisted.v1`."""
+    return frozenset(load_schema(name)["properties"])
+
+
 @functools.cache
 def load_schema(name: str) -> dict[str, Any]:
     """The parsed schema `name` (e.g. `checkout_confirmed.v1`)."""

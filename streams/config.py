@@ -297,6 +297,10 @@ class Settings:
     # Live mode: alerts are logged as one INFO line of counts by type per interval
     # (each alert is on its topic, and at debug); 0s: one INFO line per alert.
     alert_log_interval: timedelta = _setting("10s", parse_duration)
+    # What the alerts carry: every field of the latest schema of each type, or (1) only
+    # the fields of its v1 schema, for consumers that validate strictly against v1
+    # until they move on (customer_unblacklisted.v2 adds evidence to every one).
+    alert_version: str = _setting("latest", _choice("latest", "1"))
     # The customer table's store: rocksdb:// (on disk under data_dir, one database
     # per partition; a restart recovers only the changelog's tail) or memory://
     # (every state in memory, the whole changelog read at each start).

@@ -155,7 +155,15 @@ def test_the_blacklisting_follows_a_strong_link_for_as_long_as_it_lasts() -> Non
     assert (ended.at, ended.cause, ended.linked_to) == (end, "expired", "old")
     unblacklisted = to_alert(ended)
     assert unblacklisted is not None
-    compiled_validator("customer_unblacklisted.v1")(unblacklisted.body)
+    compiled_validator("customer_unblacklisted.v2")(unblacklisted.body)
+    # The blacklisting that ends, as its evidence, with the account it rested on.
+    assert unblacklisted.body["linked_customer_ids"] == ["old"]
+    assert unblacklisted.body["blacklisting"] == {
+        "since": (T0 + 10 * DAY).isoformat(),
+        "until": end.isoformat(),
+        "offence": 1,
+        "order_ids": [],
+    }
     assert w.state("new").unpaid.offences == {}
 
 
@@ -294,6 +302,14 @@ def test_a_linked_strike_reversed_undoes_the_blacklisting_that_counted_it() -> N
     assert [e.cause for e in w.of(Unblacklist, "old")] == ["strike_reversed"]
     assert [e.cause for e in w.of(Unblacklist, "new")] == ["strike_reversed"]
     assert w.listings("new") == {} and w.listings("old") == {}
+    (lifted,) = w.of(Unblacklist, "old")
+    alert = to_alert(lifted)
+    assert alert is not None
+    compiled_validator("customer_unblacklisted.v2")(alert.body)
+    # The strikes it counted, the linked account's marked, and what is left standing.
+    assert alert.body["linked_customer_ids"] == ["new"]
+    assert alert.body["blacklisting"]["linked_order_ids"] == ["n-1"]
+    assert alert.body["strikes_standing"]["count"] < alert.body["strikes_standing"]["threshold"]
     # The strikes that stand (the old account's two) blacklist no one.
     w.event("new", T0 + 24 * DAY, phone=h("+62811"))
     w.event("old", T0 + 24 * DAY, phone=h("+62811"))

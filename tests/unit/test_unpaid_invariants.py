@@ -141,13 +141,18 @@ def test_every_alert_validates_against_its_schema_and_has_a_unique_id(
     events: list[InputEvent],
 ) -> None:
     from hitrun.agents.alerts import to_alert
+    from hitrun.schemas.registry import fields_of, latest_schema
     from tests.unit.test_contract import reference_validator
 
     policies = Policies(UnpaidPolicy(strike_threshold=2))
     effects, _ = play(events, until=END, policies=policies)
     alerts = [a for a in map(to_alert, effects) if a is not None]
     for alert in alerts:
-        reference_validator(f"{alert.type}.v1").validate(alert.body)
+        reference_validator(latest_schema(alert.type)).validate(alert.body)
+        # What a worker with HITRUN_ALERT_VERSION=1 publishes of it is a v1 alert.
+        fields = fields_of(f"{alert.type}.v1")
+        first = {name: value for name, value in alert.body.items() if name in fields}
+        reference_validator(f"{alert.type}.v1").validate(first)
         assert alert.key == alert.body["customer_id"]
     ids = [a.body["alert_id"] for a in alerts]
     assert len(ids) == len(set(ids))

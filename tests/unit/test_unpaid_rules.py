@@ -311,6 +311,10 @@ def test_a_late_cancellation_that_takes_back_a_blacklisting_strike_says_so() -> 
     (ended,) = of_type(effects, Unblacklist)
     assert ended.reason == "strike for order o2 reversed by a cancellation before its deadline"
     assert state.listings == {}
+    # Its evidence: the blacklisting it ends, and the two strikes left of the three.
+    assert ended.ended is not None
+    assert sorted(ended.ended.orders) == ["o0", "o1", "o2"]
+    assert (ended.ended.offence, ended.standing, ended.threshold) == (1, 2, 3)
 
 
 def test_an_undone_repeat_blacklisting_leaves_the_first_offence_as_it_was() -> None:
