@@ -9,6 +9,7 @@ from pathlib import Path
 import orjson
 
 from hitrun.schemas import compiled_validator
+from hitrun.schemas.registry import latest_schema
 from tests.integration.harness import (
     alerts,
     checkout,
@@ -74,12 +75,15 @@ def test_checkout_reminder_expiry_strikes_blacklist_late_payment_reversal_unblac
         events = alerts(settings, settings.topic_blacklist, expected=2)
         assert [e["type"] for e in events] == ["customer_blacklisted", "customer_unblacklisted"]
         assert events[1]["cause"] == "strike_reversed"
+        # customer_unblacklisted.v2: the blacklisting it ends, and what is left of it.
+        assert sorted(events[1]["blacklisting"]["order_ids"]) == ["o1", "o2", "o3"]
+        assert events[1]["strikes_standing"] == {"count": 2, "threshold": 3}
         status = drain(kafka_bootstrap, settings.topic_blacklist_status, expected=2)
         assert status[-1].key == customer.encode() and status[-1].value is None  # tombstone
 
         everything = reminders + strikes + events
         for alert in everything:
-            compiled_validator(f"{alert['type']}.v1")(alert)
+            compiled_validator(latest_schema(alert["type"]))(alert)
             assert len(alert["alert_id"]) == 32
         assert len({a["alert_id"] for a in everything}) == len(everything)
         assert worker.metric("hitrun_open_checkouts") == 0
