@@ -9,11 +9,12 @@ agent write the new states to the table's store and commits the input offsets.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar, cast
 
@@ -47,6 +48,8 @@ from hitrun.agents.state import (
     encode_state,
     next_wake,
     policy_fingerprint,
+    stamp_of,
+    stamped,
     stored_summary,
 )
 from hitrun.agents.unpaid import UnpaidState
@@ -75,6 +78,7 @@ from hitrun.streams.clock import (
     DeadlineIndex,
     PartitionClock,
     ReorderBuffer,
+    Tier,
     to_micros,
 )
 from hitrun.streams.codec import encode
@@ -230,6 +234,13 @@ class PartitionTimers:
     released_before: datetime = EARLIEST_TIME
     # The clock record this partition was restored from after an assignment.
     restored: ClockRecord | None = None
+    # The number of the partition's last batch that wrote its clock record; the record
+    # of the last such batch the broker confirmed, which holds for every key; and the
+    # tiers of batches a worker died sending (`write_record`).
+    batch: int = 0
+    complete: ClockRecord | None = None
+    tiers: tuple[Tier, ...] = ()
+    written: ClockRecord | None = None
     # Live mode: the furthest progress mark read of each other partition (kept in
     # the clock record), and the latest time of an event read here and rerouted,
     # per input topic.
@@ -253,6 +264,42 @@ class PartitionTimers:
             self.released_before,
             dict(self.origins),
             dict(self.sources),
+        )
+
+    def write_record(self, writes: list[tuple[bytes, bytes | None]]) -> bytes | None:
+        """The clock record this batch sends before `writes`, the partition's changed
+        states (stamped by `stamp`; None: deleted); None: nothing to send.
+
+        It holds what the partition reached and, to tell after a restart whether
+        every state the batch sent arrived (`ClockRecord.restored`), the batch's
+        number, how many states it stamps, the keys it deletes, and the record
+        of the last batch the broker confirmed (`complete`).
+        """
+        current = self.record()
+        encoded = current.encode()
+        if not writes and encoded == self.persisted:
+            return None
+        self.persisted = encoded
+        self.batch += 1
+        self.written = current
+        return replace(
+            current,
+            batch=self.batch,
+            states=sum(value is not None for _, value in writes),
+            deleted=tuple(key.decode(errors="replace") for key, value in writes if value is None),
+            previous=self.complete or ClockRecord(PartitionClock(), {}, {}, EARLIEST_TIME),
+            tiers=self.tiers,
+        ).encode()
+
+    def confirm(self) -> None:
+        """The broker has the batch: its record holds for every key; a restored tier it
+        covers is dropped."""
+        done, self.written = self.written, None
+        if done is None:
+            return
+        self.complete = done
+        self.tiers = tuple(
+            t for t in self.tiers if not t.covered_by(done.read_next, done.applied_before())
         )
 
     def read(self, msg: RawMessage) -> None:
@@ -381,12 +428,22 @@ class Timers:
             timers.index = DeadlineIndex()
         open_orders = blacklisted = customers = 0
         store = customers_table.data
+        # Per partition, the batch its clock record numbers, whose stamped keys tell what
+        # holds after the restart (`ClockRecord.restored`).
+        awaited: dict[int, int] = {}
         for number in owned:
             persisted = store.get(clock_key(number))
             if persisted is not None:
-                self._restore_clock(number, persisted)
-        for partition, key, value in owned_items(store, owned, settings.partitions):
-            if key.startswith((CLOCK_KEY_PREFIX, IDENTITY_KEY_PREFIX)) or value is None:
+                batch = self._read_clock(number, persisted)
+                if batch:
+                    awaited[number] = batch
+        stamped: dict[int, set[str]] = {n: set() for n in awaited}
+        for partition, key, value in owned_items(store, owned, customers_table.partition_for_key):
+            if value is None or key.startswith(CLOCK_KEY_PREFIX):
+                continue
+            if partition in awaited and stamp_of(value) == awaited[partition]:
+                stamped[partition].add(key.decode(errors="replace"))
+            if key.startswith(IDENTITY_KEY_PREFIX):
                 continue
             summary = stored_summary(value)
             if summary is None or summary.fingerprint != WAKE_POLICY:
@@ -403,20 +460,35 @@ class Timers:
             customers += 1
             open_orders += summary.open_orders
             blacklisted += summary.listed
+        for number, keys in stamped.items():
+            self._restore_clock(number, keys)
         metrics.customers.set(customers)
         metrics.open_checkouts.set(open_orders)
         metrics.blacklisted.set(blacklisted)
         self.indexed = True
         log.info("deadline index rebuilt: %d customers in partitions %s", customers, sorted(owned))
 
-    def _restore_clock(self, number: int, persisted: bytes) -> None:
+    def _read_clock(self, number: int, persisted: bytes) -> int:
+        """Read the partition's clock record; the batch it numbers (0: restored already)."""
         try:
             record = ClockRecord.decode(persisted)
         except ValueError as exc:
             metrics.processing_error("rebuild", type(exc).__name__).inc()
             log.error("the clock of partition %d cannot be decoded: %s", number, exc)
-            return
+            return 0
         timers = self.partitions.setdefault(number, PartitionTimers())
+        timers.restored = record
+        timers.batch = record.batch
+        if not record.batch:  # written before batches were numbered: restored as it is
+            self._restore_clock(number, set())
+        return record.batch
+
+    def _restore_clock(self, number: int, stamped: set[str]) -> None:
+        timers = self.partitions[number]
+        store = customers_table.data
+        record = cast(ClockRecord, timers.restored).restored(
+            frozenset(stamped), lambda key: get_raw(store, key.encode()) is not None
+        )
         timers.clock = record.clock
         timers.buffer.restore_seen(record.seen)
         timers.read_next = dict(record.read_next)
@@ -424,13 +496,15 @@ class Timers:
         timers.origins = dict(record.origins)
         timers.sources = dict(record.sources)
         timers.restored = record
-        timers.persisted = persisted
+        timers.complete = record.fields()
+        timers.tiers = record.tiers
         log.info(
-            "partition %d restored: event time %s, applied before %s, read up to %s",
+            "partition %d restored: event time %s, applied before %s, read up to %s%s",
             number,
             None if record.clock.events is None else record.clock.events.isoformat(),
             timers.released_before.isoformat(),
             {topic.rsplit(".", 1)[-1]: n for topic, n in sorted(record.read_next.items())},
+            "".join(f"; batch {t.batch} reached {len(t.keys)} of its states" for t in record.tiers),
         )
 
 
@@ -608,13 +682,19 @@ class StateCache:
         self._open_orders += len(state.unpaid.open) - before.open_orders
         self._listed += int(bool(state.unpaid.listings)) - int(before.listed)
 
-    def stage(self) -> None:
-        """Encode every changed customer and queue its changelog record in the sink.
+    def dirty(self) -> Iterable[bytes]:
+        """The keys of the customers changed since the last `stage`."""
+        return (customer_id.encode() for customer_id in self._dirty)
 
-        The sink sends the records (raw key and value, to the partition
-        `partition_for_key` gives) with the batch's alerts; the store is
-        written by `commit` once the broker has them.
+    def stage(self, stamp: Callable[[bytes, bytes], bytes]) -> list[tuple[bytes, bytes | None]]:
+        """Encode every changed customer and `stamp` it (key, value: the stored value):
+        their changelog records (None: deleted).
+
+        The sink sends them (raw key and value, to the partition `partition_for_key`
+        gives) with the batch's alerts; the store is written by `commit` once the
+        broker has them.
         """
+        staged: list[tuple[bytes, bytes | None]] = []
         for customer_id in sorted(self._dirty):
             key = customer_id.encode()
             state = self._states[customer_id]
@@ -626,13 +706,12 @@ class StateCache:
                 wake = self._dirty[customer_id]
                 if customer_id in self._recompute:
                     wake = next_due(state)
-                value = encode_state(state, wake, WAKE_POLICY)
+                value = stamp(key, encode_state(state, wake, WAKE_POLICY))
             self._staged.append((key, value, state))
-            sink.put(
-                OutRecord(changelog_topic_name, key, value, customers_table.partition_for_key(key))
-            )
+            staged.append((key, value))
         self._dirty.clear()
         self._recompute.clear()
+        return staged
 
     def commit(self) -> list[tuple[bytes, bytes | None]]:
         """The batch is confirmed: move the gauges and return its writes for the store
@@ -980,8 +1059,10 @@ def accept(msg: RawMessage, event: CustomerEvent | Watermark) -> None:
     partition = timers.of(msg.partition)
     restored = partition.restored
     watermark = isinstance(event, Watermark)
-    again = restored is not None and restored.already_applied(
-        msg.topic, msg.offset, None if watermark else event.occurred_at
+    again = restored is not None and (
+        restored.already_applied(msg.topic, msg.offset, None)
+        if isinstance(event, Watermark)
+        else restored.already_applied(msg.topic, msg.offset, event.occurred_at, event.customer_id)
     )
     if again:
         # Read again after a restart, applied before it: its effects are stored.
@@ -1072,7 +1153,7 @@ def dispatch(msg: RawMessage, verdict: Verdict) -> None:
             read = partition.rerouted_to
             if msg.topic not in read or verdict.at > read[msg.topic]:
                 read[msg.topic] = verdict.at
-        if partition.read_before_restart(msg):
+        if partition.restored is not None and partition.restored.was_sent_on(msg.topic, msg.offset):
             # Read again after a restart, rerouted before it: the copy is in the reroute
             # topic (the clock record is sent only after a batch's reroutes are delivered).
             # A second copy would reach its partition long after its first, as a late event.
@@ -1187,12 +1268,7 @@ link_rules = LinkRules(policies, link_policy)
 internal = InternalRecords(settings.internal_keys)
 
 
-def _stage_identifier(key: bytes, value: bytes | None) -> None:
-    partition = customers_table.partition_for_key(key)
-    sink.put(OutRecord(changelog_topic_name, key, value, partition))
-
-
-identifiers = IdentifierStates(lambda key: get_raw(customers_table.data, key), _stage_identifier)
+identifiers = IdentifierStates(lambda key: get_raw(customers_table.data, key))
 
 
 def apply_sighting(msg: RawMessage) -> None:
@@ -1273,6 +1349,20 @@ INTERNAL_STAGES: dict[str, Callable[[RawMessage], None]] = {
 }
 
 
+def stamp(key: bytes, value: bytes) -> bytes:
+    """A state's stored value, stamped with the batch its partition is writing
+    (`PartitionTimers.write_record`, which numbers it)."""
+    partition = timers.partitions.get(customers_table.partition_for_key(key))
+    return value if partition is None else stamped(partition.batch + 1, value)
+
+
+def internal_key(msg: RawMessage) -> str:
+    """The key of the state a record of an identity topic changes: its identifier's
+    (sightings), or its customer's (link reports)."""
+    prefix = IDENTITY_KEY_PREFIX if msg.topic == settings.identity_topic else b""
+    return (prefix + (msg.key or b"")).decode(errors="replace")
+
+
 class CustomerProcessor:
     """The agent as streams/loop.py drives it: apply records and ticks, stage, confirm, reset."""
 
@@ -1287,7 +1377,10 @@ class CustomerProcessor:
         if internal_stage is not None:
             # Applied at once, their effects stored with the clock record of the same
             # partition: one read before a restart is not applied twice.
-            if partition.read_before_restart(msg):
+            restored = partition.restored
+            if restored is not None and restored.already_applied(
+                msg.topic, msg.offset, None, internal_key(msg)
+            ):
                 metrics.input_event(msg.topic, "unknown", "duplicate").inc()
                 return
             partition.read(msg)
@@ -1337,21 +1430,31 @@ class CustomerProcessor:
 
     def end_batch(self) -> None:
         alert_log.flush()
-        cache.stage()
-        identifiers.stage()
+        # Per partition, the clock record goes first, then the deleted states, then
+        # the states stamped with its batch (`PartitionTimers.write_record`).
+        writes: dict[int, list[tuple[bytes, bytes | None]]] = {}
+        for key, value in itertools.chain(cache.stage(stamp), identifiers.stage(stamp)):
+            writes.setdefault(customers_table.partition_for_key(key), []).append((key, value))
         for number, partition in timers.partitions.items():
-            record = partition.record().encode()
-            if record != partition.persisted:
-                partition.persisted = record
+            changed = sorted(writes.pop(number, []), key=lambda write: write[1] is not None)
+            record = partition.write_record(changed)
+            if record is not None:
                 key = clock_key(number)
                 self._clock_writes.append((key, record))
                 sink.put(OutRecord(changelog_topic_name, key, record, number))
+            for key, value in changed:
+                sink.put(OutRecord(changelog_topic_name, key, value, number))
+        for number, orphans in writes.items():  # of no partition this worker owns
+            for key, value in orphans:
+                sink.put(OutRecord(changelog_topic_name, key, value, number))
 
     def confirmed(self, delivered: Mapping[TopicPartition, int]) -> None:
         writes = cache.commit()
         writes += identifiers.commit()
         writes += self._clock_writes
         self._clock_writes.clear()
+        for partition in timers.partitions.values():
+            partition.confirm()
         # With the states, what Faust does after each changelog send: a
         # persistent store (RocksDB) then recovers only the changelog's tail.
         offsets = {tp: o for tp, o in delivered.items() if tp.topic == changelog_topic_name}

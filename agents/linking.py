@@ -26,7 +26,7 @@ from hitrun.agents.identity import (
     Sighting,
 )
 from hitrun.agents.policy import Policies, UnpaidPolicy
-from hitrun.agents.state import CustomerState
+from hitrun.agents.state import CustomerState, unstamped
 from hitrun.streams.auth import SIGNATURE_HEADER, record_signature, verify_record
 
 
@@ -122,18 +122,13 @@ _DECODE_IDENTIFIER = msgspec.json.Decoder(IdentifierState).decode
 class IdentifierStates:
     """The identity stage's states read and changed in the current batch.
 
-    `read` gives a stored state's bytes; `write` stages a changed one (None: deleted).
-    Like the customers' states, the agent sends them to the changelog with the
-    batch's records and writes them to the store only once the broker confirmed them.
+    `read` gives a stored state's bytes. Like the customers' states, the agent sends
+    the changed ones (`stage`) to the changelog with the batch's records and writes
+    them to the store only once the broker confirmed them.
     """
 
-    def __init__(
-        self,
-        read: Callable[[bytes], bytes | None],
-        write: Callable[[bytes, bytes | None], None],
-    ) -> None:
+    def __init__(self, read: Callable[[bytes], bytes | None]) -> None:
         self._read = read
-        self._write = write
         self._states: dict[bytes, IdentifierState] = {}
         self._dirty: set[bytes] = set()
         self._staged: list[tuple[bytes, bytes | None]] = []
@@ -142,10 +137,11 @@ class IdentifierStates:
         found = self._states.get(key)
         if found is None:
             stored = self._read(key)
-            if stored is None or not stored.startswith(_IDENTIFIER_VERSION):
+            view = None if stored is None else unstamped(stored)
+            if view is None or view[:1] != _IDENTIFIER_VERSION:
                 found = IdentifierState()
             else:
-                found = _DECODE_IDENTIFIER(memoryview(stored)[1:])
+                found = _DECODE_IDENTIFIER(view[1:])
             self._states[key] = found
         return found
 
@@ -158,13 +154,20 @@ class IdentifierStates:
     def changed(self, key: bytes) -> None:
         self._dirty.add(key)
 
-    def stage(self) -> None:
+    def dirty(self) -> set[bytes]:
+        return self._dirty
+
+    def stage(self, stamp: Callable[[bytes, bytes], bytes]) -> list[tuple[bytes, bytes | None]]:
+        """The changed states, `stamp`ed (key, value: the stored value; None: deleted),
+        for the changelog."""
+        staged = []
         for key in sorted(self._dirty):
             state = self._states[key]
-            value = None if state.is_empty() else _IDENTIFIER_VERSION + _ENCODE(state)
-            self._staged.append((key, value))
-            self._write(key, value)
+            value = None if state.is_empty() else stamp(key, _IDENTIFIER_VERSION + _ENCODE(state))
+            staged.append((key, value))
+        self._staged += staged
         self._dirty.clear()
+        return staged
 
     def commit(self) -> list[tuple[bytes, bytes | None]]:
         writes, self._staged = self._staged, []

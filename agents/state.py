@@ -141,25 +141,53 @@ def encode_state(
     return header + body
 
 
+# A stored value (a customer's or an identifier's state) may carry a stamp in front of
+# it: the number of its partition's batch that wrote it (agents/customer.py,
+# `PartitionTimers.write_record`). After a worker died while its batch's records
+# were on their way, the stamps tell which states hold that batch and which do not.
+_STAMP = struct.Struct(">BQ")
+_STAMPED = b"\xb5"
+
+
+def stamped(batch: int, value: bytes) -> bytes:
+    """`value` stamped with the number of the batch writing it."""
+    return _STAMP.pack(_STAMPED[0], batch) + value
+
+
+def stamp_of(data: bytes) -> int:
+    """The batch number a stored value is stamped with (0: none)."""
+    if data[:1] != _STAMPED or len(data) < _STAMP.size:
+        return 0
+    return int(_STAMP.unpack_from(data)[1])
+
+
+def unstamped(data: bytes) -> memoryview:
+    """A stored value without its stamp (if any)."""
+    view = memoryview(data)
+    return view[_STAMP.size :] if data[:1] == _STAMPED else view
+
+
 def stored_summary(data: bytes) -> Summary | None:
     """The summary of a stored state; None for a form without one (version 1)."""
-    if data[:1] != _VERSION_2 or len(data) < _SUMMARY.size:
+    view = unstamped(data)
+    if view[:1] != _VERSION_2 or len(view) < _SUMMARY.size:
         return None
-    _, wake, fingerprint, open_orders, listed = _SUMMARY.unpack_from(data)
+    _, wake, fingerprint, open_orders, listed = _SUMMARY.unpack_from(view)
     return Summary(None if wake < 0 else wake, fingerprint, open_orders, bool(listed))
 
 
 def decode_state(data: bytes, customer_id: str | None = None) -> CustomerState:
-    """The state from its stored form, whichever version wrote it; `customer_id` names it
-    in the error."""
+    """The state from its stored form, whichever version wrote it, stamped or not;
+    `customer_id` names it in the error."""
+    view = unstamped(data)
     try:
-        if data[:1] == _VERSION_2:
-            return _DECODE(memoryview(data)[_SUMMARY.size :])
-        if data.startswith(b'{"unpaid":'):
-            return _DECODE(data)
-        if data.startswith(b'{"open":'):
-            return CustomerState(_DECODE_V1_UNPAID_ONLY(data))
-        raise StateFormatError(f"unknown format (first byte {data[:1]!r})")
+        if view[:1] == _VERSION_2:
+            return _DECODE(view[_SUMMARY.size :])
+        if view[:10].tobytes() == b'{"unpaid":':
+            return _DECODE(view)
+        if view[:8].tobytes() == b'{"open":':
+            return CustomerState(_DECODE_V1_UNPAID_ONLY(view))
+        raise StateFormatError(f"unknown format (first byte {bytes(view[:1])!r})")
     except (msgspec.DecodeError, msgspec.ValidationError, StateFormatError) as exc:
         raise StateFormatError(
             f"the stored state of customer {customer_id or '(unknown)'} cannot be decoded: {exc}"

@@ -5,9 +5,10 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections import deque
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import orjson
 
@@ -44,6 +45,52 @@ class PartitionClock:
         return self.events is not None and moment < self.events - lateness
 
 
+@dataclass(frozen=True)
+class Tier:
+    """What a batch a worker died sending applied, to the keys whose states it sent.
+
+    A partition's batch sends its clock record first, then the states it
+    changed, each stamped with the batch's number (agents/state.py, `stamped`).
+    A worker killed while they were on their way leaves a record that holds the
+    batch and only some of its states: the next owner goes back to the record
+    before it for the partition, and counts the batch's events as applied for
+    the `keys` (customers, identifiers) whose stored state carries the stamp,
+    and only for them. The tier is kept until what every key holds covers it.
+    """
+
+    batch: int
+    read_next: dict[str, int]
+    released_before: datetime
+    keys: frozenset[str]
+
+    def applied(self, topic: str, offset: int, at: datetime | None) -> bool:
+        """Had the batch applied the record at `offset` of `topic` (event time `at`)?"""
+        return offset < self.read_next.get(topic, 0) and (at is None or at < self.released_before)
+
+    def covered_by(self, read_next: dict[str, int], released_before: datetime) -> bool:
+        """Does what every key holds (`read_next`, `released_before`) include the tier?"""
+        return released_before >= self.released_before and all(
+            read_next.get(topic, 0) >= n for topic, n in self.read_next.items()
+        )
+
+    def encode(self) -> dict[str, object]:
+        return {
+            "batch": self.batch,
+            "read_next": dict(sorted(self.read_next.items())),
+            "released_before": self.released_before.isoformat(),
+            "keys": sorted(self.keys),
+        }
+
+    @classmethod
+    def decode(cls, body: dict[str, Any]) -> Tier:
+        return cls(
+            int(body["batch"]),
+            {topic: int(n) for topic, n in body["read_next"].items()},
+            datetime.fromisoformat(body["released_before"]),
+            frozenset(str(key) for key in body["keys"]),
+        )
+
+
 @dataclass
 class ClockRecord:
     """What a partition persists with its customers' states, read back after a restart.
@@ -56,6 +103,8 @@ class ClockRecord:
     topic and partition a rerouted event was first read at, the offset after
     the last one read) tells a copy rerouted a second time from its first;
     `sources` are the other partitions' progress marks read (streams/progress.py).
+    These fields hold for every key of the partition; `tiers` (`Tier`) say what
+    later batches applied to some keys, `batch` is the number of the last one.
     """
 
     clock: PartitionClock
@@ -64,44 +113,70 @@ class ClockRecord:
     released_before: datetime | None = None
     origins: dict[tuple[str, int], int] = field(default_factory=dict)
     sources: dict[int, datetime | None] = field(default_factory=dict)
+    # A record a batch wrote (`batch` > 0): the number of states it stamped, the keys it
+    # deleted, and the record before it (what every key held before the batch).
+    batch: int = 0
+    states: int = 0
+    deleted: tuple[str, ...] = ()
+    previous: ClockRecord | None = None
+    tiers: tuple[Tier, ...] = ()
 
     def encode(self) -> bytes:
-        return orjson.dumps(
-            {
-                "v": 1,
-                "now": _iso(self.clock.now),
-                "events": _iso(self.clock.events),
-                "seen": {topic: at.isoformat() for topic, at in sorted(self.seen.items())},
-                "read_next": dict(sorted(self.read_next.items())),
-                "released_before": _iso(self.released_before),
-                "origins": {f"{t}:{p}": n for (t, p), n in sorted(self.origins.items())},
-                "sources": {str(q): _iso(at) for q, at in sorted(self.sources.items())},
-            }
-        )
+        return orjson.dumps(self._fields())
+
+    def _fields(self) -> dict[str, Any]:
+        batch: dict[str, Any] = {}
+        if self.batch:
+            batch = {"batch": self.batch, "states": self.states, "deleted": list(self.deleted)}
+            if self.previous is not None:
+                batch["previous"] = self.previous._fields()
+            if self.tiers:
+                batch["tiers"] = [t.encode() for t in self.tiers]
+        return {
+            "v": 1,
+            "now": _iso(self.clock.now),
+            "events": _iso(self.clock.events),
+            "seen": {topic: at.isoformat() for topic, at in sorted(self.seen.items())},
+            "read_next": dict(sorted(self.read_next.items())),
+            "released_before": _iso(self.released_before),
+            "origins": {f"{t}:{p}": n for (t, p), n in sorted(self.origins.items())},
+            "sources": {str(q): _iso(at) for q, at in sorted(self.sources.items())},
+            **batch,
+        }
 
     @classmethod
     def decode(cls, data: bytes) -> ClockRecord:
         """Raises ValueError for anything `encode` did not write."""
         try:
-            record = orjson.loads(data)
-            if record.get("v") != 1:
-                raise ValueError(f"unknown clock record version {record.get('v')!r}")
-            return cls(
-                clock=PartitionClock(now=_time(record["now"]), events=_time(record["events"])),
-                seen={topic: datetime.fromisoformat(at) for topic, at in record["seen"].items()},
-                read_next={topic: int(n) for topic, n in record["read_next"].items()},
-                released_before=_time(record["released_before"]),
-                # Absent from records written before copies were told apart.
-                origins={
-                    (topic, int(partition)): int(n)
-                    for topic, partition, n in (
-                        (*key.rsplit(":", 1), n) for key, n in record.get("origins", {}).items()
-                    )
-                },
-                sources={int(q): _time(at) for q, at in record.get("sources", {}).items()},
-            )
-        except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
+            return cls._from_fields(orjson.loads(data))
+        except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError, ValueError) as exc:
             raise ValueError(f"not a clock record: {exc!r}") from None
+
+    @classmethod
+    def _from_fields(cls, record: dict[str, Any]) -> ClockRecord:
+        if record.get("v") != 1:
+            raise ValueError(f"unknown clock record version {record.get('v')!r}")
+        previous = record.get("previous")
+        return cls(
+            clock=PartitionClock(now=_time(record["now"]), events=_time(record["events"])),
+            seen={topic: datetime.fromisoformat(at) for topic, at in record["seen"].items()},
+            read_next={topic: int(n) for topic, n in record["read_next"].items()},
+            released_before=_time(record["released_before"]),
+            # Absent from records written before copies were told apart.
+            origins={
+                (topic, int(partition)): int(n)
+                for topic, partition, n in (
+                    (*key.rsplit(":", 1), n) for key, n in record.get("origins", {}).items()
+                )
+            },
+            sources={int(q): _time(at) for q, at in record.get("sources", {}).items()},
+            # Absent from records written before batches were stamped.
+            batch=int(record.get("batch", 0)),
+            states=int(record.get("states", 0)),
+            deleted=tuple(str(key) for key in record.get("deleted", ())),
+            previous=None if previous is None else cls._from_fields(previous),
+            tiers=tuple(Tier.decode(t) for t in record.get("tiers", ())),
+        )
 
     def applied_before(self) -> datetime:
         """`released_before` as a time: a record that says every event read was applied
@@ -116,12 +191,46 @@ class ClockRecord:
         """Had the record at `offset` of `topic` been read when this record was written?"""
         return offset < self.read_next.get(topic, 0)
 
-    def already_applied(self, topic: str, offset: int, at: datetime | None) -> bool:
+    def was_sent_on(self, topic: str, offset: int) -> bool:
+        """Had a batch this record holds (its own fields or a tier's) read the record at
+        `offset` of `topic`? What that batch sent on (a reroute) was delivered before
+        the record was sent."""
+        return self.was_read(topic, offset) or any(
+            offset < t.read_next.get(topic, 0) for t in self.tiers
+        )
+
+    def already_applied(
+        self, topic: str, offset: int, at: datetime | None, key: str | None = None
+    ) -> bool:
         """Was the record at `offset` of `topic` (event time `at`; None for a watermark)
-        applied before this record was written?"""
-        if not self.was_read(topic, offset):
-            return False
-        return at is None or self.released_before is None or at < self.released_before
+        applied before this record was written, to `key` (None: to every key)?"""
+        if self.was_read(topic, offset) and (
+            at is None or self.released_before is None or at < self.released_before
+        ):
+            return True
+        return key is not None and any(
+            key in t.keys and t.applied(topic, offset, at) for t in self.tiers
+        )
+
+    def restored(self, stamped: frozenset[str], stored: Callable[[str], bool]) -> ClockRecord:
+        """What holds after a restart, given the keys whose stored state carries the
+        record's batch stamp (`stamped`) and whether a key has a stored state.
+
+        With every state the batch sent stored (its stamped ones counted, its
+        deleted ones gone) the record holds; otherwise the worker died while they
+        were on their way: the record before it holds, and the batch is a `Tier`
+        for the keys it reached.
+        """
+        if self.previous is None:
+            return self
+        if len(stamped) == self.states and not any(map(stored, self.deleted)):
+            return replace(self, states=0, deleted=(), previous=None)
+        tier = Tier(self.batch, dict(self.read_next), self.applied_before(), stamped)
+        return replace(self.previous, batch=self.batch, tiers=(*self.tiers, tier))
+
+    def fields(self) -> ClockRecord:
+        """What holds for every key: the record without what a batch adds (`restored`)."""
+        return replace(self, batch=0, states=0, deleted=(), previous=None, tiers=())
 
 
 def _iso(moment: datetime | None) -> str | None:

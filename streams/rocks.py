@@ -13,14 +13,12 @@ absent, never opened.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, cast
 
 from faust.stores import rocksdb
 from faust.types import TP, StoreT
 from rocksdict import WriteBatch
-
-from hitrun.streams.partitioning import partition_for_key
 
 # Memory per open partition database. Faust's defaults are sized for one large
 # database (a 2 GiB block cache and three 64 MiB write buffers, each per
@@ -98,12 +96,12 @@ class PartitionedRocksStore(rocksdb.Store):
 
 
 def owned_items(
-    store: StoreT, owned: set[int], partitions: int
+    store: StoreT, owned: set[int], partition_of: Callable[[bytes], int]
 ) -> Iterator[tuple[int, bytes, bytes | None]]:
     """(partition, key, value) of every stored record of the owned partitions.
 
     The RocksDB store is read database by database, each one partition; the
-    memory store's keys are hashed to their partition (of `partitions`).
+    memory store's keys are put in their partition by `partition_of`.
     """
     if isinstance(store, PartitionedRocksStore):
         for partition in sorted(owned):
@@ -111,7 +109,7 @@ def owned_items(
                 yield partition, key, value
         return
     for key, value in store.items():
-        partition = partition_for_key(key, partitions)
+        partition = partition_of(key)
         if partition in owned:
             yield partition, key, value
 

@@ -18,6 +18,7 @@ import pytest
 from aiokafka import TopicPartition
 
 import hitrun.agents.customer as customer
+from hitrun.agents.state import unstamped
 from hitrun.streams.clock import ClockRecord, PartitionClock
 from hitrun.streams.ingest import RawMessage
 from hitrun.streams.partitioning import partition_for_key
@@ -26,6 +27,7 @@ from tests.unit.agent_shell import (
     START,
     Sink,
     checkout,
+    payment,
     run_batch,
     same_partition_as,
     stored,
@@ -134,3 +136,112 @@ def test_identity_records_read_again_after_a_restart_are_not_applied_twice(
     assert [r for r in sink.records if r.topic == SETTINGS.links_topic] == []
     labels = {"topic": SETTINGS.identity_topic, "type": "unknown", "outcome": "duplicate"}
     assert customer.metrics.value("hitrun_input_events_total", **labels) >= 2
+
+
+def torn_batch(sink: Sink, *messages: RawMessage, upto: str) -> None:
+    """Apply `messages` as one batch whose worker dies sending its changelog records: the
+    broker has them up to and including `upto`'s state, in the order they were sent."""
+    processor = customer.CustomerProcessor()
+    for msg in messages:
+        processor.apply(msg)
+    processor.settle(lambda tp: True, frozenset())
+    start = len(sink.records)
+    processor.end_batch()
+    store = customer.customers_table.data
+    for record in sink.records[start:]:
+        if record.topic != customer.changelog_topic_name:
+            continue
+        if record.value is None:
+            store.pop(record.key, None)
+        else:
+            store[record.key] = record.value
+        if record.key == upto.encode():
+            break
+
+
+def bought_once_then_gone(buyer: str) -> list[RawMessage]:
+    """A purchase, and a neighbour's checkout 100 days later: the buyer's retention window
+    closes (a single_purchase flag) and the purchase leaves the buyer's dedupe window."""
+    neighbour = same_partition_as(buyer)
+    assert neighbour > buyer  # its state is sent after the buyer's
+    minutes_100_days = 100 * 24 * 60
+    return [
+        checkout(buyer, "o-1", 0),
+        payment(buyer, "o-1", 5),
+        checkout(neighbour, "o-n", minutes_100_days),
+    ]
+
+
+def alerts(sink: Sink, kind: str) -> list[dict[str, object]]:
+    return [
+        orjson.loads(r.value)
+        for r in sink.records
+        if r.value is not None
+        and r.topic != customer.changelog_topic_name
+        and orjson.loads(r.value).get("type") == kind
+    ]
+
+
+def test_a_batch_whose_worker_died_sending_its_states_is_applied_again_to_the_others_only(
+    sink: Sink, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The worker died with the clock record and the buyer's state at the broker, not the
+    # neighbour's. Applied again to the buyer, the purchase (forgotten by the dedupe
+    # window, after the flag) would count as the flagged buyer's return.
+    buyer = "rr-torn"
+    batch = bought_once_then_gone(buyer)
+    torn_batch(sink, *batch, upto=buyer)
+    assert len(alerts(sink, "single_purchase")) == 1
+    before = customer.customers_table.data[buyer.encode()]
+    restart(monkeypatch, batch[0].partition)
+    run_batch(*batch)
+    assert alerts(sink, "customer_returned") == []
+    assert unstamped(customer.customers_table.data[buyer.encode()]) == unstamped(before)
+    assert "o-n" in stored(same_partition_as(buyer)).unpaid.open
+
+
+def test_a_second_restart_before_the_first_caught_up_still_knows_the_states_that_arrived(
+    sink: Sink, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    buyer = "rr-torn-twice"
+    batch = bought_once_then_gone(buyer)
+    number = batch[0].partition
+    torn_batch(sink, *batch, upto=buyer)
+    restart(monkeypatch, number)
+    # Killed again after reading the first record only: the record written then keeps
+    # what the first batch did for the buyer.
+    run_batch(batch[0], caught_up=lambda tp: False)
+    assert persisted(number).tiers
+    restart(monkeypatch, number)
+    run_batch(*batch)
+    assert alerts(sink, "customer_returned") == []
+    assert "o-n" in stored(same_partition_as(buyer)).unpaid.open
+    # Once every key holds the batch, the tier is no longer carried.
+    run_batch(checkout(buyer, "o-2", 100 * 24 * 60 + 10))
+    assert persisted(number).tiers == ()
+
+
+def test_a_clock_record_holds_when_every_state_of_its_batch_arrived() -> None:
+    before = ClockRecord(PartitionClock(), {}, {SETTINGS.topic_checkouts: 3}, START)
+    record = ClockRecord(
+        PartitionClock(START, START),
+        {},
+        {SETTINGS.topic_checkouts: 7},
+        START + timedelta(hours=1),
+        batch=4,
+        states=2,
+        deleted=("gone",),
+        previous=before,
+    )
+    decoded = ClockRecord.decode(record.encode())
+    assert decoded == record
+    arrived = decoded.restored(frozenset({"a", "b"}), lambda key: False)
+    assert arrived.read_next == record.read_next and arrived.tiers == ()
+    # One stamped state missing, or a deleted one still stored: the record before holds.
+    for stamped, stored_keys in ((frozenset({"a"}), set()), (frozenset({"a", "b"}), {"gone"})):
+        torn = decoded.restored(stamped, stored_keys.__contains__)
+        assert torn.read_next == before.read_next
+        assert [(t.batch, t.keys) for t in torn.tiers] == [(4, stamped)]
+        assert torn.already_applied(SETTINGS.topic_checkouts, 5, START, "a")
+        assert not torn.already_applied(SETTINGS.topic_checkouts, 5, START, "c")
+        assert ClockRecord.decode(torn.encode()).tiers == torn.tiers

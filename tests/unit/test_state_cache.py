@@ -46,8 +46,9 @@ def decodes(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
 
 
 def confirm(cache: StateCache) -> None:
-    """What the loop does with a batch the broker confirmed."""
-    cache.stage()
+    """What the agent and the loop do with a batch the broker confirmed."""
+    for key, value in cache.stage(customer.stamp):
+        customer.sink.put(OutRecord(customer.changelog_topic_name, key, value, 0))
     write_raw(customer.customers_table.data, cache.commit(), {})
 
 
@@ -149,8 +150,8 @@ def test_a_batch_that_is_never_confirmed_leaves_the_store_as_it_was(
     state, before = cache.load("cache-e")
     state.unpaid.seen["cache-e-e2"] = T0
     cache.store("cache-e", before, state, customer.next_due(state))
-    cache.stage()  # queued for the broker, which never confirms: the batch is dropped
-    assert [r.key for r in sink.records] == [b"cache-e", b"cache-e"]
+    # Staged for the broker, which never confirms: the batch is dropped.
+    assert [key for key, _ in cache.stage(customer.stamp)] == [b"cache-e"]
     cache.forget()
     # forget() also drops the kept states, which the dropped batch changed in place.
     assert customer.customers_table.data[b"cache-e"] == stored
