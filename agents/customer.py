@@ -682,10 +682,6 @@ class StateCache:
         self._open_orders += len(state.unpaid.open) - before.open_orders
         self._listed += int(bool(state.unpaid.listings)) - int(before.listed)
 
-    def dirty(self) -> Iterable[bytes]:
-        """The keys of the customers changed since the last `stage`."""
-        return (customer_id.encode() for customer_id in self._dirty)
-
     def stage(self, stamp: Callable[[bytes, bytes], bytes]) -> list[tuple[bytes, bytes | None]]:
         """Encode every changed customer and `stamp` it (key, value: the stored value):
         their changelog records (None: deleted).

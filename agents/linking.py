@@ -154,9 +154,6 @@ class IdentifierStates:
     def changed(self, key: bytes) -> None:
         self._dirty.add(key)
 
-    def dirty(self) -> set[bytes]:
-        return self._dirty
-
     def stage(self, stamp: Callable[[bytes, bytes], bytes]) -> list[tuple[bytes, bytes | None]]:
         """The changed states, `stamp`ed (key, value: the stored value; None: deleted),
         for the changelog."""

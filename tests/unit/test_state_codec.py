@@ -17,6 +17,9 @@ from hitrun.agents.state import (
     CustomerState,
     StateFormatError,
     decode_state,
+    stamp_of,
+    stamped,
+    stored_summary,
 )
 from hitrun.agents.state import encode_state as encode
 
@@ -91,6 +94,19 @@ def test_the_state_before_the_retention_detector_is_read_as_its_unpaid_part() ->
 def test_a_state_no_version_reads_is_an_error_that_names_the_customer(stored: bytes) -> None:
     with pytest.raises(StateFormatError, match="customer cust-77"):
         decode_state(stored, "cust-77")
+
+
+def test_a_stamped_state_reads_as_itself_and_tells_its_batch() -> None:
+    # Stamped with the batch that wrote it (agents/customer.py, `write_record`): every
+    # reader strips the stamp, of the current version and of version 1 alike.
+    for key, value in WRITTEN_BY_VERSION_1[:40]:
+        state = decode_state(value, key)
+        current = encode(state)
+        for written in (current, value):
+            assert decode_state(stamped(2**40 + 7, written), key) == state
+        assert stamp_of(stamped(2**40 + 7, current)) == 2**40 + 7
+        assert stored_summary(stamped(9, current)) == stored_summary(current) is not None
+        assert stamp_of(current) == stamp_of(value) == 0
 
 
 def test_the_empty_state_round_trips() -> None:
