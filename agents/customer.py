@@ -257,8 +257,9 @@ class PartitionTimers:
     waived: set[int] = field(default_factory=set)
 
     def record(self) -> ClockRecord:
+        """The clock record's fields as they are now (a copy: the clock moves on)."""
         return ClockRecord(
-            self.clock,
+            replace(self.clock),
             self.buffer.seen_times(),
             dict(self.read_next),
             self.released_before,
@@ -489,7 +490,7 @@ class Timers:
         record = cast(ClockRecord, timers.restored).restored(
             frozenset(stamped), lambda key: get_raw(store, key.encode()) is not None
         )
-        timers.clock = record.clock
+        timers.clock = replace(record.clock)  # the record stays as restored (`complete`)
         timers.buffer.restore_seen(record.seen)
         timers.read_next = dict(record.read_next)
         timers.released_before = record.applied_before()

@@ -245,3 +245,25 @@ def test_a_clock_record_holds_when_every_state_of_its_batch_arrived() -> None:
         assert torn.already_applied(SETTINGS.topic_checkouts, 5, START, "a")
         assert not torn.already_applied(SETTINGS.topic_checkouts, 5, START, "c")
         assert ClockRecord.decode(torn.encode()).tiers == torn.tiers
+
+
+def test_a_batch_cut_short_after_a_confirmed_one_restores_the_confirmed_ones_clock(
+    sink: Sink, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The record of a batch carries the one before it; that one's clock must be the
+    # clock as that batch left it, not the partition's clock moving on: restored
+    # ahead, the events read again would be dead-lettered late.
+    buyer = "rr-torn-second"
+    neighbour = same_partition_as(buyer)
+    first = checkout(buyer, "o-1", 0)
+    number = first.partition
+    run_batch(first)
+    # Cut short with the buyer's state sent, not the neighbour's (sent after it).
+    cut = [checkout(neighbour, "o-n", 24 * 60), checkout(buyer, "o-2", 2 * 24 * 60)]
+    torn_batch(sink, *cut, upto=buyer)
+    restart(monkeypatch, number)
+    assert customer.timers.of(number).clock.events == START
+    run_batch(first, *cut)
+    assert [letter["reason"] for letter in sink.letters()] == []
+    neighbours = stored(neighbour).unpaid
+    assert "o-n" in neighbours.open or "o-n" in neighbours.expired
