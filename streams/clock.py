@@ -255,20 +255,32 @@ def from_micros(micros: int) -> datetime:
     return EPOCH + micros * _MICROSECOND
 
 
+# The width of a deadline index bucket: an hour, in microseconds.
+BUCKET_MICROS = 3_600_000_000
+
+
 @dataclass
 class DeadlineIndex:
-    """A min-heap of (due, customer) for one partition: the next due is found in O(log n).
+    """Each customer's next deadline in one partition, and who is due, earliest first.
 
     Due times are kept as integer microseconds since the epoch: a worker holds
     one entry per customer with anything pending (a million customers with
     open retention windows are a million entries), and an int is smaller and
-    quicker to compare than a datetime. Entries are never updated in place; a
-    customer whose deadline moved gets a new entry and stale ones are skipped
-    when popped (the caller re-checks the customer's real next deadline).
+    quicker to compare than a datetime. Most deadlines are far ahead (a
+    retention window is 90 days), so an entry waits in the list of its hour
+    (a list slot, not a heap entry of its own) until the clock reaches that
+    hour; then the hour's entries go into the heap of (due, customer) that
+    `pop_due` takes from. Entries are never updated in place: a customer whose
+    deadline moved gets a new entry, and stale ones are skipped (`_latest` has
+    the real one).
     """
 
-    _heap: list[tuple[int, str]] = field(default_factory=list)
     _latest: dict[str, int] = field(default_factory=dict)
+    _hours: dict[int, list[str]] = field(default_factory=dict)
+    _hour_heap: list[int] = field(default_factory=list)
+    _heap: list[tuple[int, str]] = field(default_factory=list)
+    # Every hour up to this one is in `_heap`.
+    _opened: int = -(2**62)
 
     def schedule(self, customer_id: str, due: datetime | None) -> None:
         """Remember the customer's next deadline (None: nothing pending)."""
@@ -282,24 +294,51 @@ class DeadlineIndex:
         if self._latest.get(customer_id) == due:
             return
         self._latest[customer_id] = due
-        heapq.heappush(self._heap, (due, customer_id))
+        hour = due // BUCKET_MICROS
+        if hour <= self._opened:
+            heapq.heappush(self._heap, (due, customer_id))
+            return
+        waiting = self._hours.get(hour)
+        if waiting is None:
+            waiting = self._hours[hour] = []
+            heapq.heappush(self._hour_heap, hour)
+        waiting.append(customer_id)
+
+    def _open(self, hour: int) -> None:
+        """Move the entries of every hour up to `hour` into the heap."""
+        latest = self._latest
+        while self._hour_heap and self._hour_heap[0] <= hour:
+            opened = heapq.heappop(self._hour_heap)
+            for customer_id in self._hours.pop(opened):
+                due = latest.get(customer_id)
+                if due is not None and due // BUCKET_MICROS == opened:
+                    heapq.heappush(self._heap, (due, customer_id))
+        self._opened = max(self._opened, hour)
 
     def pop_due(self, now: datetime) -> Iterator[tuple[datetime, str]]:
         """Customers whose latest scheduled deadline is at or before `now`, earliest first."""
-        if not self._heap:
+        if not self._latest:
+            if self._heap or self._hours:  # every entry left is stale
+                self._heap, self._hours, self._hour_heap = [], {}, []
             return
         limit = to_micros(now)
+        self._open(limit // BUCKET_MICROS)
         while self._heap and self._heap[0][0] <= limit:
             due, customer_id = heapq.heappop(self._heap)
             if self._latest.get(customer_id) != due:
-                continue  # superseded by a later schedule() call
+                continue  # superseded by a later schedule() call, or popped already
             del self._latest[customer_id]
             yield from_micros(due), customer_id
 
     def next_due(self) -> datetime | None:
-        while self._heap and self._latest.get(self._heap[0][1]) != self._heap[0][0]:
-            heapq.heappop(self._heap)
-        return from_micros(self._heap[0][0]) if self._heap else None
+        while True:
+            while self._heap and self._latest.get(self._heap[0][1]) != self._heap[0][0]:
+                heapq.heappop(self._heap)
+            if self._heap:
+                return from_micros(self._heap[0][0])
+            if not self._hour_heap:
+                return None
+            self._open(self._hour_heap[0])  # every entry waiting is later than the heap's
 
     def due(self, customer_id: str) -> datetime | None:
         """The customer's scheduled deadline (None: nothing pending)."""

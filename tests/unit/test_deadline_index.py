@@ -51,6 +51,46 @@ def test_pop_due_matches_a_scan_of_the_latest_schedule(entries: list[tuple[str, 
     assert list(index.pop_due(now)) == expected
 
 
+@given(
+    st.lists(
+        st.one_of(
+            st.tuples(
+                st.just("schedule"), st.sampled_from("abcdefg"), st.integers(0, 10 * 24 * 60)
+            ),
+            st.tuples(st.just("clear"), st.sampled_from("abcdefg"), st.just(0)),
+            st.tuples(st.just("pop"), st.just(""), st.integers(0, 24 * 60)),
+            st.tuples(st.just("next"), st.just(""), st.just(0)),
+        ),
+        max_size=80,
+    )
+)
+def test_over_many_hours_the_index_answers_as_a_scan_of_the_latest_schedule(
+    operations: list[tuple[str, str, int]],
+) -> None:
+    # Deadlines days apart wait in the list of their hour until the clock reaches it.
+    index = DeadlineIndex()
+    latest: dict[str, datetime] = {}
+    now = T0
+    for operation, customer, minutes in operations:
+        if operation == "schedule":
+            due = T0 + timedelta(minutes=minutes)
+            index.schedule(customer, due)
+            latest[customer] = due
+        elif operation == "clear":
+            index.schedule(customer, None)
+            latest.pop(customer, None)
+        elif operation == "pop":
+            now += timedelta(minutes=minutes)
+            expected = sorted((d, c) for c, d in latest.items() if d <= now)
+            assert list(index.pop_due(now)) == expected
+            for _, c in expected:
+                del latest[c]
+        else:
+            assert index.next_due() == min(latest.values(), default=None)
+        assert len(index) == len(latest)
+        assert all(index.due(c) == d for c, d in latest.items())
+
+
 def test_the_stream_clock_never_goes_back() -> None:
     clock = PartitionClock()
     assert clock.observe(T0 + timedelta(seconds=5)) == T0 + timedelta(seconds=5)
