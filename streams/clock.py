@@ -322,7 +322,8 @@ class DeadlineIndex:
                 self._heap, self._hours, self._hour_heap = [], {}, []
             return
         limit = to_micros(now)
-        self._open(limit // BUCKET_MICROS)
+        if limit // BUCKET_MICROS > self._opened:
+            self._open(limit // BUCKET_MICROS)
         while self._heap and self._heap[0][0] <= limit:
             due, customer_id = heapq.heappop(self._heap)
             if self._latest.get(customer_id) != due:

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 from hitrun.dev.chaos import Report, chaos_kills, chaos_outage
 
 KILLS = 5
@@ -49,18 +47,6 @@ def test_live_with_workers_killed_at_random_gives_the_clean_runs_alerts(
     assert_same_alerts(report)
 
 
-# The residual fault of docs/reliability.md (Chaos runs, "Still open"): with identity
-# traffic a kill has, rarely, left events applied behind the clock. Both tests still run
-# and report; a pass is the expected outcome, a failure is that fault showing.
-IDENTITY_CHAOS = pytest.mark.xfail(
-    strict=False,
-    reason="residual fault (docs/reliability.md): in CI on 0599045 the killed run of the "
-    "links test had 320 extra customer_returned alerts and 26 customers' final status "
-    "different; 5 of 6 other runs that day gave zeros",
-)
-
-
-@IDENTITY_CHAOS
 def test_links_survive_workers_killed_at_random(kafka_bootstrap: str, tmp_path: Path) -> None:
     # Evaders and shared devices: sightings and link reports cross partitions through
     # the identity stage's topics; kills must neither lose a link alert nor add one.
@@ -73,7 +59,6 @@ def test_links_survive_workers_killed_at_random(kafka_bootstrap: str, tmp_path: 
     assert report.crossed <= 5
 
 
-@IDENTITY_CHAOS
 def test_with_blacklistings_through_links_kills_change_no_strike_and_no_final_status(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
