@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import secrets
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -234,10 +235,12 @@ class PartitionTimers:
     released_before: datetime = EARLIEST_TIME
     # The clock record this partition was restored from after an assignment.
     restored: ClockRecord | None = None
-    # The number of the partition's last batch that wrote its clock record; the record
-    # of the last such batch the broker confirmed, which holds for every key; and the
-    # tiers of batches a worker died sending (`write_record`).
+    # The id of the partition's last batch that wrote its clock record, and of the next
+    # (random: a stamp never matches a state another life of the partition stamped);
+    # the record of the last such batch the broker confirmed, which holds for every
+    # key; and the tiers of batches a worker died sending (`write_record`).
     batch: int = 0
+    upcoming: int = field(default_factory=lambda: secrets.randbits(62) + 1)
     complete: ClockRecord | None = None
     tiers: tuple[Tier, ...] = ()
     written: ClockRecord | None = None
@@ -273,7 +276,7 @@ class PartitionTimers:
 
         It holds what the partition reached and, to tell after a restart whether
         every state the batch sent arrived (`ClockRecord.restored`), the batch's
-        number, how many states it stamps, the keys it deletes, and the record
+        id, how many states it stamps, the keys it deletes, and the record
         of the last batch the broker confirmed (`complete`).
         """
         current = self.record()
@@ -281,7 +284,7 @@ class PartitionTimers:
         if not writes and encoded == self.persisted:
             return None
         self.persisted = encoded
-        self.batch += 1
+        self.batch, self.upcoming = self.upcoming, secrets.randbits(62) + 1
         self.written = current
         return replace(
             current,
@@ -480,7 +483,7 @@ class Timers:
         timers = self.partitions.setdefault(number, PartitionTimers())
         timers.restored = record
         timers.batch = record.batch
-        if not record.batch:  # written before batches were numbered: restored as it is
+        if not record.batch:  # written before batches had ids: restored as it is
             self._restore_clock(number, set())
         return record.batch
 
@@ -1350,7 +1353,7 @@ def stamp(key: bytes, value: bytes) -> bytes:
     """A state's stored value, stamped with the batch its partition is writing
     (`PartitionTimers.write_record`, which numbers it)."""
     partition = timers.partitions.get(customers_table.partition_for_key(key))
-    return value if partition is None else stamped(partition.batch + 1, value)
+    return value if partition is None else stamped(partition.upcoming, value)
 
 
 def internal_key(msg: RawMessage) -> str:

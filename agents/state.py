@@ -142,7 +142,7 @@ def encode_state(
 
 
 # A stored value (a customer's or an identifier's state) may carry a stamp in front of
-# it: the number of its partition's batch that wrote it (agents/customer.py,
+# it: the id of its partition's batch that wrote it (agents/customer.py,
 # `PartitionTimers.write_record`). After a worker died while its batch's records
 # were on their way, the stamps tell which states hold that batch and which do not.
 _STAMP = struct.Struct(">BQ")
@@ -150,12 +150,12 @@ _STAMPED = b"\xb5"
 
 
 def stamped(batch: int, value: bytes) -> bytes:
-    """`value` stamped with the number of the batch writing it."""
+    """`value` stamped with the id of the batch writing it."""
     return _STAMP.pack(_STAMPED[0], batch) + value
 
 
 def stamp_of(data: bytes) -> int:
-    """The batch number a stored value is stamped with (0: none)."""
+    """The batch id a stored value is stamped with (0: none)."""
     if data[:1] != _STAMPED or len(data) < _STAMP.size:
         return 0
     return int(_STAMP.unpack_from(data)[1])

@@ -50,7 +50,7 @@ class Tier:
     """What a batch a worker died sending applied, to the keys whose states it sent.
 
     A partition's batch sends its clock record first, then the states it
-    changed, each stamped with the batch's number (agents/state.py, `stamped`).
+    changed, each stamped with the batch's id (agents/state.py, `stamped`).
     A worker killed while they were on their way leaves a record that holds the
     batch and only some of its states: the next owner goes back to the record
     before it for the partition, and counts the batch's events as applied for
@@ -104,7 +104,7 @@ class ClockRecord:
     the last one read) tells a copy rerouted a second time from its first;
     `sources` are the other partitions' progress marks read (streams/progress.py).
     These fields hold for every key of the partition; `tiers` (`Tier`) say what
-    later batches applied to some keys, `batch` is the number of the last one.
+    later batches applied to some keys, `batch` is the id of the last one.
     """
 
     clock: PartitionClock
