@@ -24,17 +24,25 @@ The internals used, all of faust-streaming 0.15's aiokafka driver:
 - `Consumer._thread` (the consumer thread and its aiokafka consumer):
   `call_thread`, `_ensure_consumer()`, `tp_last_committed_at`;
 - `App.consumer_generation_id`, `App.assignor.assigned_actives()` and
-  `App.tables.recovery.completed`.
+  `App.tables.recovery.completed`;
+- the table manager's `changelog_queue` (a ThrowableQueue the flow control
+  clears on every resume, cancelling puts waiting for room) and the recovery
+  service's `standby_tps`, `standby_offsets` (the last offset it took of each
+  standby partition; it skips records at or before it) and `buffers` (taken,
+  not yet written): `ChangelogGuard`.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import faust
 from aiokafka import TopicPartition
+from aiokafka.errors import KafkaError
 from aiokafka.structs import OffsetAndMetadata
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
@@ -42,6 +50,8 @@ if TYPE_CHECKING:
     from aiokafka import ConsumerRecord
 
 RecordMap = Mapping[TopicPartition, list["ConsumerRecord[bytes, bytes]"]]
+
+log = logging.getLogger(__name__)
 
 # The faust-streaming releases whose internals this module was written against
 # (pyproject.toml pins the same range).
@@ -114,6 +124,8 @@ class FaustSource:
         self._consumer = consumer
         self._fetcher = fetcher
         self.app = consumer.app
+        self._guard = ChangelogGuard.of(self.app)
+        self._fetched_at = self._guard.clears  # the guard's count of clears at the last fetch
 
     def stopping(self) -> bool:
         return bool(
@@ -131,15 +143,45 @@ class FaustSource:
         return bool(self._consumer.flow_active)
 
     async def fetch(self, wait_s: float) -> RecordMap:
-        """One fetch from the active partitions (empty while the flow is stopped)."""
+        """One fetch from the active partitions (empty while the flow is stopped).
+
+        A standby changelog partition that lost records to a clear of Faust's
+        changelog queue is first sent back to where they start, and what this
+        fetch brought of it (from past the loss) is left out.
+        """
         records, _active = await self._consumer._wait_next_records(wait_s)
-        return records or {}
+        repaired = await self._guard.repair(self)
+        self._fetched_at = self._guard.clears
+        if not records or not repaired:
+            return records or {}
+        return {tp: batch for tp, batch in records.items() if tp not in repaired}
 
     async def pass_on(self, tp: TopicPartition, records: Iterable[Any]) -> None:
-        """Hand records of a topic hitrun does not own (a changelog) to Faust's conductor."""
+        """Hand records of a topic hitrun does not own (a changelog) to Faust's conductor.
+
+        Faust clears its changelog queue when the flow resumes, to drop what was
+        fetched before: records fetched before a clear are not handed on after
+        it, and a standby partition is then read again (`ChangelogGuard`).
+        """
         consumer = self._consumer
+        guard = self._guard
         for record in records:
-            await consumer.callback(consumer._to_message(tp, record))
+            if tp in guard.pending:
+                return
+            try:
+                await consumer.callback(consumer._to_message(tp, record))
+            except asyncio.CancelledError:
+                # A put waiting for room is cancelled when the queue is cleared.
+                # Anything else cancelling the task goes on.
+                task = asyncio.current_task()
+                if task is None or task.cancelling() or guard.clears == self._fetched_at:
+                    raise
+            if guard.clears != self._fetched_at:
+                # Fetched before a clear (its put may have waited for the flow to
+                # resume, and gone in after the clear): taken out again.
+                guard.withdraw(tp, record.offset)
+                guard.lost(tp)
+                return
 
     async def rewind(self, tp: TopicPartition, offset: int | None) -> None:
         """Read `tp` again from `offset` (None: from the beginning of its log), if it is still
@@ -204,3 +246,130 @@ class FaustSource:
                 thread.tp_last_committed_at.update(dict.fromkeys(mine, now))
 
         await thread.call_thread(commit_in_thread)
+
+
+class ChangelogGuard:
+    """Keeps a standby's reading of its changelog whole across clears of Faust's changelog queue.
+
+    The loop hands changelog records to Faust's conductor, which queues them
+    (the table manager's changelog queue, bounded) for the recovery service
+    to write to the table's store. Faust clears that queue each time the flow
+    resumes, to drop what was fetched before a seek, and a recovery resumes it
+    once more after it has resumed the standby partitions and awaited the
+    broker: standby records fetched in between were dropped while the
+    consumer's position stayed past them, so the standby's store missed them
+    for good, and a worker taking the partition over from it started without
+    them (its stored offset said it had read everything). The clear also
+    cancels a put waiting for room in the full queue, which ended the loop's
+    task: the worker stopped consuming without a word.
+
+    The guard counts the clears and notes, just before each, every standby
+    partition that loses records, and where to read it again: after the last
+    offset the recovery service took of it. `FaustSource` hands on nothing
+    fetched before a clear (a standby partition it drops is noted the same
+    way), and `repair`, at the next fetch, sends the noted partitions back.
+    """
+
+    def __init__(self, recovery: Any, queue: Any) -> None:
+        self.recovery = recovery
+        self.queue = queue
+        self.clears = 0
+        # Standby partitions to read again, from this offset (None: the start of the log).
+        self.pending: dict[TopicPartition, int | None] = {}
+        clear = queue.clear
+
+        def clear_noting_losses() -> None:
+            for tp in {_tp_of(event) for event in self.queue._queue}:
+                self.lost(tp)
+            self.clears += 1
+            clear()
+
+        queue.clear = clear_noting_losses
+
+    @classmethod
+    def of(cls, app: Any) -> ChangelogGuard:
+        """The guard of `app`'s changelog queue (installed once, the first time)."""
+        tables: Any = app.tables
+        queue = tables.changelog_queue
+        guard = getattr(queue, "hitrun_guard", None)
+        if guard is None:
+            guard = queue.hitrun_guard = cls(tables.recovery, queue)
+        return cast(ChangelogGuard, guard)
+
+    def lost(self, tp: TopicPartition) -> None:
+        """Records of `tp` that the recovery service has not taken will not reach it: a
+        standby partition is to be read again after the last one it took."""
+        if tp not in self._standbys():
+            return  # an active partition: Faust seeks it before it resumes the flow
+        taken = self.recovery.standby_offsets.get(tp)
+        again = None if taken is None or taken < 0 else taken + 1
+        if tp in self.pending:
+            again = _earlier(self.pending[tp], again)
+        self.pending[tp] = again
+
+    def withdraw(self, tp: TopicPartition, offset: int | None) -> None:
+        """Take the queued records of `tp` from `offset` on (None: all) out of the queue."""
+
+        def later(event: Any) -> bool:
+            return _tp_of(event) == tp and (offset is None or event.message.offset >= offset)
+
+        queued = self.queue._queue
+        kept = [event for event in queued if not later(event)]
+        queued.clear()
+        queued.extend(kept)
+        for buffer in self.recovery.buffers.values():
+            buffer[:] = [event for event in buffer if not later(event)]
+
+    def purge(self, tp: TopicPartition) -> None:
+        """Forget what the recovery service holds of `tp` from where it is read again:
+        queued, or taken and not yet written, and its last offset taken."""
+        again = self.pending[tp]
+        self.withdraw(tp, again)
+        offsets = self.recovery.standby_offsets
+        floor = -1 if again is None else again - 1
+        taken = offsets.get(tp)
+        if taken is not None and taken > floor:
+            offsets[tp] = floor
+
+    async def repair(self, source: FaustSource) -> set[TopicPartition]:
+        """Send every standby partition that lost records back to where they start;
+        returns the partitions handled (records fetched of them before are past the loss)."""
+        repaired: set[TopicPartition] = set()
+        for tp in list(self.pending):
+            if tp not in self._standbys():
+                # No longer a standby here (a rebalance came between): Faust's recovery
+                # seeks it, and what the fetch brought of it is from there.
+                del self.pending[tp]
+                continue
+            self.purge(tp)
+            repaired.add(tp)
+            again = self.pending[tp]
+            log.warning(
+                "%s[%d]: Faust dropped standby records it had not applied; reading again from %s",
+                tp.topic,
+                tp.partition,
+                "the start" if again is None else again,
+            )
+            try:
+                await source.rewind(tp, again)
+            except KafkaError as exc:
+                log.warning("rewinding %s failed: %r", tp, exc)
+                continue  # still pending: its records are refused, the next fetch tries again
+            if self.pending.get(tp, again) == again:
+                self.pending.pop(tp, None)
+        return repaired
+
+    def _standbys(self) -> set[TopicPartition]:
+        return {_as_tp(tp) for tp in self.recovery.standby_tps}
+
+
+def _as_tp(tp: Any) -> TopicPartition:
+    return TopicPartition(tp.topic, tp.partition)
+
+
+def _tp_of(event: Any) -> TopicPartition:
+    return _as_tp(event.message.tp)
+
+
+def _earlier(a: int | None, b: int | None) -> int | None:
+    return None if a is None or b is None else min(a, b)

@@ -12,10 +12,12 @@ from importlib.metadata import version
 from typing import Any
 
 import faust
+from faust.tables.manager import TableManager
 from faust.tables.recovery import Recovery
 from faust.transport.consumer import Consumer as BaseConsumer
 from faust.transport.consumer import Fetcher
 from faust.transport.drivers import aiokafka as faust_aiokafka
+from mode.utils.queues import ThrowableQueue
 
 from hitrun.streams import faust_bridge
 
@@ -103,3 +105,39 @@ def test_install_refuses_an_app_whose_consumer_already_exists() -> None:
         assert "before it starts" in str(exc)
     else:
         raise AssertionError("install accepted an app whose consumer exists")
+
+
+def test_a_recovery_clears_the_changelog_queue_after_resuming_its_standby_partitions() -> None:
+    # What ChangelogGuard mends: the last resume of a recovery (which clears the
+    # changelog queue) comes after the standby partitions were resumed and the
+    # broker awaited, so standby records fetched meanwhile were dropped.
+    restart = inspect.getsource(Recovery._restart_recovery.fun)  # a Service task
+    assert restart.index("resume_partitions)(standby_tps)") < restart.index("on_recovery_completed")
+    completed = inspect.getsource(Recovery.on_recovery_completed)
+    assert "await" in completed[: completed.index("flow_control.resume()")]
+    assert "clear_on_resume=True" in inspect.getsource(TableManager.changelog_queue.fget)
+
+
+def test_the_recovery_skips_records_at_or_before_the_last_it_took_of_a_standby() -> None:
+    slurp = inspect.getsource(Recovery._slurp_changelogs.fun)
+    assert "seen_offset is None or offset > seen_offset" in slurp
+    assert "offsets = standby_offsets" in slurp
+    assert "buf = buffers[table]" in slurp
+
+
+def test_the_guard_sits_on_a_real_apps_changelog_queue_and_recovery() -> None:
+    app = faust.App("bridge-test-3", broker="kafka://127.0.0.1:1", autodiscover=False)
+    queue = app.tables.changelog_queue  # type: ignore[attr-defined]
+    assert isinstance(queue, ThrowableQueue)  # its clear cancels puts waiting for room
+    guard = faust_bridge.ChangelogGuard.of(app)
+    assert faust_bridge.ChangelogGuard.of(app) is guard
+    recovery = app.tables.recovery  # type: ignore[attr-defined]
+    assert guard.recovery is recovery
+    assert (recovery.standby_tps, dict(recovery.standby_offsets), dict(recovery.buffers)) == (
+        set(),
+        {},
+        {},
+    )
+    clears = guard.clears
+    app.flow_control.resume()  # clears the queues it manages: the guard hears of it
+    assert guard.clears == clears + 1
