@@ -67,6 +67,7 @@ from hitrun.schemas.records import (
 )
 from hitrun.schemas.registry import ALERT_TYPES, fields_of
 from hitrun.streams import faust_bridge, progress
+from hitrun.streams.allocator import give_back
 from hitrun.streams.app import (
     app,
     ingest_rules,
@@ -470,6 +471,8 @@ class Timers:
         metrics.open_checkouts.set(open_orders)
         metrics.blacklisted.set(blacklisted)
         self.indexed = True
+        # The scan's transient memory (and the index it replaced) back to the system.
+        give_back()
         log.info("deadline index rebuilt: %d customers in partitions %s", customers, sorted(owned))
 
     def _read_clock(self, number: int, persisted: bytes) -> int:

@@ -64,9 +64,11 @@ def worker(ctx: click.Context) -> None:
     worker command. Exit code 70: a batch could not be published and was
     not committed (restart the worker).
     """
+    from hitrun.streams.allocator import bound_arenas
     from hitrun.streams.config import Settings
     from hitrun.streams.topics import ensure_topics
 
+    bound_arenas()  # before any thread starts
     settings = Settings.from_env()
     # Faust creates only the last level of its data directory; the store lives there.
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
