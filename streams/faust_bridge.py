@@ -23,8 +23,8 @@ The internals used, all of faust-streaming 0.15's aiokafka driver:
   when the partitions were resumed);
 - `Consumer._thread` (the consumer thread and its aiokafka consumer):
   `call_thread`, `_ensure_consumer()`, `tp_last_committed_at`;
-- `App.consumer_generation_id`, `App.assignor.assigned_actives()` and
-  `App.tables.recovery.completed`;
+- `App.consumer_generation_id`, `App.assignor.assigned_actives()`,
+  `App.tables.recovery.completed` and `App.tables.actives_ready`;
 - the table manager's `changelog_queue` (a ThrowableQueue the flow control
   clears on every resume, cancelling puts waiting for room) and the recovery
   service's `standby_tps`, `standby_offsets` (the last offset it took of each
@@ -103,6 +103,22 @@ def _position_known(thread: Any, tp: Any) -> bool:
         return False
     state = assignment.state_value(TopicPartition(tp.topic, tp.partition))
     return state is not None and bool(state.has_valid_position)
+
+
+def tables_recovered(app: Any) -> bool:
+    """Are the tables recovered for the current assignment?
+
+    Faust sets its recovery's `completed` event at the end of the first recovery
+    and never clears it; the table manager's `actives_ready` goes false when a
+    rebalance starts (the rebalance listener's revocation) and true once that
+    rebalance's recovery is done. With `completed` alone, a worker took its
+    tables for recovered during every later recovery: the loop wrote progress
+    marks then, which rebuilt the deadline index and restored the clocks from a
+    store still being recovered, once for the whole assignment.
+    """
+    tables = app.tables
+    # TableManager always has a recovery service; its type stub omits it.
+    return bool(tables.recovery.completed.is_set() and tables.actives_ready)
 
 
 def install(app: faust.App, runner: Runner) -> None:
@@ -221,8 +237,7 @@ class FaustSource:
 
     def recovered(self) -> bool:
         """Tables recovered for the current assignment (Faust resumes fetching only then)."""
-        # TableManager always has a recovery service; its type stub omits it.
-        return bool(self.app.tables.recovery.completed.is_set())  # type: ignore[attr-defined]
+        return tables_recovered(self.app)
 
     async def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
         """Commit `offsets` (next offset to read per partition) for the group.

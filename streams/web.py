@@ -29,6 +29,7 @@ from hitrun.agents.customer import (
 from hitrun.agents.state import CustomerState, decode_state
 from hitrun.agents.unpaid import describe, prune
 from hitrun.agents.why import explain
+from hitrun.streams import faust_bridge
 from hitrun.streams.app import admin_topic, app, settings
 from hitrun.streams.auth import OPERATOR, SUPPORT, Identity, InvalidCommand, Tokens, new_command
 from hitrun.streams.codec import encode
@@ -111,8 +112,7 @@ def readiness() -> tuple[bool, str]:
         return False, f"broker unavailable ({consume_loop.status.broker_error}); retrying"
     if app.rebalancing:
         return False, "rebalancing"
-    # TableManager always has a recovery service; its type stub omits it.
-    if not app.tables.recovery.completed.is_set():  # type: ignore[attr-defined]
+    if not faust_bridge.tables_recovered(app):
         return False, "recovering tables"
     assigned = app.consumer.assignment() if app.consumer else set()
     if not assigned:

@@ -141,3 +141,30 @@ def test_the_guard_sits_on_a_real_apps_changelog_queue_and_recovery() -> None:
     clears = guard.clears
     app.flow_control.resume()  # clears the queues it manages: the guard hears of it
     assert guard.clears == clears + 1
+
+
+def test_tables_count_as_recovered_only_between_a_recovery_and_the_next_rebalance() -> None:
+    # Faust never clears its recovery's `completed`: alone, it said "recovered" during
+    # every recovery after the first, and the loop's progress marks then rebuilt the
+    # deadline index from a store still being recovered.
+    app = faust.App("bridge-test-4", broker="kafka://127.0.0.1:1", autodiscover=False)
+    consumer = object.__new__(faust_bridge.HitrunConsumer)
+    consumer.__dict__["app"] = app
+    source = faust_bridge.FaustSource(consumer, object())
+    tables: Any = app.tables
+    assert not source.recovered()
+    tables.recovery.completed.set()
+    tables.on_actives_ready()  # the end of a recovery
+    assert source.recovered()
+    app.on_rebalance_start()  # a revocation: the next rebalance starts
+    assert tables.recovery.completed.is_set()
+    assert not source.recovered()
+    tables.on_actives_ready()
+    assert source.recovered()
+
+
+def test_a_revocation_starts_the_rebalance_and_a_recovery_ends_it_with_actives_ready() -> None:
+    listener = inspect.getsource(faust_aiokafka.ConsumerRebalanceListener.on_partitions_revoked)
+    assert "app.on_rebalance_start()" in listener
+    completed = inspect.getsource(Recovery.on_recovery_completed)
+    assert completed.index("flow_control.resume()") < completed.index("on_actives_ready()")
