@@ -290,11 +290,13 @@ class ChangelogGuard:
         self.queue = queue
         self.clears = 0
         # Standby partitions to read again, from this offset (None: the start of the log).
+        # Faust's TP and aiokafka's TopicPartition are named tuples of the same
+        # fields: they compare and hash alike, so either finds the other here.
         self.pending: dict[TopicPartition, int | None] = {}
         clear = queue.clear
 
         def clear_noting_losses() -> None:
-            for tp in {_tp_of(event) for event in self.queue._queue}:
+            for tp in {event.message.tp for event in self.queue._queue}:
                 self.lost(tp)
             self.clears += 1
             clear()
@@ -314,7 +316,7 @@ class ChangelogGuard:
     def lost(self, tp: TopicPartition) -> None:
         """Records of `tp` that the recovery service has not taken will not reach it: a
         standby partition is to be read again after the last one it took."""
-        if tp not in self._standbys():
+        if tp not in self.recovery.standby_tps:
             return  # an active partition: Faust seeks it before it resumes the flow
         taken = self.recovery.standby_offsets.get(tp)
         again = None if taken is None or taken < 0 else taken + 1
@@ -326,7 +328,7 @@ class ChangelogGuard:
         """Take the queued records of `tp` from `offset` on (None: all) out of the queue."""
 
         def later(event: Any) -> bool:
-            return _tp_of(event) == tp and (offset is None or event.message.offset >= offset)
+            return event.message.tp == tp and (offset is None or event.message.offset >= offset)
 
         queued = self.queue._queue
         kept = [event for event in queued if not later(event)]
@@ -351,7 +353,7 @@ class ChangelogGuard:
         returns the partitions handled (records fetched of them before are past the loss)."""
         repaired: set[TopicPartition] = set()
         for tp in list(self.pending):
-            if tp not in self._standbys():
+            if tp not in self.recovery.standby_tps:
                 # No longer a standby here (a rebalance came between): Faust's recovery
                 # seeks it, and what the fetch brought of it is from there.
                 del self.pending[tp]
@@ -373,17 +375,6 @@ class ChangelogGuard:
             if self.pending.get(tp, again) == again:
                 self.pending.pop(tp, None)
         return repaired
-
-    def _standbys(self) -> set[TopicPartition]:
-        return {_as_tp(tp) for tp in self.recovery.standby_tps}
-
-
-def _as_tp(tp: Any) -> TopicPartition:
-    return TopicPartition(tp.topic, tp.partition)
-
-
-def _tp_of(event: Any) -> TopicPartition:
-    return _as_tp(event.message.tp)
 
 
 def _earlier(a: int | None, b: int | None) -> int | None:

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from aiokafka import TopicPartition
+from faust.types import TP
 from mode.utils.queues import FlowControlEvent, ThrowableQueue
 
 from hitrun.streams.faust_bridge import ChangelogGuard, FaustSource
@@ -30,7 +31,8 @@ class Recovery:
 
     def __init__(self, queue: ThrowableQueue[Any]) -> None:
         self.queue = queue
-        self.standby_tps = {STANDBY, OTHER_STANDBY}
+        # Faust's own TP, as its recovery keeps them.
+        self.standby_tps = {TP(*STANDBY), TP(*OTHER_STANDBY)}
         self.standby_offsets: dict[TopicPartition, int | None] = {STANDBY: None, OTHER_STANDBY: 5}
         self.buffers: dict[str, list[Any]] = {"customers": []}
         self.written: list[int] = []
