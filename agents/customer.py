@@ -250,6 +250,11 @@ class PartitionTimers:
     # per input topic.
     sources: dict[int, datetime | None] = field(default_factory=dict)
     rerouted_to: dict[str, datetime] = field(default_factory=dict)
+    # The marks the restored clock record had read, and the offset of the reroute topic
+    # it had read up to: they count once this partition has read that far again
+    # (`resume_sources`), since they vouch for events rerouted before them.
+    restored_sources: dict[int, datetime | None] | None = None
+    restored_reroute: int = 0
     # Per (topic, partition) a rerouted event was first read at: the offset after
     # the last such event read from this partition's reroute topic.
     origins: dict[tuple[str, int], int] = field(default_factory=dict)
@@ -345,6 +350,21 @@ class PartitionTimers:
         if origin.offset >= seen:
             self.origins[source] = origin.offset + 1
         return False
+
+    def resume_sources(self, number: int, read_to: int | None) -> None:
+        """The reroute topic is read again up to `read_to` (the next offset; None: to its
+        end): once that is as far as the restored record had read it, its marks count.
+
+        A mark says that its partition's misplaced events up to a time were rerouted
+        before it; after a restart they are read again from the committed offset,
+        and counted before that, the marks would let the clock pass events still
+        on their way there (late, their deadlines fired).
+        """
+        restored = self.restored_sources
+        if restored is None or (read_to is not None and read_to < self.restored_reroute):
+            return
+        self.restored_sources = None
+        self.heard_from(number, restored)
 
     def read_before_restart(self, msg: RawMessage) -> bool:
         """Had the partition read `msg` when the clock record it was restored from was written?"""
@@ -501,7 +521,9 @@ class Timers:
         timers.read_next = dict(record.read_next)
         timers.released_before = record.applied_before()
         timers.origins = dict(record.origins)
-        timers.sources = dict(record.sources)
+        timers.sources = {}
+        timers.restored_sources = dict(record.sources)
+        timers.restored_reroute = record.read_next.get(settings.reroute_topic, 0)
         timers.restored = record
         timers.complete = record.fields()
         timers.tiers = record.tiers
@@ -1116,6 +1138,8 @@ def settle_live(number: int, partition: PartitionTimers, caught_up: CaughtUp) ->
     """
     buffer = partition.buffer
     held_before, clock_before = len(buffer), partition.clock.now
+    if caught_up(TopicPartition(settings.reroute_topic, number)):
+        partition.resume_sources(number, None)
     mark: datetime | None = None  # None: nothing holds the partition back
     for topic in BUFFERED_TOPICS:
         if caught_up(TopicPartition(topic, number)):
@@ -1201,10 +1225,9 @@ def read_mark(msg: RawMessage) -> None:
     except InputRejected as exc:
         dead_letter(msg, Rejected(dead_letter_for(msg, exc)))
         return
-    partition = timers.of(msg.partition)
-    if partition.read_before_restart(msg):
-        return  # the restored clock record holds its progress
-    partition.heard_from(msg.partition, sources)
+    # One read again after a restart counts as it did the first time: what it vouches
+    # for is read again before it.
+    timers.of(msg.partition).heard_from(msg.partition, sources)
     metrics.progress_marks.labels("read").inc()
 
 
@@ -1391,6 +1414,7 @@ class CustomerProcessor:
             return
         partition.read(msg)
         if msg.topic == settings.reroute_topic:
+            partition.resume_sources(msg.partition, msg.offset + 1)
             if msg.headers and progress.is_mark(msg.headers):
                 read_mark(msg)
                 return

@@ -8,6 +8,7 @@ from typing import Any
 
 import orjson
 import pytest
+from aiokafka import TopicPartition
 
 import hitrun.agents.customer as customer
 from hitrun.agents.state import decode_state
@@ -134,6 +135,14 @@ def run_batch(
     processor.settle(caught_up, owned)
     processor.end_batch()
     processor.confirmed({})
+
+
+def restart(monkeypatch: pytest.MonkeyPatch, number: int) -> None:
+    """A new owner of partition `number`: clock record and states from the store."""
+    owned = {TopicPartition(SETTINGS.topic_checkouts, number)}
+    monkeypatch.setattr(customer.app.assignor, "assigned_actives", lambda: owned)
+    customer.timers.clear()
+    customer.cache.forget()
 
 
 def stored(customer_id: str) -> Any:

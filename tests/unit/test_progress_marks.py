@@ -3,12 +3,13 @@ its producer put in another partition is rerouted and read before a deadline it 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
 import pytest
+from aiokafka import TopicPartition
 
 import hitrun.agents.customer as customer
 from hitrun.schemas.records import EARLIEST_TIME
@@ -24,6 +25,7 @@ from tests.unit.agent_shell import (
     checkout,
     offsets,
     payment,
+    restart,
     run_batch,
     same_partition_as,
     stored,
@@ -118,6 +120,11 @@ def mark(partition: int, moment: datetime | None, **only: datetime | None) -> Ra
         progress.encode_mark(sources),
         progress.MARK_HEADERS,
     )
+
+
+def behind(topic: str, partition: int) -> Callable[[TopicPartition], bool]:
+    """`caught_up` after a batch that leaves unread records in `topic`'s `partition` only."""
+    return lambda tp: not (tp.topic == topic and tp.partition == partition)
 
 
 def misplaced(msg: RawMessage) -> RawMessage:
@@ -226,7 +233,7 @@ def test_each_reroute_partition_gets_the_progress_of_every_owned_partition_but_i
     run_batch(
         checkout(buyer, "o-1", 0),
         misplaced(payment(buyer, "o-1", 30)),
-        caught_up=lambda tp: not (tp.topic == SETTINGS.topic_payments and tp.partition == q),
+        caught_up=behind(SETTINGS.topic_payments, q),
         owned={p, q},
     )
     marks = written_marks(aligned)
@@ -399,18 +406,51 @@ def test_no_mark_takes_back_progress_and_none_runs_ahead_of_the_wall_clock(
     assert limit <= datetime.now(UTC) + customer.MAX_CLOCK_SKEW
 
 
-def test_a_mark_read_again_after_a_restart_changes_nothing(aligned: Sink) -> None:
-    buyer = "pm-reread"
+def test_after_a_restart_the_restored_marks_wait_until_the_reroute_topic_is_read_as_far(
+    aligned: Sink, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    buyer = "pm-restored"
     p = home(buyer)
-    old = mark(p, at(100))
-    timers = customer.timers.of(p)
-    timers.sources = {q: at(300) for q in range(N) if q != p}
-    timers.sources[(p + 1) % N] = None  # as the restored record had it
-    timers.restored = ClockRecord(
-        PartitionClock(), {}, {SETTINGS.reroute_topic: old.offset + 1}, None, {}, {}
+    # Partition p+1 reroutes a neighbour's checkout (at 190), then the buyer's payment
+    # (at 30): in p's reroute topic the payment comes after a later event.
+    run_batch(
+        misplaced(checkout(same_partition_as(buyer), "o-n", 190)),
+        misplaced(payment(buyer, "o-paid", 30)),
     )
-    run_batch(old)
-    assert timers.bound(p) == EARLIEST_TIME
+    neighbour, paid = rerouted(aligned)
+    vouching = mark(p, at(200))
+    own = checkout(buyer, "o-paid", 0)  # by card: due at 60
+    # p reads them all and the mark, and holds them (its payments topic is behind);
+    # its clock record says: reroute topic read past the mark, every other at 200.
+    run_batch(own, neighbour, paid, vouching, caught_up=behind(SETTINGS.topic_payments, p))
+    assert customer.metrics.value("hitrun_held_events") == 3
+    restart(monkeypatch, p)
+    # Read again from the committed offsets, the first batch brings the reroute topic
+    # only up to the neighbour's checkout: the restored marks do not count yet.
+    reroute_behind = behind(SETTINGS.reroute_topic, p)
+    run_batch(own, neighbour, caught_up=reroute_behind)
+    assert customer.timers.of(p).bound(p) == EARLIEST_TIME
+    assert customer.stream_clock(buyer) is None
+    run_batch(paid, caught_up=reroute_behind)
+    assert customer.timers.of(p).bound(p) == EARLIEST_TIME
+    # Then the mark, read again (it counts as it did): the payment came before the deadline.
+    run_batch(vouching)
+    assert customer.stream_clock(buyer) == at(190)
+    assert strikes(aligned) == []
+    assert aligned.letters() == []
+
+
+def test_the_restored_marks_count_once_the_reroute_topic_is_read_to_its_end(
+    aligned: Sink, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    buyer = "pm-end"
+    p = home(buyer)
+    run_batch(mark(p, at(200)), checkout(buyer, "o-1", 0))
+    restart(monkeypatch, p)
+    # Nothing of the reroute topic is read again (its committed offset is its end).
+    run_batch(checkout(same_partition_as(buyer), "o-2", 100))
+    assert customer.timers.of(p).bound(p) == at(200)
+    assert customer.stream_clock(buyer) == at(100)
 
 
 def test_a_partition_whose_marks_stop_while_others_arrive_is_waited_for_no_longer(

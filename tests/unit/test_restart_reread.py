@@ -15,7 +15,6 @@ from datetime import timedelta
 
 import orjson
 import pytest
-from aiokafka import TopicPartition
 
 import hitrun.agents.customer as customer
 from hitrun.agents.state import unstamped
@@ -28,18 +27,11 @@ from tests.unit.agent_shell import (
     Sink,
     checkout,
     payment,
+    restart,
     run_batch,
     same_partition_as,
     stored,
 )
-
-
-def restart(monkeypatch: pytest.MonkeyPatch, number: int) -> None:
-    """A new owner of partition `number`: clock record and states from the store."""
-    owned = {TopicPartition(SETTINGS.topic_checkouts, number)}
-    monkeypatch.setattr(customer.app.assignor, "assigned_actives", lambda: owned)
-    customer.timers.clear()
-    customer.cache.forget()
 
 
 def persisted(number: int) -> ClockRecord:
