@@ -390,23 +390,40 @@ def run(
         group.stop()
 
 
+class Quiet:
+    """Tells when a run is done: no input record left uncommitted, and the outputs
+    unchanged for `seconds` since then, however often input came in meanwhile (the
+    workers' progress marks)."""
+
+    def __init__(self, seconds: float = 3.0) -> None:
+        self.seconds = seconds
+        self._ends: Mapping[TopicPartition, int] | None = None
+        self._since: float | None = None
+
+    def done(self, remaining: int, ends: Mapping[TopicPartition, int] | None, now: float) -> bool:
+        """After a look at `now`: `remaining` uncommitted, the outputs' `ends` (None when
+        not looked at, with records remaining)."""
+        if remaining > 0:
+            self._since = None
+            return False
+        if ends != self._ends or self._since is None:
+            self._ends, self._since = ends, now
+            return False
+        return now - self._since > self.seconds
+
+
 def wait_until_done(settings: Settings, timeout: float) -> None:
     """Until every input record is committed and the outputs have stopped growing."""
 
     async def wait() -> None:
         deadline = time.monotonic() + timeout
+        quiet = Quiet()
         async with Progress(settings) as progress:
-            quiet_since: float | None = None
-            ends: dict[TopicPartition, int] = {}
             while time.monotonic() < deadline:
                 await asyncio.sleep(0.5)
-                if await progress.remaining() > 0:
-                    quiet_since = None
-                    continue
-                now_ends = await _output_ends(settings)
-                if now_ends != ends:
-                    ends, quiet_since = now_ends, time.monotonic()
-                elif quiet_since is not None and time.monotonic() - quiet_since > 3:
+                remaining = await progress.remaining()
+                ends = None if remaining else await _output_ends(settings)
+                if quiet.done(remaining, ends, time.monotonic()):
                     return
         raise TimeoutError(f"the run did not finish in {timeout:.0f}s")
 

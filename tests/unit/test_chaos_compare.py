@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import orjson
+from aiokafka import TopicPartition
 
-from hitrun.dev.chaos import Outputs, compare, keep_logs
+from hitrun.dev.chaos import Outputs, Quiet, compare, keep_logs
 
 
 def alert(alert_id: str, order: str = "o1", kind: str = "order_expired") -> bytes:
@@ -124,3 +125,17 @@ def test_a_failed_run_keeps_the_workers_logs(tmp_path: Path) -> None:
     kept = keep_logs(workdir, tmp_path / "kept")
     assert sorted(p.name for p in kept.iterdir()) == ["chaos-kills-1-0.log", "chaos-kills-1-1.log"]
     assert (kept / "chaos-kills-1-1.log").read_text() == "worker 1"
+
+
+def test_a_run_is_done_once_quiet_again_after_input_came_in_with_the_outputs_unchanged() -> None:
+    quiet = Quiet(seconds=3)
+    ends = {TopicPartition("alerts", 0): 40}
+    assert not quiet.done(0, ends, now=0)
+    # A worker writes a progress mark after the last alert: input, and nothing more out.
+    assert not quiet.done(1, None, now=1)
+    assert not quiet.done(0, dict(ends), now=2)
+    assert not quiet.done(0, dict(ends), now=4)
+    assert quiet.done(0, dict(ends), now=5.5)
+    # Outputs that still grow are waited for.
+    assert not quiet.done(0, {TopicPartition("alerts", 0): 41}, now=9)
+    assert quiet.done(0, {TopicPartition("alerts", 0): 41}, now=12.5)
