@@ -7,7 +7,6 @@ from typing import Any
 
 import orjson
 import pytest
-from aiokafka import TopicPartition
 
 import hitrun.agents.customer as customer
 from tests.unit.agent_shell import (
@@ -15,6 +14,7 @@ from tests.unit.agent_shell import (
     Sink,
     checkout,
     payment,
+    restart,
     run_batch,
     same_partition_as,
     stored,
@@ -95,10 +95,7 @@ def test_a_restart_does_not_trust_times_it_read_from_records_it_must_read_again(
     # Both checkouts are read and held (the payments topic is behind), so the
     # loop commits neither: a restart reads them again.
     run_batch(held, ahead, caught_up=payments_behind)
-    owned = {TopicPartition(SETTINGS.topic_checkouts, held.partition)}
-    monkeypatch.setattr(customer.app.assignor, "assigned_actives", lambda: owned)
-    customer.timers.clear()
-    customer.cache.forget()
+    restart(monkeypatch, held.partition)
     # After the restart the payments are read first, up to a month on.
     run_batch(
         payment("al-again", "o-again", 30),

@@ -8,12 +8,11 @@ from datetime import datetime, timedelta
 
 import orjson
 import pytest
-from aiokafka import TopicPartition
 
 import hitrun.agents.customer as customer
 from hitrun.streams.ingest import RawMessage
 from hitrun.streams.watermarks import signature
-from tests.unit.agent_shell import SETTINGS, START, Sink, checkout, run_batch, stored
+from tests.unit.agent_shell import SETTINGS, START, Sink, checkout, restart, run_batch, stored
 
 KEY = b"replay-key"
 
@@ -52,10 +51,7 @@ def test_a_watermark_read_again_after_a_restart_still_releases_the_held_events(
         passed,
     )
     assert customer.metrics.value("hitrun_held_events") == 1
-    owned = {TopicPartition(SETTINGS.topic_checkouts, number)}
-    monkeypatch.setattr(customer.app.assignor, "assigned_actives", lambda: owned)
-    customer.timers.clear()
-    customer.cache.forget()
+    restart(monkeypatch, number)
     # The restart reads the checkouts again from the held event (the watermark
     # after it was applied already), then the payments' watermark arrives.
     run_batch(held, passed, watermark(SETTINGS.topic_payments, number, 0, later))

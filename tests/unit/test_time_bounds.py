@@ -13,7 +13,15 @@ import hitrun.agents.customer as customer
 from hitrun.schemas.records import EARLIEST_TIME, LATEST_TIME
 from hitrun.streams.codec import decode_input
 from hitrun.streams.errors import SchemaViolation
-from tests.unit.agent_shell import SETTINGS, Sink, checkout, run_batch, same_partition_as, stored
+from tests.unit.agent_shell import (
+    SETTINGS,
+    Sink,
+    checkout,
+    restart,
+    run_batch,
+    same_partition_as,
+    stored,
+)
 
 ACCEPTED = frozenset({"checkout_confirmed"})
 
@@ -104,10 +112,7 @@ def test_records_read_again_after_a_restart_that_were_applied_are_skipped_not_ju
     later = checkout(same_partition_as("again-a"), "o-2", 60 * 24 * 30)  # a month on
     run_batch(first, later)
     partition = first.partition
-    owned = {TopicPartition(SETTINGS.topic_checkouts, partition)}
-    monkeypatch.setattr(customer.app.assignor, "assigned_actives", lambda: owned)
-    customer.timers.clear()
-    customer.cache.forget()
+    restart(monkeypatch, partition)
     sink.records.clear()
     # The worker restarts from an older committed offset and reads both again, then a new one.
     fresh = checkout(same_partition_as("again-a", skip=1), "o-3", 60 * 24 * 30 + 5)
