@@ -26,7 +26,7 @@ that is no longer strong raises `account_unlinked`.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Annotated, Literal, TypeAlias, cast, get_args
 
@@ -88,21 +88,19 @@ class LinkPolicy:
 # --- the identity stage: one state per identifier -----------------------------------
 
 
-@dataclass(slots=True)
-class Seen:
+class Seen(msgspec.Struct, gc=False, omit_defaults=True):
     """One customer on an identifier: when first and last seen with it, and their listings."""
 
     first: datetime
     last: datetime
-    listed: list[Listed] = field(default_factory=list)
-    strikes: list[StrikeNote] = field(default_factory=list)
+    listed: list[Listed] = msgspec.field(default_factory=list)
+    strikes: list[StrikeNote] = msgspec.field(default_factory=list)
 
 
-@dataclass(slots=True)
-class IdentifierState:
+class IdentifierState(msgspec.Struct, gc=False, omit_defaults=True):
     """The customers seen with one identifier, or, once it is common, until when it stays so."""
 
-    customers: dict[str, Seen] = field(default_factory=dict)
+    customers: dict[str, Seen] = msgspec.field(default_factory=dict)
     common_until: datetime | None = None
 
     def is_empty(self) -> bool:
@@ -237,27 +235,27 @@ def sight(state: IdentifierState, seen: Sighting, policy: LinkPolicy) -> list[Re
 # --- the customer stage: what one customer knows of its identifiers and links -------
 
 
-@dataclass(slots=True)
-class Link:
+class Link(msgspec.Struct, gc=False, omit_defaults=True):
     """Another customer this one shares identifiers with."""
 
-    evidence: dict[str, datetime] = field(default_factory=dict)  # "kind:prefix" -> seen by
-    listed: list[Listed] = field(default_factory=list)  # the other's blacklistings, last heard
+    # "kind:prefix" -> seen by
+    evidence: dict[str, datetime] = msgspec.field(default_factory=dict)
+    # The other's blacklistings, last heard.
+    listed: list[Listed] = msgspec.field(default_factory=list)
     strong_since: datetime | None = None
     # The other's blacklistings (scope, since) already flagged for.
-    flagged: list[tuple[str, datetime]] = field(default_factory=list)
+    flagged: list[tuple[str, datetime]] = msgspec.field(default_factory=list)
     generation: int = 0  # how many times the link became strong
-    strikes: list[StrikeNote] = field(default_factory=list)  # the other's, last heard
+    strikes: list[StrikeNote] = msgspec.field(default_factory=list)  # the other's, last heard
     # The other's strikes (order ids) a blacklisting of this customer already counted.
-    counted: list[str] = field(default_factory=list)
+    counted: list[str] = msgspec.field(default_factory=list)
 
 
-@dataclass(slots=True)
-class IdentityState:
+class IdentityState(msgspec.Struct, gc=False, omit_defaults=True):
     """The customer's announced identifiers ("kind:hash" -> last announced) and links."""
 
-    announced: dict[str, datetime] = field(default_factory=dict)
-    links: dict[str, Link] = field(default_factory=dict)
+    announced: dict[str, datetime] = msgspec.field(default_factory=dict)
+    links: dict[str, Link] = msgspec.field(default_factory=dict)
 
     def is_empty(self) -> bool:
         return not self.announced and not self.links

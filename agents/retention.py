@@ -25,6 +25,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+import msgspec
+
 from hitrun.agents.risk import OrderTraits, RiskWeights, assess
 
 DAY = timedelta(days=1)
@@ -52,8 +54,7 @@ class RetentionPolicy:
     weights: RiskWeights = field(default_factory=RiskWeights)
 
 
-@dataclass(slots=True)
-class Purchase:
+class Purchase(msgspec.Struct, gc=False, omit_defaults=True):
     order_id: str
     shop_id: str
     at: datetime
@@ -61,24 +62,23 @@ class Purchase:
     currency: str
 
 
-@dataclass(slots=True)
-class RetentionState:
+class RetentionState(msgspec.Struct, gc=False, omit_defaults=True):
     """One customer's purchase cycle, flag and inquiry window. Empty means nothing to remember."""
 
     phase: str | None = None  # None (new), WINDOW, WATCHING or FLAGGED
     # The cycle's purchases, oldest first; only the last churn_max + 1 are
     # kept, enough to tell single purchase, early churn and loyalty apart.
-    purchases: list[Purchase] = field(default_factory=list)
+    purchases: list[Purchase] = msgspec.field(default_factory=list)
     cycle_start: datetime | None = None
     risk_score: float = 0.0  # of the purchase that opened the cycle
-    risk_factors: list[str] = field(default_factory=list)
+    risk_factors: list[str] = msgspec.field(default_factory=list)
     flag: str | None = None  # "single_purchase" or "early_churn"
     flagged_at: datetime | None = None
     inquiry_at: datetime | None = None  # start of the open inquiry window
     inquiry_shop: str | None = None
     inquiries: int = 0
     # Traits of checkouts made while no cycle is open, oldest first.
-    traits: list[OrderTraits] = field(default_factory=list)
+    traits: list[OrderTraits] = msgspec.field(default_factory=list)
 
     def is_empty(self) -> bool:
         return self.phase is None and self.inquiry_at is None and not self.traits

@@ -16,14 +16,15 @@ import math
 from dataclasses import dataclass, fields
 from datetime import datetime
 
+import msgspec
+
 from hitrun.schemas.records import CheckoutConfirmed
 
 # Arrival channels that bring customers looking for one product rather than for the shop.
 SEARCH_OR_AD = frozenset({"search", "ad"})
 
 
-@dataclass(frozen=True, slots=True)
-class OrderTraits:
+class OrderTraits(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):
     """What a checkout says about an order, kept until the customer's first purchase."""
 
     order_id: str

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import struct
 import zlib
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import NamedTuple
 
@@ -18,12 +17,17 @@ from hitrun.agents.unpaid import UnpaidState
 from hitrun.streams.clock import to_micros
 
 
-@dataclass(slots=True)
-class CustomerState:
-    """Everything hitrun remembers of one customer: one part per detector."""
+class CustomerState(msgspec.Struct, gc=False, omit_defaults=True):
+    """Everything hitrun remembers of one customer: one part per detector.
 
-    unpaid: UnpaidState = field(default_factory=UnpaidState)
-    retention: RetentionState = field(default_factory=RetentionState)
+    The state types are msgspec Structs: written and read about twice as fast
+    as dataclasses (docs/performance.md). They hold no reference cycles, so the
+    garbage collector does not track them (`gc=False`): a worker keeps
+    thousands of decoded states between batches.
+    """
+
+    unpaid: UnpaidState = msgspec.field(default_factory=UnpaidState)
+    retention: RetentionState = msgspec.field(default_factory=RetentionState)
     # Its hashed identifiers and linked accounts (agents/identity.py); None while
     # there are none, and then left out of the stored form (`encode_state`).
     identity: IdentityState | None = None
@@ -81,8 +85,10 @@ def next_wake(
 # version 1 is the JSON object earlier revisions wrote with orjson (with an
 # "unpaid" and a "retention" part, or, before the retention detector, the
 # unpaid part alone); version 2 is a fixed-size summary (below) followed by
-# the same JSON written by msgspec. Every version stays readable; only the
-# latest is written.
+# the same JSON written by msgspec, leaving out each field that holds its
+# default (an empty list, None, 0: most of a state), which reads back as that
+# default; revisions before that wrote every field, and read both forms too.
+# Every version stays readable; only the latest is written.
 #
 # The summary is what rebuilding the deadline index after an assignment needs,
 # readable without decoding the state: when the customer next wakes (epoch
@@ -97,7 +103,6 @@ _ENCODER = msgspec.json.Encoder()
 _DECODE = msgspec.json.Decoder(CustomerState).decode
 _DECODE_V1_UNPAID_ONLY = msgspec.json.Decoder(UnpaidState).decode
 _VERSION_2 = bytes([STATE_VERSION])
-_NO_IDENTITY = b',"identity":null}'
 # The fingerprint of a summary written without one: it matches no policies.
 NO_FINGERPRINT = 0
 
@@ -134,11 +139,7 @@ def encode_state(
         len(state.unpaid.open),
         bool(state.unpaid.listings),
     )
-    body = _ENCODER.encode(state)
-    if state.identity is None:
-        # The last field, null for most customers: left out, it decodes as None.
-        body = body[: -len(_NO_IDENTITY)] + b"}"
-    return header + body
+    return header + _ENCODER.encode(state)
 
 
 # A stored value (a customer's or an identifier's state) may carry a stamp in front of

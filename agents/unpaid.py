@@ -13,6 +13,8 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import msgspec
+
 from hitrun.agents.effects import (
     Blacklist,
     CloseOrder,
@@ -39,8 +41,7 @@ from hitrun.schemas.records import (
 )
 
 
-@dataclass(slots=True)
-class OpenOrder:
+class OpenOrder(msgspec.Struct, gc=False, omit_defaults=True):
     """A confirmed order awaiting payment."""
 
     order_id: str
@@ -52,12 +53,11 @@ class OpenOrder:
     method: str
     time_zone: str | None
     paid_minor: int = 0
-    steps: list[datetime] = field(default_factory=list)  # planned reminders not yet sent
+    steps: list[datetime] = msgspec.field(default_factory=list)  # planned reminders not yet sent
     reminders_sent: int = 0
 
 
-@dataclass(slots=True)
-class ExpiredOrder:
+class ExpiredOrder(msgspec.Struct, gc=False, omit_defaults=True):
     """An order that expired unpaid; a payment before `grace_until` still reverses its strike."""
 
     order_id: str
@@ -69,8 +69,7 @@ class ExpiredOrder:
     paid_minor: int
 
 
-@dataclass(slots=True)
-class Strike:
+class Strike(msgspec.Struct, gc=False, omit_defaults=True):
     order_id: str
     shop_id: str
     scope: str
@@ -81,8 +80,7 @@ class Strike:
     consumed: bool = False
 
 
-@dataclass(slots=True)
-class Listing:
+class Listing(msgspec.Struct, gc=False, omit_defaults=True):
     """The customer's entry on one blacklist (a shop's, or "*" for the platform's)."""
 
     scope: str
@@ -91,24 +89,22 @@ class Listing:
     offence: int
     manual: bool
     actor: str
-    evidence: list[str] = field(default_factory=list)
+    evidence: list[str] = msgspec.field(default_factory=list)
     # Set when the listing extends a linked account's blacklisting (policy
     # `linked_accounts: blacklist`): it rests on that account, not on strikes of
     # this customer's, so it counts as no offence and is passed on to no one.
     linked_to: str | None = None
     # Strikes of linked accounts this blacklisting counted (policy `linked_strikes:
     # shared`): (account, order id).
-    linked_evidence: list[tuple[str, str]] = field(default_factory=list)
+    linked_evidence: list[tuple[str, str]] = msgspec.field(default_factory=list)
 
 
-@dataclass(slots=True)
-class Offences:
+class Offences(msgspec.Struct, gc=False, omit_defaults=True):
     count: int
     last_end: datetime | None = None
 
 
-@dataclass(slots=True)
-class HeldPayment:
+class HeldPayment(msgspec.Struct, gc=False, omit_defaults=True):
     """A payment (or `paid` status) that arrived before its checkout, kept for a grace period."""
 
     event_id: str
@@ -118,18 +114,17 @@ class HeldPayment:
     currency: str | None
 
 
-@dataclass(slots=True)
-class UnpaidState:
+class UnpaidState(msgspec.Struct, gc=False, omit_defaults=True):
     """One customer's state for this detector. Empty containers mean nothing to remember."""
 
-    open: dict[str, OpenOrder] = field(default_factory=dict)
-    expired: dict[str, ExpiredOrder] = field(default_factory=dict)
-    closed: dict[str, datetime] = field(default_factory=dict)
-    strikes: list[Strike] = field(default_factory=list)
-    listings: dict[str, Listing] = field(default_factory=dict)
-    offences: dict[str, Offences] = field(default_factory=dict)
-    held: dict[str, list[HeldPayment]] = field(default_factory=dict)
-    seen: dict[str, datetime] = field(default_factory=dict)
+    open: dict[str, OpenOrder] = msgspec.field(default_factory=dict)
+    expired: dict[str, ExpiredOrder] = msgspec.field(default_factory=dict)
+    closed: dict[str, datetime] = msgspec.field(default_factory=dict)
+    strikes: list[Strike] = msgspec.field(default_factory=list)
+    listings: dict[str, Listing] = msgspec.field(default_factory=dict)
+    offences: dict[str, Offences] = msgspec.field(default_factory=dict)
+    held: dict[str, list[HeldPayment]] = msgspec.field(default_factory=dict)
+    seen: dict[str, datetime] = msgspec.field(default_factory=dict)
     last_reminder_at: datetime | None = None
 
     def is_empty(self) -> bool:

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import itertools
 from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import msgspec
+import orjson
 
 from hitrun.schemas.records import (
     AdminActionRequested,
@@ -100,3 +104,19 @@ def admin(
         reason="manual check",
         duration_days=days,
     )
+
+
+def as_version_1(state: Any) -> bytes:
+    """A state (or part of one) as the revision before the versioned codec stored it:
+    orjson's JSON of every field in order (none left out), datetimes in orjson's form."""
+    return orjson.dumps(_fields(state))
+
+
+def _fields(value: Any) -> Any:
+    if isinstance(value, msgspec.Struct):
+        return {name: _fields(getattr(value, name)) for name in value.__struct_fields__}
+    if isinstance(value, list | tuple):
+        return [_fields(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _fields(item) for key, item in value.items()}
+    return value

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -30,6 +29,7 @@ from hitrun.agents.risk import OrderTraits
 from hitrun.agents.state import CustomerState, decode_state, encode_state
 from hitrun.schemas import compiled_validator
 from tests.retention_oracle import OraclePolicy, expected_events
+from tests.unit.events import as_version_1
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 POLICY = RetentionPolicy()
@@ -188,7 +188,7 @@ def test_a_state_stored_and_restored_mid_stream_gives_the_same_events(
     restored = decode_state(encode_state(CustomerState(retention=state))).retention
     assert restored == state
     # As the revision before the versioned codec wrote it: a changelog being upgraded.
-    assert decode_state(orjson.dumps(CustomerState(retention=state))).retention == state
+    assert decode_state(as_version_1(CustomerState(retention=state))).retention == state
     rest, _ = play([m for m in moves if m[0] > cut], state=restored)
     assert first + rest == straight
 

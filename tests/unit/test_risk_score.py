@@ -9,7 +9,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
-import orjson
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -27,6 +27,7 @@ from hitrun.agents.risk import (
 from hitrun.agents.state import CustomerState, decode_state, encode_state
 from hitrun.schemas.records import CheckoutConfirmed
 from hitrun.schemas.registry import SCHEMA_DIR
+from tests.unit.events import as_version_1
 
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 SCHEMAS = SCHEMA_DIR
@@ -89,7 +90,7 @@ def test_factors_are_the_six_named_in_the_schema_in_order() -> None:
 def test_each_factor_is_present_exactly_when_its_trait_is(
     change: dict[str, Any], orders_first_day: int, expected: tuple[str, ...]
 ) -> None:
-    traits = dataclasses.replace(PLAIN, **change)
+    traits = msgspec.structs.replace(PLAIN, **change)
     score, factors = assess(traits, orders_first_day, RiskWeights())
     assert factors == expected
     assert (score > 0) == bool(expected)
@@ -115,13 +116,13 @@ EVERYTHING = OrderTraits("o1", T0, True, "ad", True, ("toys",), True)
     [
         (RiskWeights(), EVERYTHING, 2, 1.0),
         (RiskWeights(), PLAIN, 1, 0.0),
-        (RiskWeights(), dataclasses.replace(PLAIN, gift=True), 1, 0.25),
-        (RiskWeights(), dataclasses.replace(PLAIN, promotion=True), 3, 0.35),
+        (RiskWeights(), msgspec.structs.replace(PLAIN, gift=True), 1, 0.25),
+        (RiskWeights(), msgspec.structs.replace(PLAIN, promotion=True), 3, 0.35),
         # Only the ratios count: 2 of 2 + 1 + 1 + 1 + 1 + 1.
-        (RiskWeights(2, 1, 1, 1, 1, 1), dataclasses.replace(PLAIN, gift=True), 1, 2 / 7),
-        (RiskWeights(20, 10, 10, 10, 10, 10), dataclasses.replace(PLAIN, gift=True), 1, 2 / 7),
+        (RiskWeights(2, 1, 1, 1, 1, 1), msgspec.structs.replace(PLAIN, gift=True), 1, 2 / 7),
+        (RiskWeights(20, 10, 10, 10, 10, 10), msgspec.structs.replace(PLAIN, gift=True), 1, 2 / 7),
         # A factor with weight 0 is reported but adds nothing.
-        (RiskWeights(gift_shipping=0), dataclasses.replace(PLAIN, gift=True), 1, 0.0),
+        (RiskWeights(gift_shipping=0), msgspec.structs.replace(PLAIN, gift=True), 1, 0.0),
         (RiskWeights(0, 0, 0, 0, 0, 0), EVERYTHING, 2, 0.0),
         (RiskWeights(0, 0, 0, 0, 0, 1), EVERYTHING, 2, 1.0),
     ],
@@ -164,11 +165,11 @@ maybe_traits_st = st.none() | traits_st
 
 # How to make each factor present without removing another.
 ADD: dict[str, Callable[[OrderTraits, int], tuple[OrderTraits, int]]] = {
-    "gift_shipping": lambda t, n: (dataclasses.replace(t, gift=True), n),
-    "search_or_ad_arrival": lambda t, n: (dataclasses.replace(t, traffic_source="search"), n),
-    "first_order_promotion": lambda t, n: (dataclasses.replace(t, promotion=True), n),
-    "single_category_basket": lambda t, n: (dataclasses.replace(t, categories=("x",)), n),
-    "accessory_only_basket": lambda t, n: (dataclasses.replace(t, accessory_only=True), n),
+    "gift_shipping": lambda t, n: (msgspec.structs.replace(t, gift=True), n),
+    "search_or_ad_arrival": lambda t, n: (msgspec.structs.replace(t, traffic_source="search"), n),
+    "first_order_promotion": lambda t, n: (msgspec.structs.replace(t, promotion=True), n),
+    "single_category_basket": lambda t, n: (msgspec.structs.replace(t, categories=("x",)), n),
+    "accessory_only_basket": lambda t, n: (msgspec.structs.replace(t, accessory_only=True), n),
     "several_orders_first_day": lambda t, n: (t, max(n, 2)),
 }
 
@@ -199,7 +200,7 @@ def test_adding_a_factor_never_lowers_the_score(
 def test_traits_survive_the_state_codec_exactly(traits: OrderTraits) -> None:
     state = CustomerState(retention=RetentionState(traits=[traits]))
     # Both the stored form written now and the one earlier revisions wrote (orjson).
-    for stored in (encode_state(state), orjson.dumps(state)):
+    for stored in (encode_state(state), as_version_1(state)):
         (back,) = decode_state(stored).retention.traits
         assert back == traits
         assert back.at.utcoffset() == traits.at.utcoffset()

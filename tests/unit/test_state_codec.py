@@ -22,6 +22,7 @@ from hitrun.agents.state import (
     stored_summary,
 )
 from hitrun.agents.state import encode_state as encode
+from tests.unit.events import as_version_1
 
 # Customer states as the revision before the versioned codec wrote them to the
 # changelog (orjson's JSON of the dataclasses), from simulated traffic: open and
@@ -55,7 +56,7 @@ def test_a_state_written_by_version_1_is_read_without_losing_anything(
     # links: `linked_to`, `linked_evidence`).
     assert state.identity is None
     later = b',"linked_to":null,"linked_evidence":[]}'
-    written = orjson.dumps(state).replace(later, b"}")
+    written = as_version_1(state).replace(later, b"}")
     assert written == value[:-1] + b',"identity":null}'
     assert decode_state(encode(state)) == state
 
@@ -69,6 +70,17 @@ def test_every_recorded_state_reads_the_same_from_both_versions() -> None:
         # No larger, but for the summary and the two link fields every listing gained.
         links = len(b',"linked_to":null,"linked_evidence":[]') * len(state.unpaid.listings)
         assert len(again) <= len(value) + SUMMARY_BYTES + links
+
+
+def test_version_2_with_every_field_written_reads_the_same() -> None:
+    # Revisions before the defaults were left out wrote every field after the summary.
+    for key, value in WRITTEN_BY_VERSION_1:
+        state = decode_state(value, key)
+        short = encode(state)
+        full = short[:SUMMARY_BYTES] + as_version_1(state)
+        assert b'"strikes":[]' not in short and b'"expired":{}' not in short  # left out
+        assert decode_state(full, key) == decode_state(short, key) == state
+        assert stored_summary(full) == stored_summary(short)
 
 
 def test_the_state_before_the_retention_detector_is_read_as_its_unpaid_part() -> None:

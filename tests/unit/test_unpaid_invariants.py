@@ -6,14 +6,13 @@ from collections import Counter
 from datetime import timedelta
 from zoneinfo import ZoneInfo
 
-import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hitrun.agents.effects import CloseOrder, Effect, RecordStrike, ReverseStrike, SendReminder
 from hitrun.agents.policy import Policies, UnpaidPolicy
 from hitrun.schemas.records import InputEvent
-from tests.unit.events import T0, checkout, payment, status
+from tests.unit.events import T0, as_version_1, checkout, payment, status
 from tests.unit.timeline import play
 
 METHODS = ["card", "e_wallet", "bank_transfer", "virtual_account", "convenience_store"]
@@ -130,7 +129,7 @@ def test_state_survives_the_changelog_codec_at_any_moment(
     restored = decode_state(encode_state(CustomerState(state))).unpaid
     assert restored == state
     # As the revision before the versioned codec wrote it: a changelog being upgraded.
-    assert decode_state(orjson.dumps(CustomerState(state))).unpaid == state
+    assert decode_state(as_version_1(CustomerState(state))).unpaid == state
     rest, _ = play(after, until=END, policies=Policies(POLICY), state=restored)
     assert first + rest == straight
 
