@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, assert_never
+
+import msgspec
 
 from hitrun.agents.effects import (
     Blacklist,
@@ -35,8 +36,7 @@ RETENTION = "retention"
 _DAY_S = 86_400.0
 
 
-@dataclass(frozen=True, slots=True)
-class Alert:
+class Alert(msgspec.Struct, frozen=True):
     """One record for an output topic, keyed by customer."""
 
     role: str

@@ -581,8 +581,7 @@ async def _on_assigned(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> N
     log.info("partitions assigned: %d", len(args[0]) if args else 0)
 
 
-@dataclass(frozen=True, slots=True)
-class Footprint:
+class Footprint(msgspec.Struct, frozen=True):
     """What the gauges need to know about a state before it changes."""
 
     stored: bool

@@ -1,13 +1,14 @@
-"""What the detectors ask the shell to do: frozen dataclasses, named in the imperative."""
+"""What the detectors ask the shell to do: frozen records (msgspec Structs, quick to
+build), named in the imperative."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+import msgspec
 
-@dataclass(frozen=True, slots=True)
-class ReminderLine:
+
+class ReminderLine(msgspec.Struct, frozen=True):
     order_id: str
     shop_id: str
     amount_due_minor: int
@@ -15,8 +16,7 @@ class ReminderLine:
     deadline: datetime
 
 
-@dataclass(frozen=True, slots=True)
-class SendReminder:
+class SendReminder(msgspec.Struct, frozen=True):
     """Remind the customer to pay; every unpaid order due in the same period is listed."""
 
     customer_id: str
@@ -28,8 +28,7 @@ class SendReminder:
     time_zone: str | None
 
 
-@dataclass(frozen=True, slots=True)
-class OrderEvidence:
+class OrderEvidence(msgspec.Struct, frozen=True):
     """What the order that cost a strike showed when it did: the alert's evidence."""
 
     checkout_at: datetime
@@ -41,8 +40,7 @@ class OrderEvidence:
     reminders_sent: int
 
 
-@dataclass(frozen=True, slots=True)
-class RecordStrike:
+class RecordStrike(msgspec.Struct, frozen=True):
     """An unpaid order expired, or a cash-on-delivery parcel was refused."""
 
     customer_id: str
@@ -59,8 +57,7 @@ class RecordStrike:
     order: OrderEvidence | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class ReverseStrike:
+class ReverseStrike(msgspec.Struct, frozen=True):
     """A late payment arrived within the grace period: the strike no longer counts."""
 
     customer_id: str
@@ -71,8 +68,7 @@ class ReverseStrike:
     strike_count: int
 
 
-@dataclass(frozen=True, slots=True)
-class ReportRecovery:
+class ReportRecovery(msgspec.Struct, frozen=True):
     """An order was paid after at least one reminder: the reminder worked."""
 
     customer_id: str
@@ -84,16 +80,14 @@ class ReportRecovery:
     currency: str
 
 
-@dataclass(frozen=True, slots=True)
-class EvidenceLine:
+class EvidenceLine(msgspec.Struct, frozen=True):
     order_id: str
     shop_id: str
     reason: str
     at: datetime
 
 
-@dataclass(frozen=True, slots=True)
-class Blacklist:
+class Blacklist(msgspec.Struct, frozen=True):
     """Put the customer on the blacklist of `scope` (a shop id, or "*" for the platform)."""
 
     customer_id: str
@@ -110,8 +104,7 @@ class Blacklist:
     linked_accounts: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
-class EndedListing:
+class EndedListing(msgspec.Struct, frozen=True):
     """The blacklisting an unblacklisting ends, as its evidence: when it began, when it was
     due to end, which offence it was, the orders whose strikes it rested on (own, and
     `linked_orders` of the `linked_accounts` it rested on)."""
@@ -124,8 +117,7 @@ class EndedListing:
     linked_orders: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
-class Unblacklist:
+class Unblacklist(msgspec.Struct, frozen=True):
     """Take the customer off the blacklist of `scope`."""
 
     customer_id: str
@@ -142,8 +134,7 @@ class Unblacklist:
     threshold: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class CloseOrder:
+class CloseOrder(msgspec.Struct, frozen=True):
     """An open order ended: paid, cancelled, expired, refused or abandoned (metrics, tests)."""
 
     customer_id: str
@@ -153,8 +144,7 @@ class CloseOrder:
     at: datetime
 
 
-@dataclass(frozen=True, slots=True)
-class RecordPurchase:
+class RecordPurchase(msgspec.Struct, frozen=True):
     """An order became paid (in full, in time or within the late-payment grace): a purchase."""
 
     customer_id: str
@@ -165,8 +155,7 @@ class RecordPurchase:
     currency: str
 
 
-@dataclass(frozen=True, slots=True)
-class DropUnmatchedPayment:
+class DropUnmatchedPayment(msgspec.Struct, frozen=True):
     """A payment whose checkout never arrived within the hold period (counted, not alerted)."""
 
     customer_id: str

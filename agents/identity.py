@@ -261,8 +261,7 @@ class IdentityState(msgspec.Struct, gc=False, omit_defaults=True):
         return not self.announced and not self.links
 
 
-@dataclass(frozen=True, slots=True)
-class AccountLinked:
+class AccountLinked(msgspec.Struct, frozen=True):
     """The customer and `other` now share identifiers the policy calls strong enough."""
 
     customer_id: str
@@ -272,8 +271,7 @@ class AccountLinked:
     evidence: tuple[tuple[str, datetime], ...]
 
 
-@dataclass(frozen=True, slots=True)
-class LinkedAccountFlagged:
+class LinkedAccountFlagged(msgspec.Struct, frozen=True):
     """The customer is linked to `other`, who is on these blacklists (scope, since)."""
 
     customer_id: str
@@ -283,8 +281,7 @@ class LinkedAccountFlagged:
     evidence: tuple[tuple[str, datetime], ...]
 
 
-@dataclass(frozen=True, slots=True)
-class AccountUnlinked:
+class AccountUnlinked(msgspec.Struct, frozen=True):
     """The link to `other` (of that `generation`) is no longer strong, for `cause`."""
 
     customer_id: str

@@ -9,7 +9,6 @@ records, signed when the workers share `HITRUN_INTERNAL_KEY` (`InternalRecords`)
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import replace
 from datetime import datetime
 
 import msgspec
@@ -108,7 +107,7 @@ class LinkRules:
                 listings = tuple(listing for listing in effect.listings if self.flags(listing[0]))
                 if not listings:
                     continue
-                effect = replace(effect, listings=listings)
+                effect = msgspec.structs.replace(effect, listings=listings)
             kept.append(effect)
         return kept
 

@@ -84,8 +84,7 @@ class RetentionState(msgspec.Struct, gc=False, omit_defaults=True):
         return self.phase is None and self.inquiry_at is None and not self.traits
 
 
-@dataclass(frozen=True, slots=True)
-class WarnFirstPurchase:
+class WarnFirstPurchase(msgspec.Struct, frozen=True):
     """A new customer's first purchase, with its one-time-buyer risk."""
 
     customer_id: str
@@ -99,8 +98,7 @@ class WarnFirstPurchase:
     orders_first_day: int
 
 
-@dataclass(frozen=True, slots=True)
-class FlagSinglePurchase:
+class FlagSinglePurchase(msgspec.Struct, frozen=True):
     customer_id: str
     shop_id: str
     order_id: str
@@ -113,8 +111,7 @@ class FlagSinglePurchase:
     factors: tuple[str, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class FlagEarlyChurn:
+class FlagEarlyChurn(msgspec.Struct, frozen=True):
     customer_id: str
     purchases: int
     first_purchase_at: datetime
@@ -123,8 +120,7 @@ class FlagEarlyChurn:
     at: datetime
 
 
-@dataclass(frozen=True, slots=True)
-class ReportReturn:
+class ReportReturn(msgspec.Struct, frozen=True):
     customer_id: str
     shop_id: str
     order_id: str
@@ -135,8 +131,7 @@ class ReportReturn:
     at: datetime
 
 
-@dataclass(frozen=True, slots=True)
-class FlagInquiryOnly:
+class FlagInquiryOnly(msgspec.Struct, frozen=True):
     customer_id: str
     shop_id: str
     first_inquiry_at: datetime

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -494,7 +494,7 @@ def enlist(
     accounts = sorted({other for other, _ in linked})
     if linked:
         lines += [
-            replace(line, reason=f"{line.reason} (linked account {other})")
+            msgspec.structs.replace(line, reason=f"{line.reason} (linked account {other})")
             for other, line in linked
         ]
         lines.sort(key=lambda line: (line.at, line.order_id))

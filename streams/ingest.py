@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+import msgspec
 import orjson
 
 from hitrun.schemas.records import (
@@ -31,8 +32,7 @@ ORIGIN_HEADER = "hitrun-origin"
 Headers = Sequence[tuple[str, bytes]]
 
 
-@dataclass(frozen=True, slots=True)
-class RawMessage:
+class RawMessage(msgspec.Struct, frozen=True):
     """One record as read from Kafka."""
 
     topic: str
@@ -44,13 +44,11 @@ class RawMessage:
     headers: Headers = ()
 
 
-@dataclass(frozen=True, slots=True)
-class Accepted:
+class Accepted(msgspec.Struct, frozen=True):
     event: InputEvent
 
 
-@dataclass(frozen=True, slots=True)
-class Reroute:
+class Reroute(msgspec.Struct, frozen=True):
     """Send the original bytes to `partition` of the reroute topic, remembering the origin."""
 
     partition: int
@@ -59,8 +57,7 @@ class Reroute:
     at: datetime
 
 
-@dataclass(frozen=True, slots=True)
-class Rejected:
+class Rejected(msgspec.Struct, frozen=True):
     dead_letter: DeadLetter
 
 

@@ -15,9 +15,9 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, cast
 
+import msgspec
 from aiokafka import AIOKafkaProducer, TopicPartition
 
 from hitrun.streams.partitioning import partition_for_key
@@ -27,8 +27,7 @@ Headers = Sequence[tuple[str, bytes]]
 Sent = tuple[TopicPartition, int, "asyncio.Future[Any]"]
 
 
-@dataclass(frozen=True, slots=True)
-class OutRecord:
+class OutRecord(msgspec.Struct, frozen=True):
     """One record to publish; partition None: murmur2 of the key, like Kafka's Java client."""
 
     topic: str

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
+import msgspec
 import orjson
 import pytest
 
@@ -52,7 +53,7 @@ def command(customer_id: str, action: str = "blacklist", minutes: int = 0, **ext
 
 def on_admin(body: dict, topic: str | None = None, partition: int | None = None) -> RawMessage:
     msg = keyed(topic or SETTINGS.topic_admin, body["customer_id"], body)
-    return msg if partition is None else dataclasses.replace(msg, partition=partition)
+    return msg if partition is None else msgspec.structs.replace(msg, partition=partition)
 
 
 def blacklisted(sink: Sink) -> list[dict]:
