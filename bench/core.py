@@ -6,7 +6,8 @@ fed as raw records, in batches, to the customer agent as the consume loop
 drives it (`CustomerProcessor`: classify, reorder, detectors, timers, state
 codec, alert records, changelog records), with a sink that only keeps the
 records. What is timed is everything hitrun does between a fetched record and
-a produced one; Kafka is not involved.
+a produced one; Kafka is not involved. The garbage collector runs with the
+worker's threshold (`WORKER_GC_THRESHOLD`), in a revision that sets one.
 
 Each run is a fresh process. With `--compare-with REV` the same runs are made
 with the code of another revision (a temporary git worktree), alternately, and
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import gc
 import hashlib
 import os
 import pstats
@@ -234,6 +236,12 @@ def run(workdir: Path, profile: bool) -> dict[str, Any]:
         messages.append(
             RawMessage(topic, partition, offset, None, key and key.encode(), value.encode())
         )
+    # The collector as the worker sets it (its threshold), in revisions that set one.
+    from hitrun.streams import worker_command
+
+    threshold = getattr(worker_command, "WORKER_GC_THRESHOLD", None)
+    if threshold is not None:
+        gc.set_threshold(*threshold)
     sink = keeping_sink()
     customer.sink = sink  # type: ignore[assignment]
     processor = customer.CustomerProcessor()

@@ -402,12 +402,18 @@ class ReorderBuffer:
                 self._seen[topic] = at
                 if len(self._seen) == len(self.topics):  # every watched topic has been read
                     self._mark = min(self._seen.values())
-            self._progress.setdefault(topic, deque()).append((offset, self._seen[topic]))
+            progress = self._progress.get(topic)
+            if progress is None:
+                progress = self._progress[topic] = deque()
+            progress.append((offset, self._seen[topic]))
         if item is not None:
             by_topic, by_offset = order or (topic, offset)
             entry = (at, by_topic, by_offset, topic, offset, next(self._arrivals), item)
             heapq.heappush(self._pending, entry)
-            heapq.heappush(self._held.setdefault(topic, []), offset)
+            held = self._held.get(topic)
+            if held is None:
+                held = self._held[topic] = []
+            heapq.heappush(held, offset)
 
     def watermark(self) -> datetime | None:
         """The time every watched topic has been read past (None until all have been seen)."""
@@ -435,7 +441,10 @@ class ReorderBuffer:
         """Held items before `mark` (every item when None), in (time, topic, offset) order."""
         while self._pending and (mark is None or self._pending[0][0] < mark):
             at, _, _, topic, offset, _, item = heapq.heappop(self._pending)
-            self._released.setdefault(topic, set()).add(offset)
+            released = self._released.get(topic)
+            if released is None:
+                released = self._released[topic] = set()
+            released.add(offset)
             yield at, item
 
     def oldest(self) -> datetime | None:
