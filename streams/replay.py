@@ -201,6 +201,7 @@ class Progress:
         self._partitions = [
             TopicPartition(t, p) for t in topics for p in range(settings.partitions)
         ]
+        self._missing = set(topics)  # not seen to exist yet: asked for until they do
 
     async def __aenter__(self) -> Progress:
         settings = self._settings
@@ -228,8 +229,9 @@ class Progress:
         identity stage never creates its two (`bench/replay.py --compare-with`).
         Asked for, the broker answers with stale metadata until the lookup times out.
         """
-        existing = set(await self._admin.list_topics())
-        partitions = [tp for tp in self._partitions if tp.topic in existing]
+        if self._missing:
+            self._missing -= set(await self._admin.list_topics())
+        partitions = [tp for tp in self._partitions if tp.topic not in self._missing]
         ends = await self._consumer.end_offsets(partitions) if partitions else {}
         committed = await self._admin.list_consumer_group_offsets(self._settings.app_id)
         left: dict[TopicPartition, int] = {}
