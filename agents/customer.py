@@ -38,7 +38,7 @@ from hitrun.agents.effects import (
     SendReminder,
     Unblacklist,
 )
-from hitrun.agents.identity import LinkEffect, Sighting
+from hitrun.agents.identity import LinkEffect, Report, Sighting
 from hitrun.agents.linking import IdentifierStates, InternalRecords, LinkRules
 from hitrun.agents.retention import Purchase, RetentionEffect, RetentionState
 from hitrun.agents.risk import traits_of
@@ -131,6 +131,12 @@ ALIGN_SOURCES = not REPLAY and settings.partitions > 1 and bool(settings.progres
 PROGRESS_INTERVAL_S = settings.progress_interval.total_seconds()
 IDLE_MARKS_S = max(PROGRESS_INTERVAL_S, settings.tick_interval.total_seconds())
 PROGRESS_TIMEOUT_S = settings.progress_timeout.total_seconds()
+# More than one partition: the identity stage applies sightings, and the customer stage
+# link reports, in event-time order, whichever partition sent them. Each is held until
+# every partition's marks on its topic say that partition has sent all before its time
+# (`take_held`), so which customers an identifier links before it turns common, and
+# when a customer's link is strong, do not depend on the order records happen to arrive.
+ORDER_SIGHTINGS = settings.partitions > 1 and bool(settings.progress_interval)
 
 # Alerts are logged as counts by type every HITRUN_ALERT_LOG_INTERVAL (each one
 # at debug); a replay's alerts are history, summarised by `hitrun replay`, so a
@@ -219,6 +225,72 @@ BUFFERED_TOPICS: tuple[str, ...] = (
 
 
 @dataclass
+class HeldStage:
+    """Records of an internal topic that every partition writes (sightings, link reports),
+    applied in event-time order (ORDER_SIGHTINGS), whichever partition's came first.
+
+    Each record is held until every writing partition's marks on the topic say it has
+    sent all its records before the record's time; then the held ones are released
+    in (time, `order`) order. Every record read before `before` is applied (kept in
+    the clock record, `ClockRecord.apart`). Per writing partition: the furthest mark
+    read (not kept: marks keep coming) and when a mark last named it; live, one no
+    mark named for HITRUN_PROGRESS_TIMEOUT is no longer waited for.
+    """
+
+    buffer: ReorderBuffer = field(default_factory=lambda: ReorderBuffer(()))
+    before: datetime = EARLIEST_TIME
+    sent: dict[int, datetime] = field(default_factory=dict)
+    named: dict[int, float] = field(default_factory=dict)
+    waived: set[int] = field(default_factory=set)
+    started: float = field(default_factory=time.monotonic)
+
+    def heard(self, topic: str, number: int, sources: Mapping[int, datetime | None]) -> None:
+        """A mark was read on partition `number` of `topic`: take each writer's progress,
+        and (live) stop waiting for the silent ones."""
+        now = time.monotonic()
+        for source, at in sources.items():
+            if at is None:
+                continue
+            self.named[source] = now
+            self.waived.discard(source)
+            if source not in self.sent or at > self.sent[source]:
+                self.sent[source] = at
+        if REPLAY:
+            return  # a replay waits for every partition: its order is the point
+        for source in range(settings.partitions):
+            silent = now - self.named.get(source, self.started)
+            if source == number or source in self.waived or silent <= PROGRESS_TIMEOUT_S:
+                continue
+            self.waived.add(source)
+            metrics.progress_waived.inc()
+            log.warning(
+                "%s[%d] stops waiting for partition %d: no mark names it for %.0fs "
+                "(HITRUN_PROGRESS_TIMEOUT)",
+                topic,
+                number,
+                source,
+                silent,
+            )
+
+    def release(self) -> list[object]:
+        """The held items every writer's marks have passed, in order."""
+        upto: datetime | None = None
+        for source in range(settings.partitions):
+            if source in self.waived:
+                continue
+            at = self.sent.get(source)
+            if at is None:
+                return []  # one has not said yet
+            if upto is None or at < upto:
+                upto = at
+        if upto is None or upto <= self.before:
+            return []
+        released = [item for _at, item in self.buffer.release_before(upto)]
+        self.before = upto
+        return released
+
+
+@dataclass
 class PartitionTimers:
     """The stream clock, deadline index and (replay mode) reorder buffer of one partition."""
 
@@ -264,6 +336,10 @@ class PartitionTimers:
     moved: dict[int, float] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
     waived: set[int] = field(default_factory=set)
+    # ORDER_SIGHTINGS: the identity stage's sightings and the customer stage's link
+    # reports, each applied in event-time order (`HeldStage`).
+    sightings: HeldStage = field(default_factory=lambda: HeldStage())
+    reports: HeldStage = field(default_factory=lambda: HeldStage())
 
     def record(self) -> ClockRecord:
         """The clock record's fields as they are now (a copy: the clock moves on)."""
@@ -274,6 +350,14 @@ class PartitionTimers:
             self.released_before,
             dict(self.origins),
             dict(self.sources),
+            (
+                {
+                    settings.identity_topic: self.sightings.before,
+                    settings.links_topic: self.reports.before,
+                }
+                if ORDER_SIGHTINGS
+                else {}
+            ),
         )
 
     def write_record(self, writes: list[tuple[bytes, bytes | None]]) -> bytes | None:
@@ -309,7 +393,9 @@ class PartitionTimers:
             return
         self.complete = done
         self.tiers = tuple(
-            t for t in self.tiers if not t.covered_by(done.read_next, done.applied_before())
+            t
+            for t in self.tiers
+            if not t.covered_by(done.read_next, done.applied_before(), done.apart)
         )
 
     def read(self, msg: RawMessage) -> None:
@@ -406,6 +492,21 @@ class PartitionTimers:
                     source,
                     now - self.moved.get(source, self.started),
                 )
+
+    def sent_before(self) -> datetime:
+        """How far this partition's customer stage has sent its sightings: every one of
+        an event or a timer before this time (a late event's aside) is sent.
+
+        Held events are sent when released, timers (a blacklisting's) when the clock
+        passes them: a timer due after the clock sends at its due time. A live
+        partition holding nothing has sent up to its clock: an event read later and
+        older than that is late here as it is for the identity stage. (Not the wall
+        clock: a tick may yet fire timers due before it.)
+        """
+        now = self.clock.now or EARLIEST_TIME
+        if not REPLAY and not len(self.buffer):
+            return now
+        return min(self.released_before, now)
 
     def read_times(self) -> dict[str, datetime]:
         """Per input topic, the latest event time read here, rerouted events included."""
@@ -524,6 +625,8 @@ class Timers:
         timers.sources = {}
         timers.restored_sources = dict(record.sources)
         timers.restored_reroute = record.read_next.get(settings.reroute_topic, 0)
+        timers.sightings.before = record.apart.get(settings.identity_topic, EARLIEST_TIME)
+        timers.reports.before = record.apart.get(settings.links_topic, EARLIEST_TIME)
         timers.restored = record
         timers.complete = record.fields()
         timers.tiers = record.tiers
@@ -1298,12 +1401,105 @@ identifiers = IdentifierStates(lambda key: get_raw(customers_table.data, key))
 
 def apply_sighting(msg: RawMessage) -> None:
     """The identity stage: take one sighting, tell each customer concerned what it changes."""
+    seen = read_sighting(msg)
+    if seen is not None:
+        sight(msg, seen)
+
+
+def read_sighting(msg: RawMessage) -> Sighting | None:
+    """The sighting `msg` holds; None when it holds none (dead-lettered)."""
     seen = read_internal(msg, internal.decode_sighting, "an identifier sighting")
-    if seen is None:
-        return
-    if msg.key != seen.key:
+    if seen is not None and msg.key != seen.key:
         internal_refused(msg, "a sighting keyed other than by its identifier")
+        return None
+    return seen
+
+
+def take_held(partition: PartitionTimers, msg: RawMessage) -> None:
+    """A record of an identity topic, in event-time order (ORDER_SIGHTINGS): a mark
+    releases what every partition has sent; a sighting or report waits for it, but one
+    behind what is released already is applied at once (a late event's, or one sent
+    again after a restart)."""
+    sightings = msg.topic == settings.identity_topic
+    stage = partition.sightings if sightings else partition.reports
+    if msg.headers and progress.is_mark(msg.headers):
+        partition.read(msg)
+        read_stage_mark(stage, msg)
         return
+    record: Sighting | Report | None = read_sighting(msg) if sightings else read_report(msg)
+    if record is None:
+        partition.read(msg)
+        return
+    restored = partition.restored
+    if restored is not None and restored.already_applied(
+        msg.topic,
+        msg.offset,
+        record.at if msg.topic in restored.apart else None,
+        internal_key(msg),
+    ):
+        metrics.input_event(msg.topic, type_of(record), "duplicate").inc()
+        return
+    partition.read(msg)
+    if record.at < stage.before:
+        apply_held_record(msg, record)
+        return
+    stage.buffer.add(msg.topic, msg.offset, record.at, (msg, record), held_order(record))
+
+
+def held_order(record: Sighting | Report) -> tuple[str, int]:
+    """Where a held record goes among those of its instant: by what it is about, not by
+    which partition sent it first."""
+    if isinstance(record, Sighting):
+        return f"{record.kind}:{record.hash} {record.customer}", int(record.forget)
+    about = getattr(record, "kind", "") + ":" + getattr(record, "prefix", "")
+    return f"{about} {getattr(record, 'other', '')} {type_of(record)}", 0
+
+
+def type_of(record: Sighting | Report) -> str:
+    return (
+        "identifier_sighting" if isinstance(record, Sighting) else str(record.__struct_config__.tag)
+    )
+
+
+def apply_held_record(msg: RawMessage, record: Sighting | Report) -> None:
+    if isinstance(record, Sighting):
+        sight(msg, record)
+    else:
+        deliver(msg, record)
+
+
+def read_stage_mark(stage: HeldStage, msg: RawMessage) -> None:
+    """Take the writing partitions' progress from a mark; apply what it releases."""
+    if not internal.authentic(msg.topic, msg.key, msg.value, msg.headers):
+        internal_refused(msg, Unauthenticated("a mark not signed with HITRUN_INTERNAL_KEY"))
+        return
+    try:
+        sources = progress.decode_mark(msg.value, settings.partitions)
+    except InputRejected as exc:
+        internal_refused(msg, exc)
+        return
+    stage.heard(msg.topic, msg.partition, sources)
+    metrics.progress_marks.labels("read").inc()
+    for held in stage.release():
+        apply_held_record(*cast(tuple[RawMessage, Sighting | Report], held))
+
+
+def queue_stage_marks(topic: str, sent: Mapping[int, datetime]) -> None:
+    """Write to every partition of `topic` (an identity topic) how far each owned partition
+    has sent its records there (`CustomerProcessor._mark_stages`).
+
+    Queued after the batch's records, so each mark follows in its partition every
+    record sent before it.
+    """
+    value = progress.encode_mark(sent)
+    headers = (*progress.MARK_HEADERS, *internal.headers(topic, b"", value))
+    for target in range(PARTITIONS):
+        queue(topic, None, value, target, headers)
+        metrics.progress_marks.labels("written").inc()
+
+
+def sight(msg: RawMessage, seen: Sighting) -> None:
+    """Apply a sighting to its identifier; queue what each customer concerned must hear."""
     key = IDENTITY_KEY_PREFIX + seen.key
     before = identifiers.snapshot(key)
     try:
@@ -1322,13 +1518,25 @@ def apply_sighting(msg: RawMessage) -> None:
 
 def apply_report(msg: RawMessage) -> None:
     """The customer stage: take what the identity stage says about one of its customers."""
+    report = read_report(msg)
+    if report is not None:
+        deliver(msg, report)
+
+
+def read_report(msg: RawMessage) -> Report | None:
+    """The link report `msg` holds; None when it holds none (dead-lettered)."""
     report = read_internal(msg, internal.decode_report, "a link report")
     if report is None:
-        return
-    customer_id = report.customer
-    if partition_for_key(customer_id.encode(), PARTITIONS) != msg.partition:
+        return None
+    if partition_for_key(report.customer.encode(), PARTITIONS) != msg.partition:
         internal_refused(msg, "a link report in another partition than its customer's")
-        return
+        return None
+    return report
+
+
+def deliver(msg: RawMessage, report: Report) -> None:
+    """Apply a link report to its customer; queue the alerts and changes it makes."""
+    customer_id = report.customer
     partition = timers.of(msg.partition)
 
     def receive() -> None:
@@ -1395,9 +1603,15 @@ class CustomerProcessor:
         self._clock_writes: list[tuple[bytes, bytes]] = []
         self._marked_at: float = float("-inf")
         self._read_input = False  # records of the input topics read since the last marks
+        # What the last marks on the identity topics said (`_mark_stages`), and when.
+        self._staged_marks: dict[str, dict[int, datetime]] = {}
+        self._staged_marks_at: float = float("-inf")
 
     def apply(self, msg: RawMessage) -> None:
         partition = timers.of(msg.partition)
+        if ORDER_SIGHTINGS and msg.topic in INTERNAL_STAGES:
+            take_held(partition, msg)
+            return
         internal_stage = INTERNAL_STAGES.get(msg.topic)
         if internal_stage is not None:
             # Applied at once, their effects stored with the clock record of the same
@@ -1433,11 +1647,10 @@ class CustomerProcessor:
         alert_log.flush()
 
     def settle(self, caught_up: CaughtUp, owned: Iterable[int]) -> bool:
-        if REPLAY:
-            return False
         moved = False
-        for number, partition in list(timers.partitions.items()):
-            moved |= settle_live(number, partition, caught_up)
+        if not REPLAY:
+            for number, partition in list(timers.partitions.items()):
+                moved |= settle_live(number, partition, caught_up)
         if ALIGN_SOURCES:
             since = time.monotonic() - self._marked_at
             if since >= (PROGRESS_INTERVAL_S if self._read_input else IDLE_MARKS_S):
@@ -1445,13 +1658,43 @@ class CustomerProcessor:
                 self._read_input = False
                 queue_marks(caught_up, owned)
                 moved = True
+        if ORDER_SIGHTINGS:
+            moved |= self._mark_stages(owned)
         return moved
+
+    def _mark_stages(self, owned: Iterable[int]) -> bool:
+        """Write marks on the identity topics when a partition has sent further, at most
+        every progress interval (and, live, at least every idle interval: a partition
+        named by no mark for HITRUN_PROGRESS_TIMEOUT is no longer waited for). A
+        replay's worker at rest writes none.
+
+        On the identity topic, how far each owned partition has sent its sightings
+        (`PartitionTimers.sent_before`); on the links topic, how far its identity
+        stage has sent its reports: up to the sightings it released.
+        """
+        numbers = sorted(owned)
+        reached = {
+            settings.identity_topic: {n: timers.of(n).sent_before() for n in numbers},
+            settings.links_topic: {n: timers.of(n).sightings.before for n in numbers},
+        }
+        since = time.monotonic() - self._staged_marks_at
+        news = reached != self._staged_marks and since >= PROGRESS_INTERVAL_S
+        if not news and (REPLAY or since < IDLE_MARKS_S):
+            return False
+        self._staged_marks_at = time.monotonic()
+        self._staged_marks = reached
+        for topic, sent in reached.items():
+            queue_stage_marks(topic, sent)
+        return True
 
     def held(self) -> dict[TopicPartition, int]:
         held: dict[TopicPartition, int] = {}
         for number, partition in timers.partitions.items():
             for topic, offset in partition.buffer.lowest_held().items():
                 held[TopicPartition(topic, number)] = offset
+            for stage in (partition.sightings, partition.reports):
+                for topic, offset in stage.buffer.lowest_held().items():
+                    held[TopicPartition(topic, number)] = offset
         return held
 
     def end_batch(self) -> None:

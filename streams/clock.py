@@ -62,24 +62,34 @@ class Tier:
     read_next: dict[str, int]
     released_before: datetime
     keys: frozenset[str]
+    # Topics released apart from the partition's events (ClockRecord.apart).
+    apart: dict[str, datetime] = field(default_factory=dict)
 
     def applied(self, topic: str, offset: int, at: datetime | None) -> bool:
         """Had the batch applied the record at `offset` of `topic` (event time `at`)?"""
-        return offset < self.read_next.get(topic, 0) and (at is None or at < self.released_before)
+        before = self.apart.get(topic, self.released_before)
+        return offset < self.read_next.get(topic, 0) and (at is None or at < before)
 
-    def covered_by(self, read_next: dict[str, int], released_before: datetime) -> bool:
-        """Does what every key holds (`read_next`, `released_before`) include the tier?"""
-        return released_before >= self.released_before and all(
-            read_next.get(topic, 0) >= n for topic, n in self.read_next.items()
+    def covered_by(
+        self, read_next: dict[str, int], released_before: datetime, apart: dict[str, datetime]
+    ) -> bool:
+        """Does what every key holds (`read_next`, `released_before`, `apart`) include the tier?"""
+        return (
+            released_before >= self.released_before
+            and all(read_next.get(topic, 0) >= n for topic, n in self.read_next.items())
+            and all(topic in apart and apart[topic] >= at for topic, at in self.apart.items())
         )
 
     def encode(self) -> dict[str, object]:
-        return {
+        body: dict[str, object] = {
             "batch": self.batch,
             "read_next": dict(sorted(self.read_next.items())),
             "released_before": self.released_before.isoformat(),
             "keys": sorted(self.keys),
         }
+        if self.apart:
+            body["apart"] = {topic: at.isoformat() for topic, at in sorted(self.apart.items())}
+        return body
 
     @classmethod
     def decode(cls, body: dict[str, Any]) -> Tier:
@@ -88,6 +98,7 @@ class Tier:
             {topic: int(n) for topic, n in body["read_next"].items()},
             datetime.fromisoformat(body["released_before"]),
             frozenset(str(key) for key in body["keys"]),
+            {topic: datetime.fromisoformat(at) for topic, at in body.get("apart", {}).items()},
         )
 
 
@@ -103,6 +114,9 @@ class ClockRecord:
     topic and partition a rerouted event was first read at, the offset after
     the last one read) tells a copy rerouted a second time from its first;
     `sources` are the other partitions' progress marks read (streams/progress.py).
+    `apart` (per topic whose records are released apart from the partition's
+    events: the identity topic's sightings) is that topic's `released_before`;
+    a topic absent from it had every record read applied.
     These fields hold for every key of the partition; `tiers` (`Tier`) say what
     later batches applied to some keys, `batch` is the id of the last one.
     """
@@ -113,6 +127,7 @@ class ClockRecord:
     released_before: datetime | None = None
     origins: dict[tuple[str, int], int] = field(default_factory=dict)
     sources: dict[int, datetime | None] = field(default_factory=dict)
+    apart: dict[str, datetime] = field(default_factory=dict)
     # A record a batch wrote (`batch` > 0): the number of states it stamped, the keys it
     # deleted, and the record before it (what every key held before the batch).
     batch: int = 0
@@ -125,6 +140,9 @@ class ClockRecord:
         return orjson.dumps(self._fields())
 
     def _fields(self) -> dict[str, Any]:
+        apart: dict[str, Any] = {}
+        if self.apart:  # absent: as written before sightings were held
+            apart = {"apart": {t: at.isoformat() for t, at in sorted(self.apart.items())}}
         batch: dict[str, Any] = {}
         if self.batch:
             batch = {"batch": self.batch, "states": self.states, "deleted": list(self.deleted)}
@@ -141,6 +159,7 @@ class ClockRecord:
             "released_before": _iso(self.released_before),
             "origins": {f"{t}:{p}": n for (t, p), n in sorted(self.origins.items())},
             "sources": {str(q): _iso(at) for q, at in sorted(self.sources.items())},
+            **apart,
             **batch,
         }
 
@@ -170,6 +189,7 @@ class ClockRecord:
                 )
             },
             sources={int(q): _time(at) for q, at in record.get("sources", {}).items()},
+            apart={t: datetime.fromisoformat(at) for t, at in record.get("apart", {}).items()},
             # Absent from records written before batches were stamped.
             batch=int(record.get("batch", 0)),
             states=int(record.get("states", 0)),
@@ -203,10 +223,12 @@ class ClockRecord:
         self, topic: str, offset: int, at: datetime | None, key: str | None = None
     ) -> bool:
         """Was the record at `offset` of `topic` (event time `at`; None for a watermark)
-        applied before this record was written, to `key` (None: to every key)?"""
-        if self.was_read(topic, offset) and (
-            at is None or self.released_before is None or at < self.released_before
-        ):
+        applied before this record was written, to `key` (None: to every key)?
+
+        A record of a topic released apart (`apart`) is judged by that topic's time.
+        """
+        before = self.apart.get(topic, self.released_before)
+        if self.was_read(topic, offset) and (at is None or before is None or at < before):
             return True
         return key is not None and any(
             key in t.keys and t.applied(topic, offset, at) for t in self.tiers
@@ -225,7 +247,9 @@ class ClockRecord:
             return self
         if len(stamped) == self.states and not any(map(stored, self.deleted)):
             return replace(self, states=0, deleted=(), previous=None)
-        tier = Tier(self.batch, dict(self.read_next), self.applied_before(), stamped)
+        tier = Tier(
+            self.batch, dict(self.read_next), self.applied_before(), stamped, dict(self.apart)
+        )
         return replace(self.previous, batch=self.batch, tiers=(*self.tiers, tier))
 
     def fields(self) -> ClockRecord:

@@ -267,7 +267,7 @@ class ConsumeLoop:
                 self.processor.apply(_raw(record))
                 self._next[tp] = record.offset + 1
                 applied += 1
-            if self.live and source.recovered():
+            if source.recovered():
                 applied += self.processor.settle(
                     lambda tp: self.tp_caught_up(source, tp),
                     source.owned_partitions(self.clock_topics[0]),

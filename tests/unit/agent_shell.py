@@ -56,6 +56,9 @@ def install_sink(monkeypatch: pytest.MonkeyPatch) -> Iterator[Sink]:
     # Partitions wait for each other's progress marks only in the tests of that
     # (test_progress_marks.py): the others feed one partition at a time.
     monkeypatch.setattr(customer, "ALIGN_SOURCES", False)
+    # Likewise the identity stage applies sightings as read, but in the tests of its
+    # order (test_sighting_order.py).
+    monkeypatch.setattr(customer, "ORDER_SIGHTINGS", False)
     store = customer.customers_table.data
     before = dict(store.items())
     customer.timers.clear()
