@@ -230,7 +230,7 @@ class HeldStage:
     applied in event-time order (ORDER_SIGHTINGS), whichever partition's came first.
 
     Each record is held until every writing partition's marks on the topic say it has
-    sent all its records before the record's time; then the held ones are released
+    sent all its records up to the record's time; then the held ones are released
     in (time, `order`) order. Every record read before `before` is applied (kept in
     the clock record, `ClockRecord.apart`). Per writing partition: the furthest mark
     read (not kept: marks keep coming) and when a mark last named it; live, one no
@@ -283,7 +283,14 @@ class HeldStage:
                 return []  # one has not said yet
             if upto is None or at < upto:
                 upto = at
-        if upto is None or upto <= self.before:
+        if upto is None:
+            return []
+        # Up to the marks' time itself: a writer's clock may rest there (the end of a
+        # replay) while it still sends records of that instant (announcements a link
+        # report makes), which would otherwise wait for a mark that never comes. They
+        # are applied as they arrive, as a late record is.
+        upto += timedelta(microseconds=1)
+        if upto <= self.before:
             return []
         released = [item for _at, item in self.buffer.release_before(upto)]
         self.before = upto

@@ -310,3 +310,17 @@ def test_the_clock_record_keeps_what_was_released_of_a_topic_released_apart() ->
     assert not tier.applied(TOPIC, 9, START + timedelta(minutes=6))
     assert not tier.covered_by({TOPIC: 10}, START, {})
     assert tier.covered_by({TOPIC: 10}, START, {TOPIC: START + timedelta(minutes=5)})
+
+
+def test_a_mark_releases_the_records_of_its_own_instant(ordered: Sink) -> None:
+    # At the end of a replay every clock rests at the final watermark, and a link
+    # report can still make a customer announce its identifiers at that instant:
+    # a record at the marks' time must not wait for a mark past it, which never comes.
+    processor = customer.CustomerProcessor()
+    feed(processor, sighting("so-edge-a", 0), sighting("so-edge-b", 0), mark(everyone(0)))
+    assert sorted(r["customer"] for r in reports(ordered)) == ["so-edge-a", "so-edge-b"]
+    assert processor.held() == {}
+    # One of that instant sent after the mark is applied as it arrives.
+    ordered.records.clear()
+    feed(processor, sighting("so-edge-c", 0))
+    assert len(reports(ordered)) == 4 and processor.held() == {}
