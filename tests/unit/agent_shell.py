@@ -51,6 +51,8 @@ class Sink:
 
 def install_sink(monkeypatch: pytest.MonkeyPatch) -> Iterator[Sink]:
     """Replace the agent's sink with a fake and leave the store, cache and timers as found."""
+    # Only the memory store is left as found (tests/conftest.py imports the agent with it).
+    assert SETTINGS.store.startswith("memory"), f"the agent was imported with {SETTINGS.store}"
     fake = Sink()
     monkeypatch.setattr(customer, "sink", fake)
     # Partitions wait for each other's progress marks only in the tests of that
