@@ -1549,7 +1549,7 @@ def deliver(msg: RawMessage, report: Report) -> None:
     def receive() -> None:
         state, before = cache.load(customer_id)
         effects = identity.receive(state.links(), customer_id, report, link_policy)
-        changes = link_rules.follow(customer_id, state, effects, partition.clock.now or report.at)
+        changes = link_rules.follow(customer_id, state, effects, report.at)
         state.tidy()
         wake = next_due(state)
         cache.store(customer_id, before, state, wake)

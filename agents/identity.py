@@ -509,7 +509,8 @@ def strikes_together(
     `linked_strikes: shared`): the customer is blacklisted when its own strikes and its
     linked accounts' reach the threshold within the window, at the time the last of them
     or of the links came; a blacklisting that counted a linked strike since reversed is
-    undone (at `now`, when the customer hears of it) when too few strikes stand without it."""
+    undone (at `now`: the time of the report that tells of it) when too few strikes stand
+    without it."""
     linked = {o: link for o, link in sorted(state.links.items()) if link.strong_since is not None}
     changes = _recheck_together(listed, linked, customer_id, policy_of, now)
     for scope in sorted({n.scope for link in linked.values() for n in link.strikes}):

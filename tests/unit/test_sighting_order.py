@@ -324,3 +324,24 @@ def test_a_mark_releases_the_records_of_its_own_instant(ordered: Sink) -> None:
     ordered.records.clear()
     feed(processor, sighting("so-edge-c", 0))
     assert len(reports(ordered)) == 4 and processor.held() == {}
+
+
+def test_what_a_report_changes_on_the_blacklists_is_decided_at_its_time_not_the_clocks(
+    sink: Sink, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Released after the stage's marks, a report finds its partition's clock wherever
+    # that partition's own events took it, which differs from run to run: the
+    # policies (a linked strike reversed undoes a blacklisting "now") use its time.
+    decided_at: list[datetime] = []
+
+    def follow(customer_id: str, state: Any, effects: Any, now: datetime) -> list[Any]:
+        decided_at.append(now)
+        return []
+
+    monkeypatch.setattr(customer.link_rules, "follow", follow)
+    told = report(
+        {"type": "dropped", "customer": "so-late-clock", "kind": "device", "prefix": "d" * 12}, 10
+    )
+    customer.timers.of(told.partition).clock.observe(START + timedelta(days=3))
+    feed(customer.CustomerProcessor(), told)
+    assert decided_at == [START + timedelta(minutes=10)]
