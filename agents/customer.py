@@ -1179,16 +1179,24 @@ def observe_retention(
     return kept
 
 
+def from_future(msg: RawMessage, at: datetime, what: str) -> bool:
+    """Live, whether `at` is further ahead of the worker's clock than HITRUN_MAX_CLOCK_SKEW
+    allows: then `msg` is dead-lettered as `from_future`."""
+    if REPLAY or at <= datetime.now(UTC) + MAX_CLOCK_SKEW:
+        return False
+    error = FromFuture(
+        f"{what} {at.isoformat()} is more than {MAX_CLOCK_SKEW} ahead "
+        "of the worker's clock (HITRUN_MAX_CLOCK_SKEW)"
+    )
+    dead_letter(msg, Rejected(dead_letter_for(msg, error)))
+    return True
+
+
 def accept(msg: RawMessage, event: CustomerEvent | Watermark) -> None:
     """Route an accepted event: straight to the detectors (live) or through the reorder buffer."""
-    if not REPLAY and event.occurred_at > datetime.now(UTC) + MAX_CLOCK_SKEW:
-        # One producer's clock (or a hostile one) must not move the stream clock
-        # and expire other customers' orders.
-        error = FromFuture(
-            f"event time {event.occurred_at.isoformat()} is more than {MAX_CLOCK_SKEW} ahead "
-            "of the worker's clock (HITRUN_MAX_CLOCK_SKEW)"
-        )
-        dead_letter(msg, Rejected(dead_letter_for(msg, error)))
+    # One producer's clock (or a hostile one) must not move the stream clock and
+    # expire other customers' orders.
+    if from_future(msg, event.occurred_at, "event time"):
         return
     partition = timers.of(msg.partition)
     restored = partition.restored
@@ -1449,6 +1457,11 @@ def take_held(partition: PartitionTimers, msg: RawMessage) -> None:
     partition.read(msg)
     if record.at < stage.before:
         apply_held_record(msg, record)
+        return
+    # Workers send these at event or clock times, which never run ahead of the wall
+    # clock: one that does (written by someone else) would hold back the commit of
+    # its partition until the clocks reached it.
+    if from_future(msg, record.at, "record time"):
         return
     stage.buffer.add(msg.topic, msg.offset, record.at, (msg, record), held_order(record))
 

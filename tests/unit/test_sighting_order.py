@@ -345,3 +345,24 @@ def test_what_a_report_changes_on_the_blacklists_is_decided_at_its_time_not_the_
     customer.timers.of(told.partition).clock.observe(START + timedelta(days=3))
     feed(customer.CustomerProcessor(), told)
     assert decided_at == [START + timedelta(minutes=10)]
+
+
+def test_a_record_from_the_future_is_dead_lettered_not_held(
+    ordered: Sink, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Held until every mark reached its time, a record a year ahead (no worker writes
+    # one: they send at event or clock times) would hold back its partition's commit.
+    monkeypatch.setattr(customer, "REPLAY", False)
+    ahead = datetime.now(START.tzinfo) + timedelta(days=365)
+    body = {"customer": "so-future", "kind": "phone", "hash": HASH, "at": ahead.isoformat()}
+    forged = RawMessage(TOPIC, HOME, next(offsets), None, KEY, orjson.dumps(body))
+    processor = customer.CustomerProcessor()
+    feed(processor, forged)
+    assert [letter["reason"] for letter in ordered.letters()] == ["from_future"]
+    assert processor.held() == {}
+    # One within HITRUN_MAX_CLOCK_SKEW waits for the marks as any other.
+    body["at"] = (datetime.now(START.tzinfo) + customer.MAX_CLOCK_SKEW / 2).isoformat()
+    near = RawMessage(TOPIC, HOME, next(offsets), None, KEY, orjson.dumps(body))
+    feed(processor, near)
+    assert processor.held() == {TopicPartition(TOPIC, HOME): near.offset}
+    assert len(ordered.letters()) == 1
