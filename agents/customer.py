@@ -224,6 +224,21 @@ BUFFERED_TOPICS: tuple[str, ...] = (
 )
 
 
+def stop_waiting(waived: set[int], quiet: list[tuple[int, float]], who: str, why: str) -> None:
+    """Live, `who` no longer waits for the partitions `quiet` (each with how long it was):
+    waived until a mark names it again."""
+    for source, silent in quiet:
+        waived.add(source)
+        metrics.progress_waived.inc()
+        log.warning(
+            "%s stops waiting for partition %d: %s for %.0fs (HITRUN_PROGRESS_TIMEOUT)",
+            who,
+            source,
+            why,
+            silent,
+        )
+
+
 @dataclass
 class HeldStage:
     """Records of an internal topic that every partition writes (sightings, link reports),
@@ -257,34 +272,21 @@ class HeldStage:
                 self.sent[source] = at
         if REPLAY:
             return  # a replay waits for every partition: its order is the point
-        for source in range(settings.partitions):
-            silent = now - self.named.get(source, self.started)
-            if source == number or source in self.waived or silent <= PROGRESS_TIMEOUT_S:
-                continue
-            self.waived.add(source)
-            metrics.progress_waived.inc()
-            log.warning(
-                "%s[%d] stops waiting for partition %d: no mark names it for %.0fs "
-                "(HITRUN_PROGRESS_TIMEOUT)",
-                topic,
-                number,
-                source,
-                silent,
-            )
+        quiet = progress.silent(
+            self.named,
+            self.started,
+            now,
+            settings.partitions,
+            {number, *self.waived},
+            PROGRESS_TIMEOUT_S,
+        )
+        stop_waiting(self.waived, quiet, f"{topic}[{number}]", "no mark names it")
 
     def release(self) -> list[object]:
         """The held items every writer's marks have passed, in order."""
-        upto: datetime | None = None
-        for source in range(settings.partitions):
-            if source in self.waived:
-                continue
-            at = self.sent.get(source)
-            if at is None:
-                return []  # one has not said yet
-            if upto is None or at < upto:
-                upto = at
-        if upto is None:
-            return []
+        upto = progress.bound(self.sent, None, settings.partitions, self.waived)
+        if upto is None or upto == EARLIEST_TIME:
+            return []  # every writer waived, or one has not sent anything yet
         # Up to the marks' time itself: a writer's clock may rest there (the end of a
         # replay) while it still sends records of that instant (announcements a link
         # report makes), which would otherwise wait for a mark that never comes. They
@@ -486,19 +488,16 @@ class PartitionTimers:
             # A mark further ahead than the wall clock allows is believed up to that.
             if known is None or at > known:
                 self.sources[source] = min(at, believable)
-        for source in range(settings.partitions):
-            if source == number or source in self.waived:
-                continue
-            if now - self.moved.get(source, self.started) > PROGRESS_TIMEOUT_S:
-                self.waived.add(source)
-                metrics.progress_waived.inc()
-                log.warning(
-                    "partition %d stops waiting for partition %d: no progress from it for "
-                    "%.0fs while other partitions' marks arrive (HITRUN_PROGRESS_TIMEOUT)",
-                    number,
-                    source,
-                    now - self.moved.get(source, self.started),
-                )
+        quiet = progress.silent(
+            self.moved,
+            self.started,
+            now,
+            settings.partitions,
+            {number, *self.waived},
+            PROGRESS_TIMEOUT_S,
+        )
+        why = "no progress from it while other partitions' marks arrive"
+        stop_waiting(self.waived, quiet, f"partition {number}", why)
 
     def sent_before(self) -> datetime:
         """How far this partition's customer stage has sent its sightings: every one of
@@ -1692,13 +1691,15 @@ class CustomerProcessor:
         (`PartitionTimers.sent_before`); on the links topic, how far its identity
         stage has sent its reports: up to the sightings it released.
         """
+        since = time.monotonic() - self._staged_marks_at
+        if since < PROGRESS_INTERVAL_S:
+            return False
         numbers = sorted(owned)
         reached = {
             settings.identity_topic: {n: timers.of(n).sent_before() for n in numbers},
             settings.links_topic: {n: timers.of(n).sightings.before for n in numbers},
         }
-        since = time.monotonic() - self._staged_marks_at
-        news = reached != self._staged_marks and since >= PROGRESS_INTERVAL_S
+        news = reached != self._staged_marks
         if not news and (REPLAY or since < IDLE_MARKS_S):
             return False
         self._staged_marks_at = time.monotonic()

@@ -106,13 +106,13 @@ def source_progress(
 
 
 def bound(
-    sources: Sources, partition: int, partitions: int, waived: Iterable[int] = ()
+    sources: Sources, partition: int | None, partitions: int, waived: Iterable[int] = ()
 ) -> datetime | None:
     """How far partition `partition`'s clock may go: the least progress of every other
     partition but the `waived` (EARLIEST_TIME while one is unknown; None when there is
-    no other)."""
+    no other). With `partition` None, of every partition but the `waived`."""
     least: datetime | None = None
-    skip = {partition, *waived}
+    skip = {*waived} if partition is None else {partition, *waived}
     for source in range(partitions):
         if source in skip:
             continue
@@ -122,3 +122,22 @@ def bound(
         if least is None or at < least:
             least = at
     return least
+
+
+def silent(
+    heard: Mapping[int, float],
+    since: float,
+    now: float,
+    partitions: int,
+    skip: Iterable[int],
+    timeout_s: float,
+) -> list[tuple[int, float]]:
+    """The partitions not in `skip` that no mark has named for longer than `timeout_s`
+    (monotonic seconds; `heard`: when one last did, else `since`), each with how long."""
+    skipped = set(skip)
+    found = []
+    for source in range(partitions):
+        quiet = now - heard.get(source, since)
+        if source not in skipped and quiet > timeout_s:
+            found.append((source, quiet))
+    return found
