@@ -1344,7 +1344,7 @@ def read_mark(msg: RawMessage) -> None:
     # One read again after a restart counts as it did the first time: what it vouches
     # for is read again before it.
     timers.of(msg.partition).heard_from(msg.partition, sources)
-    metrics.progress_marks.labels("read").inc()
+    metrics.progress_marks.labels(msg.topic, "read").inc()
 
 
 def queue_marks(caught_up: CaughtUp, owned: Iterable[int]) -> None:
@@ -1361,7 +1361,7 @@ def queue_marks(caught_up: CaughtUp, owned: Iterable[int]) -> None:
         sources = {number: at for number, at in reached.items() if number != target}
         value = progress.encode_mark(sources)
         queue(settings.reroute_topic, None, value, target, progress.MARK_HEADERS)
-        metrics.progress_marks.labels("written").inc()
+        metrics.progress_marks.labels(settings.reroute_topic, "written").inc()
 
 
 def read_progress(number: int, caught_up: CaughtUp, wall: datetime) -> datetime | None:
@@ -1498,7 +1498,7 @@ def read_stage_mark(stage: HeldStage, msg: RawMessage) -> None:
         internal_refused(msg, exc)
         return
     stage.heard(msg.topic, msg.partition, sources)
-    metrics.progress_marks.labels("read").inc()
+    metrics.progress_marks.labels(msg.topic, "read").inc()
     for held in stage.release():
         apply_held_record(*cast(tuple[RawMessage, Sighting | Report], held))
 
@@ -1514,7 +1514,7 @@ def queue_stage_marks(topic: str, sent: Mapping[int, datetime]) -> None:
     headers = (*progress.MARK_HEADERS, *internal.headers(topic, b"", value))
     for target in range(PARTITIONS):
         queue(topic, None, value, target, headers)
-        metrics.progress_marks.labels("written").inc()
+        metrics.progress_marks.labels(topic, "written").inc()
 
 
 def sight(msg: RawMessage, seen: Sighting) -> None:

@@ -63,6 +63,7 @@ metrics.start_at_zero(
     },
     REASONS,
     ALERT_TYPES,
+    (settings.reroute_topic, settings.identity_topic, settings.links_topic),
 )
 # Faust's own sensor metrics (less its per-event ones, which hitrun counts
 # itself) are served on hitrun's /metrics page too, through a collector that

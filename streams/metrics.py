@@ -141,9 +141,10 @@ class Metrics:
         )
         self.progress_marks = Counter(
             "hitrun_progress_marks_total",
-            "Live mode: progress marks written to the reroute topic and read from it "
-            "(how far each partition's input is read; docs/detection.md).",
-            ("direction",),
+            "Progress marks written and read, by topic: on the reroute topic (live: how far "
+            "each partition's input is read), on the identity topics (how far each "
+            "partition has sent its sightings and link reports; docs/detection.md).",
+            ("topic", "direction"),
             registry=registry,
         )
         self.progress_waived = Counter(
@@ -164,6 +165,7 @@ class Metrics:
         input_types: Mapping[str, Iterable[str]],
         reasons: Iterable[str],
         alert_types: Iterable[str],
+        mark_topics: Iterable[str] = (),
     ) -> None:
         """Create every labelled series a rule or panel reads, at 0, before the first event.
 
@@ -179,8 +181,9 @@ class Metrics:
             self.dead_letter(reason)
         for alert_type in alert_types:
             self.alert(alert_type)
-        for direction in ("written", "read"):
-            self.progress_marks.labels(direction)
+        for topic in mark_topics:
+            for direction in ("written", "read"):
+                self.progress_marks.labels(topic, direction)
 
     def value(self, name: str, **labels: str) -> float:
         """Current value of a sample (0 when it was never set); for tests and the demo."""

@@ -85,7 +85,12 @@ def test_faust_families_that_never_count_are_not_exported() -> None:
 def test_every_series_a_rule_or_panel_reads_exists_at_zero_from_the_start() -> None:
     settings = Settings.from_env({})
     registry = CollectorRegistry()
-    Metrics(registry).start_at_zero(settings.input_topics, REASONS, ALERT_TYPES)
+    marked = (settings.reroute_topic, settings.identity_topic, settings.links_topic)
+    Metrics(registry).start_at_zero(settings.input_topics, REASONS, ALERT_TYPES, marked)
+    for topic in marked:
+        for direction in ("written", "read"):
+            labels = {"topic": topic, "direction": direction}
+            assert registry.get_sample_value("hitrun_progress_marks_total", labels) == 0
     for reason in REASONS:
         assert registry.get_sample_value("hitrun_dead_letters_total", {"reason": reason}) == 0
     for topic in settings.input_topics:

@@ -65,6 +65,10 @@ def everyone(minutes: int) -> dict[int, datetime | None]:
     return {n: START + timedelta(minutes=minutes) for n in range(SETTINGS.partitions)}
 
 
+def marks_counted(topic: str, direction: str) -> float:
+    return customer.metrics.value("hitrun_progress_marks_total", topic=topic, direction=direction)
+
+
 def feed(processor: customer.CustomerProcessor, *messages: RawMessage) -> None:
     """One batch, confirmed: its states and clock record stored."""
     for msg in messages:
@@ -124,6 +128,7 @@ def test_sightings_wait_for_every_partitions_mark_and_hold_back_the_commit(
 ) -> None:
     processor = customer.CustomerProcessor()
     one, two = sighting("so-a", 0), sighting("so-b", 1)
+    read_before = marks_counted(TOPIC, "read"), marks_counted(SETTINGS.reroute_topic, "read")
     short_of_one = everyone(60)
     silent = (HOME + 1) % SETTINGS.partitions
     del short_of_one[silent]
@@ -137,6 +142,9 @@ def test_sightings_wait_for_every_partitions_mark_and_hold_back_the_commit(
     feed(processor, mark({silent: START + timedelta(minutes=60)}))
     assert sorted(r["customer"] for r in reports(ordered)) == ["so-a", "so-b"]
     assert processor.held() == {}
+    # Counted as the identity topic's marks, not as the reroute topic's.
+    read = marks_counted(TOPIC, "read"), marks_counted(SETTINGS.reroute_topic, "read")
+    assert (read[0] - read_before[0], read[1] - read_before[1]) == (3, 0)
     # A sighting behind what is released (a late event's) is applied at once.
     ordered.records.clear()
     feed(processor, sighting("so-late", 5))
@@ -202,6 +210,8 @@ def test_settle_writes_identity_marks_when_a_partition_has_sent_further(
     partition = customer.timers.of(0)
     partition.clock.observe(START + timedelta(hours=1))
     processor = customer.CustomerProcessor()
+    topics = (TOPIC, SETTINGS.links_topic, SETTINGS.reroute_topic)
+    written_before = [marks_counted(topic, "written") for topic in topics]
 
     def settle() -> list[dict[int, datetime | None]]:
         ordered.records.clear()
@@ -215,6 +225,8 @@ def test_settle_writes_identity_marks_when_a_partition_has_sent_further(
 
     # Holding nothing, it has sent up to its clock, to every identity partition.
     assert settle() == [{0: START + timedelta(hours=1)}] * SETTINGS.partitions
+    written = [marks_counted(t, "written") - n for t, n in zip(topics, written_before, strict=True)]
+    assert written == [SETTINGS.partitions, SETTINGS.partitions, 0]
     assert settle() == []  # no news, no marks
     partition.clock.observe(START + timedelta(hours=2))
     assert settle()[0] == {0: START + timedelta(hours=2)}
