@@ -11,6 +11,7 @@ from pathlib import Path
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 from hitrun.dev.worker import WorkerProcess, topic_env
 from hitrun.streams.auth import OPERATOR, SUPPORT, new_token
@@ -153,3 +154,14 @@ def alerts(settings: Settings, topic: str, expected: int, timeout: float = 20) -
     return [
         orjson.loads(r.value) for r in drain(settings.kafka_bootstrap, topic, expected, timeout)
     ]
+
+
+async def committed_offsets(settings: Settings) -> dict[TopicPartition, int]:
+    """The app's consumer group's committed offsets (those it has committed at all)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        found = await admin.list_consumer_group_offsets(settings.app_id)
+    finally:
+        await admin.close()
+    return {tp: meta.offset for tp, meta in found.items() if meta.offset >= 0}

@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 
 import orjson
-from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from hitrun.agents.customer import EXIT_BATCH_FAILED
@@ -16,7 +16,15 @@ from hitrun.dev.worker import WorkerProcess
 from hitrun.streams.config import Settings
 from hitrun.streams.partitioning import partition_for_key
 from hitrun.streams.topics import ensure_topics
-from tests.integration.harness import checkout, drain, send, settings_of, unique_env, wait_for
+from tests.integration.harness import (
+    checkout,
+    committed_offsets,
+    drain,
+    send,
+    settings_of,
+    unique_env,
+    wait_for,
+)
 
 CORRUPT_CUSTOMER = b"cust-corrupt"
 
@@ -51,16 +59,6 @@ async def plant_corrupt_state(settings: Settings) -> None:
         )
     finally:
         await producer.stop()
-
-
-async def committed_offsets(settings: Settings) -> dict[TopicPartition, int]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-    await admin.start()
-    try:
-        found = await admin.list_consumer_group_offsets(settings.app_id)
-    finally:
-        await admin.close()
-    return {tp: meta.offset for tp, meta in found.items() if meta.offset >= 0}
 
 
 def test_a_customer_whose_stored_state_is_corrupt_is_dead_lettered_and_the_rest_goes_on(

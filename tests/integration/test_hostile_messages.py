@@ -9,12 +9,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaProducer, TopicPartition
 
+from hitrun.agents.linking import InternalRecords
 from hitrun.streams.partitioning import partition_for_key
 from tests.integration.harness import (
     SUPPORT_TOKEN,
     checkout,
+    committed_offsets,
     drain,
     metric_sum,
     settings_of,
@@ -95,3 +97,72 @@ def test_partition_stopping_messages_are_refused_and_the_events_behind_them_appl
     open_orders = {order["order_id"] for order in view["open_orders"]}
     assert {f"o-valid-{n}" for n in range(6)} | {"o-rerouted"} <= open_orders, view
     assert view["blacklist"] == []
+
+
+def test_identity_records_from_the_future_are_dead_lettered_and_hold_back_no_commit(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """A sighting and a link report signed with the workers' key (a leaked key, a bug) but
+    stamped a year ahead would be held until every partition's marks reach that time,
+    and their partitions' commits with them: every restart would read them again."""
+    env = unique_env(kafka_bootstrap, tmp_path)
+    settings = settings_of(env)
+    internal = InternalRecords(settings.internal_keys)
+    ahead = (datetime.now(UTC) + timedelta(days=365)).isoformat()
+    phone = "f7" * 32
+    sighting = {"customer": CUSTOMER, "kind": "phone", "hash": phone, "at": ahead}
+    report = {"type": "dropped", "customer": CUSTOMER, "kind": "phone", "prefix": phone[:12]}
+    records = [
+        (settings.identity_topic, f"phone:{phone}".encode(), orjson.dumps(sighting)),
+        (settings.links_topic, CUSTOMER.encode(), orjson.dumps({**report, "at": ahead})),
+    ]
+    places = [
+        TopicPartition(topic, partition_for_key(key, settings.partitions))
+        for topic, key, _ in records
+    ]
+
+    written: dict[TopicPartition, int] = {}  # the offset each was written at
+
+    async def produce() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
+        await producer.start()
+        try:
+            for (topic, key, value), place in zip(records, places, strict=True):
+                headers = internal.headers(topic, key, value)
+                sent = await producer.send_and_wait(
+                    topic, value, key=key, partition=place.partition, headers=headers
+                )
+                written[place] = sent.offset
+            # A valid event behind them: the worker goes on.
+            await producer.send_and_wait(
+                settings.topic_checkouts,
+                orjson.dumps(checkout(CUSTOMER, "o-after")),
+                key=CUSTOMER.encode(),
+            )
+        finally:
+            await producer.stop()
+
+    worker = start_worker(env, tmp_path)
+    try:
+        asyncio.run(produce())
+        letters = [
+            orjson.loads(r.value)
+            for r in drain(settings.kafka_bootstrap, settings.topic_dead_letters, 2)
+        ]
+        # Each partition's commit passes its record (the workers' marks follow it there):
+        # nothing is held for it.
+        wait_for(
+            lambda: all(
+                asyncio.run(committed_offsets(settings)).get(p, 0) > written[p] for p in places
+            ),
+            60,
+            "the identity partitions' commits to pass the future records",
+        )
+        processed = {"outcome": "processed", "type": "checkout_confirmed"}
+        wait_for(lambda: metric_sum(worker, "hitrun_input_events_total", **processed) >= 1, 60, "1")
+        assert worker.process is not None and worker.process.poll() is None, worker.log_tail()
+    finally:
+        worker.stop()
+    assert sorted((d["reason"], d["source"]["topic"]) for d in letters) == sorted(
+        ("from_future", topic) for topic, _, _ in records
+    ), letters
