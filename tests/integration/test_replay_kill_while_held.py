@@ -8,12 +8,18 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
-from aiokafka.admin import AIOKafkaAdminClient
 
 from hitrun.dev.worker import WorkerProcess
 from hitrun.streams.config import Settings
 from hitrun.streams.publisher import publish_watermarks
-from tests.integration.harness import drain, send, settings_of, unique_env, wait_for
+from tests.integration.harness import (
+    committed_offsets,
+    drain,
+    send,
+    settings_of,
+    unique_env,
+    wait_for,
+)
 
 CUSTOMERS = 30
 START = datetime(2024, 3, 1, 10, 0, tzinfo=UTC)
@@ -33,18 +39,8 @@ def checkout_at(n: int) -> dict[str, object]:
 
 
 def committed_total(settings: Settings) -> int:
-    async def run() -> int:
-        admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-        await admin.start()
-        try:
-            offsets = await admin.list_consumer_group_offsets(settings.app_id)
-        finally:
-            await admin.close()
-        return sum(
-            max(o.offset, 0) for tp, o in offsets.items() if tp.topic in settings.input_topics
-        )
-
-    return asyncio.run(run())
+    offsets = asyncio.run(committed_offsets(settings))
+    return sum(offset for tp, offset in offsets.items() if tp.topic in settings.input_topics)
 
 
 def test_a_worker_killed_while_its_reorder_buffer_holds_events_loses_none_of_them(
