@@ -979,7 +979,10 @@ def fire_due(partition: PartitionTimers, now: datetime) -> None:
     next event (which meets the same fault and is dead-lettered), so one
     customer never stops the partition's other deadlines.
     """
-    for _due, customer_id in partition.index.pop_due(now):
+    index = partition.index
+    if not index.has_due(now):
+        return
+    for _due, customer_id in index.pop_due(now):
         mark = sink.mark()
         cache.begin()
         try:

@@ -305,6 +305,10 @@ class DeadlineIndex:
     _heap: list[tuple[int, str]] = field(default_factory=list)
     # Every hour up to this one is in `_heap`.
     _opened: int = -(2**62)
+    # The last instant `has_due` was asked about, in microseconds: a partition's clock
+    # asks again with the same object until it moves.
+    _asked: datetime | None = None
+    _asked_micros: int = 0
 
     def schedule(self, customer_id: str, due: datetime | None) -> None:
         """Remember the customer's next deadline (None: nothing pending)."""
@@ -338,6 +342,16 @@ class DeadlineIndex:
                 if due is not None and due // BUCKET_MICROS == opened:
                     heapq.heappush(self._heap, (due, customer_id))
         self._opened = max(self._opened, hour)
+
+    def has_due(self, now: datetime) -> bool:
+        """Whether `pop_due(now)` may find anyone: asked before each event and watermark,
+        and most often no."""
+        if now is not self._asked:
+            self._asked, self._asked_micros = now, to_micros(now)
+        limit = self._asked_micros
+        if self._heap and self._heap[0][0] <= limit:
+            return True
+        return bool(self._hour_heap) and self._hour_heap[0] <= limit // BUCKET_MICROS
 
     def pop_due(self, now: datetime) -> Iterator[tuple[datetime, str]]:
         """Customers whose latest scheduled deadline is at or before `now`, earliest first."""
