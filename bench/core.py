@@ -14,6 +14,8 @@ with the code of another revision (a temporary git worktree), alternately, and
 both must produce the same output records (alerts, status, dead letters; the
 changelog's bytes may differ between revisions) for the figure to count.
 `--profile` adds a table of where the time goes, by part of the code.
+`--zone +07:00` writes the events' times at that offset (as a shop in that
+zone sends them; the watermarks stay in UTC, as `hitrun replay` writes them).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from datetime import datetime, tzinfo
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +76,12 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="runs of each revision; best counts")
     parser.add_argument("--compare-with", metavar="REV", default=None)
     parser.add_argument("--profile", action="store_true", help="also profile one run")
+    parser.add_argument(
+        "--zone",
+        default=None,
+        metavar="OFFSET",
+        help="write the events' times at this UTC offset, e.g. +07:00 (default: UTC)",
+    )
     parser.add_argument("--child", metavar="DIR", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -80,7 +89,7 @@ def main() -> None:
         return
     with tempfile.TemporaryDirectory(prefix="hitrun-bench-core-") as tmp:
         workdir = Path(tmp)
-        write_input(workdir, args.transactions, args.seed)
+        write_input(workdir, args.transactions, args.seed, args.zone)
         trees: dict[str, Path | None] = {"this checkout": None}
         if args.compare_with:
             tree = workdir / "baseline-tree"
@@ -169,8 +178,18 @@ def environment(workdir: Path) -> dict[str, str]:
     }
 
 
-def write_input(workdir: Path, transactions: int, seed: int) -> None:
-    """The raw records, as `hitrun replay` would publish them, in a file of JSON lines."""
+def at_offset(value: bytes, zone: tzinfo) -> bytes:
+    """An event's JSON with each of its times (`..._at`) written at `zone`'s offset."""
+    body = orjson.loads(value)
+    for name, field in body.items():
+        if name.endswith("_at") and isinstance(field, str):
+            body[name] = datetime.fromisoformat(field).astimezone(zone).isoformat()
+    return orjson.dumps(body)
+
+
+def write_input(workdir: Path, transactions: int, seed: int, zone: str | None = None) -> None:
+    """The raw records, as `hitrun replay` would publish them, in a file of JSON lines;
+    with `zone` (an offset such as +07:00), the events' times at that offset."""
     from bench.replay import write_transactions
     from hitrun.streams.config import Settings
     from hitrun.streams.partitioning import partition_for_key
@@ -184,6 +203,7 @@ def write_input(workdir: Path, transactions: int, seed: int) -> None:
     from hitrun.streams.watermarks import signature
 
     settings = Settings.from_env(environment(workdir))
+    shop_zone = None if zone is None else datetime.fromisoformat(f"2000-01-01T00:00{zone}").tzinfo
     data = workdir / "transactions.csv"
     write_transactions(data, transactions, seed)
     read = read_transactions(data, FileFormat())
@@ -215,12 +235,9 @@ def write_input(workdir: Path, transactions: int, seed: int) -> None:
                         record(topic, p, None, orjson.dumps(body))
             else:
                 topic = topics[message.role]
-                record(
-                    topic,
-                    partition_for_key(message.key, settings.partitions),
-                    message.key,
-                    message.value,
-                )
+                value = message.value if shop_zone is None else at_offset(message.value, shop_zone)
+                partition = partition_for_key(message.key, settings.partitions)
+                record(topic, partition, message.key, value)
 
 
 def run(workdir: Path, profile: bool) -> dict[str, Any]:
