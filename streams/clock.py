@@ -7,7 +7,7 @@ import itertools
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from typing import Any
 
 import orjson
@@ -269,9 +269,20 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 
 
+# The epoch in each fixed offset met: a datetime minus one of its own timezone object
+# is a plain subtraction, where one of another zone computes both offsets first.
+_EPOCHS: dict[tzinfo | None, datetime] = {UTC: EPOCH}
+
+
 def to_micros(moment: datetime) -> int:
     """An aware datetime as integer microseconds since the epoch."""
-    return (moment - EPOCH) // _MICROSECOND
+    zone = moment.tzinfo
+    epoch = _EPOCHS.get(zone)
+    if epoch is None:
+        if type(zone) is not timezone:  # a zone with rules (DST): its offset varies
+            return (moment - EPOCH) // _MICROSECOND
+        epoch = _EPOCHS[zone] = EPOCH.astimezone(zone)
+    return (moment - epoch) // _MICROSECOND
 
 
 def from_micros(micros: int) -> datetime:
@@ -403,9 +414,13 @@ class ReorderBuffer:
     """
 
     topics: tuple[str, ...]
-    # (time, ordering topic, ordering offset, topic, offset, arrival, item): the arrival
-    # number breaks the tie of a record read twice, so items are never compared.
-    _pending: list[tuple[datetime, str, int, str, int, int, object]] = field(default_factory=list)
+    # (time in epoch microseconds, ordering topic, ordering offset, topic, offset, arrival,
+    # time, item): the arrival number breaks the tie of a record read twice, so items are
+    # never compared. Integers, since a shop's times (its offset) and the watermarks'
+    # (UTC) compare as datetimes only by computing both offsets each time.
+    _pending: list[tuple[int, str, int, str, int, int, datetime, object]] = field(
+        default_factory=list
+    )
     _arrivals: Iterator[int] = field(default_factory=itertools.count)
     _seen: dict[str, datetime] = field(default_factory=dict)
     # watermark(), kept up to date by add(): it is asked after every event.
@@ -446,7 +461,8 @@ class ReorderBuffer:
             progress.append((offset, self._seen[topic]))
         if item is not None:
             by_topic, by_offset = order or (topic, offset)
-            entry = (at, by_topic, by_offset, topic, offset, next(self._arrivals), item)
+            arrival = next(self._arrivals)
+            entry = (to_micros(at), by_topic, by_offset, topic, offset, arrival, at, item)
             heapq.heappush(self._pending, entry)
             held = self._held.get(topic)
             if held is None:
@@ -477,8 +493,10 @@ class ReorderBuffer:
 
     def release_before(self, mark: datetime | None) -> Iterator[tuple[datetime, object]]:
         """Held items before `mark` (every item when None), in (time, topic, offset) order."""
-        while self._pending and (mark is None or self._pending[0][0] < mark):
-            at, _, _, topic, offset, _, item = heapq.heappop(self._pending)
+        pending = self._pending
+        limit = None if mark is None else to_micros(mark)
+        while pending and (limit is None or pending[0][0] < limit):
+            _, _, _, topic, offset, _, at, item = heapq.heappop(pending)
             released = self._released.get(topic)
             if released is None:
                 released = self._released[topic] = set()
@@ -487,7 +505,7 @@ class ReorderBuffer:
 
     def oldest(self) -> datetime | None:
         """The time of the oldest held item."""
-        return self._pending[0][0] if self._pending else None
+        return self._pending[0][6] if self._pending else None
 
     def lowest_held(self) -> dict[str, int]:
         """Per topic, the lowest offset of an item still held (topics holding none are absent)."""
