@@ -65,11 +65,13 @@ def next_wake(
     they wait for the customer's next event or timer, which prunes up to the
     stream clock first (`unpaid.next_cleanup` says why that is the same).
     Every paid order would else cost a wake-up of its own a week later, for a
-    customer whose retention window is still open. A strong link whose evidence
+    customer whose retention window is still open. Likewise a retention window
+    closing on two or more purchases waits for the end of the dormancy it starts
+    (`retention.next_wake`). A strong link whose evidence
     ages out wakes the customer (the unlink is an alert).
     """
     due = unpaid.next_timer(state.unpaid, policies)
-    kept = retention.next_due(state.retention, retention_policy)
+    kept = retention.next_wake(state.retention, retention_policy)
     if kept is not None and (due is None or kept + lateness < due):
         due = kept + lateness
     if link_policy is not None and state.identity is not None and state.identity.links:

@@ -16,10 +16,10 @@ import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hitrun.agents import unpaid
+from hitrun.agents import retention, unpaid
 from hitrun.agents.effects import Effect
 from hitrun.agents.policy import Policies, UnpaidPolicy
-from hitrun.agents.retention import RetentionPolicy
+from hitrun.agents.retention import Purchase, RetentionEffect, RetentionPolicy, RetentionState
 from hitrun.agents.state import CustomerState, next_wake
 from hitrun.schemas.records import InputEvent
 from tests.unit.events import T0, checkout, payment, status
@@ -136,3 +136,66 @@ def test_a_reminder_held_back_by_the_cooldown_stays_held_when_the_customer_is_to
     assert unpaid.next_timer(state, policies) == quiet_over
     state, reminders = unpaid.advance(state, "c1", quiet_over, policies)
     assert [(e.order_id, e.at) for e in reminders] == [("o1", quiet_over)]
+
+
+# Retention: a window closing on two or more purchases says nothing; the customer is
+# woken at the end of the dormancy it starts instead (`retention.next_wake`).
+DAYS = st.integers(0, 400)
+
+
+def play_retention(
+    purchases: list[tuple[int, bool]], ticks: list[int], lazy_wake: bool
+) -> tuple[list[tuple[datetime, RetentionEffect]], RetentionState]:
+    """The agent's loop for one customer's purchases (day, refunded a day later?): each clock
+    reading wakes them if due, and each event fires their timers up to it first. Each
+    effect with the clock reading it was published at."""
+    policy = RetentionPolicy()
+    wake = retention.next_wake if lazy_wake else retention.next_due
+    state = RetentionState()
+    out: list[tuple[datetime, RetentionEffect]] = []
+    readings: list[tuple[datetime, object]] = [(T0 + timedelta(days=d), None) for d in ticks]
+    for n, (day, refunded) in enumerate(purchases):
+        at = T0 + timedelta(days=day, minutes=n)
+        readings.append((at, Purchase(f"o{n}", "s1", at, 1000, "IDR")))
+        if refunded:
+            readings.append((at + timedelta(days=1), f"o{n}"))
+    readings.append((T0 + timedelta(days=2000), None))
+    for now, event in sorted(readings, key=lambda r: (r[0], r[1] is not None)):
+        effects: list[RetentionEffect] = []
+        due = wake(state, policy)
+        if due is not None and due <= now:
+            effects += retention.advance(state, "c1", now, policy)
+        if isinstance(event, Purchase):
+            effects += retention.advance(state, "c1", now, policy)
+            effects += retention.purchase(state, "c1", event, policy)
+        elif isinstance(event, str):
+            effects += retention.advance(state, "c1", now, policy)
+            retention.refund(state, event, None)
+        out += [(now, effect) for effect in effects]
+    return out, state
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.tuples(DAYS, st.booleans()), max_size=8),
+    st.lists(DAYS, max_size=20),
+)
+def test_a_silent_window_close_waits_for_the_dormancy_with_the_same_effects(
+    purchases: list[tuple[int, bool]], ticks: list[int]
+) -> None:
+    on_time = play_retention(purchases, ticks, lazy_wake=False)
+    assert play_retention(purchases, ticks, lazy_wake=True) == on_time
+
+
+def test_a_window_closing_on_two_purchases_wakes_nobody_until_the_dormancy_ends() -> None:
+    policy = RetentionPolicy()
+    state = RetentionState()
+    for n, day in enumerate((0, 30)):
+        at = T0 + timedelta(days=day)
+        retention.purchase(state, "c1", Purchase(f"o{n}", "s1", at, 1000, "IDR"), policy)
+    assert retention.next_due(state, policy) == T0 + policy.window
+    assert retention.next_wake(state, policy) == T0 + timedelta(days=30) + policy.dormancy
+    # One purchase: the window's end is an alert (single purchase), so it wakes them.
+    single = RetentionState()
+    retention.purchase(single, "c1", Purchase("o", "s1", T0, 1000, "IDR"), policy)
+    assert retention.next_wake(single, policy) == retention.next_due(single, policy)
