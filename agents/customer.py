@@ -224,9 +224,21 @@ BUFFERED_TOPICS: tuple[str, ...] = (
 )
 
 
-def stop_waiting(waived: set[int], quiet: list[tuple[int, float]], who: str, why: str) -> None:
-    """Live, `who` no longer waits for the partitions `quiet` (each with how long it was):
-    waived until a mark names it again."""
+def stop_waiting(
+    waived: set[int],
+    heard: Mapping[int, float],
+    started: float,
+    now: float,
+    own: int,
+    who: str,
+    why: str,
+) -> None:
+    """Live, `who` (partition `own`, listening since `started`) no longer waits for the
+    partitions no mark has named (`heard`: when one last did) for HITRUN_PROGRESS_TIMEOUT:
+    each is waived until a mark names it again."""
+    quiet = progress.silent(
+        heard, started, now, settings.partitions, {own, *waived}, PROGRESS_TIMEOUT_S
+    )
     for source, silent in quiet:
         waived.add(source)
         metrics.progress_waived.inc()
@@ -272,15 +284,8 @@ class HeldStage:
                 self.sent[source] = at
         if REPLAY:
             return  # a replay waits for every partition: its order is the point
-        quiet = progress.silent(
-            self.named,
-            self.started,
-            now,
-            settings.partitions,
-            {number, *self.waived},
-            PROGRESS_TIMEOUT_S,
-        )
-        stop_waiting(self.waived, quiet, f"{topic}[{number}]", "no mark names it")
+        who = f"{topic}[{number}]"
+        stop_waiting(self.waived, self.named, self.started, now, number, who, "no mark names it")
 
     def release(self) -> list[object]:
         """The held items every writer's marks have passed, in order."""
@@ -488,16 +493,8 @@ class PartitionTimers:
             # A mark further ahead than the wall clock allows is believed up to that.
             if known is None or at > known:
                 self.sources[source] = min(at, believable)
-        quiet = progress.silent(
-            self.moved,
-            self.started,
-            now,
-            settings.partitions,
-            {number, *self.waived},
-            PROGRESS_TIMEOUT_S,
-        )
         why = "no progress from it while other partitions' marks arrive"
-        stop_waiting(self.waived, quiet, f"partition {number}", why)
+        stop_waiting(self.waived, self.moved, self.started, now, number, f"partition {number}", why)
 
     def sent_before(self) -> datetime:
         """How far this partition's customer stage has sent its sightings: every one of
@@ -1573,7 +1570,7 @@ def deliver(msg: RawMessage, report: Report) -> None:
         publish(customer_id, state, changes)
 
     if scoped(msg, receive):
-        metrics.input_event(msg.topic, str(report.__struct_config__.tag), "processed").inc()
+        metrics.input_event(msg.topic, type_of(report), "processed").inc()
 
 
 def read_internal(msg: RawMessage, decode: Callable[[bytes], T], what: str) -> T | None:
