@@ -83,6 +83,27 @@ def next_wake(
     return due
 
 
+def as_of(
+    state: CustomerState,
+    customer_id: str,
+    now: datetime,
+    policies: Policies,
+    retention_policy: RetentionPolicy,
+    lateness: timedelta,
+) -> None:
+    """Bring a copy of the stored state to the stream clock `now`, for showing it.
+
+    Steps that publish nothing wait for the customer's next event or timer
+    (`next_wake`): the unpaid clean-ups, and a retention window closing on two
+    or more purchases. A view of the stored state would show them pending, with
+    their due time in the past. Every step that publishes has fired by `now`
+    (retention's `lateness` after its due time), so this changes what is shown
+    only by those silent steps; whatever it would publish is dropped.
+    """
+    unpaid.prune(state.unpaid, now, policies)
+    retention.advance(state.retention, customer_id, now - lateness, retention_policy)
+
+
 # The stored form of a state, by version. The first byte tells them apart:
 # version 1 is the JSON object earlier revisions wrote with orjson (with an
 # "unpaid" and a "retention" part, or, before the retention detector, the

@@ -26,8 +26,8 @@ from hitrun.agents.customer import (
     retention_policy,
     stream_clock,
 )
-from hitrun.agents.state import CustomerState, decode_state
-from hitrun.agents.unpaid import describe, prune
+from hitrun.agents.state import CustomerState, as_of, decode_state
+from hitrun.agents.unpaid import describe
 from hitrun.agents.why import explain
 from hitrun.streams import faust_bridge
 from hitrun.streams.app import admin_topic, app, settings
@@ -142,10 +142,10 @@ def _customer_state(customer_id: str) -> CustomerState | None:
     if stored is None:
         return None
     state = decode_state(stored, customer_id)
-    # Clean-ups wait for the customer's next event or timer; show the state as of the clock.
+    # Silent steps wait for the customer's next event or timer; show the state as of the clock.
     now = stream_clock(customer_id)
     if now is not None:
-        prune(state.unpaid, now, policies)
+        as_of(state, customer_id, now, policies, retention_policy, settings.allowed_lateness)
     return state
 
 

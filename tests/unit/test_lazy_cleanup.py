@@ -9,6 +9,7 @@ give the same effects at the same instants, and the same state once pruned.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
@@ -20,7 +21,7 @@ from hitrun.agents import retention, unpaid
 from hitrun.agents.effects import Effect
 from hitrun.agents.policy import Policies, UnpaidPolicy
 from hitrun.agents.retention import Purchase, RetentionEffect, RetentionPolicy, RetentionState
-from hitrun.agents.state import CustomerState, next_wake
+from hitrun.agents.state import CustomerState, as_of, next_wake
 from hitrun.schemas.records import InputEvent
 from tests.unit.events import T0, checkout, payment, status
 from tests.unit.test_unpaid_invariants import END, histories
@@ -144,11 +145,15 @@ DAYS = st.integers(0, 400)
 
 
 def play_retention(
-    purchases: list[tuple[int, bool]], ticks: list[int], lazy_wake: bool
+    purchases: list[tuple[int, bool]],
+    ticks: list[int],
+    lazy_wake: bool,
+    views: list[dict[str, object]] | None = None,
 ) -> tuple[list[tuple[datetime, RetentionEffect]], RetentionState]:
     """The agent's loop for one customer's purchases (day, refunded a day later?): each clock
     reading wakes them if due, and each event fires their timers up to it first. Each
-    effect with the clock reading it was published at."""
+    effect with the clock reading it was published at; after each reading, what the
+    support view shows (`as_of` a copy of the state) goes into `views`."""
     policy = RetentionPolicy()
     wake = retention.next_wake if lazy_wake else retention.next_due
     state = RetentionState()
@@ -172,6 +177,10 @@ def play_retention(
             effects += retention.advance(state, "c1", now, policy)
             retention.refund(state, event, None)
         out += [(now, effect) for effect in effects]
+        if views is not None:
+            shown = CustomerState(retention=copy.deepcopy(state))
+            as_of(shown, "c1", now, POLICIES, policy, timedelta(0))
+            views.append(retention.describe(shown.retention, policy))
     return out, state
 
 
@@ -180,11 +189,30 @@ def play_retention(
     st.lists(st.tuples(DAYS, st.booleans()), max_size=8),
     st.lists(DAYS, max_size=20),
 )
-def test_a_silent_window_close_waits_for_the_dormancy_with_the_same_effects(
+def test_a_silent_window_close_waits_for_the_dormancy_with_the_same_effects_and_view(
     purchases: list[tuple[int, bool]], ticks: list[int]
 ) -> None:
-    on_time = play_retention(purchases, ticks, lazy_wake=False)
-    assert play_retention(purchases, ticks, lazy_wake=True) == on_time
+    # What the support view shows (`as_of` the stored state) is the same as well.
+    on_time: list[dict[str, object]] = []
+    asleep: list[dict[str, object]] = []
+    effects = play_retention(purchases, ticks, lazy_wake=False, views=on_time)
+    assert play_retention(purchases, ticks, lazy_wake=True, views=asleep) == effects
+    assert asleep == on_time
+
+
+def test_the_view_shows_a_window_closed_on_two_purchases_as_watching() -> None:
+    policy = RetentionPolicy()
+    state = CustomerState()
+    for n, day in enumerate((0, 30)):
+        at = T0 + timedelta(days=day)
+        retention.purchase(state.retention, "c1", Purchase(f"o{n}", "s1", at, 1000, "IDR"), policy)
+    closed = T0 + policy.window + LATENESS
+    as_of(state, "c1", closed - timedelta(seconds=1), POLICIES, policy, LATENESS)
+    assert retention.describe(state.retention, policy)["phase"] == "window"
+    as_of(state, "c1", closed, POLICIES, policy, LATENESS)
+    shown = retention.describe(state.retention, policy)
+    assert shown["phase"] == "watching"
+    assert shown["next_decision_at"] == (T0 + timedelta(days=30) + policy.dormancy).isoformat()
 
 
 def test_a_window_closing_on_two_purchases_wakes_nobody_until_the_dormancy_ends() -> None:
