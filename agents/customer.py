@@ -1801,6 +1801,7 @@ consume_loop = ConsumeLoop(
     tick_interval_s=settings.tick_interval.total_seconds(),
     commit_interval_s=settings.commit_interval.total_seconds(),
     on_fatal=stop_without_commit,
+    spent=lambda phase, seconds: metrics.loop_phase(phase).inc(seconds),
 )
 faust_bridge.install(app, consume_loop)
 # The input topics are subscribed through the conductor, like an agent's would be.

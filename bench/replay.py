@@ -25,6 +25,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import NamedTuple
 
 import orjson
 from aiokafka import AIOKafkaProducer, TopicPartition
@@ -210,7 +211,7 @@ def main() -> None:
                     asyncio.run(copy_input(settings, Settings.from_env(baseline_env), sign))
                     tree = workdir / "baseline-tree"
                     trees["e"] = stack.enter_context(worktree(args.compare_with, tree))
-                runs: dict[str, list[float]] = {name: [] for name in trees}
+                runs: dict[str, list[AloneRun]] = {name: [] for name in trees}
                 for _ in range(args.repeat):
                     for name, tree_path in trees.items():
                         run_env = env if name == "d" else baseline_env
@@ -218,14 +219,16 @@ def main() -> None:
             alone = min(runs["d"])
             print(
                 f"bench-replay: (d) this worker alone over the published input: "
-                f"{events / alone:,.0f} ev/s ({alone:.1f}s; runs {_seconds(runs['d'])})"
+                f"{events / alone.seconds:,.0f} ev/s ({alone.seconds:.1f}s; runs "
+                f"{_seconds(runs['d'])}){phase_shares(alone)}"
             )
             if args.compare_with:
                 before = min(runs["e"])
                 print(
                     f"bench-replay: (e) the worker of {args.compare_with} alone over the same "
-                    f"input: {events / before:,.0f} ev/s ({before:.1f}s; runs "
-                    f"{_seconds(runs['e'])}); d/e = {before / alone:.2f}"
+                    f"input: {events / before.seconds:,.0f} ev/s ({before.seconds:.1f}s; runs "
+                    f"{_seconds(runs['e'])}){phase_shares(before)}; "
+                    f"d/e = {before.seconds / alone.seconds:.2f}"
                 )
             baseline = asyncio.run(plain_consumer(settings, events))
             floor = faust_floor(settings, events, workdir)
@@ -256,12 +259,19 @@ def worktree(rev: str, path: Path) -> Iterator[Path]:
         subprocess.run(["git", "worktree", "remove", "--force", str(path)], check=False)
 
 
+class AloneRun(NamedTuple):
+    seconds: float
+    # Seconds the worker's consume loop spent by phase (hitrun_loop_seconds_total);
+    # empty for a revision that does not count them.
+    phases: dict[str, float]
+
+
 def worker_alone(
     env: dict[str, str], workdir: Path, tree: Path | None, events: int, timeout: float = 900.0
-) -> float:
+) -> AloneRun:
     """Seconds one replay-mode worker of a fresh group (the code in `tree`, default this
-    checkout) takes from start to having committed every input record already published;
-    it must have applied all `events` of them.
+    checkout) takes from start to having committed every input record already published,
+    and where its loop spent them; it must have applied all `events` of them.
 
     The input is read again from the start, so only the worker's own speed is timed: no
     publisher competes for the cores.
@@ -307,31 +317,56 @@ def worker_alone(
         asyncio.run(wait())
         elapsed = time.perf_counter() - started
         # A figure counts only if the worker applied the events, not merely committed them.
-        applied = applied_events(int(fresh["HITRUN_WEB_PORT"]))
+        exported = scrape(int(fresh["HITRUN_WEB_PORT"]))
+        applied = applied_events(exported)
         if applied != events:
             raise SystemExit(
                 f"bench-replay: the worker in {tree or 'this checkout'} committed every input "
                 f"record but applied {applied} of {events} events"
             )
-        return elapsed
+        return AloneRun(elapsed, loop_phases(exported))
     finally:
         stop_group(process, 30)
 
 
-def _seconds(runs: list[float]) -> str:
-    return ", ".join(f"{t:.1f}s" for t in runs)
+def _seconds(runs: list[AloneRun]) -> str:
+    return ", ".join(f"{run.seconds:.1f}s" for run in runs)
 
 
-def applied_events(port: int) -> int:
-    """hitrun_input_events_total of processed checkouts and payments, scraped from a worker."""
+def scrape(port: int) -> str:
+    """A worker's /metrics."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
-        text = response.read().decode()
+        return str(response.read().decode())
+
+
+def applied_events(text: str) -> int:
+    """hitrun_input_events_total of processed checkouts and payments, in a worker's /metrics."""
     total = 0.0
     for line in text.splitlines():
         counted = line.startswith("hitrun_input_events_total{") and 'outcome="processed"' in line
         if counted and ('type="checkout_confirmed"' in line or 'type="payment_attempted"' in line):
             total += float(line.rsplit(" ", 1)[1])
     return int(total)
+
+
+def loop_phases(text: str) -> dict[str, float]:
+    """hitrun_loop_seconds_total by phase, in a worker's /metrics (empty where not counted)."""
+    phases: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith('hitrun_loop_seconds_total{phase="'):
+            labels, value = line.rsplit(" ", 1)
+            phases[labels.split('"')[1]] = float(value)
+    return phases
+
+
+def phase_shares(run: AloneRun) -> str:
+    """Where a lone worker's time went: each loop phase's share of the run, and the rest
+    (starting, joining the group, recovering), or "" for a revision that does not count."""
+    if not run.phases:
+        return ""
+    shares = [f"{phase} {seconds / run.seconds:.0%}" for phase, seconds in run.phases.items()]
+    rest = 1 - sum(run.phases.values()) / run.seconds
+    return "; time by loop phase: " + ", ".join(shares) + f", start-up and the rest {rest:.0%}"
 
 
 def signs_watermarks(rev: str) -> bool:

@@ -110,6 +110,16 @@ class LoopStatus:
     committed_at: float = field(default_factory=time.monotonic)
 
 
+# Where the loop's time goes, by phase (`hitrun_loop_seconds_total`): waiting for records
+# (idle time included), applying them (hitrun's own work), publishing the batch's records
+# and waiting for the broker, writing its states to the local store, committing offsets.
+PHASES = ("fetch", "apply", "publish", "store", "commit")
+
+
+def _not_timed(phase: str, seconds: float) -> None:
+    pass
+
+
 def retriable(exc: BaseException) -> bool:
     """Is `exc` the broker being away (retry) rather than a refusal that will not change?"""
     if isinstance(exc, KafkaError):
@@ -137,6 +147,7 @@ class ConsumeLoop:
         commit_interval_s: float,
         on_fatal: Callable[[BaseException], None],
         backoff: Backoff | None = None,
+        spent: Callable[[str, float], None] = _not_timed,
     ) -> None:
         self.processor = processor
         self.sink = sink
@@ -148,6 +159,8 @@ class ConsumeLoop:
         self.commit_interval_s = commit_interval_s
         self.on_fatal = on_fatal
         self.backoff = backoff or Backoff()
+        # Told the seconds of each phase (PHASES) as the loop spends them.
+        self.spent = spent
         self.status = LoopStatus()
         self._lock = asyncio.Lock()
         # Bumped by every rebalance: a batch fetched in an older epoch is dropped.
@@ -170,7 +183,9 @@ class ConsumeLoop:
         self._source = source
         while not source.stopping():
             epoch = self._epoch
+            started = time.perf_counter()
             records = await source.fetch(1.0)
+            self.spent("fetch", time.perf_counter() - started)
             ours: dict[TopicPartition, list[Any]] = {}
             for tp, batch in records.items():
                 if tp.topic in self.topics:
@@ -189,7 +204,9 @@ class ConsumeLoop:
                     await self._rewind_displaced(source)
                     ours = await self._from_the_start(source, ours)
                     await self._batch(source, ours)
-                    await self._maybe_commit(source)
+                    started = time.perf_counter()
+                    if await self._maybe_commit(source):
+                        self.spent("commit", time.perf_counter() - started)
                 except BatchFailed as exc:
                     self.on_fatal(exc.__cause__ or exc)
                     return
@@ -259,6 +276,7 @@ class ConsumeLoop:
 
     async def _batch(self, source: Source, records: dict[TopicPartition, list[Any]]) -> None:
         applied = 0
+        started = time.perf_counter()
         try:
             for tp, record in _interleaved(records):
                 expected = self._next.get(tp)
@@ -278,8 +296,13 @@ class ConsumeLoop:
             self.processor.end_batch()
         except Exception as exc:
             raise BatchFailed(repr(exc)) from exc
+        published = time.perf_counter()
+        self.spent("apply", published - started)
         delivered = await self._publish()
+        stored = time.perf_counter()
+        self.spent("publish", stored - published)
         self.processor.confirmed(delivered)
+        self.spent("store", time.perf_counter() - stored)
         self.status.batches += 1
 
     def _tick(self, source: Source) -> bool:
@@ -352,25 +375,28 @@ class ConsumeLoop:
                 positions[tp] = position
         return positions
 
-    async def _maybe_commit(self, source: Source, force: bool = False) -> None:
+    async def _maybe_commit(self, source: Source, force: bool = False) -> bool:
+        """Commit what is committable, once per commit interval (or now: `force`); returns
+        whether a commit was sent."""
         if not force and time.monotonic() - self._last_commit < self.commit_interval_s:
-            return
+            return False
         self._last_commit = time.monotonic()
         offsets = self.committable()
         if not offsets:
-            return
+            return False
         try:
             await source.commit(offsets)
         except CommitFailedError as exc:
             # The group moved on (a rebalance): another member owns these now.
             log.info("commit refused after a rebalance: %s", exc)
-            return
+            return True
         except KafkaError as exc:
             self.status.broker_error = f"commit: {type(exc).__name__}"
             log.warning("commit failed (%r); the next one retries", exc)
-            return
+            return True
         self._committed.update(offsets)
         self.status.committed_at = time.monotonic()
+        return True
 
     # -- rebalances --------------------------------------------------------
 

@@ -10,6 +10,8 @@ from faust.types import TP, EventT, Message, StreamT
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import Metric
 
+from hitrun.streams.loop import PHASES
+
 M = TypeVar("M", Counter, Gauge, Histogram)
 
 OUTCOMES = ("processed", "duplicate", "dead_lettered", "rerouted")
@@ -153,6 +155,16 @@ class Metrics:
             "progress marks had stopped for HITRUN_PROGRESS_TIMEOUT while others' arrived.",
             registry=registry,
         )
+        self.loop_seconds = Counter(
+            "hitrun_loop_seconds_total",
+            "Seconds the consume loop spent, by phase: fetch (waiting for records, idle time "
+            "included), apply (hitrun's own work on them: detectors, timers, alert and state "
+            "records), publish (sending the batch's records and waiting for the broker), store "
+            "(writing the batch's states to the local store), commit (committing offsets).",
+            ("phase",),
+            registry=registry,
+        )
+        self.loop_phase = Children(self.loop_seconds)
         self.consumer_lag = Gauge(
             "hitrun_consumer_lag_messages",
             "End offset minus committed offset, per input topic partition this worker owns.",
@@ -184,6 +196,8 @@ class Metrics:
         for topic in mark_topics:
             for direction in ("written", "read"):
                 self.progress_marks.labels(topic, direction)
+        for phase in PHASES:
+            self.loop_phase(phase)
 
     def value(self, name: str, **labels: str) -> float:
         """Current value of a sample (0 when it was never set); for tests and the demo."""

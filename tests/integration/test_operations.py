@@ -102,6 +102,9 @@ def test_metrics_count_exactly_the_known_traffic_and_pass_promtool(
         assert worker.metric("hitrun_timer_lateness_seconds_count") >= CHECKOUTS
         assert worker.metric("hitrun_consumer_lag_messages", topic=settings.topic_checkouts) == 0
         assert worker.metric("hitrun_ready") == 1
+        # The loop's time by phase: it waited for records, applied and published them.
+        for phase in ("fetch", "apply", "publish", "store"):
+            assert worker.metric("hitrun_loop_seconds_total", phase=phase) > 0, phase
         status, text = worker.get("/metrics")
         assert status == 200
         promtool = shutil.which("promtool")

@@ -92,6 +92,7 @@ def test_dashboard_has_the_panels_operators_need() -> None:
         "hitrun_ready": "readiness",
         "hitrun_late_events_total": "late events",
         "hitrun_processing_errors_total": "processing errors",
+        "hitrun_loop_seconds_total": "where the worker's time goes",
     }
     for metric, what in wanted.items():
         assert any(metric in e for e in exprs.values()), what

@@ -93,6 +93,8 @@ def test_every_series_a_rule_or_panel_reads_exists_at_zero_from_the_start() -> N
             assert registry.get_sample_value("hitrun_progress_marks_total", labels) == 0
     for reason in REASONS:
         assert registry.get_sample_value("hitrun_dead_letters_total", {"reason": reason}) == 0
+    for phase in ("fetch", "apply", "publish", "store", "commit"):
+        assert registry.get_sample_value("hitrun_loop_seconds_total", {"phase": phase}) == 0
     for topic in settings.input_topics:
         assert registry.get_sample_value("hitrun_late_events_total", {"topic": topic}) == 0
         for outcome in ("processed", "dead_lettered", "rerouted", "duplicate"):
