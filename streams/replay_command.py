@@ -24,6 +24,7 @@ from hitrun.schemas.registry import ALERT_TYPES
 from hitrun.streams.config import Settings
 from hitrun.streams.processes import WorkerProcess, topic_env, worker_env
 from hitrun.streams.replay import ReplayError, ReplayReport, replay
+from hitrun.streams.simulate import SimMessage
 from hitrun.streams.topics import delete_topics_of, ensure_topics
 from hitrun.streams.transactions import (
     EVENTS_PER_TRANSACTION,
@@ -71,7 +72,8 @@ class ReplayWorkers:
         ]
         self._say = say
 
-    def start(self) -> None:
+    def launch(self) -> None:
+        """Create the topics and start the workers, without waiting for them (`wait_ready`)."""
         asyncio.run(ensure_topics(self.settings))
         self._say(
             f"replay: starting {len(self.workers)} replay-mode worker(s), group {self.run_id} "
@@ -79,6 +81,8 @@ class ReplayWorkers:
         )
         for worker in self.workers:
             worker.launch()
+
+    def wait_ready(self) -> None:
         for worker in self.workers:
             try:
                 worker.wait_ready(WORKER_START_S)
@@ -120,23 +124,36 @@ class ReplayRun:
     settings: Settings
     watch: Callable[[], None] | None = None
     keep_topics: bool = False
+    # Waits until the workers started for the run are ready.
+    ready: Callable[[], None] = lambda: None
+
+
+class InputError(click.ClickException):
+    """The file cannot be replayed as it is: nothing was sent, and no worker failed."""
 
 
 @contextmanager
 def replay_run(
     settings: Settings, workers: int, keep_topics: bool, say: Callable[[str], None]
 ) -> Iterator[ReplayRun]:
-    """A run into the group already running (`workers` 0), or into workers started for it."""
+    """A run into the group already running (`workers` 0), or into workers started for it.
+
+    The workers start in the background, so that reading the file overlaps their
+    start-up (a few seconds of each); `ready()` waits for them.
+    """
     if workers == 0:
         yield ReplayRun(settings)
         return
     group = ReplayWorkers(settings, workers, say)
-    run = ReplayRun(group.settings, group.watch, keep_topics)
+    run = ReplayRun(group.settings, group.watch, keep_topics, group.wait_ready)
     failed = True
     try:
-        group.start()
+        group.launch()
         yield run
         failed = False
+    except InputError:
+        failed = False  # the file's fault: the workers' logs say nothing of it
+        raise
     finally:
         group.stop(keep_topics=run.keep_topics, failed=failed)
 
@@ -159,6 +176,38 @@ def print_summary(report: ReplayReport) -> None:
     for kind in sorted(set(ALERT_TYPES) | set(report.alerts)):
         click.echo(f"  {kind:<24} {report.alerts.get(kind, 0)}")
     click.echo(f"  {'total':<24} {sum(report.alerts.values())}")
+
+
+def read_file(
+    file: Path, fmt: FileFormat, skip_invalid: bool, shop_id: str
+) -> tuple[Iterator[SimMessage], int, str]:
+    """The file's events (built as they are sent), how many, and the file's digest; the
+    rows left out are told. Raises InputError for a file that cannot be replayed as it is."""
+    try:
+        result = read_transactions(file, fmt)
+    except (TransactionFileError, ValueError) as exc:
+        raise InputError(str(exc)) from None
+    returns = [e for e in result.errors if e.reason == NOT_A_PURCHASE]
+    invalid = [e for e in result.errors if e.reason != NOT_A_PURCHASE]
+    print_errors(file, invalid)
+    if invalid and not skip_invalid:
+        raise InputError(
+            f"{len(invalid)} invalid row(s); nothing was sent (--skip-invalid replays the rest)"
+        )
+    try:
+        messages = transaction_events(result.transactions, shop_id=shop_id, source=result.digest)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    events = EVENTS_PER_TRANSACTION * len(result.transactions)
+    click.echo(f"replay: {len(result.transactions)} transactions -> {events} events")
+    if returns:
+        click.echo(
+            f"replay: {len(returns)} row(s) with a zero or negative amount (returns, "
+            "cancellations) skipped"
+        )
+    if invalid:
+        click.echo(f"replay: {len(invalid)} invalid row(s) skipped")
+    return messages, events, result.digest
 
 
 @click.command("replay")
@@ -288,35 +337,15 @@ def replay_command(
             minor_digits=minor_digits,
         )
         fmt, guesses = guess_format(file, fmt, given)
-        for guess in guesses:
-            click.echo(f"replay: {guess}")
-        result = read_transactions(file, fmt)
     except (TransactionFileError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
-    returns = [e for e in result.errors if e.reason == NOT_A_PURCHASE]
-    invalid = [e for e in result.errors if e.reason != NOT_A_PURCHASE]
-    print_errors(file, invalid)
-    if invalid and not skip_invalid:
-        raise click.ClickException(
-            f"{len(invalid)} invalid row(s); nothing was sent (--skip-invalid replays the rest)"
-        )
-    source = result.digest
-    try:
-        # Built while they are sent, so the workers start on the first ones at once.
-        messages = transaction_events(result.transactions, shop_id=shop_id, source=source)
-    except ValueError as exc:
-        raise click.ClickException(str(exc)) from None
-    events = EVENTS_PER_TRANSACTION * len(result.transactions)
-    click.echo(f"replay: {len(result.transactions)} transactions -> {events} events")
-    if returns:
-        click.echo(
-            f"replay: {len(returns)} row(s) with a zero or negative amount (returns, "
-            "cancellations) skipped"
-        )
-    if invalid:
-        click.echo(f"replay: {len(invalid)} invalid row(s) skipped")
+    for guess in guesses:
+        click.echo(f"replay: {guess}")
     try:
         with replay_run(settings, workers, keep_topics, click.echo) as run:
+            # Read while the workers start.
+            messages, events, source = read_file(file, fmt, skip_invalid, shop_id)
+            run.ready()
             report = asyncio.run(
                 replay(
                     run.settings,

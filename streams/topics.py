@@ -257,13 +257,21 @@ async def read_from(
         await consumer.stop()
 
 
-async def delete_topics_of(settings: Settings, prefix: str) -> list[str]:
-    """Delete every topic whose name starts with `prefix` (a run's own topics); returns them."""
+async def delete_topics_of(settings: Settings, prefix: str, settle_s: float = 10.0) -> list[str]:
+    """Delete every topic whose name starts with `prefix` (a run's own topics); returns them.
+
+    The broker deletes in the background, and lists a deleted topic for a moment
+    after: this returns once none is listed any more (or after `settle_s`).
+    """
     admin = await started(lambda: AIOKafkaAdminClient(**client_options(settings)), settings)
     try:
         names = sorted(name for name in await admin.list_topics() if name.startswith(prefix))
         if names:
             await admin.delete_topics(names)
+        for _ in range(round(settle_s / 0.2)):  # looked at every 0.2 s
+            if not set(names) & set(await admin.list_topics()):
+                break
+            await asyncio.sleep(0.2)
         return names
     finally:
         await admin.close()

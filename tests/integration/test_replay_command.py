@@ -68,10 +68,11 @@ async def topics_of(bootstrap: str, prefix: str) -> list[str]:
         await admin.close()
 
 
-def test_hitrun_replay_of_the_example_file_needs_nothing_but_a_broker(
-    kafka_bootstrap: str, tmp_path: Path
-) -> None:
-    app_id = f"example-{uuid.uuid4().hex[:8]}"
+def hitrun_replay(
+    kafka_bootstrap: str, tmp_path: Path, file: Path
+) -> tuple[str, subprocess.CompletedProcess[str]]:
+    """`hitrun replay FILE` with nothing but the broker set; its app id and what it did."""
+    app_id = f"replay-test-{uuid.uuid4().hex[:8]}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("HITRUN_")}
     env |= {
         "HITRUN_KAFKA_BOOTSTRAP": kafka_bootstrap,
@@ -79,13 +80,28 @@ def test_hitrun_replay_of_the_example_file_needs_nothing_but_a_broker(
         "HITRUN_DATA_DIR": str(tmp_path / "data"),
     }
     done = subprocess.run(
-        [sys.executable, "-m", "hitrun.streams.cli", "replay", str(EXAMPLE)],
+        [sys.executable, "-m", "hitrun.streams.cli", "replay", str(file)],
         env=env,
         capture_output=True,
         text=True,
         timeout=600,
         check=False,
     )
+    return app_id, done
+
+
+def assert_nothing_left(kafka_bootstrap: str, app_id: str, printed: str) -> None:
+    """No process, no topic and no scratch directory of the replay is left."""
+    assert processes_of(app_id) == []
+    assert asyncio.run(topics_of(kafka_bootstrap, f"{app_id}-replay-")) == []
+    logs = re.search(r"logs in (\S+)\)", printed)
+    assert logs is not None and not Path(logs[1]).exists()
+
+
+def test_hitrun_replay_of_the_example_file_needs_nothing_but_a_broker(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    app_id, done = hitrun_replay(kafka_bootstrap, tmp_path, EXAMPLE)
     printed = done.stdout + done.stderr
     assert done.returncode == 0, printed
     assert "replay-mode worker(s)" in printed
@@ -102,8 +118,23 @@ def test_hitrun_replay_of_the_example_file_needs_nothing_but_a_broker(
     assert counts["total"] == sum(v for k, v in counts.items() if k != "total")
     # examples/README.md shows this very output.
     assert summary((EXAMPLE.parent / "README.md").read_text().split("```", 2)[1]) == counts
+    assert_nothing_left(kafka_bootstrap, app_id, printed)
 
-    assert processes_of(app_id) == []
-    assert asyncio.run(topics_of(kafka_bootstrap, f"{app_id}-replay-")) == []
-    logs = re.search(r"logs in (\S+)\)", printed)
-    assert logs is not None and not Path(logs[1]).exists()  # its scratch directory is gone
+
+def test_a_file_with_an_invalid_row_is_refused_and_the_workers_started_meanwhile_are_gone(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    # The workers start while the file is read: refusing it must stop them and
+    # delete their topics, and send nothing.
+    rows = EXAMPLE.read_text().splitlines()
+    bad = tmp_path / "bad.csv"
+    bad.write_text("\n".join([*rows[:4], "c-bad,2023-02-30,12.00", *rows[4:10]]) + "\n")
+    app_id, done = hitrun_replay(kafka_bootstrap, tmp_path, bad)
+    printed = done.stdout + done.stderr
+    assert done.returncode != 0, printed
+    assert f"{bad}:5:" in printed
+    assert "1 invalid row(s); nothing was sent" in printed
+    assert "replay-mode worker(s)" in printed  # they had been started
+    assert "published" not in printed
+    assert "worker logs kept" not in printed  # the file's fault, not theirs
+    assert_nothing_left(kafka_bootstrap, app_id, printed)
