@@ -392,14 +392,23 @@ def wait_until_done(settings: Settings, timeout: float) -> None:
     async def wait() -> None:
         deadline = time.monotonic() + timeout
         quiet = Quiet()
+        left: dict[TopicPartition, int] = {}
         async with Progress(settings) as progress:
             while time.monotonic() < deadline:
                 await asyncio.sleep(0.5)
-                remaining = await progress.remaining()
+                left = await progress.remaining_by_partition()
+                remaining = sum(left.values())
                 ends = None if remaining else await _output_ends(settings)
                 if quiet.done(remaining, ends, time.monotonic()):
                     return
-        raise TimeoutError(f"the run did not finish in {timeout:.0f}s")
+        # Which way it is stuck: input left uncommitted (where), or outputs still growing.
+        stuck = (
+            "uncommitted: "
+            + ", ".join(f"{tp.topic}[{tp.partition}] {n}" for tp, n in sorted(left.items()))
+            if left
+            else "every input committed, the outputs still growing"
+        )
+        raise TimeoutError(f"the run did not finish in {timeout:.0f}s ({stuck})")
 
     asyncio.run(wait())
 
