@@ -22,7 +22,7 @@ import click
 
 from hitrun.schemas.registry import ALERT_TYPES
 from hitrun.streams.config import Settings
-from hitrun.streams.processes import WorkerProcess, topic_env, worker_env
+from hitrun.streams.processes import WorkerProcess, stop_groups, topic_env, worker_env
 from hitrun.streams.replay import ReplayError, ReplayReport, replay
 from hitrun.streams.simulate import SimMessage
 from hitrun.streams.topics import delete_topics_of, ensure_topics
@@ -100,8 +100,7 @@ class ReplayWorkers:
                 )
 
     def stop(self, *, keep_topics: bool, failed: bool) -> None:
-        for worker in self.workers:
-            worker.stop()
+        stop_groups([w.process for w in self.workers if w.process is not None], 30.0)
         if not keep_topics:
             try:
                 deleted = asyncio.run(delete_topics_of(self.settings, self.run_id))
