@@ -110,12 +110,6 @@ class LoopStatus:
     committed_at: float = field(default_factory=time.monotonic)
 
 
-# How long a fetch waits for records; after records were applied, only IDLE_COMMIT_S, and
-# an empty fetch then commits them at once: a worker that has read everything there is
-# commits it a tenth of a second later, not a whole commit interval (and fetch) later.
-FETCH_WAIT_S = 1.0
-IDLE_COMMIT_S = 0.1
-
 # Where the loop's time goes, by phase (`hitrun_loop_seconds_total`): waiting for records
 # (idle time included), applying them (hitrun's own work), publishing the batch's records
 # and waiting for the broker, writing its states to the local store, committing offsets.
@@ -181,8 +175,6 @@ class ConsumeLoop:
         self._last_commit = time.monotonic()
         self._last_tick = 0.0
         self._source: Source | None = None
-        # Records were applied since the loop last looked for offsets to commit.
-        self._uncommitted = False
 
     # -- the loop ----------------------------------------------------------
 
@@ -192,7 +184,7 @@ class ConsumeLoop:
         while not source.stopping():
             epoch = self._epoch
             started = time.perf_counter()
-            records = await source.fetch(IDLE_COMMIT_S if self._uncommitted else FETCH_WAIT_S)
+            records = await source.fetch(1.0)
             self.spent("fetch", time.perf_counter() - started)
             ours: dict[TopicPartition, list[Any]] = {}
             for tp, batch in records.items():
@@ -200,7 +192,6 @@ class ConsumeLoop:
                     ours[TopicPartition(tp.topic, tp.partition)] = batch
                 else:
                     await source.pass_on(tp, batch)
-            idle = not any(ours.values())
             async with self._lock:
                 if epoch != self._epoch or not source.flow_active or source.stopping():
                     # A rebalance started after the fetch: these records may no
@@ -214,7 +205,7 @@ class ConsumeLoop:
                     ours = await self._from_the_start(source, ours)
                     await self._batch(source, ours)
                     started = time.perf_counter()
-                    if await self._maybe_commit(source, force=idle):
+                    if await self._maybe_commit(source):
                         self.spent("commit", time.perf_counter() - started)
                 except BatchFailed as exc:
                     self.on_fatal(exc.__cause__ or exc)
@@ -313,7 +304,6 @@ class ConsumeLoop:
         self.processor.confirmed(delivered)
         self.spent("store", time.perf_counter() - stored)
         self.status.batches += 1
-        self._uncommitted = True
 
     def _tick(self, source: Source) -> bool:
         """Live mode: tick each owned partition whose input is caught up, once per interval."""
@@ -391,7 +381,6 @@ class ConsumeLoop:
         if not force and time.monotonic() - self._last_commit < self.commit_interval_s:
             return False
         self._last_commit = time.monotonic()
-        self._uncommitted = False
         offsets = self.committable()
         if not offsets:
             return False

@@ -419,27 +419,3 @@ def test_the_loop_tells_where_its_time_goes_phase_by_phase() -> None:
     # Applying is not charged the wait for the broker, nor publishing the store's writes.
     assert total["apply"] < 0.3
     assert total["publish"] < 0.3 + 0.15
-
-
-def test_a_loop_that_has_read_everything_commits_at_once_not_a_commit_interval_later() -> None:
-    @dataclass
-    class Recording(FakeSource):
-        waits: list[float] = field(default_factory=list)
-        commits_after: list[int] = field(default_factory=list)  # fetches made at each commit
-
-        async def fetch(self, wait_s: float) -> dict[TopicPartition, list[Any]]:
-            self.waits.append(wait_s)
-            return await super().fetch(wait_s)
-
-        async def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
-            self.commits_after.append(len(self.waits))
-            await super().commit(offsets)
-
-    source = Recording([records(CHECKOUTS, range(0, 4)), {}, {}])
-    loop = make_loop(FakeProcessor(), FakeSink())
-    loop.commit_interval_s = 60.0  # never due while the test runs
-    asyncio.run(loop.run(source))
-    # After applying, the fetch waits briefly; the empty one that follows commits.
-    assert source.waits == [1.0, 0.1, 1.0, 1.0]
-    assert source.commits_after == [2]
-    assert source.last_commit == {tp(CHECKOUTS): 4}
