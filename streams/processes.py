@@ -106,14 +106,9 @@ def worker_env(env: dict[str, str], number: int) -> dict[str, str]:
 
 
 def stop_group(process: subprocess.Popen[bytes], timeout: float) -> int:
-    """SIGTERM a child started with its own session (process group), SIGKILL it if it lingers."""
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+    """SIGTERM a child started with its own session (process group), SIGKILL it if it
+    lingers; returns its exit code."""
+    stop_groups([process], timeout)
     return process.returncode
 
 
