@@ -12,6 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from hitrun.schemas.registry import ALERT_TYPES
 from hitrun.streams.config import Settings
 from hitrun.streams.errors import REASONS
+from hitrun.streams.faust_bridge import PromptTableManager, PromptWorker
 from hitrun.streams.ingest import REROUTABLE_TYPES as INGEST_REROUTABLE
 from hitrun.streams.ingest import IngestRules
 from hitrun.streams.kafka_auth import bootstrap_servers, faust_credentials
@@ -33,7 +34,9 @@ app = faust.App(
     processing_guarantee=settings.processing_guarantee,
     broker_commit_interval=settings.commit_interval.total_seconds(),
     broker_session_timeout=settings.session_timeout.total_seconds(),
-    broker_heartbeat_interval=min(3.0, settings.session_timeout.total_seconds() / 4),
+    # A member learns of a rebalance from its next heartbeat, and the group waits
+    # for every member: the interval bounds the stall when a worker joins or leaves.
+    broker_heartbeat_interval=min(1.0, settings.session_timeout.total_seconds() / 4),
     consumer_auto_offset_reset="earliest",
     # One fetch is one batch of hitrun's loop (streams/loop.py).
     broker_max_poll_records=settings.batch_size,
@@ -46,6 +49,8 @@ app = faust.App(
     web_bind=settings.web_host,
     web_port=settings.web_port,
     autodiscover=False,
+    TableManager=PromptTableManager,
+    Worker=PromptWorker,
     logging_config=logging_config(settings.log_json, settings.log_level),
 )
 

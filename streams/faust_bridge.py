@@ -25,6 +25,10 @@ The internals used, all of faust-streaming 0.15's aiokafka driver:
   `call_thread`, `_ensure_consumer()`, `tp_last_committed_at`;
 - `App.consumer_generation_id`, `App.assignor.assigned_actives()`,
   `App.tables.recovery.completed` and `App.tables.actives_ready`;
+- `TableManager.on_start` (a 1 s sleep, then `_update_channels()` and
+  `recovery.start()`: `PromptTableManager`) and mode's
+  `Worker._sentinel_task` (a 1 s sleep before the loop closes:
+  `PromptWorker`);
 - the table manager's `changelog_queue` (a ThrowableQueue the flow control
   clears on every resume, cancelling puts waiting for room) and the recovery
   service's `standby_tps`, `standby_offsets` (the last offset it took of each
@@ -44,7 +48,9 @@ import faust
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 from aiokafka.structs import OffsetAndMetadata
+from faust.tables.manager import TableManager
 from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.worker import Worker as FaustWorker
 
 if TYPE_CHECKING:
     from aiokafka import ConsumerRecord
@@ -90,6 +96,32 @@ class HitrunConsumer(faust_aiokafka.Consumer):
         if not _position_known(self._thread, tp):
             return
         super().verify_event_path(now, tp)
+
+
+class PromptTableManager(TableManager):
+    """Faust's table manager without its start-up second.
+
+    Faust's sleeps a second when it starts, to let an app register tables late;
+    hitrun's one table exists before the worker starts (agents/customer.py), and
+    that second was half of a worker's time to ready (`hitrun replay` waits for
+    it before it publishes).
+    """
+
+    async def on_start(self) -> None:
+        if self.should_stop:
+            return
+        await self._update_channels()
+        await self.recovery.start()
+
+
+class PromptWorker(FaustWorker):
+    """Faust's worker without the second it idles after stopping, once every service
+    has stopped and every task is gathered: a stopped worker's process ends at once,
+    which `hitrun replay`, the tests and a rolling restart all wait for."""
+
+    async def _sentinel_task(self) -> None:
+        # One more pass of the loop, for callbacks the last tasks scheduled.
+        await asyncio.sleep(0)
 
 
 def _position_known(thread: Any, tp: Any) -> bool:

@@ -17,6 +17,7 @@ from faust.tables.recovery import Recovery
 from faust.transport.consumer import Consumer as BaseConsumer
 from faust.transport.consumer import Fetcher
 from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.worker import Worker as FaustWorker
 from mode.utils.queues import ThrowableQueue
 
 from hitrun.streams import faust_bridge
@@ -168,3 +169,73 @@ def test_a_revocation_starts_the_rebalance_and_a_recovery_ends_it_with_actives_r
     assert "app.on_rebalance_start()" in listener
     completed = inspect.getsource(Recovery.on_recovery_completed)
     assert completed.index("flow_control.resume()") < completed.index("on_actives_ready()")
+
+
+def _start_calls(manager: Any, on_start: Any) -> list[str]:
+    """The steps `on_start` takes on `manager`, its sleeps included."""
+    calls: list[str] = []
+
+    async def sleep(seconds: float) -> None:
+        calls.append(f"sleep {seconds}")
+
+    async def update_channels() -> None:
+        calls.append("update channels")
+
+    async def start_recovery() -> None:
+        calls.append("start recovery")
+
+    manager.sleep = sleep
+    manager._update_channels = update_channels
+    manager.recovery.start = start_recovery
+    asyncio.run(on_start(manager))
+    return calls
+
+
+def test_the_prompt_table_manager_starts_as_faust_s_does_without_the_second() -> None:
+    # Faust's on_start sleeps a second, then updates the channels and starts the
+    # recovery; the prompt one does the same steps without the sleep.
+    faust_steps = _start_calls(
+        faust.App("bridge-test-5", broker="kafka://127.0.0.1:1", autodiscover=False).tables,
+        TableManager.on_start,
+    )
+    assert faust_steps == ["sleep 1.0", "update channels", "start recovery"]
+    app = faust.App(
+        "bridge-test-6",
+        broker="kafka://127.0.0.1:1",
+        autodiscover=False,
+        TableManager=faust_bridge.PromptTableManager,
+    )
+    assert isinstance(app.tables, faust_bridge.PromptTableManager)
+    prompt_steps = _start_calls(app.tables, faust_bridge.PromptTableManager.on_start)
+    assert prompt_steps == faust_steps[1:]
+
+
+def test_the_prompt_worker_closes_its_loop_without_idling_a_second() -> None:
+    # mode's worker awaits its sentinel task after every service has stopped and
+    # before it closes the loop; Faust's sentinel sleeps a second.
+    shutdown = inspect.getsource(FaustWorker._shutdown_loop)
+    assert "self._sentinel_task()" in shutdown
+    assert shutdown.index("_gather_all()") < shutdown.index("_sentinel_task()")
+    slept: list[float] = []
+    real_sleep = asyncio.sleep
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        await real_sleep(0)
+
+    asyncio.sleep = sleep  # type: ignore[assignment]
+    try:
+        asyncio.run(FaustWorker._sentinel_task(object.__new__(FaustWorker)))
+        asyncio.run(faust_bridge.PromptWorker._sentinel_task(object.__new__(FaustWorker)))
+    finally:
+        asyncio.sleep = real_sleep  # type: ignore[assignment]
+    assert slept == [1.0, 0]
+
+
+def test_hitruns_app_uses_the_prompt_table_manager_and_worker() -> None:
+    from hitrun.streams.app import app
+
+    assert app.conf.TableManager is faust_bridge.PromptTableManager
+    assert app.conf.Worker is faust_bridge.PromptWorker
+    # A member hears of a rebalance at its next heartbeat: at most a second later.
+    assert app.conf.broker_heartbeat_interval <= 1.0
