@@ -18,7 +18,7 @@ from hitrun.streams.config import Settings
 from hitrun.streams.kafka_auth import client_options, started
 from hitrun.streams.publisher import Mark, PublishStats, publish
 from hitrun.streams.simulate import SimMessage
-from hitrun.streams.topics import ensure_topics, read_from
+from hitrun.streams.topics import ensure_topics, read_from, require_topics
 
 # Watermarks every this many messages let the replay-mode worker release
 # events as the replay goes, instead of holding all of them until the end.
@@ -175,6 +175,10 @@ async def replay(
 async def _end_offsets(settings: Settings, topics: Sequence[str]) -> dict[TopicPartition, int]:
     consumer = await started(lambda: AIOKafkaConsumer(**client_options(settings)), settings)
     try:
+        # One metadata request for every topic: aiokafka otherwise learns of them
+        # one at a time, a retry backoff (100 ms) apart, and waits out its request
+        # timeout (40 s) for a topic that does not exist.
+        await require_topics(consumer, set(topics))
         tps = [TopicPartition(t, p) for t in topics for p in range(settings.partitions)]
         ends: dict[TopicPartition, int] = await consumer.end_offsets(tps)
         return ends

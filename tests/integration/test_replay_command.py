@@ -138,3 +138,31 @@ def test_a_file_with_an_invalid_row_is_refused_and_the_workers_started_meanwhile
     assert "published" not in printed
     assert "worker logs kept" not in printed  # the file's fault, not theirs
     assert_nothing_left(kafka_bootstrap, app_id, printed)
+
+
+def test_the_start_offsets_of_a_replay_name_a_missing_topic_at_once(kafka_bootstrap: str) -> None:
+    # aiokafka asks for an unknown topic's metadata again and again until its
+    # request timeout (40 s); the replay asks for every topic once and says which
+    # one the cluster does not have.
+    from hitrun.streams.config import Settings
+    from hitrun.streams.processes import topic_env
+    from hitrun.streams.replay import _end_offsets
+    from hitrun.streams.topics import TopicMissing, delete_topics_of, ensure_topics
+
+    app_id = f"replay-ends-{uuid.uuid4().hex[:8]}"
+    settings = Settings.from_env(
+        {"HITRUN_KAFKA_BOOTSTRAP": kafka_bootstrap, "HITRUN_APP_ID": app_id, **topic_env(app_id)}
+    )
+    try:
+        asyncio.run(_end_offsets(settings, [f"{app_id}.absent"]))
+    except TopicMissing as exc:
+        assert f"{app_id}.absent" in str(exc)
+    else:
+        raise AssertionError("the start offsets of a missing topic were read")
+    asyncio.run(ensure_topics(settings))
+    try:
+        ends = asyncio.run(_end_offsets(settings, list(settings.watermarked_topics)))
+        assert len(ends) == settings.partitions * len(settings.watermarked_topics)
+        assert set(ends.values()) == {0}
+    finally:
+        asyncio.run(delete_topics_of(settings, app_id))
