@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
@@ -25,9 +26,15 @@ async def _admin_client() -> AIOKafkaAdminClient:
 
 @app.timer(interval=5.0)
 async def measure_consumer_lag() -> None:
+    await refresh_consumer_lag()
+
+
+async def refresh_consumer_lag() -> None:
     """Refresh hitrun_consumer_lag_messages for the input partitions this worker owns."""
     from hitrun.streams.web import readiness  # the readiness rule lives with the /readyz view
 
+    if app.should_stop:  # the admin client is closed, or about to be
+        return
     metrics.ready.set(1 if readiness()[0] else 0)
     watched = {*settings.input_topics, settings.reroute_topic}
     owned = sorted(tp for tp in app.assignor.assigned_actives() if tp.topic in watched)
@@ -48,3 +55,13 @@ async def measure_consumer_lag() -> None:
         done = offset.offset if offset is not None and offset.offset >= 0 else 0
         lag = max(ends.get(tp, 0) - done, 0)
         metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(lag)
+
+
+@app.on_before_shutdown.connect  # type: ignore[arg-type]  # mode types the sender positional-only
+async def close_admin_client(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
+    """Close the admin client: its connection's tasks otherwise kept the stopping worker
+    waiting its last second (mode gathers every task left, then cancels them)."""
+    global _admin
+    client, _admin = _admin, None
+    if client is not None:
+        await client.close()
