@@ -12,6 +12,7 @@ from importlib.metadata import version
 from typing import Any
 
 import faust
+import pytest
 from faust.tables.manager import TableManager
 from faust.tables.recovery import Recovery
 from faust.transport.consumer import Consumer as BaseConsumer
@@ -210,7 +211,9 @@ def test_the_prompt_table_manager_starts_as_faust_s_does_without_the_second() ->
     assert prompt_steps == faust_steps[1:]
 
 
-def test_the_prompt_worker_closes_its_loop_without_idling_a_second() -> None:
+def test_the_prompt_worker_closes_its_loop_without_idling_a_second(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     # mode's worker awaits its sentinel task after every service has stopped and
     # before it closes the loop; Faust's sentinel sleeps a second.
     shutdown = inspect.getsource(FaustWorker._shutdown_loop)
@@ -223,12 +226,9 @@ def test_the_prompt_worker_closes_its_loop_without_idling_a_second() -> None:
         slept.append(seconds)
         await real_sleep(0)
 
-    asyncio.sleep = sleep  # type: ignore[assignment]
-    try:
-        asyncio.run(FaustWorker._sentinel_task(object.__new__(FaustWorker)))
-        asyncio.run(faust_bridge.PromptWorker._sentinel_task(object.__new__(FaustWorker)))
-    finally:
-        asyncio.sleep = real_sleep  # type: ignore[assignment]
+    monkeypatch.setattr(asyncio, "sleep", sleep)
+    asyncio.run(FaustWorker._sentinel_task(object.__new__(FaustWorker)))
+    asyncio.run(faust_bridge.PromptWorker._sentinel_task(object.__new__(FaustWorker)))
     assert slept == [1.0, 0]
 
 
