@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar, cast
+from typing import Any, NamedTuple, TypeVar, cast
 
 import faust
 import msgspec
@@ -521,17 +521,66 @@ class PartitionTimers:
         return times
 
 
+class Tally(msgspec.Struct):
+    """What the gauges count in one partition: customers with a state, open orders, and
+    customers on a blacklist."""
+
+    customers: int = 0
+    open_orders: int = 0
+    listed: int = 0
+
+    def add(self, before: Footprint, after: Footprint) -> None:
+        self.customers += int(after.stored) - int(before.stored)
+        self.open_orders += after.open_orders - before.open_orders
+        self.listed += int(after.listed) - int(before.listed)
+
+
+class SetAside(NamedTuple):
+    """A partition's deadline index and tally, kept through a rebalance, with the clock
+    record its store held then: they hold again only if the store still holds it."""
+
+    deadlines: DeadlineIndex
+    tally: Tally
+    record: bytes | None
+
+
 class Timers:
     """Per-partition timers of this worker, rebuilt from the table after each rebalance."""
 
     def __init__(self) -> None:
         self.partitions: dict[int, PartitionTimers] = {}
         self.indexed = False
+        # Per owned partition, what the gauges count (kept up by `StateCache.commit`).
+        self.tallies: dict[int, Tally] = {}
+        self.owned: set[int] = set()  # the partitions of the last rebuild
+        self._aside: dict[int, SetAside] = {}
 
-    def clear(self) -> None:
+    def clear(self, keep_indexes: bool = False) -> None:
         """Forget clocks, indexes and held events: a new assignment reads from the committed
-        offsets and rebuilds the index from the recovered table."""
+        offsets and rebuilds the index from the recovered table.
+
+        With `keep_indexes` (every change applied is in the store), each partition's
+        index is set aside with the clock record its store holds: should the partition
+        stay here and its store still hold that record (no other worker wrote a batch
+        of it since: every batch that changes a state writes a record with a new batch
+        id), the rebuild takes the index back instead of scanning the partition's
+        states. A rebalance then scans only the partitions it brings.
+        """
+        if not keep_indexes:
+            self._aside.clear()
+        elif self.indexed:
+            store = customers_table.data
+            self._aside = {}
+            for number in self.owned:
+                held = self.partitions.get(number)
+                self._aside[number] = SetAside(
+                    DeadlineIndex() if held is None else held.index,
+                    self.tallies.get(number, Tally()),
+                    store.get(clock_key(number)),
+                )
         self.partitions.clear()
+        self.tallies = {}
+        self.owned = set()
         self.indexed = False
 
     def of(self, partition: int) -> PartitionTimers:
@@ -555,19 +604,30 @@ class Timers:
                 del self.partitions[number]
         for timers in self.partitions.values():
             timers.index = DeadlineIndex()
-        open_orders = blacklisted = customers = 0
+        aside, self._aside = self._aside, {}
         store = customers_table.data
         # Per partition, the batch its clock record numbers, whose stamped keys tell what
         # holds after the restart (`ClockRecord.restored`).
         awaited: dict[int, int] = {}
+        kept: set[int] = set()
         for number in owned:
             persisted = store.get(clock_key(number))
+            found = aside.get(number)
+            if found is not None and found.record == persisted:
+                # This worker's own index, and the store as it left it: every state of
+                # its last batch is stored.
+                self.partitions.setdefault(number, PartitionTimers()).index = found.deadlines
+                self.tallies[number] = found.tally
+                kept.add(number)
             if persisted is not None:
                 batch = self._read_clock(number, persisted)
-                if batch:
+                if batch and number in kept:
+                    self._restore_clock(number, None)
+                elif batch:
                     awaited[number] = batch
+        scanned = owned - kept
         stamped: dict[int, set[str]] = {n: set() for n in awaited}
-        for partition, key, value in owned_items(store, owned, customers_table.partition_for_key):
+        for partition, key, value in owned_items(store, scanned, customers_table.partition_for_key):
             if value is None or key.startswith(CLOCK_KEY_PREFIX):
                 continue
             if partition in awaited and stamp_of(value) == awaited[partition]:
@@ -586,18 +646,38 @@ class Timers:
                     continue
             timers = self.partitions.setdefault(partition, PartitionTimers())
             timers.index.schedule_micros(key.decode(), summary.wake)
-            customers += 1
-            open_orders += summary.open_orders
-            blacklisted += summary.listed
+            tally = self.tallies.setdefault(partition, Tally())
+            tally.customers += 1
+            tally.open_orders += summary.open_orders
+            tally.listed += summary.listed
+        for number in scanned:
+            self.tallies.setdefault(number, Tally())
         for number, keys in stamped.items():
             self._restore_clock(number, keys)
-        metrics.customers.set(customers)
-        metrics.open_checkouts.set(open_orders)
-        metrics.blacklisted.set(blacklisted)
+        customers = self.set_gauges()
+        self.owned = owned
         self.indexed = True
         # The scan's transient memory (and the index it replaced) back to the system.
         give_back()
-        log.info("deadline index rebuilt: %d customers in partitions %s", customers, sorted(owned))
+        log.info(
+            "deadline index rebuilt: %d customers in partitions %s (indexes kept: %s)",
+            customers,
+            sorted(owned),
+            sorted(kept) or "none",
+        )
+
+    def tally(self, key: bytes) -> Tally:
+        """The tally of the partition a customer's key belongs in."""
+        return self.tallies.setdefault(customers_table.partition_for_key(key), Tally())
+
+    def set_gauges(self) -> int:
+        """Set the gauges to the owned partitions' tallies; returns the customers."""
+        tallies = self.tallies.values()
+        customers = sum(t.customers for t in tallies)
+        metrics.customers.set(customers)
+        metrics.open_checkouts.set(sum(t.open_orders for t in tallies))
+        metrics.blacklisted.set(sum(t.listed for t in tallies))
+        return customers
 
     def _read_clock(self, number: int, persisted: bytes) -> int:
         """Read the partition's clock record; the batch it numbers (0: restored already)."""
@@ -614,11 +694,18 @@ class Timers:
             self._restore_clock(number, set())
         return record.batch
 
-    def _restore_clock(self, number: int, stamped: set[str]) -> None:
+    def _restore_clock(self, number: int, stamped: set[str] | None) -> None:
+        """Restore the partition's clock from its record, given the keys stamped with the
+        record's batch (None: every state of that batch is known to be stored)."""
         timers = self.partitions[number]
         store = customers_table.data
-        record = cast(ClockRecord, timers.restored).restored(
-            frozenset(stamped), lambda key: get_raw(store, key.encode()) is not None
+        restored = cast(ClockRecord, timers.restored)
+        record = (
+            restored.settled()
+            if stamped is None
+            else restored.restored(
+                frozenset(stamped), lambda key: get_raw(store, key.encode()) is not None
+            )
         )
         timers.clock = replace(record.clock)  # the record stays as restored (`complete`)
         timers.buffer.restore_seen(record.seen)
@@ -695,6 +782,15 @@ class Footprint(msgspec.Struct, frozen=True):
     listed: bool
 
 
+NO_STATE = Footprint(False, 0, False)
+
+
+def footprint(state: CustomerState | None) -> Footprint:
+    if state is None:
+        return NO_STATE
+    return Footprint(True, len(state.unpaid.open), bool(state.unpaid.listings))
+
+
 # A scope's marker for "this customer is unchanged in the batch: the store has it".
 _CLEAN = object()
 
@@ -728,20 +824,18 @@ class StateCache:
         # The customers of the batch that had a stored state when it began: only
         # those need a tombstone when their state empties.
         self._existed: set[str] = set()
+        # What each customer of the batch was when the batch began, for the gauges.
+        self._began: dict[str, Footprint] = {}
         self._keep = keep
         # The staged batch: (key, encoded value or None, state) per changed customer.
         self._staged: list[tuple[bytes, bytes | None, CustomerState | None]] = []
-        # The batch's changes of the gauges, moved once per batch by the commit.
-        self._customers = self._open_orders = self._listed = 0
         # The open scope (one message or one timer): what each customer it loaded
         # was before it, to put back if the scope fails. CLEAN: as in the store.
         self._scope: dict[str, bytes | object | None] | None = None
-        self._scope_gauges = (0, 0, 0)
 
     def begin(self) -> None:
         """Open a scope: the states loaded until `end` can be put back by `rollback`."""
         self._scope = {}
-        self._scope_gauges = (self._customers, self._open_orders, self._listed)
 
     def end(self) -> None:
         self._scope = None
@@ -765,7 +859,6 @@ class StateCache:
                 self._states[customer_id] = (
                     None if before is None else decode_state(cast(bytes, before), customer_id)
                 )
-        self._customers, self._open_orders, self._listed = self._scope_gauges
         return sorted(scope)
 
     def load(self, customer_id: str) -> tuple[CustomerState, Footprint]:
@@ -788,9 +881,14 @@ class StateCache:
             if state is not None:
                 self._existed.add(customer_id)
             self._states[customer_id] = state
+            self._began[customer_id] = footprint(state)
         if state is None:
-            return CustomerState(), Footprint(False, 0, False)
-        return state, Footprint(True, len(state.unpaid.open), bool(state.unpaid.listings))
+            return CustomerState(), NO_STATE
+        return state, footprint(state)
+
+    def pending(self) -> bool:
+        """Whether states were changed since the last `commit`."""
+        return bool(self._dirty or self._staged)
 
     def forget(self) -> None:
         """Drop everything not yet in the store, and the states kept between batches."""
@@ -799,22 +897,15 @@ class StateCache:
         self._dirty.clear()
         self._recompute.clear()
         self._existed.clear()
+        self._began.clear()
         self._staged.clear()
         self._scope = None
-        self._customers = self._open_orders = self._listed = 0
 
-    def store(
-        self, customer_id: str, before: Footprint, state: CustomerState, wake: datetime | None
-    ) -> None:
-        """Keep the new state for the batch's end with its wake time (`next_due`), and count
-        its change of the gauges."""
-        empty = state.is_empty()
-        self._states[customer_id] = None if empty else state
+    def store(self, customer_id: str, state: CustomerState, wake: datetime | None) -> None:
+        """Keep the new state for the batch's end with its wake time (`next_due`)."""
+        self._states[customer_id] = None if state.is_empty() else state
         self._dirty[customer_id] = wake
         self._recompute.discard(customer_id)
-        self._customers += int(not empty) - int(before.stored)
-        self._open_orders += len(state.unpaid.open) - before.open_orders
-        self._listed += int(bool(state.unpaid.listings)) - int(before.listed)
 
     def stage(self, stamp: Callable[[bytes, bytes], bytes]) -> list[tuple[bytes, bytes | None]]:
         """Encode every changed customer and `stamp` it (key, value: the stored value):
@@ -843,30 +934,27 @@ class StateCache:
         self._recompute.clear()
         return staged
 
-    def commit(self) -> list[tuple[bytes, bytes | None]]:
-        """The batch is confirmed: move the gauges and return its writes for the store
-        (None: delete)."""
+    def commit(self, tally: Callable[[bytes], Tally]) -> list[tuple[bytes, bytes | None]]:
+        """The batch is confirmed: count each change in its partition's tally (`tally`, by
+        key) and return the batch's writes for the store (None: delete)."""
         kept = self._kept
+        began = self._began
         writes: list[tuple[bytes, bytes | None]] = []
         for key, value, state in self._staged:
             customer_id = key.decode()
             kept.pop(customer_id, None)  # written again: kept as the newest
             writes.append((key, value))
+            after = NO_STATE
             if value is not None:
                 kept[customer_id] = cast(CustomerState, state)
+                after = footprint(cast(CustomerState, state))
+            tally(key).add(began.get(customer_id, NO_STATE), after)
         while len(kept) > self._keep:
             del kept[next(iter(kept))]
-        for gauge, change in (
-            (metrics.customers, self._customers),
-            (metrics.open_checkouts, self._open_orders),
-            (metrics.blacklisted, self._listed),
-        ):
-            if change:
-                gauge.inc(change)
-        self._customers = self._open_orders = self._listed = 0
         self._staged.clear()
         self._states.clear()
         self._existed.clear()
+        self._began.clear()
         return writes
 
 
@@ -1013,7 +1101,7 @@ def advance_customer(partition: PartitionTimers, customer_id: str, now: datetime
     effects = changes + effects
     kept = retention.advance(state.retention, customer_id, now - LATENESS, retention_policy)
     wake = next_due(state)
-    cache.store(customer_id, before, state, wake)
+    cache.store(customer_id, state, wake)
     partition.index.schedule(customer_id, wake)
     publish_links(customer_id, unlinked)
     if not REPLAY:
@@ -1064,14 +1152,14 @@ def apply_to_customer(
 ) -> None:
     """Apply one event to its customer's state and queue what the detectors decide."""
     customer_id = event.customer_id
-    state, before = cache.load(customer_id)
+    state, _ = cache.load(customer_id)
     if isinstance(event, AdminActionRequested):
         refused = admin_refusal(event, state, now)
         if refused is not None:
             dead_letter(msg, Rejected(dead_letter_for(msg, Unauthenticated(refused))))
             return
         if event.action == "erase":
-            erase(partition, event, before, msg)
+            erase(partition, event, msg)
             return
     # Clean-ups wait for the customer's next touch (next_due): this is one.
     unpaid.prune(state.unpaid, now, policies)
@@ -1088,7 +1176,7 @@ def apply_to_customer(
     if not duplicate and isinstance(event, CheckoutConfirmed | PaymentAttempted):
         announce(customer_id, state, event.identifiers, event.occurred_at)
     wake = next_due(state)
-    cache.store(customer_id, before, state, wake)
+    cache.store(customer_id, state, wake)
     partition.index.schedule(customer_id, wake)
     publish(customer_id, state, effects)
     publish_retention(customer_id, kept)
@@ -1114,9 +1202,7 @@ def admin_refusal(event: AdminActionRequested, state: CustomerState, now: dateti
     return None
 
 
-def erase(
-    partition: PartitionTimers, event: AdminActionRequested, before: Footprint, msg: RawMessage
-) -> None:
+def erase(partition: PartitionTimers, event: AdminActionRequested, msg: RawMessage) -> None:
     """Forget the customer: state (a changelog tombstone), status (a tombstone) and timers.
 
     A `customer_erased` record on the erasures topic says who asked and when;
@@ -1127,7 +1213,7 @@ def erase(
     if state.identity is not None:
         for sighting in identity.forget(state.identity, customer_id, event.occurred_at):
             queue_sighting(sighting)
-    cache.store(customer_id, before, CustomerState(), None)
+    cache.store(customer_id, CustomerState(), None)
     partition.index.schedule(customer_id, None)
     key = customer_id.encode()
     queue(settings.topic_blacklist_status, key, None)
@@ -1559,12 +1645,12 @@ def deliver(msg: RawMessage, report: Report) -> None:
     partition = timers.of(msg.partition)
 
     def receive() -> None:
-        state, before = cache.load(customer_id)
+        state, _ = cache.load(customer_id)
         effects = identity.receive(state.links(), customer_id, report, link_policy)
         changes = link_rules.follow(customer_id, state, effects, report.at)
         state.tidy()
         wake = next_due(state)
-        cache.store(customer_id, before, state, wake)
+        cache.store(customer_id, state, wake)
         partition.index.schedule(customer_id, wake)
         publish_links(customer_id, effects)
         publish(customer_id, state, changes)
@@ -1625,8 +1711,11 @@ class CustomerProcessor:
         # What the last marks on the identity topics said (`_mark_stages`), and when.
         self._staged_marks: dict[str, dict[int, datetime]] = {}
         self._staged_marks_at: float = float("-inf")
+        # Applied, settled or ticked since the last batch the broker confirmed.
+        self._unconfirmed = False
 
     def apply(self, msg: RawMessage) -> None:
+        self._unconfirmed = True
         partition = timers.of(msg.partition)
         if ORDER_SIGHTINGS and msg.topic in INTERNAL_STAGES:
             take_held(partition, msg)
@@ -1662,6 +1751,7 @@ class CustomerProcessor:
         dispatch(msg, verdict)
 
     def tick(self, partition: int, wall_ms: int) -> None:
+        self._unconfirmed = True
         on_tick(partition, wall_ms)
         alert_log.flush()
 
@@ -1679,6 +1769,7 @@ class CustomerProcessor:
                 moved = True
         if ORDER_SIGHTINGS:
             moved |= self._mark_stages(owned)
+        self._unconfirmed |= moved
         return moved
 
     def _mark_stages(self, owned: Iterable[int]) -> bool:
@@ -1739,7 +1830,7 @@ class CustomerProcessor:
                 sink.put(OutRecord(changelog_topic_name, key, value, number))
 
     def confirmed(self, delivered: Mapping[TopicPartition, int]) -> None:
-        writes = cache.commit()
+        writes = cache.commit(timers.tally)
         writes += identifiers.commit()
         writes += self._clock_writes
         self._clock_writes.clear()
@@ -1749,13 +1840,20 @@ class CustomerProcessor:
         # persistent store (RocksDB) then recovers only the changelog's tail.
         offsets = {tp: o for tp, o in delivered.items() if tp.topic == changelog_topic_name}
         write_raw(customers_table.data, writes, offsets)
+        timers.set_gauges()
         metrics.held_events.set(sum(len(p.buffer) for p in timers.partitions.values()))
+        self._unconfirmed = False
 
     def reset(self) -> None:
+        # The deadline indexes match the store only if nothing was applied since the last
+        # batch the broker confirmed (the loop resets between batches, once the batch in
+        # hand is confirmed; a batch that fails ends the process).
+        settled = not self._unconfirmed and not cache.pending()
         cache.forget()
         identifiers.forget()
         sink.discard()
-        timers.clear()
+        timers.clear(keep_indexes=settled)
+        self._unconfirmed = False
         self._clock_writes.clear()
 
 

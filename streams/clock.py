@@ -246,11 +246,18 @@ class ClockRecord:
         if self.previous is None:
             return self
         if len(stamped) == self.states and not any(map(stored, self.deleted)):
-            return replace(self, states=0, deleted=(), previous=None)
+            return self.settled()
         tier = Tier(
             self.batch, dict(self.read_next), self.applied_before(), stamped, dict(self.apart)
         )
         return replace(self.previous, batch=self.batch, tiers=(*self.tiers, tier))
+
+    def settled(self) -> ClockRecord:
+        """What holds once every state the record's batch sent is stored: the record itself,
+        without what tells whether they were (`restored`)."""
+        if self.previous is None:
+            return self
+        return replace(self, states=0, deleted=(), previous=None)
 
     def fields(self) -> ClockRecord:
         """What holds for every key: the record without what a batch adds (`restored`)."""

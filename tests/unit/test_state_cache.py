@@ -49,13 +49,13 @@ def confirm(cache: StateCache) -> None:
     """What the agent and the loop do with a batch the broker confirmed."""
     for key, value in cache.stage(customer.stamp):
         customer.sink.put(OutRecord(customer.changelog_topic_name, key, value, 0))
-    write_raw(customer.customers_table.data, cache.commit(), {})
+    write_raw(customer.customers_table.data, cache.commit(customer.timers.tally), {})
 
 
 def write(cache: StateCache, customer_id: str) -> CustomerState:
-    state, before = cache.load(customer_id)
+    state, _ = cache.load(customer_id)
     state.unpaid.seen[f"{customer_id}-e1"] = T0
-    cache.store(customer_id, before, state, customer.next_due(state))
+    cache.store(customer_id, state, customer.next_due(state))
     return state
 
 
@@ -111,9 +111,9 @@ def test_a_deleted_state_is_not_kept(sink: Sink, decodes: list[bytes]) -> None:
     cache = StateCache(keep=10)
     write(cache, "cache-d")
     confirm(cache)
-    state, before = cache.load("cache-d")
+    state, _ = cache.load("cache-d")
     state.unpaid.seen.clear()
-    cache.store("cache-d", before, state, customer.next_due(state))
+    cache.store("cache-d", state, customer.next_due(state))
     confirm(cache)
     assert b"cache-d" not in customer.customers_table.data
     assert sink.records[-1].value is None  # the changelog tombstone
@@ -125,12 +125,12 @@ def test_a_customer_never_stored_gets_no_tombstone(sink: Sink, decodes: list[byt
     cache = StateCache(keep=10)
     state = write(cache, "cache-n")  # new in this batch, and empty again before its end
     state.unpaid.seen.clear()
-    cache.store("cache-n", customer.Footprint(True, 0, False), state, None)
+    cache.store("cache-n", state, None)
     write(cache, "cache-s")  # stored in the batch before: emptied, it needs one
     confirm(cache)
-    state, before = cache.load("cache-s")
+    state, _ = cache.load("cache-s")
     state.unpaid.seen.clear()
-    cache.store("cache-s", before, state, None)
+    cache.store("cache-s", state, None)
     confirm(cache)
     assert [(r.key, r.value is None) for r in sink.records] == [
         (b"cache-s", False),
@@ -147,9 +147,9 @@ def test_a_batch_that_is_never_confirmed_leaves_the_store_as_it_was(
     write(cache, "cache-e")
     confirm(cache)
     stored = customer.customers_table.data[b"cache-e"]
-    state, before = cache.load("cache-e")
+    state, _ = cache.load("cache-e")
     state.unpaid.seen["cache-e-e2"] = T0
-    cache.store("cache-e", before, state, customer.next_due(state))
+    cache.store("cache-e", state, customer.next_due(state))
     # Staged for the broker, which never confirms: the batch is dropped.
     assert [key for key, _ in cache.stage(customer.stamp)] == [b"cache-e"]
     cache.forget()
