@@ -594,6 +594,7 @@ class Timers:
     def _rebuild(self) -> None:
         # Once per assignment: the table is recovered (Faust resumes streams only
         # after recovery), so one scan rebuilds every owned partition's index.
+        began = time.perf_counter()
         owned = {
             tp.partition
             for tp in app.assignor.assigned_actives()
@@ -659,6 +660,9 @@ class Timers:
         self.indexed = True
         # The scan's transient memory (and the index it replaced) back to the system.
         give_back()
+        metrics.index_rebuild.observe(time.perf_counter() - began)
+        metrics.index_partitions.labels("kept").inc(len(kept))
+        metrics.index_partitions.labels("scanned").inc(len(scanned))
         log.info(
             "deadline index rebuilt: %d customers in partitions %s (indexes kept: %s)",
             customers,

@@ -18,6 +18,9 @@ OUTCOMES = ("processed", "duplicate", "dead_lettered", "rerouted")
 
 _LATENESS_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 1.5, 2, 3, 5, 10, 30, 60, 300)
 
+# An index rebuild takes milliseconds for a few customers, seconds for a million.
+_REBUILD_BUCKETS = (0.01, 0.1, 0.5, 1, 2, 5, 10, 30, 60)
+
 # Event lag spans sub-second (live) to months (a historical replay).
 _LAG_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 2, 5, 10, 30, 60, 300, 3600, 86400, 30 * 86400)
 
@@ -101,6 +104,20 @@ class Metrics:
         self.customers = Gauge(
             "hitrun_customers_in_state",
             "Customers with stored state in this worker's partitions.",
+            registry=registry,
+        )
+        self.index_rebuild = Histogram(
+            "hitrun_index_rebuild_seconds",
+            "Seconds spent rebuilding the deadline index after an assignment, scanning the "
+            "stored states of the partitions whose index was not kept.",
+            buckets=_REBUILD_BUCKETS,
+            registry=registry,
+        )
+        self.index_partitions = Counter(
+            "hitrun_index_partitions_total",
+            "Partitions indexed after an assignment: `kept` (the index this worker had) "
+            "or `scanned` (rebuilt from the stored states).",
+            ("how",),
             registry=registry,
         )
         self.timer_lateness = Histogram(

@@ -97,6 +97,16 @@ def gauges() -> tuple[float | None, ...]:
     )
 
 
+def indexed(what: str) -> float:
+    """The index rebuilds so far (`count`), or the partitions `kept` or `scanned` by them."""
+    registry = customer.metrics.registry
+    if what == "count":
+        found = registry.get_sample_value("hitrun_index_rebuild_seconds_count")
+    else:
+        found = registry.get_sample_value("hitrun_index_partitions_total", {"how": what})
+    return found or 0.0
+
+
 def index_of(cid: str) -> object:
     home = partition_for_key(cid.encode(), SETTINGS.partitions)
     return customer.timers.of(home).index.due(cid)
@@ -106,10 +116,13 @@ def test_a_rebalance_keeps_the_indexes_of_the_partitions_that_stay(scans: list[s
     expected = {cid: customer.next_due(stored(cid)) for cid in CUSTOMERS}
     counted = gauges()
     assert counted[1] == 2  # rb-1's and rb-2's orders are open
+    rebuilds, kept = indexed("count"), indexed("kept")
     customer.CustomerProcessor().reset()  # between batches: everything applied is stored
     assert {cid: index_of(cid) for cid in CUSTOMERS} == expected
     assert scans == [set()]
     assert gauges() == counted
+    assert indexed("count") == rebuilds + 1
+    assert indexed("kept") == kept + SETTINGS.partitions
     # A full rebuild counts the same.
     customer.timers.clear()
     assert {cid: index_of(cid) for cid in CUSTOMERS} == expected
@@ -127,9 +140,11 @@ def test_a_partition_whose_store_changed_meanwhile_is_scanned(scans: list[set[in
     state.unpaid.open.clear()
     store[b"rb-1"] = encode_state(state, None, customer.WAKE_POLICY)
     store[customer.clock_key(home)] = store[customer.clock_key(home)] + b" "
+    scanned = indexed("scanned")
     assert index_of("rb-1") is None
     assert scans == [{home}]
     assert gauges()[1] == 1
+    assert indexed("scanned") == scanned + 1
 
 
 def test_changes_not_yet_confirmed_rebuild_every_partition(scans: list[set[int]]) -> None:
