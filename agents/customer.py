@@ -613,12 +613,12 @@ class Timers:
         kept: set[int] = set()
         for number in owned:
             persisted = store.get(clock_key(number))
-            found = aside.get(number)
-            if found is not None and found.record == persisted:
+            put = aside.get(number)
+            if put is not None and put.record == persisted:
                 # This worker's own index, and the store as it left it: every state of
                 # its last batch is stored.
-                self.partitions.setdefault(number, PartitionTimers()).index = found.deadlines
-                self.tallies[number] = found.tally
+                self.partitions.setdefault(number, PartitionTimers()).index = put.deadlines
+                self.tallies[number] = put.tally
                 kept.add(number)
             if persisted is not None:
                 batch = self._read_clock(number, persisted)
@@ -645,9 +645,13 @@ class Timers:
                     metrics.processing_error("rebuild", type(exc).__name__).inc()
                     log.error("stored state of customer %s cannot be decoded: %r", key, exc)
                     continue
-            timers = self.partitions.setdefault(partition, PartitionTimers())
-            timers.index.schedule_micros(key.decode(), summary.wake)
-            tally = self.tallies.setdefault(partition, Tally())
+            found = self.partitions.get(partition)
+            if found is None:  # (not setdefault: a PartitionTimers made per state is 4.5 µs)
+                found = self.partitions[partition] = PartitionTimers()
+            found.index.schedule_micros(key.decode(), summary.wake)
+            tally = self.tallies.get(partition)
+            if tally is None:
+                tally = self.tallies[partition] = Tally()
             tally.customers += 1
             tally.open_orders += summary.open_orders
             tally.listed += summary.listed
