@@ -288,7 +288,10 @@ def rebalance_stalls(
         end = time.perf_counter() + seconds
         while time.perf_counter() < end:
             time.sleep(0.1)
-            now, count = time.perf_counter(), processed()
+            # Timed after the answer: a worker whose event loop is held (an index
+            # rebuild) answers only once it is free, and its count is as of then.
+            count = processed()
+            now = time.perf_counter()
             if count != last:
                 longest = max(longest, now - last_change)
                 last, last_change = count, now
