@@ -676,7 +676,11 @@ class Timers:
 
     def tally(self, key: bytes) -> Tally:
         """The tally of the partition a customer's key belongs in."""
-        return self.tallies.setdefault(customers_table.partition_for_key(key), Tally())
+        number = customers_table.partition_for_key(key)
+        found = self.tallies.get(number)
+        if found is None:
+            found = self.tallies[number] = Tally()
+        return found
 
     def set_gauges(self) -> int:
         """Set the gauges to the owned partitions' tallies; returns the customers."""
