@@ -583,6 +583,11 @@ class Timers:
         self.owned = set()
         self.indexed = False
 
+    def prepare(self) -> None:
+        """Rebuild the owned partitions' indexes now, if this assignment has not yet."""
+        if not self.indexed:
+            self._rebuild()
+
     def of(self, partition: int) -> PartitionTimers:
         if not self.indexed:
             self._rebuild()
@@ -1725,6 +1730,9 @@ class CustomerProcessor:
         self._staged_marks_at: float = float("-inf")
         # Applied, settled or ticked since the last batch the broker confirmed.
         self._unconfirmed = False
+
+    def prepare(self) -> None:
+        timers.prepare()
 
     def apply(self, msg: RawMessage) -> None:
         self._unconfirmed = True

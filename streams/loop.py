@@ -39,6 +39,10 @@ CaughtUp = Callable[[TopicPartition], bool]
 class Processor(Protocol):
     """The customer agent as the loop sees it."""
 
+    def prepare(self) -> None:
+        """The assignment's tables are recovered: build what is derived from them (the
+        deadline indexes) before the first record, and before /readyz says ready."""
+
     def apply(self, msg: RawMessage) -> None:
         """Apply one input record; queue what it produces in the sink."""
 
@@ -107,6 +111,8 @@ class LoopStatus:
 
     broker_error: str | None = None
     batches: int = 0
+    # The processor is prepared for the current assignment (`Processor.prepare`).
+    prepared: bool = False
     committed_at: float = field(default_factory=time.monotonic)
 
 
@@ -184,7 +190,8 @@ class ConsumeLoop:
         while not source.stopping():
             epoch = self._epoch
             started = time.perf_counter()
-            records = await source.fetch(1.0)
+            # Until prepared, fetch briefly: the preparation waits for the next turn.
+            records = await source.fetch(1.0 if self.status.prepared else 0.1)
             self.spent("fetch", time.perf_counter() - started)
             ours: dict[TopicPartition, list[Any]] = {}
             for tp, batch in records.items():
@@ -201,6 +208,8 @@ class ConsumeLoop:
                     self._displaced.update(tp for tp, batch in ours.items() if batch)
                     continue
                 try:
+                    if not self.status.prepared and source.recovered():
+                        self._prepare()
                     await self._rewind_displaced(source)
                     ours = await self._from_the_start(source, ours)
                     await self._batch(source, ours)
@@ -273,6 +282,16 @@ class ConsumeLoop:
                 continue
             kept[tp] = batch if start is None else [r for r in batch if r.offset >= start]
         return kept
+
+    def _prepare(self) -> None:
+        """Prepare the processor for this assignment, once its tables are recovered."""
+        started = time.perf_counter()
+        try:
+            self.processor.prepare()
+        except Exception as exc:
+            raise BatchFailed(repr(exc)) from exc
+        self.spent("apply", time.perf_counter() - started)
+        self.status.prepared = True
 
     async def _batch(self, source: Source, records: dict[TopicPartition, list[Any]]) -> None:
         applied = 0
@@ -415,6 +434,7 @@ class ConsumeLoop:
             self._forget()
 
     def _forget(self) -> None:
+        self.status.prepared = False
         self._next.clear()
         self._rewound.clear()
         self._committed.clear()

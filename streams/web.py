@@ -107,7 +107,8 @@ def _authorization(request: web.Request) -> bytes | None:
 
 
 def readiness() -> tuple[bool, str]:
-    """Whether this worker has its partitions and recovered tables, and why not."""
+    """Whether this worker has its partitions, recovered tables and deadline index, and why
+    not."""
     if consume_loop.status.broker_error is not None:
         return False, f"broker unavailable ({consume_loop.status.broker_error}); retrying"
     if app.rebalancing:
@@ -117,6 +118,8 @@ def readiness() -> tuple[bool, str]:
     assigned = app.consumer.assignment() if app.consumer else set()
     if not assigned:
         return False, "no partitions assigned"
+    if not consume_loop.status.prepared:
+        return False, "rebuilding the deadline index"
     return True, f"{len(assigned)} partitions assigned"
 
 
@@ -128,7 +131,8 @@ async def healthz(self: web.View, request: web.Request) -> web.Response:
 
 @app.page("/readyz")
 async def readyz(self: web.View, request: web.Request) -> web.Response:
-    """200 once partitions are assigned and tables recovered, 503 with the reason before."""
+    """200 once partitions are assigned, tables recovered and the deadline index rebuilt,
+    503 with the reason before."""
     ready, reason = readiness()
     return self.json({"ready": ready, "reason": reason}, status=200 if ready else 503)
 

@@ -41,6 +41,11 @@ class FakeProcessor:
     confirmed_batches: int = 0
     resets: int = 0
     fail_on: int | None = None
+    # How many records had been applied at each preparation.
+    prepared_after: list[int] = field(default_factory=list)
+
+    def prepare(self) -> None:
+        self.prepared_after.append(len(self.applied))
 
     def apply(self, msg: RawMessage) -> None:
         if msg.offset == self.fail_on:
@@ -91,6 +96,9 @@ class FakeSource:
     before_fetch_returns: Any = None
     done: bool = False
     rewinds: list[tuple[TopicPartition, int | None]] = field(default_factory=list)
+    # Per fetch, whether the tables are recovered then (past the list: recovered).
+    recovery: list[bool] = field(default_factory=list)
+    fetched: int = 0
 
     def stopping(self) -> bool:
         return self.done
@@ -100,6 +108,7 @@ class FakeSource:
             self.done = True  # the consumer stops: the loop ends after this fetch
             return {}
         batch = self.fetches.pop(0)
+        self.fetched += 1
         if self.before_fetch_returns is not None:
             await self.before_fetch_returns()
         await asyncio.sleep(0)
@@ -121,7 +130,8 @@ class FakeSource:
         return self.partitions
 
     def recovered(self) -> bool:
-        return True
+        turn = self.fetched - 1
+        return self.recovery[turn] if 0 <= turn < len(self.recovery) else True
 
     async def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
         self.commits.append(dict(offsets))
@@ -221,6 +231,57 @@ def test_a_failing_apply_stops_without_committing_the_batch() -> None:
     asyncio.run(make_loop(processor, sink, fatal=fatal).run(source))
     assert isinstance(fatal[0], RuntimeError)
     assert source.commits == [] and sink.flushes == 0
+
+
+def test_the_processor_is_prepared_once_recovered_and_before_its_first_record() -> None:
+    processor, sink = FakeProcessor(), FakeSink()
+    source = FakeSource([{}, {}, records(CHECKOUTS, range(0, 3)), {}], recovery=[False, False])
+    loop = make_loop(processor, sink)
+    seen: list[bool] = []
+
+    async def watch() -> None:
+        seen.append(loop.status.prepared)
+
+    source.before_fetch_returns = watch
+    asyncio.run(loop.run(source))
+    # Fetches 1-2 while recovering: not prepared; the third prepares before its records.
+    assert seen == [False, False, False, True]
+    assert processor.prepared_after == [0]
+    assert loop.status.prepared
+
+
+def test_a_rebalance_prepares_the_processor_again() -> None:
+    processor, sink = FakeProcessor(), FakeSink()
+    source = FakeSource([records(CHECKOUTS, range(0, 2)), {}, records(CHECKOUTS, range(2, 4))])
+    loop = make_loop(processor, sink)
+    prepared: list[bool] = []
+
+    async def rebalance_after_the_first_batch() -> None:
+        prepared.append(loop.status.prepared)
+        if source.fetched == 2:
+            await loop.on_assigned()
+            prepared.append(loop.status.prepared)
+
+    source.before_fetch_returns = rebalance_after_the_first_batch
+    asyncio.run(loop.run(source))
+    # The fetch the rebalance came in is dropped; the next one prepares again.
+    assert prepared == [False, True, False, False]
+    assert processor.prepared_after == [0, 2]
+    assert loop.status.prepared
+
+
+def test_a_failing_preparation_stops_the_worker_before_any_record() -> None:
+    fatal: list[Any] = []
+    processor, sink = FakeProcessor(), FakeSink()
+
+    def broken() -> None:
+        raise RuntimeError("the store cannot be read")
+
+    processor.prepare = broken  # type: ignore[method-assign]
+    source = FakeSource([records(CHECKOUTS, range(0, 3))])
+    asyncio.run(make_loop(processor, sink, fatal=fatal).run(source))
+    assert isinstance(fatal[0], RuntimeError)
+    assert processor.applied == [] and source.commits == []
 
 
 def test_a_batch_fetched_before_a_rebalance_is_dropped_unapplied() -> None:
@@ -409,7 +470,8 @@ def test_the_loop_tells_where_its_time_goes_phase_by_phase() -> None:
     loop.spent = lambda phase, seconds: spent.append((phase, seconds))
     asyncio.run(loop.run(source))
     batch = ["fetch", "apply", "publish", "store", "commit"]
-    assert [phase for phase, _ in spent] == batch + batch + ["fetch"]
+    # The first batch's apply phase comes after the preparation's (counted as applying).
+    assert [phase for phase, _ in spent] == ["fetch", "apply", *batch[1:], *batch, "fetch"]
     total = {phase: sum(s for p, s in spent if p == phase) for phase in batch}
     assert total["fetch"] >= 2 * 0.04
     assert total["apply"] >= 4 * 0.01
