@@ -44,11 +44,22 @@ def test_deadlines_fire_once_across_a_worker_joining_and_another_leaving(
             "the first worker to take every checkout",
         )
         second.start()  # joins the group: some partitions move to it, with their state
-        wait_for(
-            lambda: second.metric("hitrun_alerts_total", type="payment_reminder") > 0,
-            40,
-            "the joining worker to fire reminders for the partitions it took over",
-        )
+        # Due 12 s after the checkouts: the first must not have fired them all already.
+        before = first.metric("hitrun_alerts_total", type="payment_reminder")
+        assert before < CUSTOMERS, "the second worker joined after every reminder was due"
+        try:
+            wait_for(
+                lambda: second.metric("hitrun_alerts_total", type="payment_reminder") > 0,
+                40,
+                "the joining worker to fire reminders for the partitions it took over",
+            )
+        except AssertionError as exc:
+            fired = first.metric("hitrun_alerts_total", type="payment_reminder")
+            raise AssertionError(
+                f"{exc}; the first worker fired {before:.0f} reminders before the second was "
+                f"ready, {fired:.0f} by now\nfirst:\n{first.log_tail(30)}\n"
+                f"second:\n{second.log_tail(60)}"
+            ) from exc
         first.stop()  # leaves cleanly: its partitions move to the second worker
         wait_for(
             lambda: second.metric("hitrun_alerts_total", type="order_expired") >= CUSTOMERS,
