@@ -495,6 +495,16 @@ class Settings:
         """Internal topic of what the identity stage tells each customer, keyed by customer."""
         return f"{self.app_id}.identity-links"
 
+    @cached_property
+    def changelog_topic(self) -> str:
+        """The customer table's changelog (Faust's name for it: `<app id>-<table>-changelog`)."""
+        return f"{self.app_id}-customers-changelog"
+
+    @cached_property
+    def leader_topic(self) -> str:
+        """Faust's leader assignor topic (one partition: its owner is the group's leader)."""
+        return f"{self.app_id}-__assignor-__leader"
+
     def link_policy(self) -> LinkPolicy:
         return LinkPolicy(
             strong_kinds=self.link_strong_kinds,

@@ -42,6 +42,12 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     # The identity stage's input and output: each stage's state is in the table.
     specs.append(TopicSpec(settings.identity_topic, n, {"retention.ms": str(7 * _DAY_MS)}))
     specs.append(TopicSpec(settings.links_topic, n, {"retention.ms": str(7 * _DAY_MS)}))
+    # Faust's own topics, created here too (Faust would create them as it starts, after
+    # its consumer had asked for its metadata): a group whose members' metadata lacks
+    # the changelog assigns no partition of it, and a worker taking partitions over
+    # then recovers none of their states.
+    specs.append(TopicSpec(settings.changelog_topic, n, {"cleanup.policy": "compact"}))
+    specs.append(TopicSpec(settings.leader_topic, 1, co_partitioned=False))
     specs.extend(
         TopicSpec(name, n, {"retention.ms": str(30 * _DAY_MS)}, co_partitioned=False)
         for name in settings.output_topics.values()

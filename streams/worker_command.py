@@ -74,8 +74,8 @@ def worker(ctx: click.Context) -> None:
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
     gc.set_threshold(*WORKER_GC_THRESHOLD)
     use_event_loop(settings.event_loop)
-    # Faust declares only its internal topics; hitrun owns its input and
-    # output topics and creates them before the consumer subscribes.
+    # hitrun creates its topics, Faust's changelog and leader topics included,
+    # before the consumer subscribes (streams/topics.py says why).
     asyncio.run(ensure_topics(settings, say=_say_err, wait_forever=True))
     run_faust(["worker", *ctx.args])
 
