@@ -39,7 +39,6 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from bench.throughput import cluster
 from hitrun.dev.worker import WorkerProcess, topic_env
@@ -374,14 +373,7 @@ def build_state(customers: int, start: datetime) -> None:
 async def write_changelog(
     settings: Settings, topic: str, latest: dict[bytes, tuple[bytes | None, int]]
 ) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics(
-            [NewTopic(topic, PARTITIONS, 1, topic_configs={"cleanup.policy": "compact"})]
-        )
-    finally:
-        await admin.close()
+    # The topic exists: `ensure_topics` created it with the app's other topics.
     producer = AIOKafkaProducer(
         bootstrap_servers=settings.kafka_bootstrap, linger_ms=50, max_batch_size=1 << 20
     )

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import orjson
 from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from hitrun.agents.customer import EXIT_BATCH_FAILED
 from hitrun.dev.worker import WorkerProcess
@@ -31,23 +30,8 @@ CORRUPT_CUSTOMER = b"cust-corrupt"
 
 async def plant_corrupt_state(settings: Settings) -> None:
     """A customer state in the table's changelog that no hitrun wrote (not even JSON)."""
-    await ensure_topics(settings)
-    changelog = f"{settings.app_id}-customers-changelog"
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics(
-            [
-                NewTopic(
-                    changelog,
-                    settings.partitions,
-                    1,
-                    topic_configs={"cleanup.policy": "compact"},
-                )
-            ]
-        )
-    finally:
-        await admin.close()
+    await ensure_topics(settings)  # the changelog among them
+    changelog = settings.changelog_topic
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
     await producer.start()
     try:

@@ -101,7 +101,7 @@ def test_states_stay_on_disk_and_a_restart_reads_only_the_changelogs_tail(
     finally:
         assert first.stop() == 0
 
-    changelog = f"{settings.app_id}-customers-changelog"
+    changelog = settings.changelog_topic
     ends = changelog_ends(kafka_bootstrap, changelog, settings.partitions)
     on_disk = stored_on_disk(Path(settings.data_dir) / settings.app_id / "v1" / "tables")
     for customer in customers:

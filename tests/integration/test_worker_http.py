@@ -242,7 +242,7 @@ def test_erasure_leaves_nothing_of_the_customer(kafka_bootstrap: str, tmp_path: 
         (erased,) = alerts(settings, settings.topic_erasures, 1)
         assert (erased["customer_id"], erased["requested_by"]) == (customer, "ops-alice")
         assert worker.get(f"/customers/{customer}", SUPPORT_TOKEN)[0] == 404
-        changelog = f"{settings.app_id}-customers-changelog"
+        changelog = settings.changelog_topic
         key = customer.encode()
         for topic in (changelog, settings.topic_blacklist_status):
             latest = [r for r in drain(kafka_bootstrap, topic, 0, timeout=2) if r.key == key]
