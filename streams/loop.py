@@ -214,7 +214,10 @@ class ConsumeLoop:
                     ours = await self._from_the_start(source, ours)
                     await self._batch(source, ours)
                     started = time.perf_counter()
-                    if await self._maybe_commit(source):
+                    # A replay's worker that has applied everything there is commits it at
+                    # once: the replay (or the backlog) is done when it is committed.
+                    at_end = not self.live and self._all_caught_up(source)
+                    if await self._maybe_commit(source, force=at_end):
                         self.spent("commit", time.perf_counter() - started)
                 except BatchFailed as exc:
                     self.on_fatal(exc.__cause__ or exc)
@@ -393,6 +396,11 @@ class ConsumeLoop:
             if position > self._committed.get(tp, -1):
                 positions[tp] = position
         return positions
+
+    def _all_caught_up(self, source: Source) -> bool:
+        """Has every partition applied in this assignment been applied up to its end offset
+        (as the last fetch responses gave them)?"""
+        return bool(self._next) and all(self.tp_caught_up(source, tp) for tp in self._next)
 
     async def _maybe_commit(self, source: Source, force: bool = False) -> bool:
         """Commit what is committable, once per commit interval (or now: `force`); returns

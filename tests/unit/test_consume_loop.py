@@ -299,6 +299,26 @@ def test_a_batch_fetched_before_a_rebalance_is_dropped_unapplied() -> None:
     assert processor.resets == 1
 
 
+@pytest.mark.parametrize(
+    ("live", "end", "commits"),
+    [
+        (False, 3, [{tp(CHECKOUTS): 3}]),  # a replay's worker read everything: commits now
+        (False, 5, []),  # more to read: the commit interval decides
+        (True, 3, []),  # live: the commit interval decides, caught up or not
+    ],
+)
+def test_a_replay_worker_that_read_everything_commits_at_once(
+    live: bool, end: int, commits: list[dict[TopicPartition, int]]
+) -> None:
+    processor, sink = FakeProcessor(), FakeSink()
+    source = FakeSource([records(CHECKOUTS, range(0, 3))], ends={tp(CHECKOUTS): end})
+    loop = make_loop(processor, sink, live=live)
+    loop.commit_interval_s = 3600
+    asyncio.run(loop.run(source))
+    assert len(processor.applied) == 3
+    assert source.commits == commits
+
+
 def test_revocation_waits_for_the_batch_in_hand_and_commits_it() -> None:
     processor, sink = FakeProcessor(), FakeSink(gate=asyncio.Event())
     source = FakeSource([records(CHECKOUTS, range(0, 3))])
