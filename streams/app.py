@@ -36,7 +36,7 @@ app = faust.App(
     broker_session_timeout=settings.session_timeout.total_seconds(),
     # A member learns of a rebalance from its next heartbeat, and the group waits
     # for every member: the interval bounds the stall when a worker joins or leaves.
-    broker_heartbeat_interval=min(1.0, settings.session_timeout.total_seconds() / 4),
+    broker_heartbeat_interval=min(0.25, settings.session_timeout.total_seconds() / 4),
     consumer_auto_offset_reset="earliest",
     # One fetch is one batch of hitrun's loop (streams/loop.py).
     broker_max_poll_records=settings.batch_size,

@@ -16,9 +16,14 @@ The internals used, all of faust-streaming 0.15's aiokafka driver:
   consumer is created) and `Consumer._drain_messages(fetcher)` (the
   coroutine the Fetcher service runs; overridden);
 - `Consumer._wait_next_records(timeout)` (one fetch of the active, not
-  paused, partitions; it waits while the flow is stopped), `flow_active`,
-  `callback` and `_to_message` (records of topics hitrun does not own, such as
-  changelogs during recovery, still go to the conductor), `_stopped`;
+  paused, partitions; it waits while the flow is stopped, and sleeps a whole
+  second when no partition is active), `flow_active`, `can_resume_flow`,
+  `wait`, `_get_active_partitions()`, `callback` and `_to_message` (records of
+  topics hitrun does not own, such as changelogs during recovery, still go to
+  the conductor), `_stopped`;
+- `AIOKafkaConsumerThread._create_worker_consumer` (makes the aiokafka
+  consumer with `fetch_max_wait_ms=1500`, which aiokafka keeps as
+  `_fetch_max_wait_ms` until it starts): `HitrunConsumerThread`;
 - `Consumer._read_offset` (the committed offsets `perform_seek` read back
   when the partitions were resumed);
 - `Consumer._thread` (the consumer thread and its aiokafka consumer):
@@ -57,6 +62,16 @@ if TYPE_CHECKING:
 
 RecordMap = Mapping[TopicPartition, list["ConsumerRecord[bytes, bytes]"]]
 
+# How long the broker holds a worker's fetch that finds no new record (Faust's 1.5 s
+# otherwise). The broker answers one request of a connection at a time, so the end
+# offsets a recovery reads at every rebalance waited behind an idle fetch for as
+# long. An idle worker fetches four times a second instead.
+FETCH_MAX_WAIT_MS = 250
+# How long a fetch waits when no partition may be fetched (a recovery has paused
+# them all): Faust sleeps a second there, and the loop prepares the assignment (and
+# answers /readyz) only after that fetch.
+NOTHING_TO_FETCH_S = 0.05
+
 log = logging.getLogger(__name__)
 
 # The faust-streaming releases whose internals this module was written against
@@ -87,6 +102,9 @@ class HitrunConsumer(faust_aiokafka.Consumer):
                 raise
             # Stopping already: the broker closed the consumer on the way out.
 
+    def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
+        return HitrunConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
     def verify_event_path(self, now: float, tp: Any) -> None:
         """Faust's livelock check (every 2.5 commit intervals), skipping a partition whose
         position is unknown: one the loop sent back to the beginning of its log (a
@@ -96,6 +114,16 @@ class HitrunConsumer(faust_aiokafka.Consumer):
         if not _position_known(self._thread, tp):
             return
         super().verify_event_path(now, tp)
+
+
+class HitrunConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+    """Faust's consumer thread, whose aiokafka consumer waits at most FETCH_MAX_WAIT_MS
+    for an idle fetch."""
+
+    def _create_worker_consumer(self, transport: Any) -> Any:
+        consumer = super()._create_worker_consumer(transport)
+        consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS  # read when the consumer starts
+        return consumer
 
 
 class PromptTableManager(TableManager):
@@ -195,9 +223,19 @@ class FaustSource:
 
         A standby changelog partition that lost records to a clear of Faust's
         changelog queue is first sent back to where they start, and what this
-        fetch brought of it (from past the loss) is left out.
+        fetch brought of it (from past the loss) is left out. With no partition to
+        fetch (paused for a recovery), it waits NOTHING_TO_FETCH_S at most.
         """
-        records, _active = await self._consumer._wait_next_records(wait_s)
+        consumer = self._consumer
+        if not consumer.flow_active:
+            # mode types the waitable as its own Event; an asyncio.Event works as well.
+            await consumer.wait(consumer.can_resume_flow)  # type: ignore[arg-type]
+        records: RecordMap | None
+        if consumer._get_active_partitions():
+            records, _active = await consumer._wait_next_records(wait_s)
+        else:
+            await asyncio.sleep(min(wait_s, NOTHING_TO_FETCH_S))
+            records = None
         repaired = await self._guard.repair(self)
         self._fetched_at = self._guard.clears
         if not records or not repaired:

@@ -71,6 +71,11 @@ class Consumer:
     async def _wait_next_records(self, timeout: float) -> tuple[Any, set[Any]]:
         return (self.fetches.pop(0) if self.fetches else {}), set()
 
+    flow_active = True
+
+    def _get_active_partitions(self) -> set[TopicPartition]:
+        return self.assignment()
+
     # The consumer thread and its aiokafka consumer, for rewinds.
     async def call_thread(self, fn: Any) -> Any:
         return await fn()

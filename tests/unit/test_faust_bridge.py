@@ -9,8 +9,10 @@ from __future__ import annotations
 import asyncio
 import inspect
 from importlib.metadata import version
+from types import SimpleNamespace
 from typing import Any
 
+import aiokafka
 import faust
 import pytest
 from faust.tables.manager import TableManager
@@ -239,3 +241,72 @@ def test_hitruns_app_uses_the_prompt_table_manager_and_worker() -> None:
     assert app.conf.Worker is faust_bridge.PromptWorker
     # A member hears of a rebalance at its next heartbeat: at most a second later.
     assert app.conf.broker_heartbeat_interval <= 1.0
+
+
+def test_faust_sleeps_a_second_fetching_nothing_and_waits_a_second_and_a_half_idle() -> None:
+    # What FaustSource.fetch and HitrunConsumerThread work around: with every partition
+    # paused (a recovery), Faust's fetch sleeps a second whatever its timeout; and its
+    # aiokafka consumer has the broker hold an idle fetch 1.5 s, which aiokafka keeps
+    # until it starts its fetcher.
+    wait_next = inspect.getsource(BaseConsumer._wait_next_records)
+    assert "self._get_active_partitions()" in wait_next
+    assert "await self.sleep(1)" in wait_next
+    assert "await self.wait(self.can_resume_flow)" in wait_next
+    create = inspect.getsource(faust_aiokafka.AIOKafkaConsumerThread._create_worker_consumer)
+    assert "fetch_max_wait_ms=1500" in create
+    start = inspect.getsource(aiokafka.AIOKafkaConsumer.start)
+    assert "fetch_max_wait_ms=self._fetch_max_wait_ms" in start
+
+
+def test_hitruns_consumer_thread_makes_an_aiokafka_consumer_that_holds_idle_fetches_briefly(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    made = SimpleNamespace(_fetch_max_wait_ms=1500)  # an aiokafka consumer not started yet
+    monkeypatch.setattr(
+        faust_aiokafka.AIOKafkaConsumerThread,
+        "_create_worker_consumer",
+        lambda self, transport: made,
+    )
+    thread = object.__new__(faust_bridge.HitrunConsumerThread)
+    assert thread._create_worker_consumer(object()) is made
+    assert made._fetch_max_wait_ms == faust_bridge.FETCH_MAX_WAIT_MS < 1500
+    consumer = object.__new__(faust_bridge.HitrunConsumer)
+    assert "HitrunConsumerThread(" in inspect.getsource(type(consumer)._new_consumer_thread)
+
+
+class _PausedConsumer:
+    """Faust's consumer while a recovery has paused every partition."""
+
+    flow_active = True
+    fetched = 0
+
+    def _get_active_partitions(self) -> set[Any]:
+        return set()
+
+    async def _wait_next_records(self, timeout: float) -> tuple[Any, set[Any]]:
+        self.fetched += 1
+        await asyncio.sleep(1)
+        return {}, set()
+
+
+class _NothingToRepair:
+    clears = 0
+
+    async def repair(self, source: Any) -> set[Any]:
+        return set()
+
+
+def test_a_fetch_with_every_partition_paused_returns_at_once() -> None:
+    consumer = _PausedConsumer()
+    source = object.__new__(faust_bridge.FaustSource)
+    source._consumer = consumer  # type: ignore[assignment]
+    source._guard = _NothingToRepair()  # type: ignore[assignment]
+
+    async def fetch() -> tuple[Any, float]:
+        started = asyncio.get_running_loop().time()
+        records = await source.fetch(1.0)
+        return records, asyncio.get_running_loop().time() - started
+
+    records, took = asyncio.run(fetch())
+    assert records == {} and consumer.fetched == 0
+    assert took < 0.5  # Faust's own fetch sleeps the whole second
