@@ -239,8 +239,8 @@ def test_hitruns_app_uses_the_prompt_table_manager_and_worker() -> None:
 
     assert app.conf.TableManager is faust_bridge.PromptTableManager
     assert app.conf.Worker is faust_bridge.PromptWorker
-    # A member hears of a rebalance at its next heartbeat: at most a second later.
-    assert app.conf.broker_heartbeat_interval <= 1.0
+    # A member hears of a rebalance at its next heartbeat: at most a quarter second later.
+    assert app.conf.broker_heartbeat_interval <= 0.25
 
 
 def test_faust_sleeps_a_second_fetching_nothing_and_waits_a_second_and_a_half_idle() -> None:
