@@ -350,6 +350,10 @@ class PartitionTimers:
     moved: dict[int, float] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
     waived: set[int] = field(default_factory=set)
+    # Live mode: the wall time of the latest tick while the other partitions' marks
+    # held the clock short of it (None: the clock reached it). The clock follows as
+    # the marks move (`follow_tick`), instead of a tick interval later.
+    tick_wall: datetime | None = None
     # ORDER_SIGHTINGS: the identity stage's sightings and the customer stage's link
     # reports, each applied in event-time order (`HeldStage`).
     sightings: HeldStage = field(default_factory=lambda: HeldStage())
@@ -1386,6 +1390,10 @@ def settle_live(number: int, partition: PartitionTimers, caught_up: CaughtUp) ->
             mark = max(read) if limit is None else min(max(read), limit)
     if mark is not None and mark > EARLIEST_TIME:
         fire_due(partition, partition.clock.observe(mark))
+    if partition.tick_wall is not None and all(
+        caught_up(TopicPartition(topic, number)) for topic in BUFFERED_TOPICS
+    ):
+        follow_tick(partition, number)
     return len(buffer) != held_before or partition.clock.now != clock_before
 
 
@@ -1431,10 +1439,28 @@ def dead_letter(msg: RawMessage, verdict: Rejected) -> None:
 def on_tick(partition_number: int, wall_ms: int) -> None:
     """Live mode: move the partition's clock to the tick's wall time (as far as the other
     partitions' marks let it) and fire what is due."""
-    wall = datetime.fromtimestamp(wall_ms / 1000, tz=UTC)
     partition = timers.of(partition_number)
-    limit = partition.bound(partition_number)
-    fire_due(partition, partition.clock.tick(wall if limit is None else min(wall, limit)))
+    partition.tick_wall = datetime.fromtimestamp(wall_ms / 1000, tz=UTC)
+    follow_tick(partition, partition_number)
+
+
+def follow_tick(partition: PartitionTimers, number: int) -> None:
+    """Move the clock towards the latest tick's wall time, as far as the other partitions'
+    marks let it, and fire what is due.
+
+    Each idle wake writes marks and reads the ones written at the wake before,
+    so a tick's bound is the others' progress of a moment ago. The clock takes
+    the rest of the tick's step when their next marks are read (`settle_live`),
+    the partition still read to its end: no wall time is read but the tick's.
+    """
+    wall = partition.tick_wall
+    if wall is None:
+        return
+    limit = partition.bound(number)
+    if limit is None or limit >= wall:
+        partition.tick_wall = None
+        limit = wall
+    fire_due(partition, partition.clock.tick(limit))
 
 
 def read_mark(msg: RawMessage) -> None:

@@ -204,13 +204,54 @@ def test_the_clock_goes_as_far_as_the_slowest_partition_and_no_further(aligned: 
     # slowest partition's mark lets it (no further than what was read).
     assert customer.stream_clock(buyer) == at(45)
     assert customer.metrics.value("hitrun_held_events") == 1
-    # A tick does not pass the slowest partition's mark either.
-    customer.on_tick(p, int((at(500)).timestamp() * 1000))
-    assert customer.stream_clock(buyer) == at(45)
-    assert strikes(aligned) == []
     run_batch(mark(p, at(200)))  # the slow partition's next mark
     assert customer.stream_clock(buyer) == at(90)
     assert "o-1" in strikes(aligned)
+
+
+def tick(partition: int, moment: datetime) -> None:
+    customer.on_tick(partition, int(moment.timestamp() * 1000))
+
+
+def test_a_tick_held_back_by_the_marks_takes_the_rest_of_its_step_as_they_move(
+    aligned: Sink,
+) -> None:
+    buyer = "pm-tick"
+    p = home(buyer)
+    slow = (p + 3) % N
+    run_batch(checkout(buyer, "o-1", 0), mark(p, at(200), **{f"p{slow}": at(45)}))
+    assert customer.stream_clock(buyer) == at(0)
+    # A tick does not pass the slowest partition's mark.
+    tick(p, at(500))
+    assert customer.stream_clock(buyer) == at(45)
+    # Its next marks move the clock on towards the tick's wall time, without a tick:
+    # the card deadline (60) fires as soon as they pass it, not a tick interval later.
+    run_batch(mark(p, at(200), **{f"p{slow}": at(50)}))
+    assert customer.stream_clock(buyer) == at(50)
+    assert strikes(aligned) == []
+    run_batch(mark(p, at(200), **{f"p{slow}": at(120)}))
+    assert customer.stream_clock(buyer) == at(120)
+    assert strikes(aligned) == ["o-1"]
+    # No further than the tick's wall time, however far the marks go.
+    run_batch(mark(p, at(900)))
+    assert customer.stream_clock(buyer) == at(500)
+    run_batch(mark(p, at(1000)))
+    assert customer.stream_clock(buyer) == at(500)
+
+
+def test_a_held_back_tick_waits_while_its_partition_has_unread_records(aligned: Sink) -> None:
+    buyer = "pm-tick-behind"
+    p = home(buyer)
+    run_batch(checkout(buyer, "o-1", 0), mark(p, at(45)))
+    tick(p, at(500))
+    assert customer.stream_clock(buyer) == at(45)
+    # Records came after the tick: the payment that meets the deadline may be among them.
+    run_batch(mark(p, at(900)), caught_up=behind(SETTINGS.topic_payments, p))
+    assert customer.stream_clock(buyer) == at(45)
+    assert strikes(aligned) == []
+    run_batch(mark(p, at(900)))
+    assert customer.stream_clock(buyer) == at(500)
+    assert strikes(aligned) == ["o-1"]
 
 
 def test_an_unknown_partition_holds_everything(aligned: Sink) -> None:
