@@ -7,6 +7,11 @@ when each answers `/readyz` with 200 (partitions assigned, tables recovered,
 deadline index rebuilt), then how long stopping them all takes. With
 `--compare-with REV` the same runs are made, alternately, with the workers of
 another revision (a temporary git worktree). Only the broker must be running.
+`--other-topics N` first creates N topics of HITRUN_PARTITIONS partitions
+(deleted at the end), as a shared cluster has: a client that reads every
+topic's metadata pays for them. The local broker (`make kafka-start`) keeps a
+few open files per partition under a limit of 20,000: 1,000 topics of 8
+partitions are fine, 3,000 took its log directory offline.
 
 Each run is a child process of this script with the revision's code first on
 its path (`--child`), so the workers it starts run that revision.
@@ -15,6 +20,7 @@ its path (`--child`), so the workers it starts run that revision.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import statistics
@@ -67,11 +73,48 @@ def run(tree: Path | None, workers: int) -> dict[str, Any]:
     return timings
 
 
+async def create_other_topics(count: int, partitions: int, prefix: str) -> None:
+    """Create `count` topics of `partitions` named `prefix`N, in requests of 100, and wait
+    until the broker lists them all."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    from hitrun.streams.config import Settings
+    from hitrun.streams.kafka_auth import client_options, started
+
+    settings = Settings.from_env(os.environ)
+    admin = await started(lambda: AIOKafkaAdminClient(**client_options(settings)), settings)
+    try:
+        for first in range(0, count, 100):
+            names = range(first, min(first + 100, count))
+            await admin.create_topics([NewTopic(f"{prefix}{n}", partitions, 1) for n in names])
+        for _ in range(600):  # looked at every half second, for at most 5 minutes
+            if sum(name.startswith(prefix) for name in await admin.list_topics()) >= count:
+                break
+            await asyncio.sleep(0.5)
+    finally:
+        await admin.close()
+
+
+def other_topics(stack: ExitStack, count: int) -> None:
+    """Create the other topics now and delete them when `stack` closes."""
+
+    from hitrun.streams.config import Settings
+    from hitrun.streams.topics import delete_topics_of
+
+    prefix = f"bench-startup-other-{os.getpid()}-"
+    settings = Settings.from_env(os.environ)
+    stack.callback(lambda: asyncio.run(delete_topics_of(settings, prefix, settle_s=60.0)))
+    began = time.monotonic()
+    asyncio.run(create_other_topics(count, settings.partitions, prefix))
+    print(f"bench-startup: {count} other topics created in {time.monotonic() - began:.1f} s")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--compare-with", metavar="REV", default=None)
+    parser.add_argument("--other-topics", type=int, default=0, metavar="N")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -84,6 +127,8 @@ def main() -> None:
         if args.compare_with:
             path = Path(stack.enter_context(tempfile.TemporaryDirectory())) / "base"
             trees[args.compare_with] = stack.enter_context(worktree(args.compare_with, path))
+        if args.other_topics:
+            other_topics(stack, args.other_topics)
         all_ready: dict[str, list[float]] = {name: [] for name in trees}
         for n in range(1, args.repeat + 1):
             for name, tree in trees.items():

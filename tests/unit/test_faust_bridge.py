@@ -310,3 +310,74 @@ def test_a_fetch_with_every_partition_paused_returns_at_once() -> None:
     records, took = asyncio.run(fetch())
     assert records == {} and consumer.fetched == 0
     assert took < 0.5  # Faust's own fetch sleeps the whole second
+
+
+def test_faust_s_producer_reads_every_topic_s_metadata_after_declaring_one() -> None:
+    # Why HitrunProducer exists: each declaration forces a metadata update, and a
+    # producer that has sent to no topic asks for every topic on the broker.
+    assert "self.Producer(" in inspect.getsource(type(faust.App("p").transport).create_producer)
+    declare = inspect.getsource(faust_aiokafka.Producer.create_topic)
+    assert "force_metadata_update()" in declare
+    update = inspect.getsource(aiokafka.AIOKafkaClient._metadata_update)
+    assert "MetadataRequest(list(topics) if topics else None)" in update
+
+
+def test_the_producer_declares_only_the_topics_hitrun_did_not_create(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    declared: list[str] = []
+
+    async def declare(self: Any, topic: str, partitions: int, replication: int, **kw: Any) -> None:
+        declared.append(topic)
+
+    tracked: list[str] = []
+
+    async def track(topic: str) -> None:
+        tracked.append(topic)
+
+    monkeypatch.setattr(faust_aiokafka.Producer, "create_topic", declare)
+    monkeypatch.setattr(faust_bridge.HitrunProducer, "existing", frozenset({"made"}))
+    producer = object.__new__(faust_bridge.HitrunProducer)
+    producer._producer = SimpleNamespace(client=SimpleNamespace(add_topic=track))
+    asyncio.run(producer.create_topic("made", 8, 1, compacting=True))
+    asyncio.run(producer.create_topic("other", 1, 1))
+    assert declared == ["other"]
+    # What Faust's declaration did besides: the producer knows the topic's partitions
+    # (Faust's router reads them), from a metadata request for its tracked topics.
+    assert tracked == ["made"]
+    assert "_topics" in inspect.getsource(aiokafka.AIOKafkaClient.add_topic)
+    assert "self._producer" in inspect.getsource(faust_aiokafka.Producer._ensure_producer)
+    app = faust.App("bridge-test-3", broker="kafka://127.0.0.1:1", autodiscover=False)
+    # install() sets the runner for every consumer: put it back afterwards.
+    monkeypatch.setattr(faust_bridge.HitrunConsumer, "runner", faust_bridge.HitrunConsumer.runner)
+    faust_bridge.install(app, object())  # type: ignore[arg-type]
+    assert app.transport.Producer is faust_bridge.HitrunProducer
+
+
+def test_the_worker_command_names_every_topic_it_created_to_the_producer(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    from click.testing import CliRunner
+
+    from hitrun.streams import allocator, topics, worker_command
+    from hitrun.streams.config import Settings
+
+    ensured: list[Settings] = []
+
+    async def ensure(settings: Settings, **kw: Any) -> list[str]:
+        ensured.append(settings)
+        return []
+
+    monkeypatch.setenv("HITRUN_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setattr(topics, "ensure_topics", ensure)
+    monkeypatch.setattr(allocator, "bound_arenas", lambda: None)
+    monkeypatch.setattr(worker_command, "use_event_loop", lambda name: None)
+    monkeypatch.setattr(worker_command.gc, "set_threshold", lambda *a: None)
+    monkeypatch.setattr(worker_command, "run_faust", lambda argv: None)
+    monkeypatch.setattr(faust_bridge.HitrunProducer, "existing", frozenset())
+    result = CliRunner().invoke(worker_command.worker, [])
+    assert result.exit_code == 0, result.output
+    (settings,) = ensured
+    existing = faust_bridge.HitrunProducer.existing
+    assert {settings.changelog_topic, settings.leader_topic} <= existing
+    assert existing == {spec.name for spec in topics.topic_specs(settings)}
