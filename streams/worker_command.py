@@ -66,7 +66,6 @@ def worker(ctx: click.Context) -> None:
     """
     from hitrun.streams.allocator import bound_arenas
     from hitrun.streams.config import Settings
-    from hitrun.streams.faust_bridge import HitrunProducer
     from hitrun.streams.topics import ensure_topics, topic_specs
 
     bound_arenas()  # before any thread starts
@@ -79,6 +78,8 @@ def worker(ctx: click.Context) -> None:
     # before the consumer subscribes (streams/topics.py says why).
     asyncio.run(ensure_topics(settings, say=_say_err, wait_forever=True))
     # Each of Faust's own declarations would cost a read of every topic's metadata.
+    from hitrun.streams.faust_bridge import HitrunProducer  # Faust's import, after the arenas
+
     HitrunProducer.existing = frozenset(spec.name for spec in topic_specs(settings))
     run_faust(["worker", *ctx.args])
 
