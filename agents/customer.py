@@ -1372,6 +1372,7 @@ def settle_live(number: int, partition: PartitionTimers, caught_up: CaughtUp) ->
             mark = EARLIEST_TIME  # unread records, none read yet: hold everything
             break
         mark = seen if mark is None else min(mark, seen)
+    read_to_end = mark is None
     # The other partitions' marks bound it too; a bound is no event time of this
     # partition's (it may be wall time): the clock never passes what the topics read.
     limit = partition.bound(number)
@@ -1382,7 +1383,7 @@ def settle_live(number: int, partition: PartitionTimers, caught_up: CaughtUp) ->
         oldest = cast(datetime, buffer.oldest())
         metrics.forced_releases.inc()
         partition.release(oldest + timedelta(microseconds=1))
-    if mark is None:
+    if read_to_end:
         # Every topic is read to its end: the partition's event time is the latest time
         # read (a watermark's too, which no event carries), as far as the marks allow.
         read = [at for at in map(buffer.seen, BUFFERED_TOPICS) if at is not None]
@@ -1390,9 +1391,7 @@ def settle_live(number: int, partition: PartitionTimers, caught_up: CaughtUp) ->
             mark = max(read) if limit is None else min(max(read), limit)
     if mark is not None and mark > EARLIEST_TIME:
         fire_due(partition, partition.clock.observe(mark))
-    if partition.tick_wall is not None and all(
-        caught_up(TopicPartition(topic, number)) for topic in BUFFERED_TOPICS
-    ):
+    if read_to_end:
         follow_tick(partition, number)
     return len(buffer) != held_before or partition.clock.now != clock_before
 

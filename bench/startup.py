@@ -73,31 +73,27 @@ def run(tree: Path | None, workers: int) -> dict[str, Any]:
     return timings
 
 
-async def create_other_topics(count: int, partitions: int, prefix: str) -> None:
-    """Create `count` topics of `partitions` named `prefix`N, in requests of 100, and wait
-    until the broker lists them all."""
+async def create_other_topics(settings: Any, count: int, prefix: str) -> None:
+    """Create `count` topics of HITRUN_PARTITIONS partitions named `prefix`N, in requests
+    of 100, and wait until every partition has a leader."""
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-    from hitrun.streams.config import Settings
     from hitrun.streams.kafka_auth import client_options, started
+    from hitrun.streams.topics import _wait_for_leaders
 
-    settings = Settings.from_env(os.environ)
+    names = [f"{prefix}{n}" for n in range(count)]
     admin = await started(lambda: AIOKafkaAdminClient(**client_options(settings)), settings)
     try:
         for first in range(0, count, 100):
-            names = range(first, min(first + 100, count))
-            await admin.create_topics([NewTopic(f"{prefix}{n}", partitions, 1) for n in names])
-        for _ in range(600):  # looked at every half second, for at most 5 minutes
-            if sum(name.startswith(prefix) for name in await admin.list_topics()) >= count:
-                break
-            await asyncio.sleep(0.5)
+            chunk = names[first : first + 100]
+            await admin.create_topics([NewTopic(name, settings.partitions, 1) for name in chunk])
+        await _wait_for_leaders(admin, names, 300.0)
     finally:
         await admin.close()
 
 
 def other_topics(stack: ExitStack, count: int) -> None:
     """Create the other topics now and delete them when `stack` closes."""
-
     from hitrun.streams.config import Settings
     from hitrun.streams.topics import delete_topics_of
 
@@ -105,7 +101,7 @@ def other_topics(stack: ExitStack, count: int) -> None:
     settings = Settings.from_env(os.environ)
     stack.callback(lambda: asyncio.run(delete_topics_of(settings, prefix, settle_s=60.0)))
     began = time.monotonic()
-    asyncio.run(create_other_topics(count, settings.partitions, prefix))
+    asyncio.run(create_other_topics(settings, count, prefix))
     print(f"bench-startup: {count} other topics created in {time.monotonic() - began:.1f} s")
 
 
