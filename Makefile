@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test unit lint chaos bench bench-core bench-scale bench-lateness bench-replay bench-risk bench-links bench-startup kafka kafka-start kafka-stop promtool tmux clean
+.PHONY: demo test unit lint chaos bench bench-core bench-scale bench-lateness bench-replay bench-risk bench-links bench-startup bench-broker kafka kafka-start kafka-stop promtool tmux clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -71,6 +71,10 @@ bench-replay: $(STAMP) kafka
 ## bench-startup: workers started together, time to ready and to stop, against BASE (default HEAD) in the same run
 bench-startup: $(STAMP) kafka
 	$(PY) -m bench.startup --compare-with $(BASE) $(BENCH_ARGS)
+
+## bench-broker: fresh local brokers with their JVM defaults vs full tiered JIT, replays against each, same run
+bench-broker: $(STAMP)
+	$(PY) -m bench.broker $(BENCH_ARGS)
 
 ## bench-links: linked accounts on simulated evaders through two live workers: precision, recall, innocents flagged
 bench-links: $(STAMP) kafka

@@ -7,6 +7,7 @@ import asyncio
 import base64
 import contextlib
 import os
+import shlex
 import shutil
 import signal
 import ssl
@@ -25,6 +26,15 @@ from hitrun.streams.processes import die_with_parent, free_port
 POM = Path(__file__).resolve().parent / "kafka" / "pom.xml"
 KAFKA_VERSION = "4.1.1"
 READY_TOPIC = "__hitrun_ready"
+# Every JVM here compiles with C1 only: Kafka's tools because they are short,
+# the broker because its full tiered JIT (C2) spent 3.5-4.9 s of CPU on each
+# of the first replays of a real-shaped file, as much as the broker's own work,
+# on a machine where the workers share two cores with it; C1's code did that
+# work no slower (docs/performance.md, "The local broker's JIT").
+JIT = "-XX:TieredStopAtLevel=1"
+# Extra JVM options for the broker, after the defaults (the last of a flag wins):
+# `-XX:TieredStopAtLevel=4` gives back C2 for a long-running broker.
+JVM_OPTS_VARIABLE = "HITRUN_KAFKA_JVM_OPTS"
 
 
 class BrokerError(RuntimeError):
@@ -137,6 +147,7 @@ class LocalKafka:
         heap_mb: int = 512,
         die_with_parent: bool = True,
         sasl_ssl: SaslSsl | None = None,
+        jvm_options: list[str] | None = None,
     ) -> None:
         self.data_dir = Path(data_dir).resolve()
         self.port = port
@@ -150,6 +161,8 @@ class LocalKafka:
         self.process: subprocess.Popen[bytes] | None = None
         # None: one PLAINTEXT listener, no authentication, no ACLs.
         self.sasl_ssl = sasl_ssl
+        # The broker's extra JVM options; None: HITRUN_KAFKA_JVM_OPTS's at start.
+        self.jvm_options = jvm_options
 
     @property
     def bootstrap(self) -> str:
@@ -317,13 +330,17 @@ class LocalKafka:
         )
         return config
 
-    def _java(self, libs: Path, main: str, *args: str, heap_mb: int) -> list[str]:
+    def _java(
+        self, libs: Path, main: str, *args: str, heap_mb: int, extra: list[str] | None = None
+    ) -> list[str]:
+        """The command line of a JVM running `main`: the broker or one of Kafka's tools."""
         return [
             "java",
             f"-Xmx{heap_mb}m",
             f"-Xms{min(heap_mb, 256)}m",
             "-XX:+UseG1GC",
-            "-XX:TieredStopAtLevel=1" if main != "kafka.Kafka" else "-XX:+TieredCompilation",
+            JIT,
+            *(extra or []),
             "-Djava.awt.headless=true",
             f"-Dlog4j2.configurationFile={self.data_dir / 'log4j2.properties'}",
             f"-Dkafka.logs.dir={self.data_dir}",
@@ -379,7 +396,9 @@ class LocalKafka:
         self._format(libs, config)
         out = self.log_file.open("ab")
         self.process = subprocess.Popen(
-            self._java(libs, "kafka.Kafka", str(config), heap_mb=self.heap_mb),
+            self._java(
+                libs, "kafka.Kafka", str(config), heap_mb=self.heap_mb, extra=self.broker_options()
+            ),
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -394,6 +413,12 @@ class LocalKafka:
             self.stop()
             raise
         return self.bootstrap
+
+    def broker_options(self) -> list[str]:
+        """The broker's JVM options beyond the defaults: the constructor's, else the variable's."""
+        if self.jvm_options is not None:
+            return list(self.jvm_options)
+        return shlex.split(os.environ.get(JVM_OPTS_VARIABLE, ""))
 
     def _wait_ready(self, timeout: float) -> None:
         # aiokafka logs every refused connection while the JVM boots; that is expected here.
