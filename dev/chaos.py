@@ -34,7 +34,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from hitrun.dev.localkafka import LocalKafka, free_port
-from hitrun.dev.worker import WorkerProcess, topic_env, worker_env
+from hitrun.dev.worker import WorkerProcess, delete_run_topics, topic_env, worker_env
 from hitrun.streams.config import Settings
 from hitrun.streams.publisher import Mark, publish
 from hitrun.streams.replay import Progress, with_watermarks
@@ -362,6 +362,12 @@ def run(
         raise
     finally:
         group.stop()
+        failed = delete_run_topics(env)
+        if failed is not None:
+            print(
+                f"chaos: could not delete the topics of {settings.app_id}: {failed}",
+                file=sys.stderr,
+            )
 
 
 class Quiet:

@@ -191,7 +191,8 @@ def isolated(run_id: str, bootstrap: str) -> Iterator[dict[str, str]]:
         yield env
     finally:
         with contextlib.suppress(Exception):
-            deleted = asyncio.run(delete_topics_of(Settings.from_env(), f"{run_id}."))
+            # Its own topics, and Faust's (changelog, leader) named after the app id.
+            deleted = asyncio.run(delete_topics_of(Settings.from_env(), run_id))
             print(f"demo: deleted this run's {len(deleted)} topics", flush=True)
 
 

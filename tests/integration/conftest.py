@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 
 from hitrun.dev.localkafka import LocalKafka, free_port
+from hitrun.dev.worker import delete_run_topics
+from tests.integration.harness import RUNS
 
 HERE = Path(__file__).resolve().parent
 
@@ -32,3 +34,25 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield broker.bootstrap
     finally:
         broker.stop()
+
+
+@pytest.fixture(autouse=True)
+def delete_test_topics(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After each test, delete the topics of the runs it made on the shared broker.
+
+    Torn down after the test's own fixtures, so its workers are stopped by then.
+    A broker of the test's own (a secured one) goes with its data; a test run
+    against `make kafka-start`'s broker no longer piles up thousands of
+    topics there (it keeps a few open files per partition, under a limit).
+    """
+    first = len(RUNS)
+    yield
+    if "kafka_bootstrap" not in request.fixturenames:
+        return
+    shared = request.getfixturevalue("kafka_bootstrap")
+    for env in RUNS[first:]:
+        if env["HITRUN_KAFKA_BOOTSTRAP"] == shared:
+            failed = delete_run_topics(env)
+            if failed is not None:
+                print(f"could not delete the topics of {env['HITRUN_APP_ID']}: {failed}")
+    del RUNS[first:]

@@ -23,6 +23,17 @@ OPERATOR_TOKEN, _OPERATOR_LINE = new_token("ops-alice", OPERATOR)
 SUPPORT_TOKEN, _SUPPORT_LINE = new_token("support-bob", SUPPORT)
 
 
+# The environments of the runs a test made (unique_env's, and those given to
+# `own_run`), for the conftest to delete their topics after each test.
+RUNS: list[dict[str, str]] = []
+
+
+def own_run(env: dict[str, str]) -> dict[str, str]:
+    """`env`, whose topics (those starting with its app id) go when the test ends."""
+    RUNS.append(env)
+    return env
+
+
 def unique_env(bootstrap: str, data_dir: Path, **overrides: str) -> dict[str, str]:
     """HITRUN_* variables giving this test its own app id, topics and state."""
     tag = uuid.uuid4().hex[:10]
@@ -40,7 +51,7 @@ def unique_env(bootstrap: str, data_dir: Path, **overrides: str) -> dict[str, st
         "HITRUN_TOKENS": f"{_OPERATOR_LINE},{_SUPPORT_LINE}",
     }
     env.update(overrides)
-    return env
+    return own_run(env)
 
 
 def settings_of(env: dict[str, str]) -> Settings:

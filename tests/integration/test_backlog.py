@@ -25,6 +25,7 @@ from hitrun.streams.topics import ensure_topics
 from tests.integration.harness import (
     checkout,
     drain,
+    own_run,
     payment,
     settings_of,
     start_worker,
@@ -94,7 +95,7 @@ def test_a_backlog_of_10000_events_gives_the_alerts_of_a_worker_that_never_stopp
     traffic = live_input(10_000, seed=21)
 
     def one_run(label: str, backlog: bool) -> Outputs:
-        env = run_env(kafka_bootstrap, tmp_path, "live", label)
+        env = own_run(run_env(kafka_bootstrap, tmp_path, "live", label))
         settings = Settings.from_env(env)
         asyncio.run(ensure_topics(settings))
         group = Group(env, tmp_path, 1)

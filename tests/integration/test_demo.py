@@ -20,6 +20,7 @@ import orjson
 import pytest
 
 from hitrun.dev.worker import topic_env
+from tests.integration.harness import own_run
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -140,9 +141,9 @@ def test_a_simulation_shows_progress_and_keeps_its_ground_truth_when_interrupted
         env={
             **os.environ,
             "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
-            "HITRUN_KAFKA_BOOTSTRAP": kafka_bootstrap,
-            "HITRUN_APP_ID": tag,
-            **topic_env(tag),
+            **own_run(
+                {"HITRUN_KAFKA_BOOTSTRAP": kafka_bootstrap, "HITRUN_APP_ID": tag, **topic_env(tag)}
+            ),
         },
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

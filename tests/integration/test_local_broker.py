@@ -11,6 +11,14 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from hitrun.dev.localkafka import LocalKafka, free_port
+from tests.integration.harness import own_run
+
+
+def own_topic(bootstrap: str) -> str:
+    """A topic name of this test's own, deleted when it ends (tests/integration/conftest.py)."""
+    topic = f"t-{uuid.uuid4().hex[:8]}"
+    own_run({"HITRUN_KAFKA_BOOTSTRAP": bootstrap, "HITRUN_APP_ID": topic})
+    return topic
 
 
 async def _create(bootstrap: str, topic: str) -> None:
@@ -38,7 +46,7 @@ async def _read_all(bootstrap: str, topic: str, isolation: str) -> list[bytes]:
 
 
 def test_broker_round_trips_a_message(kafka_bootstrap: str) -> None:
-    topic = f"t-{uuid.uuid4().hex[:8]}"
+    topic = own_topic(kafka_bootstrap)
 
     async def run() -> list[bytes]:
         await _create(kafka_bootstrap, topic)
@@ -54,7 +62,7 @@ def test_broker_round_trips_a_message(kafka_bootstrap: str) -> None:
 
 
 def test_transactions_work_on_the_single_node(kafka_bootstrap: str) -> None:
-    topic = f"t-{uuid.uuid4().hex[:8]}"
+    topic = own_topic(kafka_bootstrap)
 
     async def run() -> list[bytes]:
         await _create(kafka_bootstrap, topic)
