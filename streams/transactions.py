@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import io
+import operator
 import re
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta, tzinfo
 from decimal import Context, Decimal, Inexact
@@ -281,8 +283,8 @@ def _digest(data: bytes) -> str:
     return hashlib.blake2b(data, digest_size=8).hexdigest()
 
 
-def _in_time_order(tx: Transaction) -> tuple[datetime, int]:
-    return tx.at, tx.line
+# (at, line): sorting 70,000 purchases by a C-level key instead of a Python function's.
+_in_time_order: Callable[[Transaction], tuple[datetime, int]] = operator.attrgetter("at", "line")
 
 
 # ---------------------------------------------------------------------------
@@ -362,6 +364,7 @@ class _Reader:
     def __init__(self, fmt: FileFormat, columns: _Columns) -> None:
         self.fmt = fmt
         self.columns = columns
+        self.needed = columns.needed
         self.zone = _zone(fmt.time_zone)
         self.transactions: list[Transaction] = []
         self.errors: list[LineError] = []
@@ -381,9 +384,9 @@ class _Reader:
         if row.fields is None:
             raise _Rejected("malformed_row", row.problem)
         cols, fields = self.columns, row.fields
-        if len(fields) <= cols.needed:
+        if len(fields) <= self.needed:
             raise _Rejected(
-                "too_few_fields", f"expected at least {cols.needed + 1} fields, found {len(fields)}"
+                "too_few_fields", f"expected at least {self.needed + 1} fields, found {len(fields)}"
             )
         customer = _identifier(fields[cols.customer], "customer_id")
         order = None if cols.order is None else _identifier(fields[cols.order], "order_id")
@@ -459,6 +462,9 @@ def _zone(name: str) -> tzinfo:
         raise ValueError(f"unknown time zone {name!r} (expected an IANA name)") from None
 
 
+# Files repeat their times (a day's purchases share its date): each distinct text
+# is parsed once. A refused one raises every time (exceptions are not cached).
+@functools.lru_cache(maxsize=4096)
 def _parse_time(text: str, date_format: str | None, zone: tzinfo) -> datetime:
     """An aware UTC datetime; a time without an offset is read in `zone`."""
     try:
@@ -508,7 +514,8 @@ def _parse_amount(text: str, minor_digits: int) -> int:
     return int(minor)
 
 
-def _compact(at: datetime) -> str:
+@functools.lru_cache(maxsize=4096)
+def _compact(at: datetime) -> str:  # `at` in UTC, as _parse_time gives it
     # What f"{at:%Y%m%dT%H%M%S}" gives (the year unpadded, as glibc writes it), without strftime.
     fraction = f".{at.microsecond:06d}" if at.microsecond else ""
     return (
