@@ -31,7 +31,7 @@ import orjson
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import GroupCoordinatorNotAvailableError
 
-from bench.throughput import cluster, plain_consumer
+from bench.throughput import cluster, own_run, plain_consumer
 from hitrun.dev.worker import WorkerProcess, free_port, stop_group, topic_env, worker_env
 from hitrun.streams.config import Settings
 from hitrun.streams.replay import Progress
@@ -140,15 +140,17 @@ def main() -> None:
         writer(data, args.transactions, args.seed)
         with cluster(workdir) as bootstrap:
             tag = uuid.uuid4().hex[:8]
-            env = {
-                "HITRUN_KAFKA_BOOTSTRAP": bootstrap,
-                "HITRUN_APP_ID": f"bench-replay-{tag}",
-                "HITRUN_PARTITIONS": str(args.partitions),
-                "HITRUN_DATA_DIR": str(workdir / "state"),
-                "HITRUN_CLOCK_MODE": "replay",
-                "HITRUN_WATERMARK_KEY": uuid.uuid4().hex,
-                **topic_env(f"bench-replay-{tag}"),
-            }
+            env = own_run(
+                {
+                    "HITRUN_KAFKA_BOOTSTRAP": bootstrap,
+                    "HITRUN_APP_ID": f"bench-replay-{tag}",
+                    "HITRUN_PARTITIONS": str(args.partitions),
+                    "HITRUN_DATA_DIR": str(workdir / "state"),
+                    "HITRUN_CLOCK_MODE": "replay",
+                    "HITRUN_WATERMARK_KEY": uuid.uuid4().hex,
+                    **topic_env(f"bench-replay-{tag}"),
+                }
+            )
             events = 2 * args.transactions
             with contextlib.ExitStack() as workers:
                 group = [
@@ -201,6 +203,7 @@ def main() -> None:
             # The lone workers run alternately, each `--repeat` times, and the best run
             # of each counts: these machines are shared, and noise only slows a run.
             baseline_env = {**env, **topic_env(f"bench-baseline-{tag}")}
+            own_run({"HITRUN_KAFKA_BOOTSTRAP": bootstrap, "HITRUN_APP_ID": f"bench-baseline-{tag}"})
             trees: dict[str, Path | None] = {"d": None}
             with contextlib.ExitStack() as stack:
                 if args.compare_with:
@@ -277,12 +280,14 @@ def worker_alone(
     publisher competes for the cores.
     """
     tag = uuid.uuid4().hex[:8]
-    fresh = {
-        **env,
-        "HITRUN_APP_ID": f"bench-alone-{tag}",
-        "HITRUN_DATA_DIR": str(workdir / f"alone-{tag}"),
-        "HITRUN_WEB_PORT": str(free_port()),
-    }
+    fresh = own_run(
+        {
+            **env,
+            "HITRUN_APP_ID": f"bench-alone-{tag}",
+            "HITRUN_DATA_DIR": str(workdir / f"alone-{tag}"),
+            "HITRUN_WEB_PORT": str(free_port()),
+        }
+    )
     settings = Settings.from_env(fresh)
     log = (workdir / f"alone-{tag}.log").open("ab")
     started = time.perf_counter()

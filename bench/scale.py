@@ -40,7 +40,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from bench.throughput import cluster
+from bench.throughput import cluster, own_run
 from hitrun.dev.worker import WorkerProcess, topic_env
 from hitrun.streams.config import Settings
 from hitrun.streams.partitioning import partition_for_key
@@ -68,15 +68,17 @@ def main() -> None:
 
 def app_env(bootstrap: str, workdir: Path, label: str) -> dict[str, str]:
     tag = f"{label}-{uuid.uuid4().hex[:8]}"
-    return {
-        "HITRUN_KAFKA_BOOTSTRAP": bootstrap,
-        "HITRUN_APP_ID": f"scale-{tag}",
-        **topic_env(f"scale-{tag}"),
-        "HITRUN_PARTITIONS": str(PARTITIONS),
-        "HITRUN_DATA_DIR": str(workdir / tag),
-        "HITRUN_LOG_LEVEL": "warning",
-        "HITRUN_SESSION_TIMEOUT": "10s",
-    }
+    return own_run(
+        {
+            "HITRUN_KAFKA_BOOTSTRAP": bootstrap,
+            "HITRUN_APP_ID": f"scale-{tag}",
+            **topic_env(f"scale-{tag}"),
+            "HITRUN_PARTITIONS": str(PARTITIONS),
+            "HITRUN_DATA_DIR": str(workdir / tag),
+            "HITRUN_LOG_LEVEL": "warning",
+            "HITRUN_SESSION_TIMEOUT": "10s",
+        }
+    )
 
 
 def run(bootstrap: str, workdir: Path, args: argparse.Namespace) -> None:

@@ -16,18 +16,37 @@ import orjson
 from aiokafka import AIOKafkaConsumer
 
 from hitrun.dev.localkafka import LocalKafka
-from hitrun.dev.worker import WorkerProcess, free_port, topic_env
+from hitrun.dev.worker import WorkerProcess, delete_run_topics, free_port, topic_env
 from hitrun.streams.config import Settings
 from hitrun.streams.publisher import publish
 from hitrun.streams.simulate import SIMULATED_LATENESS, GroundTruth, TrafficShape, generate
 from hitrun.streams.topics import ensure_topics
 
+# The runs a bench made on `cluster`'s broker (their HITRUN_* environments).
+RUNS: list[dict[str, str]] = []
+
+
+def own_run(env: dict[str, str]) -> dict[str, str]:
+    """`env`, whose topics (those starting with its app id) `cluster` deletes at its end."""
+    RUNS.append(env)
+    return env
+
 
 @contextlib.contextmanager
 def cluster(workdir: Path) -> Iterator[str]:
+    """A broker's bootstrap address: HITRUN_KAFKA_BOOTSTRAP's, or a local broker of the
+    bench's own. On HITRUN_KAFKA_BOOTSTRAP's, the topics of every run given to `own_run`
+    meanwhile are deleted at the end, so that benches do not pile them up there."""
     existing = os.environ.get("HITRUN_KAFKA_BOOTSTRAP")
     if existing:
-        yield existing
+        try:
+            yield existing
+        finally:
+            for env in RUNS:
+                failed = delete_run_topics(env)
+                if failed is not None:
+                    print(f"could not delete the topics of {env['HITRUN_APP_ID']}: {failed}")
+            RUNS.clear()
         return
     with LocalKafka(workdir / "kafka", port=free_port(), controller_port=free_port()) as kafka:
         yield kafka.bootstrap
@@ -92,14 +111,16 @@ def main() -> None:
         workdir = Path(tmp)
         with cluster(workdir) as bootstrap:
             tag = uuid.uuid4().hex[:8]
-            env = {
-                "HITRUN_KAFKA_BOOTSTRAP": bootstrap,
-                "HITRUN_APP_ID": f"bench-{tag}",
-                "HITRUN_PARTITIONS": str(args.partitions),
-                "HITRUN_DATA_DIR": str(workdir / "state"),
-                "HITRUN_ALLOWED_LATENESS": SIMULATED_LATENESS,
-                **topic_env(f"bench-{tag}"),
-            }
+            env = own_run(
+                {
+                    "HITRUN_KAFKA_BOOTSTRAP": bootstrap,
+                    "HITRUN_APP_ID": f"bench-{tag}",
+                    "HITRUN_PARTITIONS": str(args.partitions),
+                    "HITRUN_DATA_DIR": str(workdir / "state"),
+                    "HITRUN_ALLOWED_LATENESS": SIMULATED_LATENESS,
+                    **topic_env(f"bench-{tag}"),
+                }
+            )
             settings = Settings.from_env(env)
             asyncio.run(ensure_topics(settings))
             shape = TrafficShape(seed=42, malformed_ratio=args.malformed_ratio)

@@ -15,7 +15,7 @@ from pathlib import Path
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from bench.throughput import cluster
+from bench.throughput import cluster, own_run
 from hitrun.dev.worker import WorkerProcess, topic_env
 from hitrun.streams.config import Settings
 from hitrun.streams.partitioning import partition_for_key
@@ -95,17 +95,19 @@ def main() -> None:
         cluster(Path(tmp)) as bootstrap,
     ):
         tag = uuid.uuid4().hex[:8]
-        env = {
-            "HITRUN_KAFKA_BOOTSTRAP": bootstrap,
-            "HITRUN_APP_ID": f"lat-{tag}",
-            "HITRUN_DATA_DIR": str(Path(tmp) / "state"),
-            "HITRUN_PAYMENT_WINDOWS": "card=10s",
-            "HITRUN_REMINDERS_AFTER_CHECKOUT": "4s",
-            "HITRUN_REMINDERS_BEFORE_DEADLINE": "none",
-            "HITRUN_QUIET_HOURS": "off",
-            "HITRUN_STRIKE_THRESHOLD": "100",
-            **topic_env(f"lat-{tag}"),
-        }
+        env = own_run(
+            {
+                "HITRUN_KAFKA_BOOTSTRAP": bootstrap,
+                "HITRUN_APP_ID": f"lat-{tag}",
+                "HITRUN_DATA_DIR": str(Path(tmp) / "state"),
+                "HITRUN_PAYMENT_WINDOWS": "card=10s",
+                "HITRUN_REMINDERS_AFTER_CHECKOUT": "4s",
+                "HITRUN_REMINDERS_BEFORE_DEADLINE": "none",
+                "HITRUN_QUIET_HOURS": "off",
+                "HITRUN_STRIKE_THRESHOLD": "100",
+                **topic_env(f"lat-{tag}"),
+            }
+        )
         settings = Settings.from_env(env)
         with WorkerProcess(env, Path(tmp) / "worker.log") as worker:
             late = asyncio.run(run(settings, args.customers, args.spread))

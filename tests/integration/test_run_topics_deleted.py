@@ -63,3 +63,18 @@ def test_a_tests_runs_are_deleted_when_it_ends_part_2(kafka_bootstrap: str) -> N
     if not MADE:
         pytest.skip("runs after part 1 only")
     assert not set(MADE) & asyncio.run(topic_names(kafka_bootstrap))
+
+
+def test_a_bench_on_an_existing_broker_deletes_its_runs_topics(
+    kafka_bootstrap: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bench.throughput import cluster, own_run
+
+    monkeypatch.setenv("HITRUN_KAFKA_BOOTSTRAP", kafka_bootstrap)
+    with cluster(tmp_path) as bootstrap:
+        assert bootstrap == kafka_bootstrap
+        settings = settings_of(own_run(unique_env(bootstrap, tmp_path)))
+        asyncio.run(ensure_topics(settings))
+        assert settings.topic_payments in asyncio.run(topic_names(kafka_bootstrap))
+    left = asyncio.run(topic_names(kafka_bootstrap))
+    assert not {name for name in left if name.startswith(settings.app_id)}
