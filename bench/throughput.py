@@ -16,20 +16,16 @@ import orjson
 from aiokafka import AIOKafkaConsumer
 
 from hitrun.dev.localkafka import LocalKafka
-from hitrun.dev.worker import WorkerProcess, delete_run_topics, free_port, topic_env
+from hitrun.dev.worker import RunTopics, WorkerProcess, free_port, topic_env
 from hitrun.streams.config import Settings
 from hitrun.streams.publisher import publish
 from hitrun.streams.simulate import SIMULATED_LATENESS, GroundTruth, TrafficShape, generate
 from hitrun.streams.topics import ensure_topics
 
-# The runs a bench made on `cluster`'s broker (their HITRUN_* environments).
-RUNS: list[dict[str, str]] = []
-
-
-def own_run(env: dict[str, str]) -> dict[str, str]:
-    """`env`, whose topics (those starting with its app id) `cluster` deletes at its end."""
-    RUNS.append(env)
-    return env
+# The runs a bench made on `cluster`'s broker; `own_run(env)` gives `env`, whose
+# topics (those starting with its app id) `cluster` deletes at its end.
+RUNS = RunTopics()
+own_run = RUNS.own
 
 
 @contextlib.contextmanager
@@ -42,11 +38,7 @@ def cluster(workdir: Path) -> Iterator[str]:
         try:
             yield existing
         finally:
-            for env in RUNS:
-                failed = delete_run_topics(env)
-                if failed is not None:
-                    print(f"could not delete the topics of {env['HITRUN_APP_ID']}: {failed}")
-            RUNS.clear()
+            RUNS.delete(on=existing)
         return
     with LocalKafka(workdir / "kafka", port=free_port(), controller_port=free_port()) as kafka:
         yield kafka.bootstrap

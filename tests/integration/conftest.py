@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from hitrun.dev.localkafka import LocalKafka, free_port
-from hitrun.dev.worker import delete_run_topics
 from tests.integration.harness import RUNS
 
 HERE = Path(__file__).resolve().parent
@@ -45,14 +44,9 @@ def delete_test_topics(request: pytest.FixtureRequest) -> Iterator[None]:
     against `make kafka-start`'s broker no longer piles up thousands of
     topics there (it keeps a few open files per partition, under a limit).
     """
-    first = len(RUNS)
+    first = len(RUNS.runs)
     yield
-    if "kafka_bootstrap" not in request.fixturenames:
-        return
-    shared = request.getfixturevalue("kafka_bootstrap")
-    for env in RUNS[first:]:
-        if env["HITRUN_KAFKA_BOOTSTRAP"] == shared:
-            failed = delete_run_topics(env)
-            if failed is not None:
-                print(f"could not delete the topics of {env['HITRUN_APP_ID']}: {failed}")
-    del RUNS[first:]
+    shared = None
+    if "kafka_bootstrap" in request.fixturenames:
+        shared = request.getfixturevalue("kafka_bootstrap")
+    RUNS.delete(since=first, on=shared)

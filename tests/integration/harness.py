@@ -13,7 +13,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from hitrun.dev.worker import WorkerProcess, topic_env
+from hitrun.dev.worker import RunTopics, WorkerProcess, topic_env
 from hitrun.streams.auth import OPERATOR, SUPPORT, new_token
 from hitrun.streams.config import Settings
 from hitrun.streams.partitioning import partition_for_key
@@ -23,15 +23,11 @@ OPERATOR_TOKEN, _OPERATOR_LINE = new_token("ops-alice", OPERATOR)
 SUPPORT_TOKEN, _SUPPORT_LINE = new_token("support-bob", SUPPORT)
 
 
-# The environments of the runs a test made (unique_env's, and those given to
-# `own_run`), for the conftest to delete their topics after each test.
-RUNS: list[dict[str, str]] = []
-
-
-def own_run(env: dict[str, str]) -> dict[str, str]:
-    """`env`, whose topics (those starting with its app id) go when the test ends."""
-    RUNS.append(env)
-    return env
+# The runs a test made (unique_env's, and those given to `own_run`), for the
+# conftest to delete their topics after each test.
+RUNS = RunTopics()
+# `env`, whose topics (those starting with its app id) go when the test ends.
+own_run = RUNS.own
 
 
 def unique_env(bootstrap: str, data_dir: Path, **overrides: str) -> dict[str, str]:

@@ -858,3 +858,19 @@ def test_an_identifier_is_printable_text_without_any_whitespace(value: str) -> N
 def test_the_compact_time_in_an_order_id_is_the_strftime_one(at: datetime) -> None:
     fraction = f".{at.microsecond:06d}" if at.microsecond else ""
     assert _compact(at) == f"{at:%Y%m%dT%H%M%S}{fraction}Z"
+
+
+def test_a_repeated_time_is_read_alike_on_every_row_refused_or_not(tmp_path: Path) -> None:
+    # Each distinct time text is parsed once (a cache): a refused one must be
+    # refused again on every row that repeats it, and a good one give the same
+    # instant, in whichever time zone the file is read.
+    rows = "customer_id,timestamp,amount\n" + "c1,2024-13-01,1\nc2,2024-03-01,1\n" * 3
+    result = read(tmp_path, rows)
+    assert reasons(result) == [
+        (2, "unparseable_time"),
+        (4, "unparseable_time"),
+        (6, "unparseable_time"),
+    ]
+    assert [t.at for t in result.transactions] == [datetime(2024, 3, 1, tzinfo=UTC)] * 3
+    zoned = read(tmp_path, rows, FileFormat(time_zone="Asia/Jakarta"))
+    assert [t.at for t in zoned.transactions] == [datetime(2024, 2, 29, 17, tzinfo=UTC)] * 3
