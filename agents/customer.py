@@ -1572,25 +1572,27 @@ def take_held(partition: PartitionTimers, msg: RawMessage) -> None:
     if record is None:
         partition.read(msg)
         return
+    # A report goes by when the announcement it answers was made (`identity.heard_at`).
+    at = record.at if isinstance(record, Sighting) else identity.heard_at(record)
     restored = partition.restored
     if restored is not None and restored.already_applied(
         msg.topic,
         msg.offset,
-        record.at if msg.topic in restored.apart else None,
+        at if msg.topic in restored.apart else None,
         internal_key(msg),
     ):
         metrics.input_event(msg.topic, type_of(record), "duplicate").inc()
         return
     partition.read(msg)
-    if record.at < stage.before:
+    if at < stage.before:
         apply_held_record(msg, record)
         return
     # Workers send these at event or clock times, which never run ahead of the wall
     # clock: one that does (written by someone else) would hold back the commit of
     # its partition until the clocks reached it.
-    if from_future(msg, record.at, "record time"):
+    if from_future(msg, at, "record time"):
         return
-    stage.buffer.add(msg.topic, msg.offset, record.at, (msg, record), held_order(record))
+    stage.buffer.add(msg.topic, msg.offset, at, (msg, record), held_order(record))
 
 
 def held_order(record: Sighting | Report) -> tuple[str, int]:

@@ -135,7 +135,10 @@ class Shared(
     tag="shared",
 ):
     """To `customer`: `other` shares identifier `kind`:`prefix`, both seen with it by
-    `evidence_at`; learnt from an announcement at `at`."""
+    `evidence_at`, paired since `at`. `sighted`: the time of the announcement that told
+    it, where that is not `at` (one of the two announced again, later); the report
+    takes its place among the others by it (`heard_at`). (A `Dropped` or `Forgotten`
+    is at its announcement's time.)"""
 
     customer: Identifier
     other: Identifier
@@ -145,6 +148,7 @@ class Shared(
     at: datetime
     other_listed: tuple[tuple[Identifier, datetime, datetime], ...]
     other_strikes: tuple[StrikeNote, ...] = ()
+    sighted: datetime | None = None
 
 
 class Dropped(
@@ -170,6 +174,18 @@ class Forgotten(
 
 # The links topic's records, keyed by the customer they are for.
 Report = Shared | Dropped | Forgotten
+
+
+def heard_at(report: Report) -> datetime:
+    """The time of the announcement a report answers: where it goes among the others."""
+    if isinstance(report, Shared) and report.sighted is not None:
+        return report.sighted
+    return report.at
+
+
+def _sighted(at: datetime, seen: Sighting) -> datetime | None:
+    """A report's `sighted`: the announcement's time, where it is not the report's own."""
+    return None if seen.at == at else seen.at
 
 
 def _merged(known: list[Listed], seen: Sighting, horizon: datetime) -> list[Listed]:
@@ -228,7 +244,8 @@ def sight(state: IdentifierState, seen: Sighting, policy: LinkPolicy) -> list[Re
         # Each of the two hears of the other, with the other's listings and strikes.
         for to, about, known in ((seen.customer, other, theirs), (other, seen.customer, mine)):
             news = (tuple(known.listed), tuple(known.strikes))
-            reports.append(Shared(to, about, seen.kind, prefix, both, since, *news))
+            told = _sighted(since, seen)
+            reports.append(Shared(to, about, seen.kind, prefix, both, since, *news, told))
     return reports
 
 

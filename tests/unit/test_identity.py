@@ -333,3 +333,28 @@ def test_the_wire_form_without_strikes_is_what_workers_of_the_previous_version_r
         + b'"listed":[],"forget":false}'
     )
     assert msgspec.json.decode(old, type=Sighting).strikes == ()
+
+
+def test_a_report_of_an_announcement_made_again_goes_by_when_that_was_made() -> None:
+    # A pair's report carries when the pair began (`at`); one told by a later
+    # announcement (a blacklisting ended, and the customer announced again) also carries
+    # when that was, which is where the customer stage places it among the others.
+    phone = h("+62 811 0000 4444")
+    ident = IdentifierState()
+    one, two, later = T0, T0 + timedelta(hours=1), T0 + timedelta(days=30)
+    for who, at in (("ha", one), ("hb", two)):
+        for seen in identity.announce(IdentityState(), who, {"phone": phone}, at, [], POLICY):
+            reports = identity.sight(ident, seen, POLICY)
+    assert [(r.at, r.sighted, identity.heard_at(r)) for r in reports] == [(two, None, two)] * 2
+    # Without it on the wire: a worker of an earlier revision reads such a report too.
+    assert b"sighted" not in msgspec.json.encode(reports[0])
+    again = Sighting("ha", "phone", phone, later)
+    reports = identity.sight(ident, again, POLICY)
+    assert {type(r) for r in reports} == {Shared}
+    assert [(r.at, identity.heard_at(r)) for r in reports] == [(two, later)] * 2
+    # On the wire only where it differs; a report of an earlier revision has none.
+    wire = msgspec.json.decode(msgspec.json.encode(reports[0]), type=dict)
+    assert wire["sighted"] == later.isoformat().replace("+00:00", "Z")
+    del wire["sighted"]
+    old = msgspec.json.decode(msgspec.json.encode(wire), type=Report)
+    assert identity.heard_at(old) == old.at == two
