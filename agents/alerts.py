@@ -194,12 +194,14 @@ def to_alert(effect: Effect) -> Alert | None:
         }
         return Alert(STRIKES, effect.customer_id, body)
     if isinstance(effect, Blacklist):
+        # A blacklisting through a link and one the customer earns can begin at one
+        # instant (a returning account linked, and its strikes counted with the other
+        # account's): each has an id of its own.
+        attempt = _ts(effect.since)
+        if effect.linked_to is not None:
+            attempt += f" through {effect.linked_to}"
         body = _head(
-            "customer_blacklisted",
-            effect.customer_id,
-            effect.scope,
-            _ts(effect.since),
-            effect.since,
+            "customer_blacklisted", effect.customer_id, effect.scope, attempt, effect.since
         ) | {
             "scope": effect.scope,
             "until": _ts(effect.until),
