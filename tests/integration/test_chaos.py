@@ -94,6 +94,32 @@ def test_with_blacklistings_through_links_kills_change_no_strike_and_no_final_st
     assert report.alert_types["strike_recorded"] >= 50
 
 
+def test_with_blacklistings_through_links_two_clean_runs_send_the_same_alerts(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    # Without kills, the opt-in policies decide the same in two runs of two workers,
+    # whichever order the broker delivers in: every alert, each id once (a blacklisting
+    # through a link and one by strikes counted together can begin at one instant),
+    # link alerts compared by decision, and every final status.
+    policies = {"HITRUN_LINKED_ACCOUNTS": "blacklist", "HITRUN_LINKED_STRIKES": "shared"}
+    _, traffic = traffic_of(12_000, seed=3)
+    report = chaos_kills(
+        kafka_bootstrap,
+        tmp_path,
+        "live",
+        len(traffic),
+        0,
+        15,
+        traffic=traffic,
+        settings_env=policies,
+    )
+    assert report.kills == 0
+    assert_same_alerts(report)
+    assert report.duplicated == 0
+    assert report.through_links >= 10
+    assert report.alert_types["linked_account_flagged"] >= 10
+
+
 def test_a_broker_outage_longer_than_the_session_timeout_changes_no_alert(
     tmp_path: Path,
 ) -> None:
