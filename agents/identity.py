@@ -183,11 +183,6 @@ def heard_at(report: Report) -> datetime:
     return report.at
 
 
-def _sighted(at: datetime, seen: Sighting) -> datetime | None:
-    """A report's `sighted`: the announcement's time, where it is not the report's own."""
-    return None if seen.at == at else seen.at
-
-
 def _merged(known: list[Listed], seen: Sighting, horizon: datetime) -> list[Listed]:
     """A customer's blacklistings as last announced, with those it no longer has ended at the
     announcement, ended ones older than `horizon` dropped."""
@@ -241,10 +236,11 @@ def sight(state: IdentifierState, seen: Sighting, policy: LinkPolicy) -> list[Re
         theirs, mine = state.customers[other], state.customers[seen.customer]
         # Seen together by `both`; paired since `since`, whichever sighting came in first.
         both, since = min(theirs.last, mine.last), max(theirs.first, mine.first)
+        # A later announcement of either also tells when it was made (`heard_at`).
+        told = None if seen.at == since else seen.at
         # Each of the two hears of the other, with the other's listings and strikes.
         for to, about, known in ((seen.customer, other, theirs), (other, seen.customer, mine)):
             news = (tuple(known.listed), tuple(known.strikes))
-            told = _sighted(since, seen)
             reports.append(Shared(to, about, seen.kind, prefix, both, since, *news, told))
     return reports
 

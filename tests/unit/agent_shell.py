@@ -15,6 +15,7 @@ from hitrun.agents.state import decode_state
 from hitrun.streams.ingest import RawMessage
 from hitrun.streams.partitioning import partition_for_key
 from hitrun.streams.sink import OutRecord
+from hitrun.streams.watermarks import signature
 
 SETTINGS = customer.settings
 START = datetime(2025, 5, 6, 10, 0, tzinfo=UTC)
@@ -153,3 +154,23 @@ def restart(monkeypatch: pytest.MonkeyPatch, number: int) -> None:
 def stored(customer_id: str) -> Any:
     value = customer.customers_table.data.get(customer_id.encode())
     return None if value is None else decode_state(value)
+
+
+def forget_everything(store_before: dict[bytes, bytes]) -> None:
+    """Drop the states stored since `store_before`, the clocks, indexes and cached states."""
+    store = customer.customers_table.data
+    for key in [k for k in store if k not in store_before]:
+        del store[key]
+    customer.timers.clear()
+    customer.cache.forget()
+
+
+def watermark_value(key: bytes, topic: str, partition: int, at: datetime) -> bytes:
+    """A replay's watermark for one input partition, signed with `key`."""
+    body = {
+        "type": "watermark",
+        "occurred_at": at.isoformat(),
+        "source": "t",
+        "signature": signature(key, topic, partition, at, "t"),
+    }
+    return orjson.dumps(body)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
@@ -32,11 +32,11 @@ from hitrun.agents.linking import LinkRules
 from hitrun.agents.policy import Policies
 from hitrun.streams.ingest import RawMessage
 from hitrun.streams.partitioning import partition_for_key
-from hitrun.streams.publisher import role_topics
+from hitrun.streams.publisher import Mark, role_topics
+from hitrun.streams.replay import with_watermarks
 from hitrun.streams.simulate import TrafficShape, generate
 from hitrun.streams.sink import Headers, OutRecord
-from hitrun.streams.watermarks import signature
-from tests.unit.agent_shell import SETTINGS, Sink
+from tests.unit.agent_shell import SETTINGS, Sink, forget_everything, watermark_value
 
 KEY = b"report-order-replay-key"
 PARTITIONS = SETTINGS.partitions
@@ -74,41 +74,10 @@ class Logs:
         self.read.clear()
 
 
-def watermark(topic: str, partition: int, at: datetime) -> bytes:
-    body = {
-        "type": "watermark",
-        "occurred_at": at.isoformat(),
-        "source": "t",
-        "signature": signature(KEY, topic, partition, at, "t"),
-    }
-    return orjson.dumps(body)
-
-
-def published(messages: Iterable[tuple[str, bytes, bytes, datetime]], every: int) -> Logs:
-    """(topic, key, value, time) in time order, published as `hitrun replay` does: each
-    message to its customer's partition, a watermark to every input partition every
-    `every` messages, a final one past the last message by the replay horizon."""
-    logs = Logs()
-
-    def everywhere(at: datetime) -> None:
-        for topic in SETTINGS.watermarked_topics:
-            for partition in range(PARTITIONS):
-                logs.append(topic, partition, None, watermark(topic, partition, at), ())
-
-    last = None
-    for n, (topic, key, value, at) in enumerate(messages):
-        if n and n % every == 0:
-            everywhere(at - timedelta(microseconds=1))
-        logs.append(topic, partition_for_key(key, PARTITIONS), key, value, ())
-        last = at
-    assert last is not None
-    everywhere(last + SETTINGS.replay_horizon() + timedelta(seconds=1))
-    return logs
-
-
 def simulated(messages: int, seed: int) -> Logs:
-    """Simulated shop traffic: a customer every 20 hours or so, many of them evaders who
-    come back under a new account, some on devices strangers share."""
+    """Simulated shop traffic published as `hitrun replay` publishes it: a customer every
+    20 hours or so, many of them evaders who come back under a new account, some on
+    devices strangers share; a watermark to every input partition every 50 messages."""
     shape = TrafficShape(
         seed=seed,
         start=datetime(2026, 1, 5, 9, tzinfo=UTC),
@@ -119,10 +88,18 @@ def simulated(messages: int, seed: int) -> Logs:
         shared_device_users=0.1,
     )
     topics = role_topics(SETTINGS)
-    return published(
-        ((topics[m.role], m.key or b"", m.value, m.occurred_at) for m in generate(shape, messages)),
-        every=50,
-    )
+    logs = Logs()
+    traffic = generate(shape, messages)
+    for item in with_watermarks(traffic, SETTINGS.replay_horizon(), "t", every=50):
+        if isinstance(item, Mark):
+            for topic in SETTINGS.watermarked_topics:
+                for partition in range(PARTITIONS):
+                    value = watermark_value(KEY, topic, partition, item.at)
+                    logs.append(topic, partition, None, value, ())
+        else:
+            key = item.key or b""
+            logs.append(topics[item.role], partition_for_key(key, PARTITIONS), key, item.value, ())
+    return logs
 
 
 @pytest.fixture
@@ -153,10 +130,8 @@ def run(logs: Logs, sink: Sink, seed: int, reports: str = "any time") -> list[Ou
     """Read every log to its end in an order `seed` picks, the links topic's records
     at `reports`: "any time", "first" (whenever some are unread), or "last" (only when
     nothing else is); the records written to the output topics, in order."""
-    store = customer.customers_table.data
-    before = dict(store.items())
-    customer.timers.clear()
-    customer.cache.forget()
+    before = dict(customer.customers_table.data.items())
+    forget_everything(before)
     customer.identifiers.forget()
     logs.rewind()
     rng = random.Random(seed)
@@ -191,10 +166,7 @@ def run(logs: Logs, sink: Sink, seed: int, reports: str = "any time") -> list[Ou
                 written.append(record)
         sink.records.clear()
     assert processor.held() == {}
-    for key in [k for k in store if k not in before]:
-        del store[key]
-    customer.timers.clear()
-    customer.cache.forget()
+    forget_everything(before)
     return written
 
 

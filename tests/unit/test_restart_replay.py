@@ -6,13 +6,20 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import datetime, timedelta
 
-import orjson
 import pytest
 
 import hitrun.agents.customer as customer
 from hitrun.streams.ingest import RawMessage
-from hitrun.streams.watermarks import signature
-from tests.unit.agent_shell import SETTINGS, START, Sink, checkout, restart, run_batch, stored
+from tests.unit.agent_shell import (
+    SETTINGS,
+    START,
+    Sink,
+    checkout,
+    restart,
+    run_batch,
+    stored,
+    watermark_value,
+)
 
 KEY = b"replay-key"
 
@@ -27,13 +34,8 @@ def replay(monkeypatch: pytest.MonkeyPatch, sink: Sink) -> Sink:
 
 
 def watermark(topic: str, partition: int, offset: int, at: datetime) -> RawMessage:
-    body = {
-        "type": "watermark",
-        "occurred_at": at.isoformat(),
-        "source": "t",
-        "signature": signature(KEY, topic, partition, at, "t"),
-    }
-    return RawMessage(topic, partition, offset, None, None, orjson.dumps(body))
+    value = watermark_value(KEY, topic, partition, at)
+    return RawMessage(topic, partition, offset, None, None, value)
 
 
 def test_a_watermark_read_again_after_a_restart_still_releases_the_held_events(

@@ -26,7 +26,7 @@ from hitrun.streams.auth import SIGNATURE_HEADER, record_signature
 from hitrun.streams.clock import ClockRecord, PartitionClock, Tier
 from hitrun.streams.ingest import RawMessage
 from hitrun.streams.partitioning import partition_for_key
-from tests.unit.agent_shell import SETTINGS, START, Sink, restart
+from tests.unit.agent_shell import SETTINGS, START, Sink, forget_everything, restart
 
 HASH = "5e" * 32
 KEY = f"phone:{HASH}".encode()
@@ -83,14 +83,6 @@ def reports(sink: Sink) -> list[dict[str, Any]]:
         for r in sink.records
         if r.topic == SETTINGS.links_topic and r.value is not None
     ]
-
-
-def forget_everything(store_before: dict[bytes, bytes]) -> None:
-    store = customer.customers_table.data
-    for key in [k for k in store if k not in store_before]:
-        del store[key]
-    customer.timers.clear()
-    customer.cache.forget()
 
 
 def crossing(sink: Sink, arrival: list[int]) -> list[dict[str, Any]]:
