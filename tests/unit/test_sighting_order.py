@@ -370,3 +370,29 @@ def test_a_record_from_the_future_is_dead_lettered_not_held(
     feed(processor, near)
     assert processor.held() == {TopicPartition(TOPIC, HOME): near.offset}
     assert len(ordered.letters()) == 1
+
+
+def test_a_report_is_held_by_when_its_announcement_was_made_and_a_forged_one_is_refused(
+    ordered: Sink, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A pair's report made by a later announcement goes by that announcement's time
+    # (`sighted`), not by when the pair began: held until the marks pass it. One whose
+    # announcement is a year ahead (no worker writes one) is dead-lettered, not held.
+    monkeypatch.setattr(customer, "REPLAY", False)
+    at = (START + timedelta(minutes=10)).isoformat()
+    pair = {"type": "shared", "customer": "so-sighted", "other": "so-other", "kind": "device"}
+    pair |= {"prefix": "d" * 12, "evidence_at": at, "other_listed": []}
+    later = report({**pair, "sighted": (START + timedelta(hours=2)).isoformat()}, 10)
+    stage = customer.timers.of(later.partition).reports
+    stage.before = START + timedelta(hours=1)  # released up to the pair's start and past it
+    processor = customer.CustomerProcessor()
+    feed(processor, later)
+    assert processor.held() == {TopicPartition(SETTINGS.links_topic, later.partition): later.offset}
+    ahead = (datetime.now(START.tzinfo) + timedelta(days=365)).isoformat()
+    forged = report({**pair, "sighted": ahead}, 10)
+    feed(processor, forged)
+    assert [letter["reason"] for letter in ordered.letters()] == ["from_future"]
+    assert processor.held() == {TopicPartition(SETTINGS.links_topic, later.partition): later.offset}
+    garbage = report({**pair, "sighted": "yesterday"}, 10)
+    feed(processor, garbage)
+    assert [letter["reason"] for letter in ordered.letters()] == ["from_future", "schema_violation"]
