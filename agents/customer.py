@@ -1690,8 +1690,7 @@ def deliver(msg: RawMessage, report: Report) -> None:
 
     def receive() -> None:
         state, _ = cache.load(customer_id)
-        effects = identity.receive(state.links(), customer_id, report, link_policy)
-        changes = link_rules.follow(customer_id, state, effects, report.at)
+        effects, changes = link_rules.hear(customer_id, state, report)
         state.tidy()
         wake = next_due(state)
         cache.store(customer_id, state, wake)

@@ -111,7 +111,10 @@ class Sighting(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_def
     """An announcement (the identity topic's record, keyed "kind:hash"): `customer` used
     identifier `kind`:`hash` at `at`; `listed`: the blacklists the customer is on (scope,
     since, until); `strikes`: its latest strikes, when a shop counts them together.
-    `forget`: the customer was erased; the identifier forgets them."""
+    `forget`: the customer was erased; the identifier forgets them. `used`: when the
+    customer last used the identifier, where that is before `at`: an announcement made
+    again (a blacklisting began or ended, strikes changed) is not a use, and keeps no
+    link alive (`last_use`)."""
 
     customer: Identifier
     kind: Kind
@@ -120,6 +123,7 @@ class Sighting(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_def
     listed: tuple[tuple[Identifier, datetime, datetime], ...] = ()
     forget: bool = False
     strikes: tuple[StrikeNote, ...] = ()
+    used: datetime | None = None
 
     @property
     def key(self) -> bytes:
@@ -176,6 +180,11 @@ class Forgotten(
 Report = Shared | Dropped | Forgotten
 
 
+def last_use(seen: Sighting) -> datetime:
+    """When the announcing customer last used the identifier (never after the announcement)."""
+    return seen.at if seen.used is None else min(seen.used, seen.at)
+
+
 def heard_at(report: Report) -> datetime:
     """The time of the announcement a report answers: where it goes among the others."""
     if isinstance(report, Shared) and report.sighted is not None:
@@ -206,27 +215,30 @@ def sight(state: IdentifierState, seen: Sighting, policy: LinkPolicy) -> list[Re
             return []
         return [Forgotten(other, seen.customer, seen.at) for other in sorted(state.customers)]
     horizon = seen.at - policy.window
+    used = last_use(seen)
     if state.common_until is not None:
         if state.common_until >= seen.at:
-            state.common_until = max(state.common_until, seen.at + policy.window)
+            state.common_until = max(state.common_until, used + policy.window)
             return []
         state.common_until = None  # every sighting that made it common has aged out
     for customer in [c for c, s in state.customers.items() if s.last < horizon]:
         del state.customers[customer]
     known = state.customers.get(seen.customer)
+    if known is None and used < horizon:
+        return []  # announced again, of a use already past the window: it links nothing
     if known is None and len(state.customers) >= policy.common_after:
         reports: list[Report] = [
             Dropped(customer, seen.kind, prefix, seen.at) for customer in sorted(state.customers)
         ]
         state.customers.clear()
-        state.common_until = seen.at + policy.window
+        state.common_until = used + policy.window
         return reports
     strikes = list(seen.strikes)[-MAX_STRIKES:]
     if known is None:
         listed = list(seen.listed)[-MAX_LISTINGS:]
-        state.customers[seen.customer] = Seen(seen.at, seen.at, listed, strikes)
+        state.customers[seen.customer] = Seen(used, used, listed, strikes)
     else:
-        known.last = max(known.last, seen.at)
+        known.last = max(known.last, used)
         known.listed = _merged(known.listed, seen, horizon)
         known.strikes = strikes
     reports = []
@@ -337,8 +349,18 @@ def announce(
     for key in sorted(set(due)):
         if key in state.announced:
             kind, hashed = key.split(":", 1)
+            # Made again, the announcement tells the last use it announced, not a new one.
+            used = state.announced[key]
             sightings.append(
-                Sighting(customer_id, cast(Kind, kind), hashed, at, scopes, strikes=notes)
+                Sighting(
+                    customer_id,
+                    cast(Kind, kind),
+                    hashed,
+                    at,
+                    scopes,
+                    strikes=notes,
+                    used=None if used == at else used,
+                )
             )
     return sightings
 
@@ -370,12 +392,15 @@ def receive(
                     state, customer_id, other, report.at, policy, "identifier_common"
                 )
         return effects
+    # What the report makes, it makes when its announcement was made: a link evicted or
+    # taken back earlier and told again by a later announcement is linked again then.
+    at = heard_at(report)
     link = state.links.setdefault(report.other, Link())
     key = f"{report.kind}:{report.prefix}"
     link.evidence[key] = max(report.evidence_at, link.evidence.get(key, report.evidence_at))
     link.listed = sorted(report.other_listed)
     link.strikes = list(report.other_strikes)
-    effects += _settle(state, customer_id, report.other, report.at, policy, "evidence_aged_out")
+    effects += _settle(state, customer_id, report.other, at, policy, "evidence_aged_out")
     while len(state.links) > policy.max_links:
         # The link with the oldest evidence goes first; one to a listed customer last.
         victim = min(
@@ -384,9 +409,7 @@ def receive(
         )
         gone = state.links.pop(victim)
         if gone.strong_since is not None:
-            effects.append(
-                AccountUnlinked(customer_id, victim, report.at, gone.generation, "evicted")
-            )
+            effects.append(AccountUnlinked(customer_id, victim, at, gone.generation, "evicted"))
     return effects
 
 

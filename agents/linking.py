@@ -78,6 +78,15 @@ class LinkRules:
         state.tidy()
         return unlinked
 
+    def hear(
+        self, customer_id: str, state: CustomerState, report: Report
+    ) -> tuple[list[LinkEffect], list[Effect]]:
+        """Take a link report into the customer's links: the link effects, and what they
+        change on its blacklists, both as of when the announcement it answers was made
+        (`identity.heard_at`; a report made again carries the pair's older start)."""
+        effects = identity.receive(state.links(), customer_id, report, self.link_policy)
+        return effects, self.follow(customer_id, state, effects, identity.heard_at(report))
+
     def follow(
         self,
         customer_id: str,

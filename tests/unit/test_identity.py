@@ -358,3 +358,46 @@ def test_a_report_of_an_announcement_made_again_goes_by_when_that_was_made() -> 
     del wire["sighted"]
     old = msgspec.json.decode(msgspec.json.encode(wire), type=Report)
     assert identity.heard_at(old) == old.at == two
+
+
+def test_an_announcement_made_again_is_not_a_use_and_keeps_no_link_alive() -> None:
+    # A blacklisting that begins or ends is announced again, with every identifier the
+    # customer has, to tell the identity stage; the customer used none of them then. A
+    # link's evidence is when both last used the identifier, and it ages out from there.
+    phone = h("+62 811 0000 5555")
+    w = World()
+    w.event("a", T0, phone=phone)
+    w.blacklist("a", T0 + timedelta(days=2))
+    w.unblacklist("a", T0 + timedelta(days=92))
+    again = identity.announce(w.state("a"), "a", None, T0 + timedelta(days=92), [], POLICY, True)
+    assert [(seen.at, seen.used, identity.last_use(seen)) for seen in again] == [
+        (T0 + timedelta(days=92), T0, T0)
+    ]
+    w.event("b", T0 + timedelta(days=100), phone=phone)
+    (linked,) = w.of(AccountLinked, "b")
+    assert linked.evidence == ((f"phone:{phone[:12]}", T0),)
+    assert identity.next_expiry(w.customers["b"], POLICY) == T0 + POLICY.window
+    assert identity.next_expiry(w.customers["a"], POLICY) == T0 + POLICY.window
+    # A use is announced as before: no `used` on the wire.
+    (seen,) = identity.announce(IdentityState(), "c", {"phone": phone}, T0, [], POLICY)
+    assert seen.used is None and b'"used"' not in msgspec.json.encode(seen)
+    assert b'"used"' in msgspec.json.encode(again[0])
+
+
+def test_an_identifier_announced_again_after_the_window_links_no_one() -> None:
+    # The identity stage has forgotten a customer whose last use is older than the
+    # window; an announcement made again of that use brings no one back.
+    phone = h("+62 811 0000 6666")
+    w = World()
+    w.event("a", T0, phone=phone)
+    for n in range(POLICY.common_after - 1):
+        w.event(f"x{n}", T0 + POLICY.window + timedelta(days=5), phone=phone)
+    late = T0 + POLICY.window + timedelta(days=10)
+    w.blacklist("a", late)
+    # Neither linked to the others nor counted among them: the identifier is not common.
+    assert w.of(AccountLinked, "a") == []
+    w.event("b", late + timedelta(days=1), phone=phone)
+    assert {e.other for e in w.of(AccountLinked, "b")} == {
+        f"x{n}" for n in range(POLICY.common_after - 1)
+    }
+    assert "a" not in w.identifiers[f"phone:{phone}".encode()].customers
