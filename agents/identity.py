@@ -186,9 +186,10 @@ def last_use(seen: Sighting) -> datetime:
 
 
 def heard_at(report: Report) -> datetime:
-    """The time of the announcement a report answers: where it goes among the others."""
+    """The time of the announcement a report answers, never before the pair began: where
+    it goes among the others, and when what it decides takes effect."""
     if isinstance(report, Shared) and report.sighted is not None:
-        return report.sighted
+        return max(report.sighted, report.at)
     return report.at
 
 
@@ -238,6 +239,8 @@ def sight(state: IdentifierState, seen: Sighting, policy: LinkPolicy) -> list[Re
         listed = list(seen.listed)[-MAX_LISTINGS:]
         state.customers[seen.customer] = Seen(used, used, listed, strikes)
     else:
+        # Heard out of order (a restart sends sightings again), an earlier use still counts.
+        known.first = min(known.first, used)
         known.last = max(known.last, used)
         known.listed = _merged(known.listed, seen, horizon)
         known.strikes = strikes
@@ -248,8 +251,9 @@ def sight(state: IdentifierState, seen: Sighting, policy: LinkPolicy) -> list[Re
         theirs, mine = state.customers[other], state.customers[seen.customer]
         # Seen together by `both`; paired since `since`, whichever sighting came in first.
         both, since = min(theirs.last, mine.last), max(theirs.first, mine.first)
-        # A later announcement of either also tells when it was made (`heard_at`).
-        told = None if seen.at == since else seen.at
+        # A later announcement of either also tells when it was made (`heard_at`); one
+        # heard out of order, before the pair began, tells nothing earlier than that.
+        told = seen.at if seen.at > since else None
         # Each of the two hears of the other, with the other's listings and strikes.
         for to, about, known in ((seen.customer, other, theirs), (other, seen.customer, mine)):
             news = (tuple(known.listed), tuple(known.strikes))

@@ -401,3 +401,28 @@ def test_an_identifier_announced_again_after_the_window_links_no_one() -> None:
         f"x{n}" for n in range(POLICY.common_after - 1)
     }
     assert "a" not in w.identifiers[f"phone:{phone}".encode()].customers
+
+
+def test_a_sighting_heard_out_of_order_links_no_earlier_than_the_pair_began() -> None:
+    # After a restart the identity stage can hear of an older use after a newer one. The
+    # pair still began when the second customer first used the identifier, and a link
+    # made then is not dated before it (the second account did not exist yet).
+    phone = h("+62 811 0000 7777")
+    w = World()
+    w.event("b", T0 + timedelta(days=30), phone=phone)
+    w.event("a", T0, phone=phone)
+    assert sorted((e.customer_id, e.at) for e in w.of(AccountLinked)) == [
+        ("a", T0 + timedelta(days=30)),
+        ("b", T0 + timedelta(days=30)),
+    ]
+    # A report claiming an announcement before the pair began is placed at the pair.
+    shared = Shared("a", "b", "phone", phone[:12], T0, T0 + timedelta(days=30), (), sighted=T0)
+    assert identity.heard_at(shared) == T0 + timedelta(days=30)
+    # And an earlier use heard late still counts from when it was.
+    ident = IdentifierState()
+    identity.sight(ident, Sighting("c", "phone", phone, T0 + timedelta(days=30)), POLICY)
+    identity.sight(ident, Sighting("c", "phone", phone, T0 + timedelta(days=20)), POLICY)
+    assert (ident.customers["c"].first, ident.customers["c"].last) == (
+        T0 + timedelta(days=20),
+        T0 + timedelta(days=30),
+    )
