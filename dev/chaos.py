@@ -28,7 +28,6 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -125,8 +124,7 @@ def compare(mode: str, clean: Outputs, chaos: Outputs, kills: int, outages: int)
     differing = sorted(
         alert_id
         for alert_id, copies in chaos.alerts.items()
-        if alert_id in clean.alerts
-        and any(_decided(c) != _decided(clean.alerts[alert_id][0]) for c in copies)
+        if alert_id in clean.alerts and any(copy != clean.alerts[alert_id][0] for copy in copies)
     )
     duplicated = sum(len(copies) - 1 for copies in chaos.alerts.values())
     status_keys = set(clean.status) | set(chaos.status)
@@ -175,21 +173,6 @@ def compare(mode: str, clean: Outputs, chaos: Outputs, kills: int, outages: int)
             for i in ids
         ),
     )
-
-
-# Link alerts say when and through which identifiers the link was made as the
-# customer's partition heard of it, and each identifier's last sighting: after a
-# kill, sightings sent again are applied as they arrive, not in event-time order
-# (docs/detection.md, "Linked accounts", Limits), so under kills those times may
-# differ. What was decided (who, with whom, which blacklists) is compared.
-_LINK_TYPES = frozenset({"account_linked", "linked_account_flagged", "account_unlinked"})
-
-
-def _decided(body: bytes) -> bytes | dict[str, Any]:
-    alert = orjson.loads(body)
-    if alert["type"] not in _LINK_TYPES:
-        return body
-    return {k: v for k, v in alert.items() if k not in {"occurred_at", "identifiers"}}
 
 
 def _crossed(outputs: Outputs) -> set[tuple[str, str]]:

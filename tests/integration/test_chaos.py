@@ -65,32 +65,20 @@ def test_links_survive_workers_killed_at_random(kafka_bootstrap: str, tmp_path: 
     assert report.crossed >= 1
 
 
-def test_with_blacklistings_through_links_kills_change_no_strike_and_no_final_status(
+def test_with_blacklistings_through_links_kills_change_no_alert(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
-    # The opt-in policies that make links blacklist are decided as the stages hear of
-    # the links, which kills reorder (docs/detection.md, "Linked accounts", Limits): the
-    # blacklist alerts on the way may differ. What must not: any strike, reminder or
-    # expiry, any other alert, any dead letter, and who is on which blacklist, from when
-    # until when, once every input is processed.
+    # The opt-in policies that make links blacklist: every alert of a run with kills,
+    # the blacklistings through links and by strikes counted together included, and
+    # every final status, as in the clean run. A sighting sent again after a kill
+    # arrives out of order; what it tells must not depend on that.
     policies = {"HITRUN_LINKED_ACCOUNTS": "blacklist", "HITRUN_LINKED_STRIKES": "shared"}
     report = chaos_kills(
         kafka_bootstrap, tmp_path, "live", 8_000, KILLS, 14, identities=True, settings_env=policies
     )
-    print(report.line(), dict(report.disagreeing), *report.examples, sep="\n")
     assert report.kills >= KILLS
+    assert_same_alerts(report)
     assert report.through_links >= 10
-    blacklist_topic = {
-        "customer_blacklisted",
-        "customer_unblacklisted",
-        "account_linked",
-        "linked_account_flagged",
-        "account_unlinked",
-    }
-    assert set(report.disagreeing) <= blacklist_topic, report.examples
-    assert not report.status_differing, "the final blacklist status differs"
-    assert not report.dead_letters_differing, report.examples
-    assert report.applied + report.dead_lettered == report.inputs
     assert report.alert_types["strike_recorded"] >= 50
 
 
@@ -100,7 +88,7 @@ def test_with_blacklistings_through_links_two_clean_runs_send_the_same_alerts(
     # Without kills, the opt-in policies decide the same in two runs of two workers,
     # whichever order the broker delivers in: every alert, each id once (a blacklisting
     # through a link and one by strikes counted together can begin at one instant),
-    # link alerts compared by decision, and every final status.
+    # every link alert whole, and every final status.
     policies = {"HITRUN_LINKED_ACCOUNTS": "blacklist", "HITRUN_LINKED_STRIKES": "shared"}
     _, traffic = traffic_of(12_000, seed=3)
     report = chaos_kills(
