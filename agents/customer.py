@@ -266,6 +266,8 @@ class HeldStage:
 
     buffer: ReorderBuffer = field(default_factory=lambda: ReorderBuffer(()))
     before: datetime = EARLIEST_TIME
+    # Whether a writer may still send records of its mark's own instant (`release`).
+    resting: bool = True
     sent: dict[int, datetime] = field(default_factory=dict)
     named: dict[int, float] = field(default_factory=dict)
     waived: set[int] = field(default_factory=set)
@@ -292,11 +294,16 @@ class HeldStage:
         upto = progress.bound(self.sent, None, settings.partitions, self.waived)
         if upto is None or upto == EARLIEST_TIME:
             return []  # every writer waived, or one has not sent anything yet
-        # Up to the marks' time itself: a writer's clock may rest there (the end of a
-        # replay) while it still sends records of that instant (announcements a link
-        # report makes), which would otherwise wait for a mark that never comes. They
-        # are applied as they arrive, as a late record is.
-        upto += timedelta(microseconds=1)
+        # Sightings: up to the marks' time itself. A customer partition's clock may
+        # rest there (the end of a replay) while it still sends sightings of that
+        # instant (a timer due then), which would otherwise wait for a mark that never
+        # comes; one sent after the others of its instant is applied as it arrives, as
+        # a late record is (a partition holding events of that instant marks just
+        # before it: `PartitionTimers.sent_before`). Reports need not: an identity
+        # stage's mark is where it released its sightings, and a report of that
+        # instant is still to come.
+        if self.resting:
+            upto += timedelta(microseconds=1)
         if upto <= self.before:
             return []
         released = [item for _at, item in self.buffer.release_before(upto)]
@@ -357,7 +364,7 @@ class PartitionTimers:
     # ORDER_SIGHTINGS: the identity stage's sightings and the customer stage's link
     # reports, each applied in event-time order (`HeldStage`).
     sightings: HeldStage = field(default_factory=lambda: HeldStage())
-    reports: HeldStage = field(default_factory=lambda: HeldStage())
+    reports: HeldStage = field(default_factory=lambda: HeldStage(resting=False))
 
     def record(self) -> ClockRecord:
         """The clock record's fields as they are now (a copy: the clock moves on)."""
@@ -513,7 +520,13 @@ class PartitionTimers:
         now = self.clock.now or EARLIEST_TIME
         if not REPLAY and not len(self.buffer):
             return now
-        return min(self.released_before, now)
+        sent = min(self.released_before, now)
+        oldest = self.buffer.oldest()
+        if oldest is not None and oldest <= sent:
+            # Events of that very instant are held: their sightings are still to come,
+            # and the identity stage applies a mark's own instant (`HeldStage.release`).
+            return oldest - timedelta(microseconds=1)
+        return sent
 
     def read_times(self) -> dict[str, datetime]:
         """Per input topic, the latest event time read here, rerouted events included."""

@@ -193,7 +193,12 @@ def through_links(written: list[OutRecord]) -> list[dict[str, object]]:
     ]
 
 
-@pytest.mark.parametrize("seed", [5, 7])
+# Seed 31 read with seed 6, the reports last, had 6 link alerts differ in the
+# identifiers they name before marks kept an instant's records together.
+ORDERS = ((2, "first"), (3, "last"), (6, "last"))
+
+
+@pytest.mark.parametrize("seed", [5, 7, 31])
 @pytest.mark.parametrize("linked_accounts", ["flag", "blacklist"])
 def test_links_flags_and_blacklistings_through_them_are_the_same_whatever_the_order(
     two_stages: Sink, monkeypatch: pytest.MonkeyPatch, linked_accounts: str, seed: int
@@ -207,11 +212,11 @@ def test_links_flags_and_blacklistings_through_them_are_the_same_whatever_the_or
     assert sum(a["type"] == "linked_account_flagged" for a in found) >= 3
     if linked_accounts == "blacklist":
         assert len(through_links(first)) >= 3
-    for n, reports in ((2, "first"), (3, "last")):
+    for n, reports in ORDERS:
         assert alerts(run(logs, two_stages, n, reports)) == alerts(first)
 
 
-@pytest.mark.parametrize("seed", [5, 7])
+@pytest.mark.parametrize("seed", [5, 7, 31])
 def test_with_strikes_counted_together_every_alert_is_the_same_whatever_the_order(
     two_stages: Sink, monkeypatch: pytest.MonkeyPatch, seed: int
 ) -> None:
@@ -225,7 +230,7 @@ def test_with_strikes_counted_together_every_alert_is_the_same_whatever_the_orde
     # A returning account can be blacklisted through the link and by the strikes
     # counted together at one instant: two alerts, two ids.
     assert_one_alert_per_id(first)
-    for n, reports in ((2, "first"), (3, "last"), (4, "any time")):
+    for n, reports in (*ORDERS, (4, "any time")):
         again = run(logs, two_stages, n, reports)
         assert alerts(again) == alerts(first)
         assert final_status(again) == final_status(first)

@@ -226,6 +226,13 @@ def test_settle_writes_identity_marks_when_a_partition_has_sent_further(
     partition.released_before = START + timedelta(hours=1, minutes=30)
     partition.buffer.add(SETTINGS.topic_checkouts, 7, START + timedelta(hours=3), object())
     assert settle()[0] == {0: START + timedelta(hours=1, minutes=30)}
+    # Holding one of that very instant (a partition read up to it, its bound its time):
+    # just before it. The identity stage applies a mark's own instant, and would
+    # otherwise apply that instant's sightings in the order they came.
+    partition.buffer.add(
+        SETTINGS.topic_checkouts, 9, START + timedelta(hours=1, minutes=30), object()
+    )
+    assert settle()[0] == {0: START + timedelta(hours=1, minutes=30) - timedelta(microseconds=1)}
     # Live, an idle worker says it again every idle interval: it is not taken for silent.
     processor._staged_marks_at = time.monotonic() - 3600.0
     ordered.records.clear()
@@ -396,3 +403,28 @@ def test_a_report_is_held_by_when_its_announcement_was_made_and_a_forged_one_is_
     garbage = report({**pair, "sighted": "yesterday"}, 10)
     feed(processor, garbage)
     assert [letter["reason"] for letter in ordered.letters()] == ["from_future", "schema_violation"]
+
+
+def test_a_links_mark_releases_only_the_reports_before_its_instant(ordered: Sink) -> None:
+    # An identity stage's mark on the links topic is where it released its sightings
+    # up to: a sighting of that very instant is still to be applied there, and its
+    # report to come. The reports of that instant wait for a mark past it, so that
+    # they are applied together, in order, whichever came first.
+    store_before = dict(customer.customers_table.data.items())
+    at = (START + timedelta(minutes=10)).isoformat()
+    pair = {"type": "shared", "customer": "so-inst-a", "other": "so-inst-b", "kind": "device"}
+    first = report({**pair, "prefix": "d" * 12, "evidence_at": at, "other_listed": []}, 10)
+
+    def links_mark(minutes: int) -> RawMessage:
+        value = progress.encode_mark(everyone(minutes))
+        headers = list(progress.MARK_HEADERS)
+        return RawMessage(
+            SETTINGS.links_topic, first.partition, next(offsets), None, None, value, headers
+        )
+
+    processor = customer.CustomerProcessor()
+    feed(processor, first, links_mark(10))
+    assert processor.held() == {TopicPartition(SETTINGS.links_topic, first.partition): first.offset}
+    feed(processor, links_mark(11))
+    assert processor.held() == {}
+    forget_everything(store_before)
