@@ -42,6 +42,8 @@ from hitrun.streams.topics import ensure_topics, read_from
 from hitrun.streams.transactions import FileFormat, read_transactions, transaction_events
 
 ALERT_ROLES = ("reminders", "strikes", "blacklist", "retention")
+# Both opt-in link policies (docs/detection.md, "Linked accounts").
+LINK_POLICIES = {"HITRUN_LINKED_ACCOUNTS": "blacklist", "HITRUN_LINKED_STRIKES": "shared"}
 
 
 @dataclass

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from bench.links import traffic_of
-from hitrun.dev.chaos import Report, chaos_kills, chaos_outage
+from hitrun.dev.chaos import LINK_POLICIES, Report, chaos_kills, chaos_outage
 
 KILLS = 5
 
@@ -72,9 +72,15 @@ def test_with_blacklistings_through_links_kills_change_no_alert(
     # the blacklistings through links and by strikes counted together included, and
     # every final status, as in the clean run. A sighting sent again after a kill
     # arrives out of order; what it tells must not depend on that.
-    policies = {"HITRUN_LINKED_ACCOUNTS": "blacklist", "HITRUN_LINKED_STRIKES": "shared"}
     report = chaos_kills(
-        kafka_bootstrap, tmp_path, "live", 8_000, KILLS, 14, identities=True, settings_env=policies
+        kafka_bootstrap,
+        tmp_path,
+        "live",
+        8_000,
+        KILLS,
+        14,
+        identities=True,
+        settings_env=LINK_POLICIES,
     )
     assert report.kills >= KILLS
     assert_same_alerts(report)
@@ -89,7 +95,6 @@ def test_with_blacklistings_through_links_two_clean_runs_send_the_same_alerts(
     # whichever order the broker delivers in: every alert, each id once (a blacklisting
     # through a link and one by strikes counted together can begin at one instant),
     # every link alert whole, and every final status.
-    policies = {"HITRUN_LINKED_ACCOUNTS": "blacklist", "HITRUN_LINKED_STRIKES": "shared"}
     _, traffic = traffic_of(12_000, seed=3)
     report = chaos_kills(
         kafka_bootstrap,
@@ -99,7 +104,7 @@ def test_with_blacklistings_through_links_two_clean_runs_send_the_same_alerts(
         0,
         15,
         traffic=traffic,
-        settings_env=policies,
+        settings_env=LINK_POLICIES,
     )
     assert report.kills == 0
     assert_same_alerts(report)
