@@ -363,7 +363,7 @@ def announce(
                     at,
                     scopes,
                     strikes=notes,
-                    used=None if used == at else used,
+                    used=used if used < at else None,
                 )
             )
     return sightings

@@ -428,3 +428,24 @@ def test_a_links_mark_releases_only_the_reports_before_its_instant(ordered: Sink
     feed(processor, links_mark(11))
     assert processor.held() == {}
     forget_everything(store_before)
+
+
+def test_a_sightings_last_use_is_checked_and_never_counts_after_the_announcement(
+    ordered: Sink,
+) -> None:
+    # `used` (an announcement made again tells the last use) that is not a time is
+    # dead-lettered; one after the announcement (no worker writes it) counts as a use at
+    # the announcement, never later.
+    def with_used(who: str, used: str) -> RawMessage:
+        msg = sighting(who, 0)
+        body = {**orjson.loads(msg.value or b""), "used": used}
+        return RawMessage(TOPIC, HOME, msg.offset, None, KEY, orjson.dumps(body))
+
+    bad = with_used("so-used-bad", "soon")
+    later = with_used("so-used-later", (START + timedelta(days=30)).isoformat())
+    processor = customer.CustomerProcessor()
+    feed(processor, bad, later, mark(everyone(1)))
+    assert [letter["reason"] for letter in ordered.letters()] == ["schema_violation"]
+    state = customer.identifiers.load(customer.IDENTITY_KEY_PREFIX + KEY)
+    seen = state.customers["so-used-later"]
+    assert seen.first == seen.last == START
