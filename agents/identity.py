@@ -516,7 +516,7 @@ def carry_listings(
             unpaid.end_linked(listed, effect.other, None, effect.at)
     # A linked account's blacklisting cut short (a strike reversed, an operator) ends
     # this one by the same time: its listings arrive with every report of the link.
-    for listing in list(listed.listings.values()):
+    for listing in [*listed.listings.values(), *listed.waiting.values()]:
         link = None if listing.linked_to is None else state.links.get(listing.linked_to)
         if link is None or listing.linked_to is None:
             continue

@@ -97,6 +97,18 @@ class Listing(msgspec.Struct, gc=False, omit_defaults=True):
     # Strikes of linked accounts this blacklisting counted (policy `linked_strikes:
     # shared`): (account, order id).
     linked_evidence: list[tuple[str, str]] = msgspec.field(default_factory=list)
+    # Through a link: the reason its alert gave (given again when it resumes).
+    reason: str | None = None
+
+
+class OwnEnded(msgspec.Struct, gc=False, omit_defaults=True):
+    """The customer's last blacklisting of its own on one list: when it began, when it
+    ended, and whether an operator lifted it (which ends a listing through a link that
+    waited for it too)."""
+
+    since: datetime
+    end: datetime
+    lifted: bool = False
 
 
 class Offences(msgspec.Struct, gc=False, omit_defaults=True):
@@ -126,6 +138,12 @@ class UnpaidState(msgspec.Struct, gc=False, omit_defaults=True):
     held: dict[str, list[HeldPayment]] = msgspec.field(default_factory=dict)
     seen: dict[str, datetime] = msgspec.field(default_factory=dict)
     last_reminder_at: datetime | None = None
+    # Listings through a link (policy `linked_accounts: blacklist`) set aside while the
+    # customer is on the same list by its own: they resume when it ends.
+    waiting: dict[str, Listing] = msgspec.field(default_factory=dict)
+    # The last blacklisting of its own on each list that ended, for a linked account's
+    # blacklisting heard of only after it ended (`extend_listing`).
+    ended: dict[str, OwnEnded] = msgspec.field(default_factory=dict)
 
     def is_empty(self) -> bool:
         return not (
@@ -138,6 +156,8 @@ class UnpaidState(msgspec.Struct, gc=False, omit_defaults=True):
             or self.held
             or self.seen
             or self.last_reminder_at
+            or self.waiting
+            or self.ended
         )
 
 
@@ -336,7 +356,7 @@ def _on_admin(state: UnpaidState, event: AdminActionRequested, run: _Run) -> Non
         listing = Listing(
             scope, at, until, _next_offence(state, scope, at, policy), True, event.actor
         )
-        state.listings[scope] = listing
+        _list_own(state, listing)
         state.offences[scope] = Offences(listing.offence)
         run.effects.append(
             Blacklist(
@@ -369,6 +389,7 @@ def _on_admin(state: UnpaidState, event: AdminActionRequested, run: _Run) -> Non
                 ended=ended_listing(listing),
             )
         )
+        run.effects += _own_ended(state, run.customer_id, listing, at, lifted=True)
 
 
 # ---------------------------------------------------------------------------
@@ -475,7 +496,7 @@ def enlist(
     until = at + policy.blacklist_duration * (2 ** (offence - 1))
     for s in own:
         s.consumed = True
-    state.listings[scope] = Listing(
+    listing = Listing(
         scope,
         at,
         until,
@@ -485,6 +506,7 @@ def enlist(
         [s.order_id for s in own],
         linked_evidence=[(other, line.order_id) for other, line in linked],
     )
+    _list_own(state, listing)
     # The previous offence's end stays until this one ends: undone (a reversed
     # strike), the record is as before, and ages out from that end.
     previous = state.offences.get(scope)
@@ -522,6 +544,15 @@ def on_own_list(state: UnpaidState, scope: str) -> bool:
     return listing is not None and listing.linked_to is None
 
 
+def _list_own(state: UnpaidState, listing: Listing) -> None:
+    """Put the customer on a list by its own; a listing through a link it replaces waits
+    for this one to end."""
+    replaced = state.listings.get(listing.scope)
+    if replaced is not None and replaced.linked_to is not None:
+        state.waiting[listing.scope] = replaced
+    state.listings[listing.scope] = listing
+
+
 def ended_listing(listing: Listing) -> EndedListing:
     """What an unblacklisting says of the blacklisting it ends (customer_unblacklisted.v2)."""
     linked = sorted({account for account, _ in listing.linked_evidence})
@@ -541,6 +572,63 @@ def _record_end(state: UnpaidState, listing: Listing, at: datetime) -> None:
         state.offences.setdefault(listing.scope, Offences(listing.offence)).last_end = at
 
 
+def _own_ended(
+    state: UnpaidState, customer_id: str, listing: Listing, at: datetime, lifted: bool
+) -> list[Effect]:
+    """A listing ended at `at` (an operator `lifted` it, or not): when it was the
+    customer's own, it is remembered, and a listing through a link that waited resumes."""
+    if listing.linked_to is not None:
+        return []
+    state.ended[listing.scope] = OwnEnded(listing.since, at, lifted)
+    return _resume(state, customer_id, listing.scope, at, lifted)
+
+
+def _resume(
+    state: UnpaidState, customer_id: str, scope: str, at: datetime, lifted: bool
+) -> list[Effect]:
+    waited = state.waiting.pop(scope, None)
+    if waited is None or lifted or waited.until <= at:
+        return []
+    return _enter(state, customer_id, msgspec.structs.replace(waited, since=at))
+
+
+def _enter(state: UnpaidState, customer_id: str, listing: Listing) -> list[Effect]:
+    state.listings[listing.scope] = listing
+    return [_linked_blacklist(customer_id, listing)]
+
+
+def _linked_blacklist(customer_id: str, listing: Listing) -> Blacklist:
+    assert listing.linked_to is not None
+    return Blacklist(
+        customer_id,
+        listing.scope,
+        listing.since,
+        listing.until,
+        1,
+        (),
+        "hitrun",
+        listing.reason or f"linked to account {listing.linked_to}",
+        linked_to=listing.linked_to,
+        linked_accounts=(listing.linked_to,),
+    )
+
+
+def _expired(customer_id: str, listing: Listing) -> Unblacklist:
+    reason = "blacklisting period ended"
+    if listing.linked_to is not None:
+        reason = f"the blacklisting of linked account {listing.linked_to} or the link ended"
+    return Unblacklist(
+        customer_id=customer_id,
+        scope=listing.scope,
+        at=listing.until,
+        cause="expired",
+        actor="hitrun",
+        reason=reason,
+        linked_to=listing.linked_to,
+        ended=ended_listing(listing),
+    )
+
+
 def extend_listing(
     state: UnpaidState,
     customer_id: str,
@@ -551,24 +639,43 @@ def extend_listing(
     reason: str,
 ) -> list[Effect]:
     """Put the customer on blacklist `scope` from `since` to `until`, for as long as linked
-    account `other` is on it (policy `linked_accounts: blacklist`); nothing when they
-    already are on it, or the span is empty."""
-    if scope in state.listings or until <= since:
+    account `other` is on it (policy `linked_accounts: blacklist`); nothing when it already
+    is on it through a link, or the span is empty.
+
+    Never over a blacklisting of the customer's own: from the time that begins, this one
+    waits for it to end, and resumes then for what is left, unless an operator lifted it.
+    Heard of only after the customer's own one ended (the report was on its way while
+    the customer's clock went on), it is decided as it would have been had it been
+    heard of in time, by the last such listing: the same alerts either way."""
+    current = state.listings.get(scope)
+    if until <= since or scope in state.waiting:
         return []
-    state.listings[scope] = Listing(scope, since, until, 1, False, "hitrun", [], other)
-    blacklisted = Blacklist(
-        customer_id,
-        scope,
-        since,
-        until,
-        1,
-        (),
-        "hitrun",
-        reason,
-        linked_to=other,
-        linked_accounts=(other,),
-    )
-    return [blacklisted]
+    if current is not None and current.linked_to is not None:
+        return []
+    listing = Listing(scope, since, until, 1, False, "hitrun", [], other, reason=reason)
+    if current is not None:
+        return _beside_own(state, customer_id, listing, current.since)
+    last = state.ended.get(scope)
+    if last is None or since >= last.end:
+        return _enter(state, customer_id, listing)
+    effects = _beside_own(state, customer_id, listing, last.since)
+    return effects + _resume(state, customer_id, scope, last.end, last.lifted)
+
+
+def _beside_own(
+    state: UnpaidState, customer_id: str, listing: Listing, own_since: datetime
+) -> list[Effect]:
+    """A listing through a link beside the customer's own one, which began at
+    `own_since`: it waits, after running alone until then if it began before."""
+    if listing.since >= own_since:
+        state.waiting[listing.scope] = listing
+        return []
+    effects: list[Effect] = [_linked_blacklist(customer_id, listing)]
+    if listing.until <= own_since:
+        effects.append(_expired(customer_id, listing))
+    else:
+        state.waiting[listing.scope] = listing
+    return effects
 
 
 def live_strikes(state: UnpaidState, scope: str) -> list[Strike]:
@@ -589,7 +696,7 @@ def own_listings(state: UnpaidState) -> list[tuple[str, datetime, datetime]]:
 def end_linked(state: UnpaidState, other: str, scope: str | None, at: datetime) -> None:
     """Listings through linked account `other` (of `scope`, or all) end by `at`; their
     ends fire as timers (`advance`), at `at` or at their own end if sooner."""
-    for listing in state.listings.values():
+    for listing in [*state.listings.values(), *state.waiting.values()]:
         if listing.linked_to == other and scope in (None, listing.scope):
             listing.until = max(listing.since, min(listing.until, at))
 
@@ -646,7 +753,7 @@ def recheck_listing(
     offences.count -= 1
     if offences.count <= 0:
         del state.offences[listing.scope]
-    return [
+    undone = [
         Unblacklist(
             customer_id=customer_id,
             scope=listing.scope,
@@ -660,6 +767,7 @@ def recheck_listing(
             threshold=policy.strike_threshold,
         )
     ]
+    return undone + _own_ended(state, customer_id, listing, at, lifted=False)
 
 
 # ---------------------------------------------------------------------------
@@ -790,6 +898,10 @@ def next_cleanup(state: UnpaidState, policies: Policies) -> datetime | None:
             for o in state.offences.values()
             if o.last_end is not None
         )
+    if state.waiting:
+        times.append(min(w.until for w in state.waiting.values()))
+    if state.ended:
+        times.extend(e.end + default.repeat_offender_memory for e in state.ended.values())
     if state.closed:
         times.append(min(state.closed.values()) + default.dedupe_window)
     if state.seen:
@@ -828,21 +940,8 @@ def _fire(state: UnpaidState, at: datetime, run: _Run) -> None:
         if listing.until <= at:
             del state.listings[scope]
             _record_end(state, listing, listing.until)
-            reason = "blacklisting period ended"
-            if listing.linked_to is not None:
-                reason = f"the blacklisting of linked account {listing.linked_to} or the link ended"
-            run.effects.append(
-                Unblacklist(
-                    customer_id=run.customer_id,
-                    scope=scope,
-                    at=listing.until,
-                    cause="expired",
-                    actor="hitrun",
-                    reason=reason,
-                    linked_to=listing.linked_to,
-                    ended=ended_listing(listing),
-                )
-            )
+            run.effects.append(_expired(run.customer_id, listing))
+            run.effects += _own_ended(state, run.customer_id, listing, listing.until, False)
     for order_id in sorted(state.held):
         holds = state.held[order_id]
         for held in [h for h in holds if h.hold_until <= at]:
@@ -926,6 +1025,9 @@ def prune(state: UnpaidState, now: datetime, policies: Policies) -> None:
         last_end = state.offences[scope].last_end
         if last_end is not None and last_end + default.repeat_offender_memory <= now:
             del state.offences[scope]
+    state.waiting = {k: w for k, w in state.waiting.items() if w.until > now}
+    memory = default.repeat_offender_memory
+    state.ended = {k: e for k, e in state.ended.items() if e.end + memory > now}
     horizon = now - default.dedupe_window
     state.closed = {k: v for k, v in state.closed.items() if v > horizon}
     state.seen = {k: v for k, v in state.seen.items() if v > horizon}

@@ -55,7 +55,7 @@ def explain(
         *(_link(other, link) for other, link in linked if link.strong_since is not None),
         *(_open_order(order) for order in state.open.values()),
         *(_strike(strike, state, policies) for strike in state.strikes),
-        *(_listing(listing, policies) for listing in state.listings.values()),
+        *(_listing(listing, policies, state) for listing in state.listings.values()),
         *(
             _ended(scope, offences.count, offences.last_end)
             for scope, offences in state.offences.items()
@@ -158,7 +158,7 @@ def _strike(strike: Strike, state: UnpaidState, policies: Policies) -> dict[str,
     return entry
 
 
-def _listing(listing: Listing, policies: Policies) -> dict[str, Any]:
+def _listing(listing: Listing, policies: Policies, state: UnpaidState) -> dict[str, Any]:
     # The platform's list follows the default policy; a shop's list its shop's.
     policy = policies.default if listing.scope == "*" else policies.for_shop(listing.scope)
     if listing.manual:
@@ -176,6 +176,12 @@ def _listing(listing: Listing, policies: Policies) -> dict[str, Any]:
         if listing.linked_evidence:
             theirs = ", ".join(f"{order} of {other}" for other, order in listing.linked_evidence)
             because += f", and of linked accounts (linked_strikes: shared): {theirs}"
+    waiting = state.waiting.get(listing.scope)
+    if waiting is not None:
+        because += (
+            f"; then through linked account {waiting.linked_to} until {_ts(waiting.until)}, "
+            "unless an operator lifts this one or the link or that blacklisting ends first"
+        )
     return {
         "at": _ts(listing.since),
         "decision": "blacklisted",

@@ -8,7 +8,8 @@ have committed every input record, their alerts are compared alert for
 alert, by `alert_id` and body.
 
     python -m hitrun.dev.chaos                  # the short version (as in the test suite)
-    python -m hitrun.dev.chaos --long           # make chaos: 20+ kills a mode, 30,000 transactions
+    python -m hitrun.dev.chaos --long           # make chaos: 20+ kills a mode, 30,000 transactions,
+                                                # and a live run with both link policies on
 """
 
 from __future__ import annotations
@@ -567,6 +568,22 @@ def main(argv: list[str] | None = None) -> int:
             reports.append(
                 chaos_kills(bootstrap, workdir, mode, size, kills, args.seed, partitioner, live)
             )
+            print(f"chaos: {reports[-1].line()}", flush=True)
+        if args.long:
+            # The live input again, with both opt-in link policies on, so that links
+            # also blacklist (the suite runs a shorter one, murmur2 in both runs).
+            policies = chaos_kills(
+                bootstrap,
+                workdir,
+                "live",
+                2 * transactions,
+                kills,
+                args.seed,
+                "crc32",
+                identities=True,
+                settings_env=LINK_POLICIES,
+            )
+            reports.append(replace(policies, mode="policies"))
             print(f"chaos: {reports[-1].line()}", flush=True)
         reports.append(chaos_outage(workdir, 2 * transactions, down_s, args.seed))
         equal = all(r.equal for r in reports)

@@ -45,6 +45,9 @@ class World:
         self.customers: dict[str, CustomerState] = {}
         self.effects: list[Effect] = []
         self.links: list[LinkEffect] = []
+        # Reports kept back (`hold`) until `deliver`: the customer's partition went on
+        # while they were on their way.
+        self.held: list[Report] | None = None
 
     @property
     def rules(self) -> LinkRules:
@@ -62,7 +65,18 @@ class World:
         for seen in self.rules.announce(customer, state, ids, at, again=ids is None):
             ident = self.identifiers.setdefault(seen.key, IdentifierState())
             for report in identity.sight(ident, seen, LINKS):
-                self.receive(report)
+                if self.held is None:
+                    self.receive(report)
+                else:
+                    self.held.append(report)
+
+    def hold(self) -> None:
+        self.held = []
+
+    def deliver(self) -> None:
+        held, self.held = self.held or [], None
+        for report in held:
+            self.receive(report)
 
     def receive(self, report: Report) -> None:
         effects, changes = self.rules.hear(report.customer, self.state(report.customer), report)
@@ -76,7 +90,7 @@ class World:
         follows = self.rules.follow(customer, state, [], event.occurred_at)
         self.changed(customer, effects + follows)
 
-    def admin(self, customer: str, action: str, at: datetime) -> None:
+    def admin(self, customer: str, action: str, at: datetime, days: int | None = None) -> None:
         event = AdminActionRequested(
             event_id=f"admin-{customer}-{action}-{at.isoformat()}",
             occurred_at=at,
@@ -85,6 +99,7 @@ class World:
             action=action,
             actor="ops@shop-1",
             reason="test",
+            duration_days=days,
         )
         self.handle(customer, event)
 
@@ -219,6 +234,97 @@ def test_own_strikes_replace_a_listing_through_a_link_and_outlast_it() -> None:
     w.event("new", T0 + 14 * DAY, phone=h("+62811"))
     assert w.of(Unblacklist, "new") == []
     assert w.listings("new")["shop-1"][2] is None
+
+
+def alerts_of(w: World, customer: str) -> list[dict[str, object]]:
+    bodies = [to_alert(e) for e in w.effects if e.customer_id == customer]
+    return sorted((a.body for a in bodies if a is not None), key=lambda b: str(b["alert_id"]))
+
+
+def own_then_linked(w: World, late: datetime | None) -> None:
+    """`new` is on the shop's blacklist by its own from day 0 to day 30 when it is linked
+    (day 10) to `old`, blacklisted from day 5 to day 95; the reports of the link reach
+    `new` in time, or only once its clock is at `late`."""
+    w.event("old", T0, phone=h("+62811"))
+    w.admin("old", "blacklist", T0 + 5 * DAY)
+    w.admin("new", "blacklist", T0, days=30)
+    if late is not None:
+        w.hold()
+    w.event("new", T0 + 10 * DAY, phone=h("+62811"))
+    if late is not None:
+        w.advance("new", late)
+        w.deliver()
+    w.advance("new", T0 + 200 * DAY)
+
+
+def test_a_linked_blacklisting_waits_for_the_customers_own_and_resumes_after_it() -> None:
+    w = World()
+    own_then_linked(w, None)
+    listed = [(e.since, e.until, e.linked_to) for e in w.of(Blacklist, "new")]
+    assert listed == [(T0, T0 + 30 * DAY, None), (T0 + 30 * DAY, T0 + 95 * DAY, "old")]
+    ended = [(e.at, e.linked_to) for e in w.of(Unblacklist, "new")]
+    assert ended == [(T0 + 30 * DAY, None), (T0 + 95 * DAY, "old")]
+
+
+def test_a_linked_blacklisting_heard_of_late_gives_the_alerts_it_gives_in_time() -> None:
+    w = World()
+    own_then_linked(w, None)
+    expected = alerts_of(w, "new")
+    # Heard of while its own blacklisting lasts, and after it ended (day 30), and
+    # after the linked account's ended too (day 95).
+    for late in (T0 + 20 * DAY, T0 + 40 * DAY, T0 + 100 * DAY):
+        again = World()
+        own_then_linked(again, late)
+        assert alerts_of(again, "new") == expected, late
+
+
+def linked_then_own(w: World, late: datetime | None, lifted: bool = False) -> None:
+    """`new` is linked (day 10) to `old`, blacklisted from day 1 to day 91, then is put
+    on the shop's blacklist by its own from day 20 to day 50 (lifted by an operator on
+    day 40 when `lifted`); the reports of the link reach it in time or at `late`."""
+    w.event("old", T0, phone=h("+62811"))
+    w.admin("old", "blacklist", T0 + DAY)
+    if late is not None:
+        w.hold()
+    w.event("new", T0 + 10 * DAY, phone=h("+62811"))
+    w.admin("new", "blacklist", T0 + 20 * DAY, days=30)
+    if lifted:
+        w.admin("new", "unblacklist", T0 + 40 * DAY)
+    if late is not None:
+        w.advance("new", late)
+        w.deliver()
+    w.advance("new", T0 + 200 * DAY)
+
+
+def test_a_blacklisting_of_its_own_sets_the_linked_one_aside_until_it_ends() -> None:
+    w = World()
+    linked_then_own(w, None)
+    listed = [(e.since, e.linked_to) for e in w.of(Blacklist, "new")]
+    assert listed == [(T0 + 10 * DAY, "old"), (T0 + 20 * DAY, None), (T0 + 50 * DAY, "old")]
+    ended = [(e.at, e.linked_to) for e in w.of(Unblacklist, "new")]
+    assert ended == [(T0 + 50 * DAY, None), (T0 + 91 * DAY, "old")]
+    # While it waits, the customer's trail says so.
+    during = World()
+    during.event("old", T0, phone=h("+62811"))
+    during.admin("old", "blacklist", T0 + DAY)
+    during.event("new", T0 + 10 * DAY, phone=h("+62811"))
+    during.admin("new", "blacklist", T0 + 20 * DAY, days=30)
+    state = during.state("new")
+    trail = explain("new", state.unpaid, during.policies, state.links(), LINKS)
+    (own,) = [d for d in trail["decisions"] if d["decision"] == "blacklisted"]
+    assert own["manual"] and own["until"] == (T0 + 50 * DAY).isoformat()
+    assert f"then through linked account old until {(T0 + 91 * DAY).isoformat()}" in own["text"]
+    # Lifted by an operator, it takes the one through the link with it.
+    lifted = World()
+    linked_then_own(lifted, None, lifted=True)
+    assert [(e.at, e.cause) for e in lifted.of(Unblacklist, "new")] == [(T0 + 40 * DAY, "manual")]
+    assert lifted.listings("new") == {} and lifted.state("new").unpaid.waiting == {}
+    for late in (T0 + 15 * DAY, T0 + 30 * DAY, T0 + 45 * DAY, T0 + 60 * DAY, T0 + 100 * DAY):
+        for lift in (False, True):
+            expected, again = World(), World()
+            linked_then_own(expected, None, lift)
+            linked_then_own(again, late, lift)
+            assert alerts_of(again, "new") == alerts_of(expected, "new"), (late, lift)
 
 
 def test_an_operator_lifting_it_is_final_and_why_says_where_it_came_from() -> None:
