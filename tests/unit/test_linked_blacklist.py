@@ -17,7 +17,7 @@ from hitrun.agents.effects import Blacklist, Effect, RecordStrike, ReverseStrike
 from hitrun.agents.identity import IdentifierState, LinkEffect, LinkPolicy, Report
 from hitrun.agents.linking import LinkRules
 from hitrun.agents.policy import Policies, UnpaidPolicy
-from hitrun.agents.state import CustomerState
+from hitrun.agents.state import CustomerState, decode_state, encode_state
 from hitrun.agents.why import explain
 from hitrun.schemas import compiled_validator
 from hitrun.schemas.records import AdminActionRequested, CustomerEvent
@@ -314,6 +314,17 @@ def test_a_blacklisting_of_its_own_sets_the_linked_one_aside_until_it_ends() -> 
     (own,) = [d for d in trail["decisions"] if d["decision"] == "blacklisted"]
     assert own["manual"] and own["until"] == (T0 + 50 * DAY).isoformat()
     assert f"then through linked account old until {(T0 + 91 * DAY).isoformat()}" in own["text"]
+    # What waits, and the customer's last own listing once it ended, are stored with it.
+    assert state.unpaid.waiting and decode_state(encode_state(state)) == state
+    during.advance("new", T0 + 60 * DAY)
+    assert state.unpaid.ended["shop-1"].end == T0 + 50 * DAY and not state.unpaid.waiting
+    assert decode_state(encode_state(state)) == state
+    # And it is forgotten as the offence record is.
+    memory = during.policies.default.repeat_offender_memory
+    during.advance("new", T0 + 95 * DAY)  # the listing through the link has ended too
+    assert unpaid.next_cleanup(state.unpaid, during.policies) == T0 + 50 * DAY + memory
+    during.advance("new", T0 + 50 * DAY + memory)
+    assert state.unpaid.ended == {} and state.unpaid.offences == {}
     # Lifted by an operator, it takes the one through the link with it.
     lifted = World()
     linked_then_own(lifted, None, lifted=True)
