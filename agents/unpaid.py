@@ -375,7 +375,6 @@ def _on_admin(state: UnpaidState, event: AdminActionRequested, run: _Run) -> Non
         if scope not in state.listings:
             return
         listing = state.listings.pop(scope)
-        _record_end(state, listing, at)
         run.effects.append(
             Unblacklist(
                 customer_id=run.customer_id,
@@ -389,7 +388,7 @@ def _on_admin(state: UnpaidState, event: AdminActionRequested, run: _Run) -> Non
                 ended=ended_listing(listing),
             )
         )
-        run.effects += _own_ended(state, run.customer_id, listing, at, lifted=True)
+        run.effects += _listing_ended(state, run.customer_id, listing, at, lifted=True)
 
 
 # ---------------------------------------------------------------------------
@@ -566,19 +565,22 @@ def ended_listing(listing: Listing) -> EndedListing:
     )
 
 
-def _record_end(state: UnpaidState, listing: Listing, at: datetime) -> None:
-    """Remember when an offence's blacklisting ended (a linked account's is no offence)."""
-    if listing.linked_to is None:
-        state.offences.setdefault(listing.scope, Offences(listing.offence)).last_end = at
-
-
-def _own_ended(
-    state: UnpaidState, customer_id: str, listing: Listing, at: datetime, lifted: bool
+def _listing_ended(
+    state: UnpaidState,
+    customer_id: str,
+    listing: Listing,
+    at: datetime,
+    lifted: bool = False,
+    undone: bool = False,
 ) -> list[Effect]:
-    """A listing ended at `at` (an operator `lifted` it, or not): when it was the
-    customer's own, it is remembered, and a listing through a link that waited resumes."""
+    """A listing ended at `at` (an operator `lifted` it; `undone`: a reversed strike took
+    its offence back). When it was the customer's own, its offence's end is remembered
+    (a linked account's is no offence), and so is the listing, and a listing through a
+    link that waited for it resumes."""
     if listing.linked_to is not None:
         return []
+    if not undone:
+        state.offences.setdefault(listing.scope, Offences(listing.offence)).last_end = at
     state.ended[listing.scope] = OwnEnded(listing.since, at, lifted)
     return _resume(state, customer_id, listing.scope, at, lifted)
 
@@ -767,7 +769,7 @@ def recheck_listing(
             threshold=policy.strike_threshold,
         )
     ]
-    return undone + _own_ended(state, customer_id, listing, at, lifted=False)
+    return undone + _listing_ended(state, customer_id, listing, at, undone=True)
 
 
 # ---------------------------------------------------------------------------
@@ -939,9 +941,8 @@ def _fire(state: UnpaidState, at: datetime, run: _Run) -> None:
         listing = state.listings[scope]
         if listing.until <= at:
             del state.listings[scope]
-            _record_end(state, listing, listing.until)
             run.effects.append(_expired(run.customer_id, listing))
-            run.effects += _own_ended(state, run.customer_id, listing, listing.until, False)
+            run.effects += _listing_ended(state, run.customer_id, listing, listing.until)
     for order_id in sorted(state.held):
         holds = state.held[order_id]
         for held in [h for h in holds if h.hold_until <= at]:
@@ -1025,9 +1026,11 @@ def prune(state: UnpaidState, now: datetime, policies: Policies) -> None:
         last_end = state.offences[scope].last_end
         if last_end is not None and last_end + default.repeat_offender_memory <= now:
             del state.offences[scope]
-    state.waiting = {k: w for k, w in state.waiting.items() if w.until > now}
-    memory = default.repeat_offender_memory
-    state.ended = {k: e for k, e in state.ended.items() if e.end + memory > now}
+    if state.waiting:
+        state.waiting = {k: w for k, w in state.waiting.items() if w.until > now}
+    if state.ended:
+        memory = default.repeat_offender_memory
+        state.ended = {k: e for k, e in state.ended.items() if e.end + memory > now}
     horizon = now - default.dedupe_window
     state.closed = {k: v for k, v in state.closed.items() if v > horizon}
     state.seen = {k: v for k, v in state.seen.items() if v > horizon}
