@@ -259,6 +259,10 @@ def run(workdir: Path, profile: bool) -> dict[str, Any]:
     threshold = getattr(worker_command, "WORKER_GC_THRESHOLD", None)
     if threshold is not None:
         gc.set_threshold(*threshold)
+    # And what it does with the objects of its imports, in revisions that do it.
+    freeze = getattr(worker_command, "freeze_startup_objects", None)
+    if freeze is not None:
+        freeze()
     sink = keeping_sink()
     customer.sink = sink  # type: ignore[assignment]
     processor = customer.CustomerProcessor()

@@ -13,6 +13,22 @@ import click
 # with the default threshold (700) the collector ran hundreds of times a
 # second and took about 5% of a busy worker (docs/performance.md).
 WORKER_GC_THRESHOLD = (10_000, 10, 10)
+
+
+def freeze_startup_objects() -> None:
+    """Take what the imports made out of the collector's sight (`gc.freeze`).
+
+    Modules, classes and functions (Faust's, aiokafka's, hitrun's: about 80,000
+    tracked objects) live as long as the process, yet every full collection
+    walked them all again. In bench-core's run (20,000 transactions) the full
+    collections took 25 instead of 75 ms, 2% of the run (docs/performance.md).
+    Frozen objects are still freed by reference counting; only a cycle among
+    them is never collected, and they are the process's own.
+    """
+    gc.collect()
+    gc.freeze()
+
+
 # Faust's --loglevel spells warning "warn".
 FAUST_LOG_LEVELS = {"warning": "warn"}
 PASS_THROUGH = {"ignore_unknown_options": True, "allow_extra_args": True}
@@ -50,6 +66,7 @@ def run_faust(argv: list[str]) -> None:
     if not any(a.startswith(("-l", "--loglevel")) for a in argv):
         argv = [*argv, f"--loglevel={FAUST_LOG_LEVELS.get(settings.log_level, settings.log_level)}"]
     sys.argv = ["hitrun", *argv]
+    freeze_startup_objects()
     app.main()
 
 
