@@ -26,7 +26,14 @@ from faust.types import StoreT
 from yarl import URL
 
 from hitrun.agents import identity, retention, unpaid
-from hitrun.agents.alerts import Alert, alert_id, link_alert, retention_alert, to_alert
+from hitrun.agents.alerts import (
+    Alert,
+    alert_id,
+    encode_alert,
+    link_alert,
+    retention_alert,
+    to_alert,
+)
 from hitrun.agents.effects import (
     Blacklist,
     DropUnmatchedPayment,
@@ -1025,7 +1032,7 @@ def queue_alert(customer_id: str, alert: Alert) -> None:
     body = alert.body
     if V1_FIELDS is not None:  # what a later schema version added is left out
         body = {name: value for name, value in body.items() if name in V1_FIELDS[alert.type]}
-    queue(settings.output_topics[alert.role], alert.key.encode(), encode(body))
+    queue(settings.output_topics[alert.role], alert.key.encode(), encode_alert(body))
     metrics.alert(alert.type).inc()
     alert_log.note(alert.type, customer_id, alert.body["alert_id"])
 
