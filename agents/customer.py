@@ -902,8 +902,8 @@ class StateCache:
                 )
         return sorted(scope)
 
-    def load(self, customer_id: str) -> tuple[CustomerState, Footprint]:
-        """The customer's state (fresh if none) and its footprint for the gauges."""
+    def load(self, customer_id: str) -> tuple[CustomerState, bool]:
+        """The customer's state (fresh if none), and whether one is stored."""
         scope = self._scope
         if scope is not None and customer_id not in scope:
             if customer_id in self._dirty:
@@ -924,8 +924,8 @@ class StateCache:
             self._states[customer_id] = state
             self._began[customer_id] = footprint(state)
         if state is None:
-            return CustomerState(), NO_STATE
-        return state, footprint(state)
+            return CustomerState(), False
+        return state, True
 
     def pending(self) -> bool:
         """Whether states were changed since the last `commit`."""
@@ -1132,8 +1132,8 @@ def fire_due(partition: PartitionTimers, now: datetime) -> None:
 
 def advance_customer(partition: PartitionTimers, customer_id: str, now: datetime) -> None:
     """Run one customer's timers due at `now` and queue what they decide."""
-    state, before = cache.load(customer_id)
-    if not before.stored:
+    state, stored = cache.load(customer_id)
+    if not stored:
         return
     # Links that age out first: a blacklisting through one ends with it, at `now`.
     unlinked = link_rules.age(customer_id, state, now)

@@ -70,8 +70,8 @@ def test_a_state_written_in_one_batch_is_the_one_loaded_in_the_next(
     # With the summary the index rebuild reads instead of decoding the state.
     assert stored_summary(stored) == customer.summarize(written)
     assert [r.key for r in sink.records] == [b"cache-c1"]
-    loaded, footprint = cache.load("cache-c1")
-    assert loaded is written and footprint.stored
+    loaded, stored = cache.load("cache-c1")
+    assert loaded is written and stored
     assert decodes == []
 
 
@@ -117,8 +117,8 @@ def test_a_deleted_state_is_not_kept(sink: Sink, decodes: list[bytes]) -> None:
     confirm(cache)
     assert b"cache-d" not in customer.customers_table.data
     assert sink.records[-1].value is None  # the changelog tombstone
-    _, footprint = cache.load("cache-d")
-    assert not footprint.stored
+    _, stored = cache.load("cache-d")
+    assert not stored
 
 
 def test_a_customer_never_stored_gets_no_tombstone(sink: Sink, decodes: list[bytes]) -> None:
