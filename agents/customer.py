@@ -1136,15 +1136,16 @@ def advance_customer(partition: PartitionTimers, customer_id: str, now: datetime
     if not stored:
         return
     # Links that age out first: a blacklisting through one ends with it, at `now`.
-    unlinked = link_rules.age(customer_id, state, now)
-    changes = link_rules.follow(customer_id, state, unlinked, now)
-    state.unpaid, effects = unpaid.advance(state.unpaid, customer_id, now, policies)
-    effects = changes + effects
+    effects: list[Effect] = []
+    unlinked = linked_changes(customer_id, state, now, effects)
+    state.unpaid, fired = unpaid.advance(state.unpaid, customer_id, now, policies)
+    effects += fired
     kept = retention.advance(state.retention, customer_id, now - LATENESS, retention_policy)
     wake = next_due(state)
     cache.store(customer_id, state, wake)
     partition.index.schedule(customer_id, wake)
-    publish_links(customer_id, unlinked)
+    if unlinked:
+        publish_links(customer_id, unlinked)
     if not REPLAY:
         wall = datetime.now(UTC)
         for effect in effects:
@@ -1152,6 +1153,19 @@ def advance_customer(partition: PartitionTimers, customer_id: str, now: datetime
                 metrics.timer_lateness.observe(max((wall - effect.at).total_seconds(), 0.0))
     publish(customer_id, state, effects)
     publish_retention(customer_id, kept)
+
+
+def linked_changes(
+    customer_id: str, state: CustomerState, now: datetime, effects: list[Effect]
+) -> list[LinkEffect]:
+    """Age the customer's links to `now`; add what that changes on its blacklists to `effects`
+    and return the unlinks. A customer with no identity part (most, when events carry no
+    identifiers) has nothing to age or follow: no calls for it."""
+    if state.identity is None:
+        return []
+    unlinked = link_rules.age(customer_id, state, now)
+    effects += link_rules.follow(customer_id, state, unlinked, now)
+    return unlinked
 
 
 def apply(partition: PartitionTimers, event: CustomerEvent, msg: RawMessage) -> None:
@@ -1212,8 +1226,7 @@ def apply_to_customer(
         # those the LATENESS delay has not fired on the stream clock yet.
         kept = retention.advance(state.retention, customer_id, event.occurred_at, retention_policy)
         kept += observe_retention(state.retention, event, effects)
-    unlinked = link_rules.age(customer_id, state, now)
-    effects += link_rules.follow(customer_id, state, unlinked, now)
+    unlinked = linked_changes(customer_id, state, now, effects)
     if not duplicate and isinstance(event, CheckoutConfirmed | PaymentAttempted):
         announce(customer_id, state, event.identifiers, event.occurred_at)
     wake = next_due(state)
@@ -1221,7 +1234,8 @@ def apply_to_customer(
     partition.index.schedule(customer_id, wake)
     publish(customer_id, state, effects)
     publish_retention(customer_id, kept)
-    publish_links(customer_id, unlinked)
+    if unlinked:
+        publish_links(customer_id, unlinked)
     metrics.input_event(msg.topic, event.type, "duplicate" if duplicate else "processed").inc()
     if not REPLAY:  # a replayed event's lag is its age
         lag = (datetime.now(UTC) - event.occurred_at).total_seconds()
