@@ -1033,7 +1033,7 @@ def queue_alert(customer_id: str, alert: Alert) -> None:
     if V1_FIELDS is not None:  # what a later schema version added is left out
         body = {name: value for name, value in body.items() if name in V1_FIELDS[alert.type]}
     queue(settings.output_topics[alert.role], alert.key.encode(), encode_alert(body))
-    metrics.alert(alert.type).inc()
+    metrics.count_alert(alert.type)
     alert_log.note(alert.type, customer_id, alert.body["alert_id"])
 
 
@@ -1236,7 +1236,7 @@ def apply_to_customer(
     publish_retention(customer_id, kept)
     if unlinked:
         publish_links(customer_id, unlinked)
-    metrics.input_event(msg.topic, event.type, "duplicate" if duplicate else "processed").inc()
+    metrics.count_input(msg.topic, event.type, "duplicate" if duplicate else "processed")
     if not REPLAY:  # a replayed event's lag is its age
         lag = (datetime.now(UTC) - event.occurred_at).total_seconds()
         metrics.event_lag.observe(max(lag, 0.0))
@@ -1281,8 +1281,8 @@ def erase(partition: PartitionTimers, event: AdminActionRequested, msg: RawMessa
         "request_id": event.event_id,
     }
     queue(settings.topic_erasures, key, encode(record))
-    metrics.alert("customer_erased").inc()
-    metrics.input_event(msg.topic, event.type, "processed").inc()
+    metrics.count_alert("customer_erased")
+    metrics.count_input(msg.topic, event.type, "processed")
     log.info(
         "customer %s erased at the request of %s",
         customer_id,
@@ -1348,7 +1348,7 @@ def accept(msg: RawMessage, event: CustomerEvent | Watermark) -> None:
     )
     if again:
         # Read again after a restart, applied before it: its effects are stored.
-        metrics.input_event(msg.topic, event.type, "duplicate").inc()
+        metrics.count_input(msg.topic, event.type, "duplicate")
         if not watermark:
             return
         # A watermark has no effect of its own, but how far its topic has been
@@ -1359,13 +1359,13 @@ def accept(msg: RawMessage, event: CustomerEvent | Watermark) -> None:
     if msg.topic == settings.reroute_topic:
         origin = origin_of(msg)
         if partition.second_copy(msg, origin):
-            metrics.input_event(msg.topic, event.type, "duplicate").inc()
+            metrics.count_input(msg.topic, event.type, "duplicate")
             return
         # A rerouted event takes its place by where it was first read.
         order = (origin.topic, origin.offset)
     partition.buffer.add(msg.topic, msg.offset, event.occurred_at, item, order)
     if watermark and not again:
-        metrics.input_event(msg.topic, event.type, "processed").inc()
+        metrics.count_input(msg.topic, event.type, "processed")
     if not REPLAY:
         return  # released by settle() once the batch is read
     mark = partition.buffer.watermark()
@@ -1444,10 +1444,10 @@ def dispatch(msg: RawMessage, verdict: Verdict) -> None:
             # Read again after a restart, rerouted before it: the copy is in the reroute
             # topic (the clock record is sent only after a batch's reroutes are delivered).
             # A second copy would reach its partition long after its first, as a late event.
-            metrics.input_event(msg.topic, "unknown", "duplicate").inc()
+            metrics.count_input(msg.topic, "unknown", "duplicate")
             return
         queue(settings.reroute_topic, msg.key, msg.value, verdict.partition, verdict.headers)
-        metrics.input_event(msg.topic, "unknown", "rerouted").inc()
+        metrics.count_input(msg.topic, "unknown", "rerouted")
     elif isinstance(verdict, Rejected):
         dead_letter(msg, verdict)
 
@@ -1456,7 +1456,7 @@ def dead_letter(msg: RawMessage, verdict: Rejected) -> None:
     """Queue a refused message for the dead-letter topic, count it and log why."""
     letter = verdict.dead_letter
     queue(settings.topic_dead_letters, msg.key, encode(letter))
-    metrics.input_event(msg.topic, "unknown", "dead_lettered").inc()
+    metrics.count_input(msg.topic, "unknown", "dead_lettered")
     metrics.dead_letter(letter.reason).inc()
     log.warning(
         "dead letter %s from %s[%d]@%d: %s",
@@ -1615,7 +1615,7 @@ def take_held(partition: PartitionTimers, msg: RawMessage) -> None:
         at if msg.topic in restored.apart else None,
         internal_key(msg),
     ):
-        metrics.input_event(msg.topic, type_of(record), "duplicate").inc()
+        metrics.count_input(msg.topic, type_of(record), "duplicate")
         return
     partition.read(msg)
     if at < stage.before:
@@ -1696,7 +1696,7 @@ def sight(msg: RawMessage, seen: Sighting) -> None:
     identifiers.changed(key)
     for report in reports:
         queue_internal(settings.links_topic, report.customer.encode(), internal.encode(report))
-    metrics.input_event(msg.topic, "identifier_sighting", "processed").inc()
+    metrics.count_input(msg.topic, "identifier_sighting", "processed")
 
 
 def apply_report(msg: RawMessage) -> None:
@@ -1733,7 +1733,7 @@ def deliver(msg: RawMessage, report: Report) -> None:
         publish(customer_id, state, changes)
 
     if scoped(msg, receive):
-        metrics.input_event(msg.topic, type_of(report), "processed").inc()
+        metrics.count_input(msg.topic, type_of(report), "processed")
 
 
 def read_internal(msg: RawMessage, decode: Callable[[bytes], T], what: str) -> T | None:
@@ -1808,7 +1808,7 @@ class CustomerProcessor:
             if restored is not None and restored.already_applied(
                 msg.topic, msg.offset, None, internal_key(msg)
             ):
-                metrics.input_event(msg.topic, "unknown", "duplicate").inc()
+                metrics.count_input(msg.topic, "unknown", "duplicate")
                 return
             partition.read(msg)
             internal_stage(msg)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Generic, TypeVar
 
 from faust.sensors.prometheus import PrometheusMonitor
 from faust.types import TP, EventT, Message, StreamT
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import Metric
+from prometheus_client.registry import Collector
 
 from hitrun.streams.loop import PHASES
 
@@ -44,11 +45,48 @@ class Children(Generic[M]):
         return child
 
 
+class Tally:
+    """Increments of one labelled counter, kept in a dict until `flush` adds them up.
+
+    A child's `inc` makes five Python calls and takes a lock; the event path
+    counts an input event for every message and an alert for about every
+    other one. A tally costs one call and a dict update. `Metrics` flushes
+    its tallies whenever its registry is read (`TallyFlush`), so what is read
+    is always up to date.
+    """
+
+    def __init__(self, children: Children[Counter]) -> None:
+        self._children = children
+        self._counts: dict[tuple[str, ...], int] = {}
+
+    def __call__(self, *values: str) -> None:
+        counts = self._counts
+        counts[values] = counts.get(values, 0) + 1
+
+    def flush(self) -> None:
+        counts, self._counts = self._counts, {}
+        for values, count in counts.items():
+            self._children(*values).inc(count)
+
+
+class TallyFlush(Collector):
+    """Registered before any metric: the registry collects in registration order, so every
+    read of it (the /metrics page, `get_sample_value`) first adds up the tallies."""
+
+    def __init__(self, flush: Callable[[], None]) -> None:
+        self._flush = flush
+
+    def collect(self) -> Iterable[Metric]:
+        self._flush()
+        return ()
+
+
 class Metrics:
     """The counters and histograms a worker updates while it processes events."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
+        registry.register(TallyFlush(self.flush_tallies))
         self.input_events = Counter(
             "hitrun_input_events_total",
             "Input messages by topic, event type and outcome.",
@@ -132,6 +170,9 @@ class Metrics:
         self.dead_letter = Children(self.dead_letters)
         self.late_event = Children(self.late_events)
         self.alert = Children(self.alerts)
+        # The two counted for (nearly) every message, by tallies.
+        self.count_input = Tally(self.input_event)
+        self.count_alert = Tally(self.alert)
 
         self.ready = Gauge(
             "hitrun_ready",
@@ -215,6 +256,11 @@ class Metrics:
                 self.progress_marks.labels(topic, direction)
         for phase in PHASES:
             self.loop_phase(phase)
+
+    def flush_tallies(self) -> None:
+        """Add the tallies' counts to their counters (done by every read of the registry)."""
+        self.count_input.flush()
+        self.count_alert.flush()
 
     def value(self, name: str, **labels: str) -> float:
         """Current value of a sample (0 when it was never set); for tests and the demo."""

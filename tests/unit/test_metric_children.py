@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from faust.sensors.prometheus import FaustMetrics
 from faust.types import TP
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, generate_latest
 
 from hitrun.schemas.records import INPUT_EVENTS
 from hitrun.schemas.registry import ALERT_TYPES, SCHEMA_DIR
@@ -25,6 +25,21 @@ def test_a_kept_child_is_the_labelled_child_and_counts_into_the_registry() -> No
     metrics.alert("order_expired").inc(2)
     assert metrics.alert("order_expired") is metrics.alerts.labels("order_expired")
     assert registry.get_sample_value("hitrun_alerts_total", {"type": "order_expired"}) == 3
+
+
+def test_a_tally_is_counted_in_every_read_of_the_registry_and_only_once() -> None:
+    registry = CollectorRegistry()
+    metrics = Metrics(registry)
+    for _ in range(3):
+        metrics.count_input("shop.payments", "payment_attempted", "processed")
+    metrics.count_alert("order_expired")
+    labels = {"topic": "shop.payments", "type": "payment_attempted", "outcome": "processed"}
+    assert registry.get_sample_value("hitrun_input_events_total", labels) == 3
+    assert registry.get_sample_value("hitrun_alerts_total", {"type": "order_expired"}) == 1
+    # Read again, and counted again after the read: each count is added once.
+    metrics.count_input("shop.payments", "payment_attempted", "processed")
+    assert metrics.value("hitrun_input_events_total", **labels) == 4
+    assert b'hitrun_alerts_total{type="order_expired"} 1.0' in generate_latest(registry)
 
 
 def test_children_are_looked_up_once_per_label_values() -> None:
