@@ -14,6 +14,11 @@ with the code of another revision (a temporary git worktree), alternately, and
 both must produce the same output records (alerts, status, dead letters; the
 changelog's bytes may differ between revisions) for the figure to count.
 `--profile` adds a table of where the time goes, by part of the code.
+`--instructions` counts instructions per input event with valgrind's
+callgrind instead of timing: a run over the input less one over a fifth of
+it, over the events between them. The count does not move with the
+machine's other load, so it shows changes of a few percent that timing on a
+shared machine cannot.
 `--zone +07:00` writes the events' times at that offset (as a shop in that
 zone sends them; the watermarks stay in UTC, as `hitrun replay` writes them).
 """
@@ -26,12 +31,14 @@ import gc
 import hashlib
 import os
 import pstats
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, tzinfo
 from pathlib import Path
 from typing import Any
@@ -40,6 +47,8 @@ import orjson
 
 BATCH = 2000
 KEY = "bench-core-watermark-key"
+# Under valgrind a run is about 50 times slower: a smaller input by default.
+INSTRUCTION_TRANSACTIONS = 5_000
 
 # Where a function's own time is counted, by the file it is defined in (first match).
 PARTS = (
@@ -82,14 +91,28 @@ def main() -> None:
         metavar="OFFSET",
         help="write the events' times at this UTC offset, e.g. +07:00 (default: UTC)",
     )
+    parser.add_argument(
+        "--instructions",
+        action="store_true",
+        help="count instructions per event under valgrind instead of timing (deterministic; "
+        f"--transactions defaults to {INSTRUCTION_TRANSACTIONS:,})",
+    )
     parser.add_argument("--child", metavar="DIR", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         print(orjson.dumps(run(Path(args.child), args.profile)).decode())
         return
+    if args.instructions and args.transactions == parser.get_default("transactions"):
+        args.transactions = INSTRUCTION_TRANSACTIONS
+    if args.instructions and shutil.which("valgrind") is None:
+        raise SystemExit("bench-core: --instructions needs valgrind (apt-get install valgrind)")
     with tempfile.TemporaryDirectory(prefix="hitrun-bench-core-") as tmp:
         workdir = Path(tmp)
         write_input(workdir, args.transactions, args.seed, args.zone)
+        if args.instructions:
+            # A fifth of the input: the difference leaves out start-up and imports.
+            (workdir / "small").mkdir()
+            write_input(workdir / "small", args.transactions // 5, args.seed, args.zone)
         trees: dict[str, Path | None] = {"this checkout": None}
         if args.compare_with:
             tree = workdir / "baseline-tree"
@@ -108,7 +131,10 @@ def main() -> None:
             shutil.copy(__file__, tree / "bench" / "core.py")
             trees[args.compare_with] = tree
         try:
-            compare(trees, workdir, args)
+            if args.instructions:
+                count_instructions(trees, workdir)
+            else:
+                compare(trees, workdir, args)
         finally:
             if args.compare_with:
                 subprocess.run(
@@ -148,14 +174,50 @@ def compare(trees: dict[str, Path | None], workdir: Path, args: argparse.Namespa
             print(f"  {part:<32} {share:5.1%}")
 
 
-def child(tree: Path | None, workdir: Path, profile: bool) -> dict[str, Any]:
+def count_instructions(trees: dict[str, Path | None], workdir: Path) -> None:
+    """Instructions per input event of each tree: callgrind's count of a run over the input
+    less one over a fifth of it, over the events between them. Other processes on the
+    machine do not change a count; string hashing is fixed so dicts are laid out alike."""
+    runs = [
+        (name, tree, data) for name, tree in trees.items() for data in (workdir / "small", workdir)
+    ]
+    with ThreadPoolExecutor(max_workers=2) as pool:  # one valgrind a core
+        counted = list(pool.map(lambda r: child(r[1], r[2], profile=False, valgrind=True), runs))
+    per_event: dict[str, float] = {}
+    for i, name in enumerate(trees):
+        small, large = counted[2 * i], counted[2 * i + 1]
+        events = large["events"] - small["events"]
+        per_event[name] = (large["instructions"] - small["instructions"]) / events
+        print(
+            f"bench-core: {name}: {per_event[name]:,.0f} instructions per input event "
+            f"({large['events']} against {small['events']} events; callgrind); "
+            f"out: {dict(sorted(large['out'].items()))}"
+        )
+    names = list(trees)
+    if len(names) == 2:
+        this, base = (counted[2 * i + 1] for i in range(2))
+        if this["digest"] != base["digest"]:
+            raise SystemExit(
+                f"bench-core: the output records differ: {this['out']} against {base['out']}"
+            )
+        ratio = per_event[names[1]] / per_event[names[0]]
+        print(f"bench-core: same output records; {names[1]} / this checkout = {ratio:.3f}x")
+
+
+def child(
+    tree: Path | None, workdir: Path, profile: bool, valgrind: bool = False
+) -> dict[str, Any]:
     command = [sys.executable, "-m", "bench.core", "--child", str(workdir)]
     if profile:
         command.append("--profile")
+    env = {**os.environ, **environment(workdir)}
+    if valgrind:
+        command = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", *command]
+        env["PYTHONHASHSEED"] = "0"
     done = subprocess.run(
         command,
         cwd=tree or Path(__file__).resolve().parent.parent,
-        env={**os.environ, **environment(workdir)},
+        env=env,
         capture_output=True,
         text=True,
         check=False,
@@ -163,6 +225,11 @@ def child(tree: Path | None, workdir: Path, profile: bool) -> dict[str, Any]:
     if done.returncode != 0:
         raise SystemExit(f"bench-core: the run in {tree or 'this checkout'} failed:\n{done.stderr}")
     result: dict[str, Any] = orjson.loads(done.stdout.splitlines()[-1])
+    if valgrind:
+        collected = re.search(r"Collected : (\d+)", done.stderr)
+        if collected is None:
+            raise SystemExit(f"bench-core: no instruction count from valgrind:\n{done.stderr}")
+        result["instructions"] = int(collected.group(1))
     return result
 
 
