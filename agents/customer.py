@@ -1136,10 +1136,9 @@ def advance_customer(partition: PartitionTimers, customer_id: str, now: datetime
     if not stored:
         return
     # Links that age out first: a blacklisting through one ends with it, at `now`.
-    effects: list[Effect] = []
-    unlinked = linked_changes(customer_id, state, now, effects)
+    unlinked, changes = linked_changes(customer_id, state, now)
     state.unpaid, fired = unpaid.advance(state.unpaid, customer_id, now, policies)
-    effects += fired
+    effects = changes + fired
     kept = retention.advance(state.retention, customer_id, now - LATENESS, retention_policy)
     wake = next_due(state)
     cache.store(customer_id, state, wake)
@@ -1156,16 +1155,15 @@ def advance_customer(partition: PartitionTimers, customer_id: str, now: datetime
 
 
 def linked_changes(
-    customer_id: str, state: CustomerState, now: datetime, effects: list[Effect]
-) -> list[LinkEffect]:
-    """Age the customer's links to `now`; add what that changes on its blacklists to `effects`
-    and return the unlinks. A customer with no identity part (most, when events carry no
-    identifiers) has nothing to age or follow: no calls for it."""
+    customer_id: str, state: CustomerState, now: datetime
+) -> tuple[list[LinkEffect], list[Effect]]:
+    """Age the customer's links to `now`: the unlinks, and what they change on its blacklists.
+    A customer with no identity part (most, when events carry no identifiers) has nothing
+    to age or follow: no calls for it."""
     if state.identity is None:
-        return []
+        return [], []
     unlinked = link_rules.age(customer_id, state, now)
-    effects += link_rules.follow(customer_id, state, unlinked, now)
-    return unlinked
+    return unlinked, link_rules.follow(customer_id, state, unlinked, now)
 
 
 def apply(partition: PartitionTimers, event: CustomerEvent, msg: RawMessage) -> None:
@@ -1226,7 +1224,8 @@ def apply_to_customer(
         # those the LATENESS delay has not fired on the stream clock yet.
         kept = retention.advance(state.retention, customer_id, event.occurred_at, retention_policy)
         kept += observe_retention(state.retention, event, effects)
-    unlinked = linked_changes(customer_id, state, now, effects)
+    unlinked, changes = linked_changes(customer_id, state, now)
+    effects += changes
     if not duplicate and isinstance(event, CheckoutConfirmed | PaymentAttempted):
         announce(customer_id, state, event.identifiers, event.occurred_at)
     wake = next_due(state)
