@@ -443,8 +443,10 @@ class PartitionTimers:
         applied at once, as it would have been had it come before."""
         if upto is not None and upto < self.released_before:
             upto = self.released_before
-        for _at, held in self.buffer.release_before(upto):
-            apply_held(self, held)
+        event: CustomerEvent
+        msg: RawMessage
+        for _at, (event, msg) in self.buffer.release_before(upto):  # type: ignore[misc]
+            apply(self, event, msg)
         if upto is None:  # everything read is applied: up to just after the latest time read
             latest = self.buffer.latest()
             upto = EARLIEST_TIME if latest is None else latest + timedelta(microseconds=1)
@@ -1050,10 +1052,10 @@ def publish(customer_id: str, state: CustomerState, effects: Iterable[Effect]) -
             metrics.recoveries.inc()
         elif isinstance(effect, DropUnmatchedPayment):
             metrics.unmatched_payments.inc()
-        elif isinstance(effect, Blacklist | Unblacklist):
+        elif isinstance(effect, (Blacklist, Unblacklist)):
             status_changed_at = effect.since if isinstance(effect, Blacklist) else effect.at
             own_changed = own_changed or effect.linked_to is None
-        if link_rules.shares_strikes and isinstance(effect, RecordStrike | ReverseStrike):
+        if link_rules.shares_strikes and isinstance(effect, (RecordStrike, ReverseStrike)):
             strikes_changed_at = effect.at
     if status_changed_at is not None:
         queue(
@@ -1148,7 +1150,7 @@ def advance_customer(partition: PartitionTimers, customer_id: str, now: datetime
     if not REPLAY:
         wall = datetime.now(UTC)
         for effect in effects:
-            if isinstance(effect, SendReminder | RecordStrike):
+            if isinstance(effect, (SendReminder, RecordStrike)):
                 metrics.timer_lateness.observe(max((wall - effect.at).total_seconds(), 0.0))
     publish(customer_id, state, effects)
     publish_retention(customer_id, kept)
@@ -1178,17 +1180,18 @@ def apply(partition: PartitionTimers, event: CustomerEvent, msg: RawMessage) -> 
         dead_letter(msg, Rejected(dead_letter_for(msg, error)))
         return
     now = partition.clock.observe(event.occurred_at)
-    fire_due(partition, now)
-    scoped(msg, lambda: apply_to_customer(partition, event, msg, now))
+    if partition.index.has_due(now):
+        fire_due(partition, now)
+    scoped(msg, apply_to_customer, partition, event, msg, now)
 
 
-def scoped(msg: RawMessage, work: Callable[[], None]) -> bool:
-    """Apply `msg` by `work` in a scope of its own: if it raises, every state it loaded is put
-    back, its records are dropped and `msg` is dead-lettered. False then."""
+def scoped(msg: RawMessage, work: Callable[..., None], *args: Any) -> bool:
+    """Apply `msg` by `work(*args)` in a scope of its own: if it raises, every state it loaded
+    is put back, its records are dropped and `msg` is dead-lettered. False then."""
     mark = sink.mark()
     cache.begin()
     try:
-        work()
+        work(*args)
     except Exception as exc:
         if STOP_ON_ERROR:
             raise
@@ -1226,7 +1229,7 @@ def apply_to_customer(
         kept += observe_retention(state.retention, event, effects)
     unlinked, changes = linked_changes(customer_id, state, now)
     effects += changes
-    if not duplicate and isinstance(event, CheckoutConfirmed | PaymentAttempted):
+    if not duplicate and isinstance(event, (CheckoutConfirmed, PaymentAttempted)):
         announce(customer_id, state, event.identifiers, event.occurred_at)
     wake = next_due(state)
     cache.store(customer_id, state, wake)
@@ -1331,13 +1334,13 @@ def from_future(msg: RawMessage, at: datetime, what: str) -> bool:
     return True
 
 
-def accept(msg: RawMessage, event: CustomerEvent | Watermark) -> None:
-    """Route an accepted event: straight to the detectors (live) or through the reorder buffer."""
+def accept(msg: RawMessage, event: CustomerEvent | Watermark, partition: PartitionTimers) -> None:
+    """Route an accepted event of `partition`: straight to the detectors (live) or through
+    the reorder buffer."""
     # One producer's clock (or a hostile one) must not move the stream clock and
     # expire other customers' orders.
-    if from_future(msg, event.occurred_at, "event time"):
+    if not REPLAY and from_future(msg, event.occurred_at, "event time"):
         return
-    partition = timers.of(msg.partition)
     restored = partition.restored
     watermark = isinstance(event, Watermark)
     again = restored is not None and (
@@ -1368,14 +1371,13 @@ def accept(msg: RawMessage, event: CustomerEvent | Watermark) -> None:
     if not REPLAY:
         return  # released by settle() once the batch is read
     mark = partition.buffer.watermark()
-    partition.release(mark or EARLIEST_TIME)
+    released = partition.released_before
+    # Every held event is at or after `released` (each release takes all before it): only
+    # a later mark, or an event read after its time was released, has anything to release.
+    if event.occurred_at < released or (mark is not None and mark > released):
+        partition.release(mark or EARLIEST_TIME)
     if mark is not None:
         fire_due(partition, partition.clock.observe(mark))
-
-
-def apply_held(partition: PartitionTimers, held: object) -> None:
-    held_event, held_msg = cast(tuple[CustomerEvent, RawMessage], held)
-    apply(partition, held_event, held_msg)
 
 
 def settle_live(number: int, partition: PartitionTimers, caught_up: CaughtUp) -> bool:
@@ -1429,12 +1431,12 @@ def settle_live(number: int, partition: PartitionTimers, caught_up: CaughtUp) ->
     return len(buffer) != held_before or partition.clock.now != clock_before
 
 
-def dispatch(msg: RawMessage, verdict: Verdict) -> None:
-    """Carry out a verdict: process the event, reroute it, or dead-letter it."""
+def dispatch(msg: RawMessage, verdict: Verdict, partition: PartitionTimers) -> None:
+    """Carry out a verdict on a message of `partition`: process the event, reroute it, or
+    dead-letter it."""
     if isinstance(verdict, Accepted):
-        accept(msg, verdict.event)
+        accept(msg, verdict.event, partition)
     elif isinstance(verdict, Reroute):
-        partition = timers.of(msg.partition)
         if ALIGN_SOURCES and verdict.at <= datetime.now(UTC) + MAX_CLOCK_SKEW:
             read = partition.rerouted_to
             if msg.topic not in read or verdict.at > read[msg.topic]:
@@ -1827,7 +1829,7 @@ class CustomerProcessor:
                 raise
             processing_failed(msg, exc)
             return
-        dispatch(msg, verdict)
+        dispatch(msg, verdict, partition)
 
     def tick(self, partition: int, wall_ms: int) -> None:
         self._unconfirmed = True
