@@ -36,6 +36,7 @@ from hitrun.agents.alerts import (
 )
 from hitrun.agents.effects import (
     Blacklist,
+    CloseOrder,
     DropUnmatchedPayment,
     Effect,
     RecordPurchase,
@@ -1039,12 +1040,19 @@ def queue_alert(customer_id: str, alert: Alert) -> None:
     alert_log.note(alert.type, customer_id, alert.body["alert_id"])
 
 
+# The effects `publish` has nothing to do for (no alert, no metric, no status): every paid
+# order makes one of each, which would else go through every check below.
+UNPUBLISHED = frozenset({CloseOrder, RecordPurchase})
+
+
 def publish(customer_id: str, state: CustomerState, effects: Iterable[Effect]) -> None:
     """Queue each effect's alert; refresh the compacted blacklist status when it changed."""
     status_changed_at: datetime | None = None
     own_changed = False
     strikes_changed_at: datetime | None = None
     for effect in effects:
+        if type(effect) in UNPUBLISHED:
+            continue
         alert = to_alert(effect)
         if alert is not None:
             queue_alert(customer_id, alert)
