@@ -282,6 +282,8 @@ def _cycle_due(state: RetentionState, policy: RetentionPolicy) -> datetime | Non
 
 def next_due(state: RetentionState, policy: RetentionPolicy) -> datetime | None:
     """The next instant `advance` has something to do."""
+    if state.inquiry_at is None and not state.traits:  # most states: only the cycle's own
+        return _cycle_due(state, policy)
     return _earliest(state, policy, _cycle_due(state, policy))
 
 
@@ -299,6 +301,8 @@ def next_wake(state: RetentionState, policy: RetentionPolicy) -> datetime | None
     if cycle is not None and state.phase == WINDOW and len(state.purchases) > 1:
         # The due time of WATCHING, which the window's end would move it to.
         cycle = max(cycle, state.purchases[-1].at + policy.dormancy)
+    if state.inquiry_at is None and not state.traits:
+        return cycle
     return _earliest(state, policy, cycle)
 
 
