@@ -256,15 +256,6 @@ def _optional_time(text: str | None) -> datetime | None:
     return None if text is None else _time(text)
 
 
-def _common(w: _Checkout | _Payment | _OrderStatus | _Inquiry | _Admin) -> dict[str, Any]:
-    return {
-        "event_id": w.event_id,
-        "customer_id": w.customer_id,
-        "shop_id": w.shop_id,
-        "occurred_at": _time(w.occurred_at),
-    }
-
-
 def _identifiers(w: _Identifiers | None) -> Identifiers:
     return None if w is None else identifiers_of(msgspec.structs.asdict(w))
 
@@ -273,9 +264,14 @@ def _money(m: _Money) -> Money:
     return Money(m.amount_minor, m.currency)
 
 
+# Each record gets its fields as keywords, the common ones too: a dict of them unpacked
+# into the constructor (`**common`) took about 760 instead of 120 ns a record.
 def _checkout(w: _Checkout) -> CheckoutConfirmed:
     return CheckoutConfirmed(
-        **_common(w),
+        event_id=w.event_id,
+        customer_id=w.customer_id,
+        shop_id=w.shop_id,
+        occurred_at=_time(w.occurred_at),
         order_id=w.order_id,
         total=_money(w.total),
         payment_method=w.payment_method,
@@ -294,7 +290,10 @@ def _checkout(w: _Checkout) -> CheckoutConfirmed:
 
 def _payment(w: _Payment) -> PaymentAttempted:
     return PaymentAttempted(
-        **_common(w),
+        event_id=w.event_id,
+        customer_id=w.customer_id,
+        shop_id=w.shop_id,
+        occurred_at=_time(w.occurred_at),
         order_id=w.order_id,
         status=w.status,
         amount=_money(w.amount),
@@ -307,7 +306,10 @@ def _payment(w: _Payment) -> PaymentAttempted:
 
 def _order_status(w: _OrderStatus) -> OrderStatusChanged:
     return OrderStatusChanged(
-        **_common(w),
+        event_id=w.event_id,
+        customer_id=w.customer_id,
+        shop_id=w.shop_id,
+        occurred_at=_time(w.occurred_at),
         order_id=w.order_id,
         status=w.status,
         cancelled_by=w.cancelled_by,
@@ -318,7 +320,10 @@ def _order_status(w: _OrderStatus) -> OrderStatusChanged:
 
 def _inquiry(w: _Inquiry) -> InquiryReceived:
     return InquiryReceived(
-        **_common(w),
+        event_id=w.event_id,
+        customer_id=w.customer_id,
+        shop_id=w.shop_id,
+        occurred_at=_time(w.occurred_at),
         inquiry_id=w.inquiry_id,
         product_id=w.product_id,
         channel=w.channel,
@@ -327,7 +332,10 @@ def _inquiry(w: _Inquiry) -> InquiryReceived:
 
 def _admin(w: _Admin) -> AdminActionRequested:
     return AdminActionRequested(
-        **_common(w),
+        event_id=w.event_id,
+        customer_id=w.customer_id,
+        shop_id=w.shop_id,
+        occurred_at=_time(w.occurred_at),
         action=w.action,
         actor=w.actor,
         reason=w.reason,
