@@ -442,7 +442,7 @@ def next_expiry(state: IdentityState, policy: LinkPolicy) -> datetime | None:
         for link in state.links.values()
         if link.strong_since is not None and link.evidence
     ]
-    return min(times, default=None)
+    return min(times) if times else None  # min(..., default=None) parses keywords: slower
 
 
 def _settle(

@@ -811,7 +811,7 @@ def after_quiet_hours(t: datetime, policy: UnpaidPolicy, time_zone: str | None) 
     if zone is None:
         return t
     local = t.astimezone(zone)
-    clock = local.time().replace(tzinfo=None)
+    clock = local.time()  # naive: time() leaves the zone out
     start, end = policy.quiet_start, policy.quiet_end
     inside = (start <= clock or clock < end) if start > end else (start <= clock < end)
     if not inside:
@@ -876,7 +876,7 @@ def next_timer(state: UnpaidState, policies: Policies) -> datetime | None:
         times.extend(listing.until for listing in state.listings.values())
     if state.held:
         times.extend(h.hold_until for holds in state.held.values() for h in holds)
-    return min(times, default=None)
+    return min(times) if times else None  # min(..., default=None) parses keywords: slower
 
 
 def next_cleanup(state: UnpaidState, policies: Policies) -> datetime | None:
@@ -910,7 +910,7 @@ def next_cleanup(state: UnpaidState, policies: Policies) -> datetime | None:
         times.append(min(state.seen.values()) + default.dedupe_window)
     if state.last_reminder_at is not None:
         times.append(state.last_reminder_at + default.reminder_cooldown)
-    return min(times, default=None)
+    return min(times) if times else None  # min(..., default=None) parses keywords: slower
 
 
 def advance(
