@@ -85,6 +85,11 @@ edge = st.sampled_from(
         "x" * 513,
         "abc\n",
         "é",
+        "a\u00a0b",
+        "a\u2028b",
+        "a\u3000b",
+        "a\x1cb",
+        "a\tb",
         "USD",
         "usd",
         "EURO",
@@ -159,6 +164,63 @@ def bodies(draw: st.DrawFn) -> bytes:
 @given(bodies())
 def test_mutated_events_get_the_same_verdict_from_both(value: bytes) -> None:
     assert_agree(value)
+
+
+WHITESPACE = (" a", "a b", "a\tb", "a\n", "a\u00a0b", "a\u2028b", "a\u3000b", "a\x1fb")
+
+
+@pytest.mark.parametrize("template", TEMPLATES, ids=lambda t: str(t["type"]))
+def test_whitespace_in_any_identifier_is_refused_by_both(template: dict[str, Any]) -> None:
+    """The typed decoder looks for it itself, and only in bytes that could hold any."""
+    checks = wire._SPACE_CHECKS[wire.WIRE_TYPES[template["type"]]]
+    names = [name for name, inner in checks if inner is None]
+    assert names or template["type"] == "watermark"
+    for name in names:
+        for spaced in WHITESPACE:
+            fast, checked = verdicts(orjson.dumps(template | {name: spaced}))
+            assert (fast, checked) == ("refused", "schema_violation"), (name, spaced)
+    if template.get("items"):
+        for spaced in WHITESPACE:
+            items = [template["items"][0] | {"sku": spaced}]
+            fast, checked = verdicts(orjson.dumps(template | {"items": items}))
+            assert (fast, checked) == ("refused", "schema_violation"), spaced
+
+
+BAD_TIMES = (
+    "2024-06-01 10:00:00Z",
+    "2024-06-01T10:00:00",
+    "2024-06-01T10:00:00+0700",
+    "1969-12-31T23:59:59Z",
+    "2024-06-01T10:00:00Z\n",
+    "2024-06-01T10:00:00.1234567Z",
+)
+
+
+@pytest.mark.parametrize("template", TEMPLATES, ids=lambda t: str(t["type"]))
+def test_a_bad_time_in_any_timestamp_field_is_refused_by_both(template: dict[str, Any]) -> None:
+    """The typed decoder matches the timestamp pattern itself, in every field that has it."""
+    info = msgspec.inspect.type_info(wire.WIRE_TYPES[template["type"]])
+    assert isinstance(info, msgspec.inspect.StructType)
+    names = [
+        f.name
+        for f in info.fields
+        for kind in (f.type.types if isinstance(f.type, msgspec.inspect.UnionType) else (f.type,))
+        if isinstance(kind, msgspec.inspect.Metadata) and wire._TIMESTAMP in (kind.extra or {})
+    ]
+    assert "occurred_at" in names
+    for name in names:
+        for bad in BAD_TIMES:
+            fast, checked = verdicts(orjson.dumps(template | {name: bad}))
+            assert fast == "refused" and isinstance(checked, str), (name, bad, checked)
+
+
+@pytest.mark.parametrize("template", TEMPLATES, ids=lambda t: str(t["type"]))
+def test_spaces_outside_identifiers_keep_the_fast_path(template: dict[str, Any]) -> None:
+    """JSON written with spaces between its tokens, escapes or non-ASCII text elsewhere is
+    read as its compact form is."""
+    compact = wire.decode(orjson.dumps(template))
+    assert wire.decode(json.dumps(template, indent=2).encode()) == compact
+    assert wire.decode(json.dumps(template, ensure_ascii=True).encode()) == compact
 
 
 def test_the_fast_path_is_taken_by_valid_events() -> None:
