@@ -226,8 +226,9 @@ def decode(data: bytes) -> InputEvent:
         wire = _DECODER.decode(data)
         # Whitespace gets into a JSON string only as a space, an escape or a non-ASCII
         # character (a raw control character is not JSON): bytes with none of them need
-        # no look at the identifiers.
-        if not (data.isascii() and b" " not in data and b"\\" not in data) and _spaced(
+        # no look at the identifiers. (`find`, since `in` on bytes tries the needle as an
+        # integer first and formats the TypeError it raises.)
+        if not (data.isascii() and data.find(b" ") < 0 and data.find(b"\\") < 0) and _spaced(
             wire, _SPACE_CHECKS[type(wire)]
         ):
             raise Refused
