@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone, tzinfo
 from typing import Any, assert_never
 
 import msgspec
@@ -67,8 +67,23 @@ def alert_id(kind: str, customer_id: str, subject: str, attempt: str) -> str:
     return hashlib.blake2b(material, digest_size=16).hexdigest()
 
 
+# Alert times are written as `isoformat` writes them. msgspec writes the same text for
+# a fixed offset of whole minutes, but "Z" for UTC, in about a third of the time
+# (`isoformat` formats through PyUnicode_FromFormat: about 10,000 instructions a time).
+# Per zone met, whether msgspec's text can be used.
+_WHOLE_MINUTES: dict[tzinfo | None, bool] = {}
+
+
 def _ts(moment: datetime) -> str:
-    return moment.isoformat()
+    zone = moment.tzinfo
+    whole = _WHOLE_MINUTES.get(zone)
+    if whole is None:
+        offset = zone.utcoffset(None) if type(zone) is timezone else None
+        whole = _WHOLE_MINUTES[zone] = offset is not None and not offset % timedelta(minutes=1)
+    if not whole:
+        return moment.isoformat()
+    text: str = msgspec.to_builtins(moment)
+    return text[:-1] + "+00:00" if text[-1] == "Z" else text
 
 
 def _money(amount_minor: int, currency: str) -> dict[str, Any]:
