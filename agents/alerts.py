@@ -106,7 +106,7 @@ def _days(span: timedelta) -> float:
 def retention_alert(effect: RetentionEffect) -> Alert:
     """The alert of a retention effect (topic role `retention`)."""
     cid = effect.customer_id
-    if isinstance(effect, WarnFirstPurchase):
+    if type(effect) is WarnFirstPurchase:
         body = _head("first_purchase_risk", cid, effect.order_id, "1", effect.at) | {
             "shop_id": effect.shop_id,
             "order_id": effect.order_id,
@@ -115,7 +115,7 @@ def retention_alert(effect: RetentionEffect) -> Alert:
             "factors": list(effect.factors),
             "orders_first_day": effect.orders_first_day,
         }
-    elif isinstance(effect, FlagSinglePurchase):
+    elif type(effect) is FlagSinglePurchase:
         body = _head("single_purchase", cid, effect.order_id, "1", effect.at) | {
             "shop_id": effect.shop_id,
             "order_id": effect.order_id,
@@ -125,7 +125,7 @@ def retention_alert(effect: RetentionEffect) -> Alert:
             "days_since_first_purchase": _days(effect.at - effect.first_purchase_at),
             "risk": {"score": effect.score, "factors": list(effect.factors)},
         }
-    elif isinstance(effect, FlagEarlyChurn):
+    elif type(effect) is FlagEarlyChurn:
         body = _head(
             "early_churn", cid, _ts(effect.first_purchase_at), effect.last_order_id, effect.at
         ) | {
@@ -135,7 +135,7 @@ def retention_alert(effect: RetentionEffect) -> Alert:
             "purchases": effect.purchases,
             "dormant_days": _days(effect.at - effect.last_purchase_at),
         }
-    elif isinstance(effect, ReportReturn):
+    elif type(effect) is ReportReturn:
         body = _head(
             "customer_returned", cid, effect.order_id, _ts(effect.flagged_at), effect.at
         ) | {
@@ -146,7 +146,7 @@ def retention_alert(effect: RetentionEffect) -> Alert:
             "flagged_at": _ts(effect.flagged_at),
             "days_since_flag": _days(effect.at - effect.flagged_at),
         }
-    elif isinstance(effect, FlagInquiryOnly):
+    elif type(effect) is FlagInquiryOnly:
         body = _head("inquiry_only", cid, _ts(effect.first_inquiry_at), "1", effect.at) | {
             "shop_id": effect.shop_id,
             "first_inquiry_at": _ts(effect.first_inquiry_at),

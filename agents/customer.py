@@ -1217,7 +1217,7 @@ def apply_to_customer(
     """Apply one event to its customer's state and queue what the detectors decide."""
     customer_id = event.customer_id
     state, _ = cache.load(customer_id)
-    if isinstance(event, AdminActionRequested):
+    if type(event) is AdminActionRequested:
         refused = admin_refusal(event, state, now)
         if refused is not None:
             dead_letter(msg, Rejected(dead_letter_for(msg, Unauthenticated(refused))))
@@ -1237,7 +1237,7 @@ def apply_to_customer(
         kept += observe_retention(state.retention, event, effects)
     unlinked, changes = linked_changes(customer_id, state, now)
     effects += changes
-    if not duplicate and isinstance(event, (CheckoutConfirmed, PaymentAttempted)):
+    if not duplicate and (type(event) is CheckoutConfirmed or type(event) is PaymentAttempted):
         announce(customer_id, state, event.identifiers, event.occurred_at)
     wake = next_due(state)
     cache.store(customer_id, state, wake)
@@ -1312,16 +1312,16 @@ def observe_retention(
     state: RetentionState, event: CustomerEvent, effects: Iterable[Effect]
 ) -> list[RetentionEffect]:
     """Feed the retention detector what the event and the unpaid detector's verdict say."""
-    if isinstance(event, CheckoutConfirmed):
+    if type(event) is CheckoutConfirmed:
         retention.checkout(state, traits_of(event))
-    elif isinstance(event, InquiryReceived):
+    elif type(event) is InquiryReceived:
         retention.inquiry(state, event.shop_id, event.occurred_at)
-    elif isinstance(event, OrderStatusChanged) and event.status == "refunded":
+    elif type(event) is OrderStatusChanged and event.status == "refunded":
         amount = event.refund.amount_minor if event.refund is not None else None
         retention.refund(state, event.order_id, amount)
     kept: list[RetentionEffect] = []
     for effect in effects:
-        if isinstance(effect, RecordPurchase):
+        if type(effect) is RecordPurchase:
             order = Purchase(
                 effect.order_id, effect.shop_id, effect.at, effect.amount_minor, effect.currency
             )
@@ -1350,7 +1350,7 @@ def accept(msg: RawMessage, event: CustomerEvent | Watermark, partition: Partiti
     if not REPLAY and from_future(msg, event.occurred_at, "event time"):
         return
     restored = partition.restored
-    watermark = isinstance(event, Watermark)
+    watermark = type(event) is Watermark
     again = restored is not None and (
         restored.already_applied(msg.topic, msg.offset, None)
         if isinstance(event, Watermark)
@@ -1442,7 +1442,7 @@ def settle_live(number: int, partition: PartitionTimers, caught_up: CaughtUp) ->
 def dispatch(msg: RawMessage, verdict: Verdict, partition: PartitionTimers) -> None:
     """Carry out a verdict on a message of `partition`: process the event, reroute it, or
     dead-letter it."""
-    if isinstance(verdict, Accepted):
+    if type(verdict) is Accepted:
         accept(msg, verdict.event, partition)
     elif isinstance(verdict, Reroute):
         if ALIGN_SOURCES and verdict.at <= datetime.now(UTC) + MAX_CLOCK_SKEW:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import final
 
 import msgspec
 
@@ -84,6 +85,7 @@ class RetentionState(msgspec.Struct, gc=False, omit_defaults=True):
         return self.phase is None and self.inquiry_at is None and not self.traits
 
 
+@final
 class WarnFirstPurchase(msgspec.Struct, frozen=True):
     """A new customer's first purchase, with its one-time-buyer risk."""
 
@@ -98,6 +100,7 @@ class WarnFirstPurchase(msgspec.Struct, frozen=True):
     orders_first_day: int
 
 
+@final
 class FlagSinglePurchase(msgspec.Struct, frozen=True):
     customer_id: str
     shop_id: str
@@ -111,6 +114,7 @@ class FlagSinglePurchase(msgspec.Struct, frozen=True):
     factors: tuple[str, ...]
 
 
+@final
 class FlagEarlyChurn(msgspec.Struct, frozen=True):
     customer_id: str
     purchases: int
@@ -120,6 +124,7 @@ class FlagEarlyChurn(msgspec.Struct, frozen=True):
     at: datetime
 
 
+@final
 class ReportReturn(msgspec.Struct, frozen=True):
     customer_id: str
     shop_id: str
@@ -131,6 +136,7 @@ class ReportReturn(msgspec.Struct, frozen=True):
     at: datetime
 
 
+@final
 class FlagInquiryOnly(msgspec.Struct, frozen=True):
     customer_id: str
     shop_id: str

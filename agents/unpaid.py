@@ -189,9 +189,9 @@ def handle(
     if event.event_id in state.seen:
         return state, []
     state.seen[event.event_id] = event.occurred_at
-    if isinstance(event, CheckoutConfirmed):
+    if type(event) is CheckoutConfirmed:
         _on_checkout(state, event, run)
-    elif isinstance(event, PaymentAttempted):
+    elif type(event) is PaymentAttempted:
         if event.status == "succeeded":
             _on_payment(
                 state,
@@ -202,9 +202,9 @@ def handle(
                 event.amount.currency,
                 run,
             )
-    elif isinstance(event, OrderStatusChanged):
+    elif type(event) is OrderStatusChanged:
         _on_status(state, event, run)
-    elif isinstance(event, AdminActionRequested):
+    elif type(event) is AdminActionRequested:
         _on_admin(state, event, run)
     return state, run.effects
 

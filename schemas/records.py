@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, ClassVar, Literal, cast
+from typing import Any, ClassVar, Literal, cast, final
 
 import msgspec
 
@@ -111,6 +111,7 @@ class ShopEvent(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
         }
 
 
+@final
 class CheckoutConfirmed(ShopEvent, frozen=True, kw_only=True, tag="checkout_confirmed"):
     """A buyer confirmed an order that now awaits payment."""
 
@@ -146,6 +147,7 @@ class CheckoutConfirmed(ShopEvent, frozen=True, kw_only=True, tag="checkout_conf
         )
 
 
+@final
 class PaymentAttempted(ShopEvent, frozen=True, kw_only=True, tag="payment_attempted"):
     """A payment attempt for an order, succeeded or failed."""
 
@@ -172,6 +174,7 @@ class PaymentAttempted(ShopEvent, frozen=True, kw_only=True, tag="payment_attemp
         )
 
 
+@final
 class OrderStatusChanged(ShopEvent, frozen=True, kw_only=True, tag="order_status_changed"):
     """An order changed status (cancelled, paid, completed, refunded, cod_refused)."""
 
@@ -195,6 +198,7 @@ class OrderStatusChanged(ShopEvent, frozen=True, kw_only=True, tag="order_status
         )
 
 
+@final
 class InquiryReceived(ShopEvent, frozen=True, kw_only=True, tag="inquiry_received"):
     """A pre-sale question from a customer."""
 
@@ -213,6 +217,7 @@ class InquiryReceived(ShopEvent, frozen=True, kw_only=True, tag="inquiry_receive
         )
 
 
+@final
 class AdminActionRequested(ShopEvent, frozen=True, kw_only=True, tag="admin_action_requested"):
     """An operator blacklists, unblacklists or erases a customer (a signed command)."""
 
@@ -255,6 +260,7 @@ CustomerEvent = (
 )
 
 
+@final
 class Watermark(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag="watermark"):
     """No later record of this topic partition is older than `occurred_at`."""
 

@@ -65,7 +65,7 @@ def decode_input(
     else:
         if record.type not in accepted_types:
             record = _checked(value, accepted_types)
-    if not isinstance(record, Watermark):
+    if type(record) is not Watermark:
         _check_key(key, record.customer_id)
     return record
 

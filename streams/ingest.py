@@ -7,6 +7,7 @@ import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import final
 
 import msgspec
 import orjson
@@ -44,10 +45,12 @@ class RawMessage(msgspec.Struct, frozen=True):
     headers: Headers = ()
 
 
+@final
 class Accepted(msgspec.Struct, frozen=True):
     event: InputEvent
 
 
+@final
 class Reroute(msgspec.Struct, frozen=True):
     """Send the original bytes to `partition` of the reroute topic, remembering the origin."""
 
@@ -57,6 +60,7 @@ class Reroute(msgspec.Struct, frozen=True):
     at: datetime
 
 
+@final
 class Rejected(msgspec.Struct, frozen=True):
     dead_letter: DeadLetter
 
@@ -93,7 +97,7 @@ def classify(msg: RawMessage, rules: IngestRules) -> Verdict:
     accepted = rules.reroutable_types if rerouted else rules.accepted_types.get(msg.topic)
     try:
         event = decode_input(msg.value, msg.key, accepted or frozenset(), rules.max_message_bytes)
-        if isinstance(event, Watermark):
+        if type(event) is Watermark:
             # A watermark speaks for the partition it was written to: no customer, no reroute.
             refused = verify(
                 rules.watermark_key,
@@ -106,7 +110,7 @@ def classify(msg: RawMessage, rules: IngestRules) -> Verdict:
             if refused is not None:
                 raise Unauthenticated(refused)
             return Accepted(event)
-        if isinstance(event, AdminActionRequested):
+        if type(event) is AdminActionRequested:
             refused = verify_command(
                 rules.admin_key, msg.value or b"", rules.admin_ttl, parse_timestamp
             )
