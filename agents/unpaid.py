@@ -787,12 +787,15 @@ def plan_reminders(
     schedule = policy.schedule_for(method)
     wanted = [checkout_at + a for a in schedule.after_checkout]
     wanted += [deadline - b for b in schedule.before_deadline]
-    steps = set()
+    steps = []
     for t in wanted:
         moved = after_quiet_hours(t, policy, time_zone)
         if checkout_at < moved < deadline:
-            steps.add(moved)
-    return sorted(steps)
+            steps.append(moved)
+    steps.sort()
+    # Each instant once (the first of equal ones), as a set would keep it; sorting and
+    # comparing neighbours is cheaper than hashing aware datetimes.
+    return [at for i, at in enumerate(steps) if i == 0 or at != steps[i - 1]]
 
 
 @functools.lru_cache(maxsize=512)
