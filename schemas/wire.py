@@ -3,8 +3,10 @@
 Each input event type is a msgspec Struct tagged by its `type` field, with the
 schema's constraints (required fields, no unknown fields, patterns, lengths,
 ranges, enums) as type annotations; the shared ones (identifier, timestamp,
-money, time zone) are read from `common.v1.schema.json` itself. Decoding
-builds the core's records (`hitrun.schemas.records`) directly.
+money, time zone) are read from `common.v1.schema.json` itself. Two patterns
+are checked here instead of by msgspec, which calls a pattern through a slow
+generic call: an identifier's (no whitespace) in `decode`, a timestamp's in
+`_time`. Decoding builds the core's records (`hitrun.schemas.records`) directly.
 
 The JSON Schemas stay the contract. This decoder is the fast path: it may
 refuse a message the schemas would accept (the caller then runs the schema
