@@ -157,7 +157,9 @@ RetentionEffect = (
 
 def checkout(state: RetentionState, traits: OrderTraits) -> None:
     """A confirmed order: its traits are kept for the risk of the purchase that opens a cycle."""
-    if state.phase in (None, FLAGGED) and all(t.order_id != traits.order_id for t in state.traits):
+    if state.phase in (None, FLAGGED) and (
+        not state.traits or all(t.order_id != traits.order_id for t in state.traits)
+    ):
         state.traits.append(traits)
         del state.traits[:-MAX_TRAITS]
 
@@ -169,7 +171,7 @@ def purchase(
     policy: RetentionPolicy,
 ) -> list[RetentionEffect]:
     """An order became paid. Timers due up to `order.at` must already have fired."""
-    if any(p.order_id == order.order_id for p in state.purchases):
+    if state.purchases and any(p.order_id == order.order_id for p in state.purchases):
         return []
     effects: list[RetentionEffect] = []
     if state.phase in (WINDOW, WATCHING):

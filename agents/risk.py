@@ -45,7 +45,7 @@ def traits_of(event: CheckoutConfirmed) -> OrderTraits:
         gift=None if ship is None or home is None else ship != home,
         traffic_source=event.traffic_source,
         promotion=bool(event.promotion_code),
-        categories=tuple(sorted({item.category for item in event.items})),
+        categories=tuple(sorted({item.category for item in event.items})) if event.items else (),
         accessory_only=bool(event.items) and all(item.accessory for item in event.items),
     )
 
