@@ -51,13 +51,15 @@ def _pattern(pattern: str) -> str:
     )
 
 
-def _meta(definition: dict[str, Any]) -> msgspec.Meta:
-    """A string definition of the schema (length and pattern) as msgspec constraints."""
-    pattern = definition.get("pattern")
+def _meta(definition: dict[str, Any], checked_here: str | None = None) -> msgspec.Meta:
+    """A string definition of the schema (length and pattern) as msgspec constraints; with
+    `checked_here`, its pattern is left to this module, and the mark says so."""
+    pattern = None if checked_here else definition.get("pattern")
     return msgspec.Meta(
         min_length=definition.get("minLength"),
         max_length=definition.get("maxLength"),
         pattern=None if pattern is None else _pattern(pattern),
+        extra=None if checked_here is None else {checked_here: True},
     )
 
 
@@ -74,18 +76,16 @@ _SIGNATURE = load_schema("watermark.v1")["properties"]["signature"]
 # fields), and only for a message whose bytes could put whitespace in a string at all.
 _ANY_BUT_WHITESPACE = r"^[^\s]+$"
 _NO_SPACE = "hitrun: no whitespace"
+_IDENTIFIER = _COMMON["identifier"]
 Identifier: TypeAlias = Annotated[
     str,
-    msgspec.Meta(min_length=1, max_length=128, extra={_NO_SPACE: True})
-    if _COMMON["identifier"]["pattern"] == _ANY_BUT_WHITESPACE
-    and (_COMMON["identifier"]["minLength"], _COMMON["identifier"]["maxLength"]) == (1, 128)
-    else _meta(_COMMON["identifier"]),
+    _meta(_IDENTIFIER, _NO_SPACE if _IDENTIFIER["pattern"] == _ANY_BUT_WHITESPACE else None),
 ]
 # A timestamp's pattern is checked by `_time`, which every timestamp field is read through,
 # for the same reason (`_TIMESTAMP` marks the fields, for the tests).
 _TIMESTAMP = "hitrun: read by _time"
 _TIMESTAMP_PATTERN = re.compile(_pattern(_COMMON["timestamp"]["pattern"]))
-Timestamp: TypeAlias = Annotated[str, msgspec.Meta(extra={_TIMESTAMP: True})]
+Timestamp: TypeAlias = Annotated[str, _meta(_COMMON["timestamp"], _TIMESTAMP)]
 TimeZone: TypeAlias = Annotated[str, _meta(_COMMON["time_zone"])]
 Currency: TypeAlias = Annotated[str, _meta(_MONEY["currency"])]
 Signature: TypeAlias = Annotated[str, _meta(_SIGNATURE)]
