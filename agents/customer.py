@@ -55,8 +55,10 @@ from hitrun.agents.state import (
     Summary,
     decode_state,
     encode_state,
+    from_snapshot,
     next_wake,
     policy_fingerprint,
+    snapshot,
     stamp_of,
     stamped,
     stored_summary,
@@ -901,7 +903,7 @@ class StateCache:
             else:
                 self._recompute.add(customer_id)
                 self._states[customer_id] = (
-                    None if before is None else decode_state(cast(bytes, before), customer_id)
+                    None if before is None else from_snapshot(cast(bytes, before))
                 )
         return sorted(scope)
 
@@ -911,7 +913,7 @@ class StateCache:
         if scope is not None and customer_id not in scope:
             if customer_id in self._dirty:
                 changed = self._states[customer_id]
-                scope[customer_id] = None if changed is None else encode_state(changed)
+                scope[customer_id] = None if changed is None else snapshot(changed)
             else:
                 scope[customer_id] = _CLEAN
         if customer_id in self._states:

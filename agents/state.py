@@ -165,6 +165,17 @@ def encode_state(
     return header + _ENCODER.encode(state)
 
 
+def snapshot(state: CustomerState) -> bytes:
+    """The state as it is now, for `from_snapshot` to put back: kept in memory only, so
+    without the stored form's summary (half the cost of `encode_state`)."""
+    return _ENCODER.encode(state)
+
+
+def from_snapshot(data: bytes) -> CustomerState:
+    """The state a `snapshot` was taken of."""
+    return _DECODE(data)
+
+
 # A stored value (a customer's or an identifier's state) may carry a stamp in front of
 # it: the id of its partition's batch that wrote it (agents/customer.py,
 # `PartitionTimers.write_record`). After a worker died while its batch's records
