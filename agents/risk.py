@@ -139,7 +139,13 @@ def assess(
     `orders_first_day` counts the customer's checkouts in the 24 hours up to and
     including the purchase.
     """
-    present = _present(first, orders_first_day)
+    return _scored(_present(first, orders_first_day), weights)
+
+
+# A score depends only on which factors are present (at most 2**len(FACTORS) sets)
+# and the weights: computed once for each.
+@functools.lru_cache(maxsize=1024)
+def _scored(present: frozenset[str], weights: RiskWeights) -> tuple[float, tuple[str, ...]]:
     weight, total = _weight_table(weights)
     # Summing in FACTORS order with absent factors as 0 keeps the numerator <= the
     # denominator under float rounding, so the score never exceeds 1.
