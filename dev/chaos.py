@@ -340,6 +340,10 @@ def run(
         if not sent:
             raise RuntimeError("publishing the input failed")
         wait_until_done(settings, timeout)
+        # A worker is only ever killed by `disturb`, which starts it again: one that
+        # exited by itself (a crash on a rebalance, say) is a failure of its own.
+        if not group.alive():
+            raise RuntimeError("a worker exited by itself during the run")
         outputs = asyncio.run(read_outputs(settings))
         outputs.inputs = sent[0]
         return outputs, disturbed

@@ -262,7 +262,7 @@ class FaustSource:
             await consumer.wait(consumer.can_resume_flow)  # type: ignore[arg-type]
         records: RecordMap | None
         if consumer._get_active_partitions():
-            records, _active = await consumer._wait_next_records(wait_s)
+            records = await self._next_records(wait_s)
         else:
             await asyncio.sleep(min(wait_s, NOTHING_TO_FETCH_S))
             records = None
@@ -271,6 +271,27 @@ class FaustSource:
         if not records or not repaired:
             return records or {}
         return {tp: batch for tp, batch in records.items() if tp not in repaired}
+
+    async def _next_records(self, wait_s: float) -> RecordMap | None:
+        """Faust's fetch, riding through a rebalance that cancels it under the loop.
+
+        The consumer thread's fetch is cancelled when a rebalance starts, and the
+        cancellation comes back through Faust's thread call as a CancelledError,
+        although nothing cancelled the loop's task. Faust's fetcher takes it for a
+        restart and calls a supervisor it does not have: the worker crashed
+        whenever another joined or left (about one chaos run in four). The loop
+        fetches again instead; a cancellation of the loop's own task (the worker
+        stopping) still ends it.
+        """
+        try:
+            records, _active = await self._consumer._wait_next_records(wait_s)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is None or task.cancelling():
+                raise
+            log.info("a fetch was cancelled under the loop (a rebalance): fetching again")
+            return None
+        return cast(RecordMap | None, records)
 
     async def pass_on(self, tp: TopicPartition, records: Iterable[Any]) -> None:
         """Hand records of a topic hitrun does not own (a changelog) to Faust's conductor.

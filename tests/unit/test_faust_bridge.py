@@ -312,6 +312,49 @@ def test_a_fetch_with_every_partition_paused_returns_at_once() -> None:
     assert took < 0.5  # Faust's own fetch sleeps the whole second
 
 
+class _CancelledUnderneath(_PausedConsumer):
+    """Faust's consumer when a rebalance cancels the consumer thread's fetch: the thread
+    call's future comes back holding a CancelledError."""
+
+    def _get_active_partitions(self) -> set[Any]:
+        return {"some partition"}
+
+    async def _wait_next_records(self, timeout: float) -> tuple[Any, set[Any]]:
+        self.fetched += 1
+        promise = asyncio.get_running_loop().create_future()
+        promise.set_exception(asyncio.CancelledError())
+        return await promise  # type: ignore[no-any-return]
+
+
+def _source_of(consumer: Any) -> faust_bridge.FaustSource:
+    source = object.__new__(faust_bridge.FaustSource)
+    source._consumer = consumer
+    source._guard = _NothingToRepair()  # type: ignore[assignment]
+    return source
+
+
+def test_a_fetch_cancelled_under_the_loop_by_a_rebalance_comes_back_empty() -> None:
+    # Faust's fetcher would crash the worker on it (its supervisor is None).
+    consumer = _CancelledUnderneath()
+    records = asyncio.run(_source_of(consumer).fetch(1.0))
+    assert records == {} and consumer.fetched == 1
+
+
+def test_a_fetch_whose_own_task_is_cancelled_still_stops() -> None:
+    consumer = _CancelledUnderneath()
+    consumer._wait_next_records = _PausedConsumer()._wait_next_records  # type: ignore[method-assign]
+    source = _source_of(consumer)
+
+    async def stop_while_fetching() -> None:
+        task = asyncio.create_task(source.fetch(1.0))
+        await asyncio.sleep(0.05)
+        task.cancel()
+        await task
+
+    with pytest.raises(asyncio.CancelledError):
+        asyncio.run(stop_while_fetching())
+
+
 def test_faust_s_producer_reads_every_topic_s_metadata_after_declaring_one() -> None:
     # Why HitrunProducer exists: each declaration forces a metadata update, and a
     # producer that has sent to no topic asks for every topic on the broker.
