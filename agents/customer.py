@@ -301,8 +301,9 @@ class HeldStage:
         who = f"{topic}[{number}]"
         stop_waiting(self.waived, self.named, self.started, now, number, who, "no mark names it")
 
-    def release(self) -> list[object]:
-        """The held items every writer's marks have passed, in order."""
+    def release(self, limit: datetime | None = None) -> list[object]:
+        """The held items every writer's marks have passed, in order; none at or after
+        `limit`."""
         upto = progress.bound(self.sent, None, settings.partitions, self.waived)
         if upto is None or upto == EARLIEST_TIME:
             return []  # every writer waived, or one has not sent anything yet
@@ -316,6 +317,8 @@ class HeldStage:
         # instant is still to come.
         if self.resting:
             upto += timedelta(microseconds=1)
+        if limit is not None and limit < upto:
+            upto = limit
         if upto <= self.before:
             return []
         released = [item for _at, item in self.buffer.release_before(upto)]
@@ -1613,7 +1616,7 @@ def take_held(partition: PartitionTimers, msg: RawMessage) -> None:
     stage = partition.sightings if sightings else partition.reports
     if msg.headers and progress.is_mark(msg.headers):
         partition.read(msg)
-        read_stage_mark(stage, msg)
+        read_stage_mark(partition, stage, msg)
         return
     record: Sighting | Report | None = read_sighting(msg) if sightings else read_report(msg)
     if record is None:
@@ -1664,7 +1667,7 @@ def apply_held_record(msg: RawMessage, record: Sighting | Report) -> None:
         deliver(msg, record)
 
 
-def read_stage_mark(stage: HeldStage, msg: RawMessage) -> None:
+def read_stage_mark(partition: PartitionTimers, stage: HeldStage, msg: RawMessage) -> None:
     """Take the writing partitions' progress from a mark; apply what it releases."""
     if not internal.authentic(msg.topic, msg.key, msg.value, msg.headers):
         internal_refused(msg, Unauthenticated("a mark not signed with HITRUN_INTERNAL_KEY"))
@@ -1676,8 +1679,38 @@ def read_stage_mark(stage: HeldStage, msg: RawMessage) -> None:
         return
     stage.heard(msg.topic, msg.partition, sources)
     metrics.progress_marks.labels(msg.topic, "read").inc()
+    if stage is partition.reports:
+        release_reports(partition)
+        return
     for held in stage.release():
         apply_held_record(*cast(tuple[RawMessage, Sighting | Report], held))
+
+
+def own_progress(partition: PartitionTimers) -> datetime:
+    """How far the partition has applied its own input: every event before
+    `released_before`, every timer up to its clock."""
+    now = partition.clock.now
+    if now is not None and now >= partition.released_before:
+        return now + timedelta(microseconds=1)
+    return partition.released_before
+
+
+def release_reports(partition: PartitionTimers) -> bool:
+    """Apply the link reports the identity stage's marks let through, none of a time the
+    partition has not applied its own input up to; True when any was applied.
+
+    The marks pass a report about time t only once every customer partition has
+    said it sent its sightings up to t, so a customer's report finds its state
+    at t or later. A partition that a restart took back to an older clock record
+    goes over its input again, while the other partitions already heard what it
+    sent before: a report about a later time then waits for it (else a customer
+    linked to an account blacklisted through it was blacklisted beside its own
+    blacklisting, not yet made again, instead of after it).
+    """
+    released = partition.reports.release(own_progress(partition))
+    for held in released:
+        apply_held_record(*cast(tuple[RawMessage, Sighting | Report], held))
+    return bool(released)
 
 
 def queue_stage_marks(topic: str, sent: Mapping[int, datetime]) -> None:
@@ -1861,6 +1894,10 @@ class CustomerProcessor:
                 queue_marks(caught_up, owned)
                 moved = True
         if ORDER_SIGHTINGS:
+            # Reports the marks let through while the partition was behind them.
+            for partition in timers.partitions.values():
+                if len(partition.reports.buffer):
+                    moved |= release_reports(partition)
             moved |= self._mark_stages(owned)
         self._unconfirmed |= moved
         return moved

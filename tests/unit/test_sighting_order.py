@@ -272,6 +272,9 @@ def link_alerts(sink: Sink, arrival: list[int]) -> list[tuple[str, str]]:
         report({"type": "dropped", "customer": a, "kind": "device", "prefix": "d" * 12}, 30),
     ]
     home = reports[0].partition
+    # A's partition has applied its own input past the reports, as it has by the time
+    # the marks let them through (`release_reports`).
+    customer.timers.of(home).clock.observe(START + timedelta(minutes=60))
     links_mark = RawMessage(
         SETTINGS.links_topic,
         home,
@@ -422,11 +425,54 @@ def test_a_links_mark_releases_only_the_reports_before_its_instant(ordered: Sink
             SETTINGS.links_topic, first.partition, next(offsets), None, None, value, headers
         )
 
+    customer.timers.of(first.partition).clock.observe(START + timedelta(minutes=11))
     processor = customer.CustomerProcessor()
     feed(processor, first, links_mark(10))
     assert processor.held() == {TopicPartition(SETTINGS.links_topic, first.partition): first.offset}
     feed(processor, links_mark(11))
     assert processor.held() == {}
+    forget_everything(store_before)
+
+
+def test_a_report_waits_until_its_customers_partition_has_applied_its_input_up_to_then(
+    ordered: Sink, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A partition taken back to an older clock record by a restart goes over its input
+    # again while the identity stage's marks have passed what it sent before: a report
+    # of a later time must not find the customer's state as it was before (say,
+    # without its own blacklisting yet). It waits, and goes once the partition's own
+    # events and timers have reached its time.
+    monkeypatch.setattr(customer, "settle_live", lambda *args: False)  # the clock as set here
+    store_before = dict(customer.customers_table.data.items())
+    at = (START + timedelta(minutes=10)).isoformat()
+    pair = {"type": "shared", "customer": "so-wait-a", "other": "so-wait-b", "kind": "device"}
+    told = report({**pair, "prefix": "d" * 12, "evidence_at": at, "other_listed": []}, 10)
+    tp = TopicPartition(SETTINGS.links_topic, told.partition)
+    partition = customer.timers.of(told.partition)
+    partition.clock.observe(START + timedelta(minutes=5))
+    mark = RawMessage(
+        SETTINGS.links_topic,
+        told.partition,
+        next(offsets),
+        None,
+        None,
+        progress.encode_mark(everyone(30)),
+        list(progress.MARK_HEADERS),
+    )
+    processor = customer.CustomerProcessor()
+    feed(processor, told, mark)
+    assert processor.held() == {tp: told.offset}
+    assert partition.reports.before == START + timedelta(minutes=5, microseconds=1)
+    processor.settle(lambda tp: True, {told.partition})
+    assert processor.held() == {tp: told.offset}  # nothing moved
+    # The partition's own input reaches the report's time: the batch's settle applies it.
+    partition.clock.observe(START + timedelta(minutes=10))
+    ordered.records.clear()
+    assert processor.settle(lambda tp: True, {told.partition})
+    assert processor.held() == {}
+    assert partition.reports.before == START + timedelta(minutes=10, microseconds=1)
+    state, _ = customer.cache.load("so-wait-a")
+    assert state.identity is not None and "so-wait-b" in state.identity.links
     forget_everything(store_before)
 
 
