@@ -1679,11 +1679,7 @@ def read_stage_mark(partition: PartitionTimers, stage: HeldStage, msg: RawMessag
         return
     stage.heard(msg.topic, msg.partition, sources)
     metrics.progress_marks.labels(msg.topic, "read").inc()
-    if stage is partition.reports:
-        release_reports(partition)
-        return
-    for held in stage.release():
-        apply_held_record(*cast(tuple[RawMessage, Sighting | Report], held))
+    release_held(partition, stage)
 
 
 def own_progress(partition: PartitionTimers) -> datetime:
@@ -1695,9 +1691,11 @@ def own_progress(partition: PartitionTimers) -> datetime:
     return partition.released_before
 
 
-def release_reports(partition: PartitionTimers) -> bool:
-    """Apply the link reports the identity stage's marks let through, none of a time the
-    partition has not applied its own input up to; True when any was applied.
+def release_held(partition: PartitionTimers, stage: HeldStage) -> bool:
+    """Apply the records of `stage` the marks let through; True when any was applied.
+
+    Link reports (`partition.reports`): none of a time the partition has not
+    applied its own input up to.
 
     The marks pass a report about time t only once every customer partition has
     said it sent its sightings up to t, so a customer's report finds its state
@@ -1707,7 +1705,7 @@ def release_reports(partition: PartitionTimers) -> bool:
     linked to an account blacklisted through it was blacklisted beside its own
     blacklisting, not yet made again, instead of after it).
     """
-    released = partition.reports.release(own_progress(partition))
+    released = stage.release(own_progress(partition) if stage is partition.reports else None)
     for held in released:
         apply_held_record(*cast(tuple[RawMessage, Sighting | Report], held))
     return bool(released)
@@ -1897,7 +1895,7 @@ class CustomerProcessor:
             # Reports the marks let through while the partition was behind them.
             for partition in timers.partitions.values():
                 if len(partition.reports.buffer):
-                    moved |= release_reports(partition)
+                    moved |= release_held(partition, partition.reports)
             moved |= self._mark_stages(owned)
         self._unconfirmed |= moved
         return moved

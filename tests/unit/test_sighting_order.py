@@ -273,7 +273,7 @@ def link_alerts(sink: Sink, arrival: list[int]) -> list[tuple[str, str]]:
     ]
     home = reports[0].partition
     # A's partition has applied its own input past the reports, as it has by the time
-    # the marks let them through (`release_reports`).
+    # the marks let them through (`release_held`).
     customer.timers.of(home).clock.observe(START + timedelta(minutes=60))
     links_mark = RawMessage(
         SETTINGS.links_topic,
