@@ -241,14 +241,22 @@ class ClockRecord:
         With every state the batch sent stored (its stamped ones counted, its
         deleted ones gone) the record holds; otherwise the worker died while they
         were on their way: the record before it holds, and the batch is a `Tier`
-        for the keys it reached.
+        for the keys it reached: those stamped, and those it deleted that are gone.
+        A customer gets a tombstone only if it had a stored state when the batch
+        began, so gone means the tombstone arrived (an identifier with nothing
+        stored before is gone either way, and empty is what the batch made of
+        it). Left out, a deleted customer would have the batch's events applied
+        again to no state at all: a retention window the batch closed opened
+        again by the very events it had counted.
         """
         if self.previous is None:
             return self
-        if len(stamped) == self.states and not any(map(stored, self.deleted)):
+        gone = [key for key in self.deleted if not stored(key)]
+        if len(stamped) == self.states and len(gone) == len(self.deleted):
             return self.settled()
+        reached = stamped.union(gone)
         tier = Tier(
-            self.batch, dict(self.read_next), self.applied_before(), stamped, dict(self.apart)
+            self.batch, dict(self.read_next), self.applied_before(), reached, dict(self.apart)
         )
         return replace(self.previous, batch=self.batch, tiers=(*self.tiers, tier))
 

@@ -26,6 +26,7 @@ from tests.unit.agent_shell import (
     START,
     Sink,
     checkout,
+    keyed,
     payment,
     restart,
     run_batch,
@@ -229,14 +230,57 @@ def test_a_clock_record_holds_when_every_state_of_its_batch_arrived() -> None:
     assert decoded == record
     arrived = decoded.restored(frozenset({"a", "b"}), lambda key: False)
     assert arrived.read_next == record.read_next and arrived.tiers == ()
-    # One stamped state missing, or a deleted one still stored: the record before holds.
-    for stamped, stored_keys in ((frozenset({"a"}), set()), (frozenset({"a", "b"}), {"gone"})):
+    # One stamped state missing, or a deleted one still stored: the record before holds,
+    # and the batch holds for the keys it reached (a deleted one that is gone among them).
+    for stamped, stored_keys, reached in (
+        (frozenset({"a"}), set(), {"a", "gone"}),
+        (frozenset({"a", "b"}), {"gone"}, {"a", "b"}),
+    ):
         torn = decoded.restored(stamped, stored_keys.__contains__)
         assert torn.read_next == before.read_next
-        assert [(t.batch, t.keys) for t in torn.tiers] == [(4, stamped)]
-        assert torn.already_applied(SETTINGS.topic_checkouts, 5, START, "a")
-        assert not torn.already_applied(SETTINGS.topic_checkouts, 5, START, "c")
+        assert [(t.batch, t.keys) for t in torn.tiers] == [(4, reached)]
+        for key in ("a", "gone", "c"):
+            applied = torn.already_applied(SETTINGS.topic_checkouts, 5, START, key)
+            assert applied == (key in reached)
         assert ClockRecord.decode(torn.encode()).tiers == torn.tiers
+
+
+def inquiry(customer_id: str, days: int) -> RawMessage:
+    body = {
+        "type": "inquiry_received",
+        "event_id": f"{customer_id}-inq-{days}",
+        "customer_id": customer_id,
+        "shop_id": "shop-1",
+        "occurred_at": (START + timedelta(days=days)).isoformat(),
+        "inquiry_id": f"{customer_id}-{days}",
+        "product_id": "sku-1",
+        "channel": "chat",
+    }
+    return keyed(SETTINGS.topic_inquiries, customer_id, body)
+
+
+def test_a_batch_cut_short_after_deleting_a_state_is_not_applied_again_to_it(
+    sink: Sink, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The batch closes the asker's window (an inquiry_only alert) and deletes its state;
+    # the worker died with the tombstone at the broker, not the neighbour's state. The
+    # asker's second inquiry, applied again to no state, would open a window of its own
+    # and flag the asker a second time.
+    asker = "rr-torn-deleted"
+    neighbour = same_partition_as(asker)
+    first = inquiry(asker, 0)
+    number = first.partition
+    run_batch(first)
+    cut = [inquiry(asker, 6), checkout(neighbour, "o-n", 100 * 24 * 60)]
+    torn_batch(sink, *cut, upto=asker)
+    assert [a["inquiries"] for a in alerts(sink, "inquiry_only")] == [2]
+    assert stored(asker) is None
+    assert stored(neighbour) is None  # its state did not arrive
+    restart(monkeypatch, number)
+    run_batch(first, *cut)
+    assert [a["inquiries"] for a in alerts(sink, "inquiry_only")] == [2]
+    assert stored(asker) is None
+    assert "o-n" in stored(neighbour).unpaid.open
 
 
 def test_a_batch_cut_short_after_a_confirmed_one_restores_the_confirmed_ones_clock(
