@@ -275,6 +275,8 @@ class Link(msgspec.Struct, gc=False, omit_defaults=True):
     # The other's blacklistings (scope, since) already flagged for.
     flagged: list[tuple[str, datetime]] = msgspec.field(default_factory=list)
     generation: int = 0  # how many times the link became strong
+    # The evidence that made it strong, this generation: what its flags name.
+    linked_by: list[tuple[str, datetime]] = msgspec.field(default_factory=list)
     strikes: list[StrikeNote] = msgspec.field(default_factory=list)  # the other's, last heard
     # The other's strikes (order ids) a blacklisting of this customer already counted.
     counted: list[str] = msgspec.field(default_factory=list)
@@ -462,22 +464,29 @@ def _settle(
             effects.append(AccountUnlinked(customer_id, other, at, link.generation, cause))
         link.strong_since = None
         link.flagged = []
+        link.linked_by = []
         if not link.evidence:
             del state.links[other]
         return effects
     if link.strong_since is None:
         link.strong_since = at
         link.generation += 1
+        link.linked_by = list(evidence)
         effects.append(AccountLinked(customer_id, other, at, link.generation, evidence))
     # Flagged for each blacklisting of the other's that overlaps the link in event time,
-    # whenever the stage happened to hear of either.
+    # whenever the stage happened to hear of either, naming the evidence that made the
+    # link: what else it heard by then depends on the order reports of one instant
+    # came in (a report of the other's blacklisting is made again, of the same instant,
+    # once the other heard of the link; after a restart it is read with the first ones).
+    # A link stored before `linked_by` was kept names its evidence as it stands.
     for scope, since, until in link.listed:
         if (scope, since) in link.flagged or max(link.strong_since, since) >= until:
             continue
         link.flagged.append((scope, since))
         flagged_at = max(link.strong_since, since)
         listing = ((scope, since, until),)
-        effects.append(LinkedAccountFlagged(customer_id, other, flagged_at, listing, evidence))
+        named = tuple(link.linked_by) or evidence
+        effects.append(LinkedAccountFlagged(customer_id, other, flagged_at, listing, named))
     return effects
 
 

@@ -426,3 +426,28 @@ def test_a_sighting_heard_out_of_order_links_no_earlier_than_the_pair_began() ->
         T0 + timedelta(days=20),
         T0 + timedelta(days=30),
     )
+
+
+def test_a_flag_names_the_evidence_that_made_the_link_whatever_came_in_after_it() -> None:
+    # One instant's reports to "x" about "xr": the phone and the address "xr" was first
+    # seen with, then the phone again once "xr", told of the link, announced its
+    # blacklisting (the same instant). Read as they came, the address comes before that
+    # second report; read again after a restart, the three are held and go by
+    # identifier, the address last. The flag is the same either way.
+    phone, address = h("+62811")[:12], h("street 1")[:12]
+    listing = (("shop-5", T0, T0 + timedelta(days=90)),)
+    seen_before = T0 - timedelta(days=40)
+    first_phone = Shared("x", "xr", "phone", phone, seen_before, T0, ())
+    first_address = Shared("x", "xr", "shipping_address", address, seen_before, T0, ())
+    told_phone = Shared("x", "xr", "phone", phone, seen_before, T0, listing)
+
+    def effects(*reports: Shared) -> list[LinkEffect]:
+        state = IdentityState()
+        return [e for r in reports for e in identity.receive(state, "x", r, POLICY)]
+
+    as_they_came = effects(first_phone, first_address, told_phone)
+    read_again = effects(first_phone, told_phone, first_address)
+    assert as_they_came == read_again
+    linked, flagged = as_they_came
+    assert isinstance(linked, AccountLinked) and isinstance(flagged, LinkedAccountFlagged)
+    assert flagged.evidence == linked.evidence == ((f"phone:{phone}", seen_before),)
