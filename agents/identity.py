@@ -478,14 +478,16 @@ def _settle(
     # link: what else it heard by then depends on the order reports of one instant
     # came in (a report of the other's blacklisting is made again, of the same instant,
     # once the other heard of the link; after a restart it is read with the first ones).
-    # A link stored before `linked_by` was kept names its evidence as it stands.
+    # Of that evidence, what has not aged out; a link whose evidence that made it has
+    # all aged out (strong by later evidence), or stored before `linked_by` was kept,
+    # names its evidence as it stands.
     for scope, since, until in link.listed:
         if (scope, since) in link.flagged or max(link.strong_since, since) >= until:
             continue
         link.flagged.append((scope, since))
         flagged_at = max(link.strong_since, since)
         listing = ((scope, since, until),)
-        named = tuple(link.linked_by) or evidence
+        named = tuple(kv for kv in link.linked_by if kv[0] in link.evidence) or evidence
         effects.append(LinkedAccountFlagged(customer_id, other, flagged_at, listing, named))
     return effects
 

@@ -451,3 +451,20 @@ def test_a_flag_names_the_evidence_that_made_the_link_whatever_came_in_after_it(
     linked, flagged = as_they_came
     assert isinstance(linked, AccountLinked) and isinstance(flagged, LinkedAccountFlagged)
     assert flagged.evidence == linked.evidence == ((f"phone:{phone}", seen_before),)
+
+
+def test_a_flag_names_no_evidence_that_aged_out_since_the_link_was_made() -> None:
+    phone, email = h("+62811")[:12], h("a@x")[:12]
+    later = T0 + timedelta(days=300)
+    listing = (("shop-1", later, later + timedelta(days=90)),)
+    state = IdentityState()
+    linked = identity.receive(state, "x", Shared("x", "y", "phone", phone, T0, T0, ()), POLICY)
+    assert [type(e) for e in linked] == [AccountLinked]
+    mail = Shared("x", "y", "email", email, later, later, ())
+    identity.receive(state, "x", mail, POLICY)
+    # The phone ages out; the link stands on the email.
+    assert identity.age(state, "x", T0 + timedelta(days=400), POLICY) == []
+    told = Shared("x", "y", "email", email, later, later, listing, sighted=later)
+    (flagged,) = identity.receive(state, "x", told, POLICY)
+    assert isinstance(flagged, LinkedAccountFlagged)
+    assert flagged.evidence == ((f"email:{email}", later),)
