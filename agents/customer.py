@@ -1604,6 +1604,12 @@ def read_sighting(msg: RawMessage) -> Sighting | None:
     if seen is not None and msg.key != seen.key:
         internal_refused(msg, "a sighting keyed other than by its identifier")
         return None
+    if seen is not None and partition_for_key(seen.key, PARTITIONS) != msg.partition:
+        # Applied here, the identifier's state would be written by a worker that does
+        # not own its partition, behind that partition's clock record (a signature
+        # covers topic, key and value, not the partition: a copy elsewhere passes).
+        internal_refused(msg, "a sighting in another partition than its identifier's")
+        return None
     return seen
 
 

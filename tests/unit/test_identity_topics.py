@@ -7,6 +7,7 @@ import orjson
 import pytest
 
 import hitrun.agents.customer as customer
+from hitrun.agents.customer import IDENTITY_KEY_PREFIX
 from hitrun.agents.linking import InternalRecords
 from hitrun.streams.auth import SIGNATURE_HEADER, record_signature, verify_record
 from hitrun.streams.ingest import RawMessage
@@ -14,6 +15,10 @@ from hitrun.streams.partitioning import partition_for_key
 from tests.unit.agent_shell import SETTINGS, Sink, run_batch, stored
 
 HASH = "ab" * 32
+
+
+def get_raw(key: bytes) -> bytes | None:
+    return customer.customers_table.data.get(key)
 
 
 def on(topic: str, key: bytes | None, value: bytes, partition: int = 0) -> RawMessage:
@@ -35,20 +40,25 @@ def test_garbage_on_the_internal_topics_is_dead_lettered(sink: Sink) -> None:
     sighting = orjson.dumps(
         {"customer": customer, "kind": "phone", "hash": HASH, "at": "2026-01-01T00:00:00Z"}
     )
+    phone_home = partition_for_key(b"phone:" + HASH.encode(), SETTINGS.partitions)
+    away_from_phone = (phone_home + 1) % SETTINGS.partitions
     run_batch(
         on(SETTINGS.identity_topic, b"phone:x", b"not json"),
         on(SETTINGS.identity_topic, b"phone:x", orjson.dumps({"customer": customer})),
         on(SETTINGS.identity_topic, b"email:" + HASH.encode(), sighting),  # keyed otherwise
+        on(SETTINGS.identity_topic, b"phone:" + HASH.encode(), sighting, away_from_phone),
         on(SETTINGS.links_topic, customer.encode(), b"[1, 2]", home),
         on(
             SETTINGS.links_topic, customer.encode(), forged_report, (home + 1) % SETTINGS.partitions
         ),
     )
     letters = sink.letters()
-    assert [letter["reason"] for letter in letters] == ["schema_violation"] * 5
+    assert [letter["reason"] for letter in letters] == ["schema_violation"] * 6
     assert "keyed other than by its identifier" in letters[2]["detail"]
-    assert "another partition" in letters[4]["detail"]
+    assert "another partition than its identifier's" in letters[3]["detail"]
+    assert "another partition than its customer's" in letters[5]["detail"]
     assert stored(customer) is None
+    assert get_raw(IDENTITY_KEY_PREFIX + b"phone:" + HASH.encode()) is None
 
 
 def test_with_an_internal_key_only_records_signed_with_it_are_applied(
