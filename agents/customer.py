@@ -1601,10 +1601,12 @@ def apply_sighting(msg: RawMessage) -> None:
 def read_sighting(msg: RawMessage) -> Sighting | None:
     """The sighting `msg` holds; None when it holds none (dead-lettered)."""
     seen = read_internal(msg, internal.decode_sighting, "an identifier sighting")
-    if seen is not None and msg.key != seen.key:
+    if seen is None:
+        return None
+    if msg.key != seen.key:
         internal_refused(msg, "a sighting keyed other than by its identifier")
         return None
-    if seen is not None and partition_for_key(seen.key, PARTITIONS) != msg.partition:
+    if partition_for_key(seen.key, PARTITIONS) != msg.partition:
         # Applied here, the identifier's state would be written by a worker that does
         # not own its partition, behind that partition's clock record (a signature
         # covers topic, key and value, not the partition: a copy elsewhere passes).

@@ -131,6 +131,20 @@ def payment(customer_id: str, order: str, minutes: int = 0) -> RawMessage:
     return keyed(SETTINGS.topic_payments, customer_id, body)
 
 
+def inquiry(customer_id: str, days: int) -> RawMessage:
+    body = {
+        "type": "inquiry_received",
+        "event_id": f"{customer_id}-inq-{days}",
+        "customer_id": customer_id,
+        "shop_id": "shop-1",
+        "occurred_at": (START + timedelta(days=days)).isoformat(),
+        "inquiry_id": f"{customer_id}-{days}",
+        "product_id": "sku-1",
+        "channel": "chat",
+    }
+    return keyed(SETTINGS.topic_inquiries, customer_id, body)
+
+
 def run_batch(
     *messages: RawMessage, caught_up: Any = lambda tp: True, owned: Any = frozenset()
 ) -> None:

@@ -26,7 +26,7 @@ from tests.unit.agent_shell import (
     START,
     Sink,
     checkout,
-    keyed,
+    inquiry,
     payment,
     restart,
     run_batch,
@@ -243,20 +243,6 @@ def test_a_clock_record_holds_when_every_state_of_its_batch_arrived() -> None:
             applied = torn.already_applied(SETTINGS.topic_checkouts, 5, START, key)
             assert applied == (key in reached)
         assert ClockRecord.decode(torn.encode()).tiers == torn.tiers
-
-
-def inquiry(customer_id: str, days: int) -> RawMessage:
-    body = {
-        "type": "inquiry_received",
-        "event_id": f"{customer_id}-inq-{days}",
-        "customer_id": customer_id,
-        "shop_id": "shop-1",
-        "occurred_at": (START + timedelta(days=days)).isoformat(),
-        "inquiry_id": f"{customer_id}-{days}",
-        "product_id": "sku-1",
-        "channel": "chat",
-    }
-    return keyed(SETTINGS.topic_inquiries, customer_id, body)
 
 
 def test_a_batch_cut_short_after_deleting_a_state_is_not_applied_again_to_it(
