@@ -116,6 +116,7 @@ from hitrun.streams.kafka_auth import client_options
 from hitrun.streams.logs import AlertCounts
 from hitrun.streams.loop import CaughtUp, ConsumeLoop
 from hitrun.streams.partitioning import partition_for_key
+from hitrun.streams.repair import ChangelogReader
 from hitrun.streams.rocks import PartitionedRocksStore, get_raw, owned_items, write_raw
 from hitrun.streams.sink import Headers, OutRecord, RecordSink
 
@@ -1845,6 +1846,17 @@ class CustomerProcessor:
 
     def prepare(self) -> None:
         timers.prepare()
+        # Where this worker's next state record of each partition should land: right after
+        # what the recovery read, unless another writer comes in between (streams/repair.py).
+        for tp, end in faust_bridge.recovered_ends(app).items():
+            if tp.topic == changelog_topic_name:
+                sink.expect(tp, end)
+
+    def rewrite(self, keys: Mapping[TopicPartition, set[bytes]]) -> None:
+        store = customers_table.data
+        for tp, written in keys.items():
+            for key in sorted(written):
+                sink.put(OutRecord(tp.topic, key, get_raw(store, key), tp.partition))
 
     def apply(self, msg: RawMessage) -> None:
         self._unconfirmed = True
@@ -2036,6 +2048,9 @@ consume_loop = ConsumeLoop(
     commit_interval_s=settings.commit_interval.total_seconds(),
     on_fatal=stop_without_commit,
     spent=lambda phase, seconds: metrics.loop_phase(phase).inc(seconds),
+    fenced=metrics.fenced_batches.inc,
+    states=ChangelogReader(settings),
+    overwritten=metrics.overwritten_states.inc,
 )
 faust_bridge.install(app, consume_loop)
 # The input topics are subscribed through the conductor, like an agent's would be.

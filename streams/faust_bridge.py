@@ -27,9 +27,14 @@ The internals used, all of faust-streaming 0.15's aiokafka driver:
 - `Consumer._read_offset` (the committed offsets `perform_seek` read back
   when the partitions were resumed);
 - `Consumer._thread` (the consumer thread and its aiokafka consumer):
-  `call_thread`, `_ensure_consumer()`, `tp_last_committed_at`;
+  `call_thread`, `_ensure_consumer()`, `tp_last_committed_at`; of aiokafka,
+  the consumer's group coordinator (`_coordinator`: `group_id`, `generation`,
+  `member_id`, `_send_req`), to which `FaustSource.check_membership` sends a
+  heartbeat of its own;
 - `App.consumer_generation_id`, `App.assignor.assigned_actives()`,
-  `App.tables.recovery.completed` and `App.tables.actives_ready`;
+  `App.tables.recovery.completed`, `App.tables.recovery.active_highwaters`
+  (the end offset less one of each active changelog partition, read when the
+  recovery began) and `App.tables.actives_ready`;
 - `Transport.Producer` (the class the app instantiates),
   `Producer.create_topic` (declares a topic, then forces a metadata update of
   every topic on the broker) and `Producer._ensure_producer()` (its aiokafka
@@ -53,9 +58,11 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, cast
 
+import aiokafka.errors as kafka_errors
 import faust
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
+from aiokafka.protocol.group import HeartbeatRequest
 from aiokafka.structs import OffsetAndMetadata
 from faust.tables.manager import TableManager
 from faust.transport.drivers import aiokafka as faust_aiokafka
@@ -81,6 +88,15 @@ log = logging.getLogger(__name__)
 # The faust-streaming releases whose internals this module was written against
 # (pyproject.toml pins the same range).
 SUPPORTED_FAUST = ((0, 15, 3), (0, 15, 99))
+
+
+class Fenced(Exception):
+    """The group has moved on without this worker: its partitions may be another's now."""
+
+
+# The coordinator's answers to a heartbeat that say the member is no longer in the group's
+# current generation (it was removed after its session timed out, or the generation moved on).
+_NOT_A_MEMBER = (kafka_errors.UnknownMemberIdError, kafka_errors.IllegalGenerationError)
 
 
 class Runner(Protocol):
@@ -382,6 +398,52 @@ class FaustSource:
                 thread.tp_last_committed_at.update(dict.fromkeys(mine, now))
 
         await thread.call_thread(commit_in_thread)
+
+    async def check_membership(self) -> None:
+        """Raise `Fenced` unless the group coordinator still counts this worker a member of
+        the generation it was assigned its partitions in.
+
+        A worker stalled past its session timeout (a pause of the process, a
+        machine starved of CPU, a network cut off from the coordinator) is
+        removed from the group and its partitions go to another worker; when it
+        runs again it goes on with the batch in hand until a heartbeat tells it.
+        Its offset commits are refused then, but nothing refuses its writes to
+        the table's changelog: written after the new owner's, they would undo
+        them. So the loop asks before a batch's state records are sent (one
+        heartbeat of its own), and drops the batch when the answer is no. A
+        member whose group is rebalancing is still a member: its partitions
+        move only once it has rejoined (revoking them waits for the batch in
+        hand) or been removed. An answer that says neither (no coordinator
+        known, the broker away) raises the error, which the loop retries.
+        """
+        thread = self._consumer._thread
+
+        async def heartbeat_in_thread() -> type[KafkaError]:
+            coordinator = thread._ensure_consumer()._coordinator
+            request = HeartbeatRequest(
+                coordinator.group_id, coordinator.generation, coordinator.member_id
+            )
+            response = await coordinator._send_req(request)
+            return cast(type[KafkaError], kafka_errors.for_code(response.error_code))
+
+        answer = await thread.call_thread(heartbeat_in_thread)
+        if answer is kafka_errors.NoError or answer is kafka_errors.RebalanceInProgressError:
+            return
+        if answer in _NOT_A_MEMBER:
+            raise Fenced(f"the group coordinator answered {answer.__name__}")
+        raise answer()
+
+
+def recovered_ends(app: faust.App) -> dict[TopicPartition, int]:
+    """Per active changelog partition of the last recovery, the offset it read up to
+    (exclusive): Faust keeps the end offset less one as the partition's highwater."""
+    tables: Any = app.tables  # TableManager always has a recovery service; its stub omits it.
+    highwaters = tables.recovery.active_highwaters
+    return {
+        TopicPartition(tp.topic, tp.partition): int(highwater) + 1
+        for tp, highwater in highwaters.items()
+        if highwater is not None
+    }
 
 
 class ChangelogGuard:

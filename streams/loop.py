@@ -20,15 +20,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Protocol
 
 from aiokafka import TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 
-from hitrun.streams.faust_bridge import RecordMap
+from hitrun.streams.faust_bridge import Fenced, RecordMap
 from hitrun.streams.ingest import RawMessage
+from hitrun.streams.sink import Gap
 
 log = logging.getLogger(__name__)
 
@@ -66,9 +68,24 @@ class Processor(Protocol):
     def reset(self) -> None:
         """Forget every derived in-memory state: the store and the log are the truth."""
 
+    def rewrite(self, keys: Mapping[TopicPartition, set[bytes]]) -> None:
+        """Queue, as state records, the stored value of each key of each state partition
+        (written over another writer's records: streams/repair.py)."""
+
 
 class Sink(Protocol):
-    async def flush(self) -> dict[TopicPartition, int]: ...
+    async def flush(
+        self, fence: Callable[[], Awaitable[None]] | None = None
+    ) -> dict[TopicPartition, int]: ...
+    def take_gaps(self) -> list[Gap]: ...
+    def expected(self) -> dict[TopicPartition, int]: ...
+
+
+class StateReader(Protocol):
+    """Reads the state partitions (streams/repair.py's ChangelogReader)."""
+
+    async def ends(self, tps: Iterable[TopicPartition]) -> dict[TopicPartition, int]: ...
+    async def keys_in(self, gaps: Iterable[Gap]) -> dict[TopicPartition, set[bytes]]: ...
 
 
 class Source(Protocol):
@@ -85,6 +102,7 @@ class Source(Protocol):
     def owned_partitions(self, topic: str) -> set[int]: ...
     def recovered(self) -> bool: ...
     async def commit(self, offsets: Mapping[TopicPartition, int]) -> None: ...
+    async def check_membership(self) -> None: ...
 
 
 class BatchFailed(Exception):
@@ -126,6 +144,21 @@ def _not_timed(phase: str, seconds: float) -> None:
     pass
 
 
+# How often a fenced loop looks whether its worker has rejoined the group.
+FENCED_WAIT_S = 0.05
+# How long a revocation may spend looking for (and writing over) another writer's state
+# records: the group waits for the revocation (the broker may be away, the worker stopping).
+LEAVING_LOOK_S = 10.0
+
+
+def _not_counted() -> None:
+    pass
+
+
+def _not_told(count: int) -> None:
+    pass
+
+
 def retriable(exc: BaseException) -> bool:
     """Is `exc` the broker being away (retry) rather than a refusal that will not change?"""
     if isinstance(exc, KafkaError):
@@ -154,6 +187,9 @@ class ConsumeLoop:
         on_fatal: Callable[[BaseException], None],
         backoff: Backoff | None = None,
         spent: Callable[[str, float], None] = _not_timed,
+        fenced: Callable[[], None] = _not_counted,
+        states: StateReader | None = None,
+        overwritten: Callable[[int], None] = _not_told,
     ) -> None:
         self.processor = processor
         self.sink = sink
@@ -167,10 +203,18 @@ class ConsumeLoop:
         self.backoff = backoff or Backoff()
         # Told the seconds of each phase (PHASES) as the loop spends them.
         self.spent = spent
+        # Told of each batch dropped because the group had moved on (`Fenced`).
+        self.fenced = fenced
+        # Reads the state partitions when another writer's records turn up among this
+        # worker's (`_write_over`); told how many keys were written over.
+        self.states = states
+        self.overwritten = overwritten
         self.status = LoopStatus()
         self._lock = asyncio.Lock()
         # Bumped by every rebalance: a batch fetched in an older epoch is dropped.
         self._epoch = 0
+        # The epoch in which a batch was found fenced: nothing more is applied in it.
+        self._fenced_epoch: int | None = None
         self._next: dict[TopicPartition, int] = {}  # next offset to apply
         # Partitions sent back to their start in this assignment, with the first
         # offset of the batch refused for starting further on.
@@ -189,6 +233,11 @@ class ConsumeLoop:
         self._source = source
         while not source.stopping():
             epoch = self._epoch
+            if epoch == self._fenced_epoch:
+                # The group has moved on without this worker: nothing is fetched
+                # until the consumer has rejoined it (a rebalance bumps the epoch).
+                await asyncio.sleep(FENCED_WAIT_S)
+                continue
             started = time.perf_counter()
             # Until prepared, fetch briefly: the preparation waits for the next turn.
             records = await source.fetch(1.0 if self.status.prepared else 0.1)
@@ -219,9 +268,24 @@ class ConsumeLoop:
                     at_end = not self.live and self._all_caught_up(source)
                     if await self._maybe_commit(source, force=at_end):
                         self.spent("commit", time.perf_counter() - started)
+                except Fenced as exc:
+                    self._drop_fenced(exc)
                 except BatchFailed as exc:
                     self.on_fatal(exc.__cause__ or exc)
                     return
+
+    def _drop_fenced(self, exc: Fenced) -> None:
+        """The batch in hand was applied for partitions the group may have given to another
+        worker: drop it unpublished (its state records unsent, nothing stored or committed)
+        and apply nothing more until the rebalance that must follow."""
+        log.warning(
+            "the group has moved on without this worker (%s): the batch is dropped unpublished "
+            "and nothing is applied until this worker rejoins",
+            exc,
+        )
+        self.fenced()
+        self._fenced_epoch = self._epoch
+        self._forget()
 
     async def _rewind_displaced(self, source: Source) -> None:
         """Send partitions whose records a rebalance dropped back to where this assignment
@@ -320,12 +384,20 @@ class ConsumeLoop:
             raise BatchFailed(repr(exc)) from exc
         published = time.perf_counter()
         self.spent("apply", published - started)
-        delivered = await self._publish()
+        delivered = await self._publish(source)
+        gaps = self.sink.take_gaps()
+        if gaps:
+            # Another writer's state records landed among this batch's: either this
+            # worker was removed and wrote after its successor (then it is no member
+            # now, and the batch is dropped), or a removed one wrote after this worker.
+            await self._still_member(source)
         stored = time.perf_counter()
         self.spent("publish", stored - published)
         self.processor.confirmed(delivered)
         self.spent("store", time.perf_counter() - stored)
         self.status.batches += 1
+        if gaps:
+            await self._write_over(source, gaps)
 
     def _tick(self, source: Source) -> bool:
         """Live mode: tick each owned partition whose input is caught up, once per interval."""
@@ -364,12 +436,18 @@ class ConsumeLoop:
             done = source.start_offset(tp) or 0
         return done >= end
 
-    async def _publish(self) -> dict[TopicPartition, int]:
-        """Send the batch's records and wait for the broker, retrying while it is away."""
+    async def _publish(self, source: Source) -> dict[TopicPartition, int]:
+        """Send the batch's records and wait for the broker, retrying while it is away.
+
+        Its state records go only once the group coordinator has said this worker
+        is still a member (`Source.check_membership`; raises `Fenced` otherwise).
+        """
         delays = self.backoff.delays()
         while True:
             try:
-                delivered = await self.sink.flush()
+                delivered = await self.sink.flush(source.check_membership)
+            except Fenced:
+                raise
             except Exception as exc:
                 if not retriable(exc):
                     raise BatchFailed(f"publishing the batch failed: {exc!r}") from exc
@@ -384,6 +462,74 @@ class ConsumeLoop:
                 log.info("broker reachable again: batch published")
             self.status.broker_error = None
             return delivered
+
+    async def _still_member(self, source: Source) -> None:
+        """Raise `Fenced` unless the group coordinator counts this worker a member (asked
+        again while it cannot answer)."""
+        delays = self.backoff.delays()
+        while True:
+            try:
+                await source.check_membership()
+                return
+            except Fenced:
+                raise
+            except Exception as exc:
+                if not retriable(exc):
+                    raise BatchFailed(f"asking the group coordinator failed: {exc!r}") from exc
+                await asyncio.sleep(next(delays))
+
+    async def _write_over(self, source: Source, gaps: list[Gap]) -> None:
+        """Write this worker's stored value of every key another writer wrote in `gaps` over
+        it, until this worker's records land where it expects them."""
+        states = self.states
+        if states is None:
+            return
+        while gaps:
+            keys = await self._retried(partial(states.keys_in, gaps))
+            count = sum(len(k) for k in keys.values())
+            log.warning(
+                "another writer's state records (a worker the group had removed) came in "
+                "among this worker's, at %s: writing the stored value of their %d keys over them",
+                ", ".join(f"{g.tp.topic}[{g.tp.partition}] {g.start}-{g.end - 1}" for g in gaps),
+                count,
+            )
+            self.overwritten(count)
+            self.processor.rewrite(keys)
+            await self._publish(source)
+            gaps = self.sink.take_gaps()
+
+    async def _retried(self, read: Callable[[], Awaitable[Any]]) -> Any:
+        """`read()`, again with backoff while the broker is away."""
+        delays = self.backoff.delays()
+        while True:
+            try:
+                return await read()
+            except Exception as exc:
+                if not retriable(exc):
+                    raise BatchFailed(f"reading the state partitions failed: {exc!r}") from exc
+                await asyncio.sleep(next(delays))
+
+    async def _write_over_before_leaving(self, source: Source) -> None:
+        """At a revocation: another writer's records after this worker's last ones in a
+        partition it is giving up would be what the next owner recovers last. Written over
+        now, while this worker still owns the partition; a worker that is no member any
+        more leaves them (it wrote nothing after them: its successor did, or will look)."""
+        expected = self.sink.expected()
+        if self.states is None or not expected:
+            return
+        states = self.states
+        try:
+            async with asyncio.timeout(LEAVING_LOOK_S):
+                ends = await states.ends(expected)
+                gaps = [Gap(tp, at, ends[tp]) for tp, at in expected.items() if ends[tp] > at]
+                if not gaps:
+                    return
+                await source.check_membership()
+                await self._write_over(source, gaps)
+        except Fenced:
+            return
+        except Exception as exc:  # the rebalance goes on; the next owner reads what is there
+            log.error("could not look for another writer's state records: %r", exc)
 
     # -- commits -----------------------------------------------------------
 
@@ -432,6 +578,7 @@ class ConsumeLoop:
         self._epoch += 1
         async with self._lock:
             if self._source is not None:
+                await self._write_over_before_leaving(self._source)
                 await self._maybe_commit(self._source, force=True)
             self._forget()
 

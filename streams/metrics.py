@@ -223,6 +223,21 @@ class Metrics:
             registry=registry,
         )
         self.loop_phase = Children(self.loop_seconds)
+        self.fenced_batches = Counter(
+            "hitrun_fenced_batches_total",
+            "Batches dropped unpublished because the group coordinator no longer counted "
+            "this worker a member (it stalled past its session timeout, or lost the "
+            "coordinator): their state records were not written; the partitions' new owner "
+            "applies their input.",
+            registry=registry,
+        )
+        self.overwritten_states = Counter(
+            "hitrun_overwritten_states_total",
+            "Keys whose state records another writer (a worker the group had removed, whose "
+            "records were on their way when it stalled) put after this worker's: this worker "
+            "wrote its stored value over each.",
+            registry=registry,
+        )
         self.consumer_lag = Gauge(
             "hitrun_consumer_lag_messages",
             "End offset minus committed offset, per input topic partition this worker owns.",

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, cast
 
 import msgspec
@@ -25,6 +25,17 @@ from hitrun.streams.partitioning import partition_for_key
 Headers = Sequence[tuple[str, bytes]]
 # A record batch handed to the producer: its partition, record count and delivery future.
 Sent = tuple[TopicPartition, int, "asyncio.Future[Any]"]
+# Asked before a flush sends state records: raises unless this worker may still write them.
+Fence = Callable[[], Awaitable[None]]
+
+
+class Gap(msgspec.Struct, frozen=True):
+    """Offsets [start, end) of a state partition that another writer took between two of
+    this worker's state records there (or since the worker read the partition)."""
+
+    tp: TopicPartition
+    start: int
+    end: int
 
 
 class OutRecord(msgspec.Struct, frozen=True):
@@ -64,6 +75,11 @@ class RecordSink:
         self._partition_counts: dict[str, int] = {}
         # Keyless records (dead letters of keyless messages) go round the partitions.
         self._spread = itertools.count()
+        # Per state partition this worker writes: the offset its next record should get,
+        # were it the partition's only writer (`expect`, then each delivered batch).
+        self._next_state: dict[TopicPartition, int] = {}
+        # Where another writer's records came in between (`take_gaps`).
+        self._gaps: list[Gap] = []
 
     def __len__(self) -> int:
         return len(self._records) + sum(map(len, self._undelivered.values()))
@@ -102,14 +118,37 @@ class RecordSink:
             await producer.stop()
 
     def discard(self) -> None:
-        """Drop every record not yet delivered (the batch that produced them is dropped)."""
+        """Drop every record not yet delivered (the batch that produced them is dropped), and
+        what it expected of the state partitions (a rebalance may move them)."""
         self._records = []
         self._undelivered.clear()
         self._delivered.clear()
+        self._next_state.clear()
+        self._gaps.clear()
 
-    async def flush(self) -> dict[TopicPartition, int]:
+    def expect(self, tp: TopicPartition, offset: int) -> None:
+        """This worker has read state partition `tp` up to `offset` (exclusive): its next
+        record there should land at `offset`, unless another writer comes in between."""
+        self._next_state[tp] = offset
+
+    def expected(self) -> dict[TopicPartition, int]:
+        """Per state partition, the offset this worker's next record there should get."""
+        return dict(self._next_state)
+
+    def take_gaps(self) -> list[Gap]:
+        """The gaps found since the last call: records of another writer (a worker the
+        group removed, that wrote after its successor had begun) among this worker's."""
+        gaps, self._gaps = self._gaps, []
+        return gaps
+
+    async def flush(self, fence: Fence | None = None) -> dict[TopicPartition, int]:
         """Send every record put since the last successful flush; return once the broker has
         them all, with the last offset per partition.
+
+        `fence` is awaited after the other records are delivered and before the
+        state records are sent: when it raises, the state records stay unsent
+        (a worker the group has moved on from must not write the state of
+        partitions another worker now owns).
 
         Records of one partition keep the order they were put in. When any
         partition's records are not delivered, the producer's error is raised
@@ -138,6 +177,8 @@ class RecordSink:
             self._records = records[placed:]
         outputs = [key for key in undelivered if key[0] not in self._state_topics]
         await self._send(producer, outputs)
+        if undelivered and fence is not None:
+            await fence()
         await self._send(producer, list(undelivered))
         last, self._delivered = self._delivered, {}
         return last
@@ -166,10 +207,21 @@ class RecordSink:
                 continue
             for (tp, count, _), delivered in zip(batches, outcomes, strict=True):
                 # A batch's delivery gives its base offset; its records follow it.
-                self._delivered[tp] = cast(Any, delivered).offset + count - 1
+                base = cast(Any, delivered).offset
+                self._delivered[tp] = base + count - 1
+                if tp.topic in self._state_topics:
+                    self._note_state_batch(tp, base, count)
             del undelivered[key]
         if failure is not None:
             raise failure
+
+    def _note_state_batch(self, tp: TopicPartition, base: int, count: int) -> None:
+        """A record batch of ours landed at `base`: anything between the offset expected and
+        `base` was written by someone else."""
+        expected = self._next_state.get(tp)
+        if expected is not None and base > expected:
+            self._gaps.append(Gap(tp, expected, base))
+        self._next_state[tp] = base + count
 
     async def _partition_of(self, producer: AIOKafkaProducer, topic: str, key: bytes | None) -> int:
         count = self._partition_counts.get(topic)

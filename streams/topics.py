@@ -201,7 +201,7 @@ async def require_topics(consumer: AIOKafkaConsumer, names: Collection[str]) -> 
         )
 
 
-async def _reader(settings: Settings) -> AIOKafkaConsumer:
+async def committed_reader(settings: Settings) -> AIOKafkaConsumer:
     """A started consumer of committed records, with no group and no commits."""
     return await started(
         lambda: AIOKafkaConsumer(
@@ -218,7 +218,7 @@ async def assigned_consumer(
 ) -> AIOKafkaConsumer:
     """A read-committed consumer of its own (no group) assigned every partition of
     `topics`, at their beginning or their end; the caller stops it."""
-    consumer = await _reader(settings)
+    consumer = await committed_reader(settings)
     try:
         await require_topics(consumer, set(topics))
         tps = [
@@ -242,7 +242,7 @@ async def read_from(
 ) -> AsyncIterator[tuple[TopicPartition, ConsumerRecord[bytes, bytes]]]:
     """Every record of the partitions in `since`, from those offsets to the ends the
     partitions have when reading starts, in offset order per partition (read committed)."""
-    consumer = await _reader(settings)
+    consumer = await committed_reader(settings)
     try:
         await require_topics(consumer, {tp.topic for tp in since})
         ends = await consumer.end_offsets(list(since))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,8 +15,10 @@ from aiokafka.errors import KafkaConnectionError, RecordTooLargeError
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from hitrun.streams.faust_bridge import Fenced
 from hitrun.streams.ingest import RawMessage
 from hitrun.streams.loop import Backoff, ConsumeLoop
+from hitrun.streams.sink import Gap
 
 CHECKOUTS = "shop.checkouts"
 PAYMENTS = "shop.payments"
@@ -43,6 +45,7 @@ class FakeProcessor:
     fail_on: int | None = None
     # How many records had been applied at each preparation.
     prepared_after: list[int] = field(default_factory=list)
+    rewritten: list[dict[TopicPartition, set[bytes]]] = field(default_factory=list)
 
     def prepare(self) -> None:
         self.prepared_after.append(len(self.applied))
@@ -70,19 +73,41 @@ class FakeProcessor:
     def reset(self) -> None:
         self.resets += 1
 
+    def rewrite(self, keys: Mapping[TopicPartition, set[bytes]]) -> None:
+        self.rewritten.append({tp: set(k) for tp, k in keys.items()})
+
 
 @dataclass
 class FakeSink:
     failures: list[BaseException] = field(default_factory=list)
     gate: asyncio.Event | None = None
     flushes: int = 0
+    # Whether its batches hold state records (the fence is asked before they go).
+    states: bool = False
+    # The gaps each flush finds (past the list: none), and what it expects.
+    gaps: list[list[Gap]] = field(default_factory=list)
+    expects: dict[TopicPartition, int] = field(default_factory=dict)
+    found: list[Gap] = field(default_factory=list)
 
-    async def flush(self) -> dict[TopicPartition, int]:
+    def take_gaps(self) -> list[Gap]:
+        found, self.found = self.found, []
+        return found
+
+    def expected(self) -> dict[TopicPartition, int]:
+        return dict(self.expects)
+
+    async def flush(
+        self, fence: Callable[[], Awaitable[None]] | None = None
+    ) -> dict[TopicPartition, int]:
         self.flushes += 1
         if self.gate is not None:
             await self.gate.wait()
         if self.failures:
             raise self.failures.pop(0)
+        if self.states and fence is not None:
+            await fence()
+        if self.gaps:
+            self.found = self.gaps.pop(0)
         return {}
 
 
@@ -99,6 +124,9 @@ class FakeSource:
     # Per fetch, whether the tables are recovered then (past the list: recovered).
     recovery: list[bool] = field(default_factory=list)
     fetched: int = 0
+    # What the next membership checks raise (None, and past the list: still a member).
+    membership: list[BaseException | None] = field(default_factory=list)
+    membership_checks: int = 0
 
     def stopping(self) -> bool:
         return self.done
@@ -135,6 +163,12 @@ class FakeSource:
 
     async def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
         self.commits.append(dict(offsets))
+
+    async def check_membership(self) -> None:
+        self.membership_checks += 1
+        answer = self.membership.pop(0) if self.membership else None
+        if answer is not None:
+            raise answer
 
     @property
     def last_commit(self) -> dict[TopicPartition, int]:
@@ -201,10 +235,10 @@ def test_publishing_is_retried_while_the_broker_is_away_and_nothing_is_committed
     seen_errors: list[str | None] = []
     original = sink.flush
 
-    async def watching_flush() -> dict[TopicPartition, int]:
+    async def watching_flush(fence: Any = None) -> dict[TopicPartition, int]:
         seen_errors.append(loop.status.broker_error)
         assert source.commits == []
-        return await original()
+        return await original(fence)
 
     sink.flush = watching_flush  # type: ignore[method-assign]
     asyncio.run(loop.run(source))
@@ -341,6 +375,154 @@ def test_revocation_waits_for_the_batch_in_hand_and_commits_it() -> None:
     assert source.commits == [{tp(CHECKOUTS): 3}]
 
 
+def test_a_batch_the_group_moved_on_from_is_dropped_and_nothing_is_applied_until_a_rebalance() -> (
+    None
+):
+    # A worker stalled past its session timeout: the group coordinator no longer counts
+    # it a member when its batch is ready. Its state records must not be written.
+    processor, sink = FakeProcessor(), FakeSink(states=True)
+    source = FakeSource(
+        [records(CHECKOUTS, range(0, 3)), records(CHECKOUTS, range(3, 5))],
+        membership=[Fenced("UnknownMemberIdError")],
+    )
+    fenced: list[int] = []
+    loop = make_loop(processor, sink)
+    loop.fenced = lambda: fenced.append(1)
+
+    async def scenario() -> None:
+        running = asyncio.create_task(loop.run(source))
+        while not fenced:
+            await asyncio.sleep(0.001)
+        await asyncio.sleep(0.2)  # fenced: nothing more is fetched, applied or committed
+        assert source.fetched == 1 and sink.flushes == 1
+        assert processor.confirmed_batches == 0 and source.commits == []
+        assert processor.resets == 1  # its states and records forgotten
+        # The consumer rejoins: the partition is read again from its committed offset.
+        await loop.on_revoked()
+        await loop.on_assigned()
+        source.fetches.insert(0, records(CHECKOUTS, range(0, 3)))
+        await running
+
+    asyncio.run(scenario())
+    assert [o for _, _, o in processor.applied] == [0, 1, 2, 0, 1, 2, 3, 4]
+    assert processor.confirmed_batches == 2
+    assert source.commits and source.last_commit == {tp(CHECKOUTS): 5}
+    assert source.membership_checks == 3
+
+
+def test_a_membership_check_the_coordinator_cannot_answer_is_retried() -> None:
+    processor, sink = FakeProcessor(), FakeSink(states=True)
+    source = FakeSource(
+        [records(CHECKOUTS, range(0, 3))],
+        membership=[KafkaConnectionError(), KafkaConnectionError()],
+    )
+    asyncio.run(make_loop(processor, sink).run(source))
+    assert source.membership_checks == 3
+    assert processor.confirmed_batches == 1 and source.last_commit == {tp(CHECKOUTS): 3}
+
+
+@dataclass
+class FakeStates:
+    """The state partitions: their ends, and the keys another writer put in each gap."""
+
+    ends_now: dict[TopicPartition, int] = field(default_factory=dict)
+    keys: dict[TopicPartition, set[bytes]] = field(default_factory=dict)
+    read: list[list[Gap]] = field(default_factory=list)
+
+    async def ends(self, tps: Any) -> dict[TopicPartition, int]:
+        return {tp: self.ends_now[tp] for tp in tps}
+
+    async def keys_in(self, gaps: Any) -> dict[TopicPartition, set[bytes]]:
+        self.read.append(list(gaps))
+        return self.keys
+
+
+CHANGELOG = tp("app-customers-changelog")
+
+
+def test_another_writers_state_records_are_written_over_by_the_owner() -> None:
+    # A removed worker's records were on their way when it stalled, and landed among
+    # this batch's: this worker is still a member, so it writes its own values over them.
+    processor = FakeProcessor()
+    gap = Gap(CHANGELOG, 40, 42)
+    sink = FakeSink(states=True, gaps=[[gap]])
+    states = FakeStates(keys={CHANGELOG: {b"c7", b"c9"}})
+    source = FakeSource([records(CHECKOUTS, range(0, 3))])
+    overwritten: list[int] = []
+    loop = make_loop(processor, sink)
+    loop.states, loop.overwritten = states, overwritten.append
+    asyncio.run(loop.run(source))
+    assert processor.confirmed_batches == 1
+    assert states.read == [[gap]]
+    assert processor.rewritten == [{CHANGELOG: {b"c7", b"c9"}}]
+    assert sink.flushes == 2 and overwritten == [2]  # the batch, then what is written over
+    assert source.membership_checks == 3  # the batch's fence, the gap, the rewrite's fence
+    assert source.last_commit == {tp(CHECKOUTS): 3}
+
+
+def test_a_worker_whose_records_landed_after_another_writers_drops_its_batch() -> None:
+    # The stalled worker itself: its records landed after its successor's, and the
+    # coordinator no longer counts it a member. Its store must not take the batch (it
+    # would say it had read past the successor's records), nor its commit.
+    processor = FakeProcessor()
+    sink = FakeSink(states=True, gaps=[[Gap(CHANGELOG, 40, 42)]])
+    # Still a member when the fence was asked; no longer once the records had landed
+    # (the coordinator cannot answer at first: asked again).
+    source = FakeSource(
+        [records(CHECKOUTS, range(0, 3))],
+        membership=[None, KafkaConnectionError(), Fenced("UnknownMemberIdError")],
+    )
+    states = FakeStates()
+    loop = make_loop(processor, sink)
+    loop.states = states
+    fenced: list[int] = []
+    loop.fenced = lambda: fenced.append(1)
+
+    async def scenario() -> None:
+        running = asyncio.create_task(loop.run(source))
+        while not fenced:
+            await asyncio.sleep(0.001)
+        assert processor.confirmed_batches == 0 and source.commits == []
+        assert states.read == [] and processor.rewritten == []
+        assert source.membership_checks == 3 and sink.flushes == 1
+        await loop.on_assigned()
+        await running
+
+    asyncio.run(scenario())
+
+
+def test_a_revoked_owner_writes_over_records_another_writer_put_after_its_last() -> None:
+    processor, sink = FakeProcessor(), FakeSink(expects={CHANGELOG: 50})
+    states = FakeStates(ends_now={CHANGELOG: 53}, keys={CHANGELOG: {b"c3"}})
+    source = FakeSource([records(CHECKOUTS, range(0, 2))])
+    loop = make_loop(processor, sink)
+    loop.states = states
+
+    async def scenario() -> None:
+        await loop.run(source)
+        await loop.on_revoked()
+
+    asyncio.run(scenario())
+    assert states.read == [[Gap(CHANGELOG, 50, 53)]]
+    assert processor.rewritten == [{CHANGELOG: {b"c3"}}]
+
+
+def test_a_revoked_owner_whose_partitions_nobody_else_wrote_reads_nothing() -> None:
+    processor, sink = FakeProcessor(), FakeSink(expects={CHANGELOG: 50})
+    states = FakeStates(ends_now={CHANGELOG: 50})
+    source = FakeSource([records(CHECKOUTS, range(0, 2))])
+    loop = make_loop(processor, sink)
+    loop.states = states
+
+    async def scenario() -> None:
+        await loop.run(source)
+        await loop.on_revoked()
+
+    asyncio.run(scenario())
+    assert states.read == [] and processor.rewritten == []
+    assert source.membership_checks == 0
+
+
 def test_a_partition_whose_first_records_start_past_its_committed_offset_is_rewound() -> None:
     # No offset committed: the first records must be the log's first ones. A
     # consumer that kept its position past a dropped batch is sent back.
@@ -471,9 +653,9 @@ def test_the_loop_tells_where_its_time_goes_phase_by_phase() -> None:
             super().confirmed(delivered)
 
     class SlowSink(FakeSink):
-        async def flush(self) -> dict[TopicPartition, int]:
+        async def flush(self, fence: Any = None) -> dict[TopicPartition, int]:
             await asyncio.sleep(0.15)
-            return await super().flush()
+            return await super().flush(fence)
 
     class SlowSource(FakeSource):
         async def commit(self, offsets: Mapping[TopicPartition, int]) -> None:

@@ -424,3 +424,93 @@ def test_the_worker_command_names_every_topic_it_created_to_the_producer(
     existing = faust_bridge.HitrunProducer.existing
     assert {settings.changelog_topic, settings.leader_topic} <= existing
     assert existing == {spec.name for spec in topics.topic_specs(settings)}
+
+
+class _Coordinator:
+    """aiokafka's group coordinator as `check_membership` uses it: the coordinator answers
+    each heartbeat with the next error code (or raises the next exception)."""
+
+    group_id = "g"
+    generation = 7
+    member_id = "m-1"
+
+    def __init__(self, answers: list[int | BaseException]) -> None:
+        self.answers = answers
+        self.requests: list[Any] = []
+
+    async def _send_req(self, request: Any) -> Any:
+        self.requests.append(request)
+        answer = self.answers.pop(0)
+        if isinstance(answer, BaseException):
+            raise answer
+        return SimpleNamespace(error_code=answer)
+
+
+def _membership_source(coordinator: _Coordinator) -> faust_bridge.FaustSource:
+    class Thread:
+        def _ensure_consumer(self) -> Any:
+            return SimpleNamespace(_coordinator=coordinator)
+
+        async def call_thread(self, method: Any) -> Any:
+            return await method()
+
+    return _source_of(SimpleNamespace(_thread=Thread()))
+
+
+@pytest.mark.parametrize(
+    ("code", "outcome"),
+    [
+        (0, None),  # a member of its generation
+        (27, None),  # rebalancing: still a member until it rejoins or is removed
+        (25, faust_bridge.Fenced),  # UNKNOWN_MEMBER_ID: removed after its session timed out
+        (22, faust_bridge.Fenced),  # ILLEGAL_GENERATION: the group moved on
+        (15, aiokafka.errors.GroupCoordinatorNotAvailableError),  # cannot tell: retried
+    ],
+)
+def test_a_membership_check_is_a_heartbeat_of_the_workers_own_generation(
+    code: int, outcome: type[BaseException] | None
+) -> None:
+    coordinator = _Coordinator([code])
+    check = _membership_source(coordinator).check_membership()
+    if outcome is None:
+        asyncio.run(check)
+    else:
+        with pytest.raises(outcome):
+            asyncio.run(check)
+    (request,) = coordinator.requests
+    assert (request._group, request._generation_id, request._member_id) == ("g", 7, "m-1")
+
+
+def test_a_membership_check_the_broker_cannot_answer_raises_its_error() -> None:
+    coordinator = _Coordinator([aiokafka.errors.KafkaConnectionError()])
+    with pytest.raises(aiokafka.errors.KafkaConnectionError):
+        asyncio.run(_membership_source(coordinator).check_membership())
+
+
+def test_aiokafkas_coordinator_has_what_the_membership_check_uses() -> None:
+    from aiokafka.consumer.group_coordinator import GroupCoordinator
+
+    assert inspect.iscoroutinefunction(GroupCoordinator._send_req)
+    assert {"group_id", "generation", "member_id"} <= set(
+        inspect.getsource(GroupCoordinator.__init__).replace("self.", " ").split()
+    )
+    assert aiokafka.errors.RebalanceInProgressError.errno == 27
+
+
+def test_the_recovery_keeps_each_active_changelog_partitions_end_less_one() -> None:
+    # `recovered_ends` reads it to know where the worker's first state record of each
+    # partition should land (streams/repair.py).
+    assert "value - 1" in inspect.getsource(Recovery._build_highwaters)
+    assert "active_highwaters" in inspect.getsource(Recovery)
+    tables = SimpleNamespace(
+        recovery=SimpleNamespace(
+            active_highwaters={
+                faust.types.TP("changelog", 0): 41,
+                faust.types.TP("changelog", 1): -1,  # empty
+            }
+        )
+    )
+    assert faust_bridge.recovered_ends(SimpleNamespace(tables=tables)) == {  # type: ignore[arg-type]
+        aiokafka.TopicPartition("changelog", 0): 42,
+        aiokafka.TopicPartition("changelog", 1): 0,
+    }

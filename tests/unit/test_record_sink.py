@@ -6,11 +6,13 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaConnectionError
 
+from hitrun.streams.faust_bridge import Fenced
 from hitrun.streams.partitioning import partition_for_key
-from hitrun.streams.sink import OutRecord, RecordSink
+from hitrun.streams.sink import Gap, OutRecord, RecordSink
 
 
 @dataclass
@@ -148,6 +150,72 @@ def test_state_records_are_sent_only_after_every_output_is_delivered() -> None:
         last = await sink.flush()  # the broker is back: both go, the alert first
         assert [t for t, _, _ in producer.sent] == ["alerts", "alerts", "changelog"]
         assert set(last) == {TopicPartition("alerts", 1), TopicPartition("changelog", 0)}
+
+    asyncio.run(run())
+
+
+def test_the_fence_is_asked_after_the_outputs_and_a_refusal_keeps_the_state_records_unsent() -> (
+    None
+):
+    sink = RecordSink(
+        {"bootstrap_servers": ["127.0.0.1:1"]}, client_id="t", state_topics=frozenset({"changelog"})
+    )
+    producer = FakeProducer(room=10, partitions=2)
+    sink._producer = producer  # type: ignore[assignment]
+    asked: list[list[str]] = []
+    refuse = [True]
+
+    async def fence() -> None:
+        asked.append([topic for topic, _, _ in producer.sent])
+        if refuse[0]:
+            raise Fenced("another worker owns the partition now")
+
+    async def run() -> None:
+        sink.put(OutRecord("changelog", b"c1", b"state", partition=0))
+        sink.put(OutRecord("alerts", b"c1", b"alert", partition=1))
+        with pytest.raises(Fenced):
+            await sink.flush(fence)
+        # Asked once the alert was delivered; the state record was never sent.
+        assert asked == [["alerts"]]
+        assert [t for t, _, _ in producer.sent] == ["alerts"]
+        refuse[0] = False
+        last = await sink.flush(fence)  # still a member: only the state record is left to send
+        assert [t for t, _, _ in producer.sent] == ["alerts", "changelog"]
+        assert set(last) == {TopicPartition("alerts", 1), TopicPartition("changelog", 0)}
+        # A flush without state records does not ask.
+        sink.put(OutRecord("alerts", b"c2", b"alert", partition=0))
+        await sink.flush(fence)
+        assert len(asked) == 2
+
+    asyncio.run(run())
+
+
+def test_state_records_that_do_not_land_where_expected_mark_another_writers_gap() -> None:
+    # Only state partitions are watched: this worker is their one writer.
+    sink = RecordSink(
+        {"bootstrap_servers": ["127.0.0.1:1"]}, client_id="t", state_topics=frozenset({"changelog"})
+    )
+    producer = FakeProducer(room=2, partitions=2)  # every log starts at offset 100
+    sink._producer = producer  # type: ignore[assignment]
+    changelog = TopicPartition("changelog", 0)
+    sink.expect(changelog, 97)  # the recovery read up to 97; 97-99 came from someone else
+    sink.expect(TopicPartition("changelog", 1), 100)
+
+    async def run() -> None:
+        for n in range(3):  # two record batches: 100-101, 102
+            sink.put(OutRecord("changelog", b"c%d" % n, b"state", partition=0))
+        sink.put(OutRecord("changelog", b"d", b"state", partition=1))
+        sink.put(OutRecord("alerts", b"c1", b"alert", partition=0))  # not a state partition
+        await sink.flush()
+        assert sink.take_gaps() == [Gap(changelog, 97, 100)]
+        assert sink.take_gaps() == []
+        assert sink.expected() == {changelog: 103, TopicPartition("changelog", 1): 101}
+        producer.ends["changelog", 0] = 105  # another writer: 103-104
+        sink.put(OutRecord("changelog", b"c1", b"state", partition=0))
+        await sink.flush()
+        assert sink.take_gaps() == [Gap(changelog, 103, 105)]
+        sink.discard()  # a rebalance: expect nothing until the next recovery says
+        assert sink.expected() == {}
 
     asyncio.run(run())
 
