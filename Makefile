@@ -39,7 +39,7 @@ tmux:
 unit: $(STAMP)
 	$(PY) -m pytest tests/unit
 
-## chaos: long chaos run: workers killed at random and the broker stopped, compared with a clean run
+## chaos: long chaos run: workers killed or stalled at random and the broker stopped, compared with a clean run
 chaos: $(STAMP) kafka
 	$(PY) -m hitrun.dev.chaos --long $(CHAOS_ARGS)
 

@@ -2,8 +2,9 @@
 
 A clean run and a chaos run get the same input on topics of their own (each
 its own app id and consumer group). In the chaos run one of two workers is
-SIGKILLed at random moments and restarted at once, or the broker is stopped
-for a while and started again while the workers keep running. When both runs
+SIGKILLed at random moments and restarted at once, or stalled (SIGSTOP) past
+its session timeout and woken again, or the broker is stopped for a while and
+started again while the workers keep running. When both runs
 have committed every input record, their alerts are compared alert for
 alert, by `alert_id` and body.
 
@@ -18,6 +19,7 @@ import argparse
 import asyncio
 import random
 import shutil
+import signal
 import sys
 import tempfile
 import threading
@@ -81,6 +83,8 @@ class Report:
     kills: int
     outages: int
     alert_types: Counter[str] = field(default_factory=Counter)
+    # Workers stalled past their session timeout and woken again (`pauser`).
+    pauses: int = 0
     examples: list[str] = field(default_factory=list)
     # Blacklistings of the clean run that rest on a link (docs/detection.md, the
     # policies `linked_accounts: blacklist` and `linked_strikes: shared`).
@@ -108,13 +112,14 @@ class Report:
             f"{self.mode:<8} {self.inputs:>7} {self.applied:>7} {self.dead_lettered:>6} "
             f"{self.clean_alerts:>7} {len(self.lost):>5} {len(self.extra):>5} "
             f"{self.duplicated:>5} {len(self.differing):>5} {self.status_differing:>6} "
-            f"{self.kills:>5} {self.outages:>7}"
+            f"{self.kills:>5} {self.outages:>7} {self.pauses:>6}"
         )
 
 
 HEADER = (
     f"{'mode':<8} {'inputs':>7} {'applied':>7} {'dead':>6} {'alerts':>7} {'lost':>5} "
-    f"{'extra':>5} {'dupl':>5} {'diff':>5} {'status':>6} {'kills':>5} {'outages':>7}"
+    f"{'extra':>5} {'dupl':>5} {'diff':>5} {'status':>6} {'kills':>5} {'outages':>7} "
+    f"{'pauses':>6}"
 )
 
 
@@ -303,12 +308,14 @@ def run(
     timeout: float = 600.0,
     partitioner: str = "murmur2",
     settings_env: Mapping[str, str] | None = None,
+    rate: float = 0.0,
 ) -> tuple[Outputs, int]:
     """Publish `traffic` to a fresh run of two workers, disturbed by `disturb` meanwhile.
 
     `partitioner`: how the producer places keyed messages (streams/publisher.py);
     "crc32" (librdkafka's default) puts most of them in another partition than
-    their customer's, for the workers to reroute.
+    their customer's, for the workers to reroute. `rate`: messages a second
+    (0: as fast as the broker takes them).
     """
     env = run_env(bootstrap, workdir, mode, label) | dict(settings_env or {})
     settings = Settings.from_env(env)
@@ -322,7 +329,9 @@ def run(
     sent: list[int] = []
 
     def publish_all() -> None:
-        sent.append(asyncio.run(publish(settings, traffic, partitioner=partitioner)).sent)
+        sent.append(
+            asyncio.run(publish(settings, traffic, partitioner=partitioner, rate=rate)).sent
+        )
 
     try:
         asyncio.run(ensure_topics(settings))
@@ -481,6 +490,29 @@ def killer(kills: int, seed: int, gap: tuple[float, float]) -> Disturb:
     return disturb
 
 
+def pauser(pauses: int, seed: int, pause_s: float, gap: tuple[float, float]) -> Disturb:
+    """SIGSTOP one of the workers at random moments for `pause_s` seconds (longer than the
+    session timeout: the group gives its partitions to the other), then SIGCONT it: it
+    wakes with the batch it had in hand, as after a long stall of the process or the
+    machine, and rejoins."""
+
+    def disturb(group: Group) -> int:
+        rng = random.Random(seed)
+        for _ in range(pauses):
+            time.sleep(rng.uniform(*gap))
+            process = group.workers[rng.randrange(len(group.workers))].process
+            if process is None:
+                raise RuntimeError("a worker to pause was never started")
+            process.send_signal(signal.SIGSTOP)
+            try:
+                time.sleep(pause_s)
+            finally:
+                process.send_signal(signal.SIGCONT)
+        return pauses
+
+    return disturb
+
+
 def outage(broker: LocalKafka, after_s: float, down_s: float) -> Disturb:
     """Stop the broker `after_s` into the run for `down_s` seconds, then start it again."""
 
@@ -532,6 +564,24 @@ def chaos_kills(
     return compare(mode, clean, chaos, kills=done, outages=0)
 
 
+def chaos_pauses(
+    bootstrap: str, workdir: Path, transactions: int, pauses: int, seed: int, rate: float
+) -> Report:
+    """A clean replay and one whose workers are stalled past their session timeout
+    `pauses` times (`pauser`): the stalled worker's batch must not undo its successor's.
+
+    The stalled run's input is published at `rate` messages a second, so that
+    records keep coming while a stalled worker wakes, and after it has taken
+    partitions back: what it does then shows whether its store is whole.
+    """
+    traffic = replay_input(transactions, seed, workdir)
+    clean, _ = run(bootstrap, workdir, "replay", traffic, "clean")
+    # Stalled for twice the session timeout (run_env: 6 s), a second or two apart.
+    stalls = pauser(pauses, seed, 12.0, (0.5, 2.0))
+    paused, done = run(bootstrap, workdir, "replay", traffic, "pauses", stalls, rate=rate)
+    return replace(compare("replay", clean, paused, kills=0, outages=0), mode="pauses", pauses=done)
+
+
 def chaos_outage(workdir: Path, size: int, down_s: float, seed: int) -> Report:
     """A clean run and a run whose broker (its own) is stopped for `down_s` seconds."""
     traffic = live_input(size, seed)
@@ -559,6 +609,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bootstrap", default=None, help="an existing broker for the kill runs")
     args = parser.parse_args(argv)
     transactions, kills, down_s = (30_000, 20, 30.0) if args.long else (5_000, 5, 10.0)
+    # Stalls of 12-14 s one after another, while the input still comes in.
+    pauses, rate = (6, 700.0) if args.long else (2, 2_000.0)
     reports: list[Report] = []
     with ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="hitrun-chaos-")))
@@ -589,6 +641,8 @@ def main(argv: list[str] | None = None) -> int:
             )
             reports.append(replace(policies, mode="policies"))
             print(f"chaos: {reports[-1].line()}", flush=True)
+        reports.append(chaos_pauses(bootstrap, workdir, transactions, pauses, args.seed, rate=rate))
+        print(f"chaos: {reports[-1].line()}", flush=True)
         reports.append(chaos_outage(workdir, 2 * transactions, down_s, args.seed))
         equal = all(r.equal for r in reports)
         if not equal:

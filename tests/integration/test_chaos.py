@@ -1,4 +1,5 @@
-"""Chaos, short version: workers SIGKILLed at random and a broker outage change no alert.
+"""Chaos, short version: workers SIGKILLed or stalled at random and a broker outage change no
+alert.
 
 Each test compares a disturbed run with a clean run of the same input (dev/chaos.py),
 alert for alert by alert_id and body; `make chaos` runs the long version.
@@ -9,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from bench.links import traffic_of
-from hitrun.dev.chaos import LINK_POLICIES, Report, chaos_kills, chaos_outage
+from hitrun.dev.chaos import LINK_POLICIES, Report, chaos_kills, chaos_outage, chaos_pauses
 
 KILLS = 5
 
@@ -111,6 +112,18 @@ def test_with_blacklistings_through_links_two_clean_runs_send_the_same_alerts(
     assert report.duplicated == 0
     assert report.through_links >= 10
     assert report.alert_types["linked_account_flagged"] >= 10
+
+
+def test_workers_stalled_past_their_session_timeout_change_no_alert(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    # A stalled worker (SIGSTOP, then SIGCONT) wakes with a batch for partitions the
+    # group has given to the other worker meanwhile. Written after its successor's,
+    # its state records undid the successor's work, and its own store claimed to
+    # hold them: thousands of alerts lost or extra once it took partitions back.
+    report = chaos_pauses(kafka_bootstrap, tmp_path, 20_000, pauses=2, seed=21, rate=2_000.0)
+    assert report.pauses == 2
+    assert_same_alerts(report)
 
 
 def test_a_broker_outage_longer_than_the_session_timeout_changes_no_alert(
