@@ -26,6 +26,11 @@ class Sink:
 
     def __init__(self) -> None:
         self.records: list[OutRecord] = []
+        # Where the agent expects its next state record of each partition to land.
+        self.expected: dict[TopicPartition, int] = {}
+
+    def expect(self, tp: TopicPartition, offset: int) -> None:
+        self.expected[tp] = offset
 
     def put(self, record: OutRecord) -> None:
         self.records.append(record)
