@@ -2031,6 +2031,7 @@ sink = RecordSink(
     state_topics=frozenset({changelog_topic_name}),
 )
 
+changelog_reader = ChangelogReader(settings)
 consume_loop = ConsumeLoop(
     CustomerProcessor(),
     sink,
@@ -2049,7 +2050,7 @@ consume_loop = ConsumeLoop(
     on_fatal=stop_without_commit,
     spent=lambda phase, seconds: metrics.loop_phase(phase).inc(seconds),
     fenced=metrics.fenced_batches.inc,
-    states=ChangelogReader(settings),
+    states=changelog_reader,
     overwritten=metrics.overwritten_states.inc,
 )
 faust_bridge.install(app, consume_loop)
@@ -2061,3 +2062,4 @@ app.topics.add(input_topic)
 async def _on_shutdown(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
     alert_log.flush(force=True)
     await sink.stop()
+    await changelog_reader.stop()

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from aiokafka import TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from hitrun.streams.config import Settings
 from hitrun.streams.sink import Gap
@@ -24,19 +24,28 @@ from hitrun.streams.topics import committed_reader, read_from
 
 
 class ChangelogReader:
-    """Reads the state partitions' ends and the keys written in gaps (a consumer of its own,
-    no group, started for each read: gaps are rare)."""
+    """Reads the state partitions' ends (asked at every revocation: a consumer of its own,
+    no group, kept between revocations) and the keys written in gaps (rare: a consumer
+    started for each)."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self._consumer: AIOKafkaConsumer | None = None
 
     async def ends(self, tps: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
         """The end offset of each partition."""
-        consumer = await committed_reader(self.settings)
+        if self._consumer is None:
+            self._consumer = await committed_reader(self.settings)
         try:
-            ends: dict[TopicPartition, int] = await consumer.end_offsets(list(tps))
-            return ends
-        finally:
+            ends: dict[TopicPartition, int] = await self._consumer.end_offsets(list(tps))
+        except BaseException:
+            await self.stop()  # a new one next time
+            raise
+        return ends
+
+    async def stop(self) -> None:
+        consumer, self._consumer = self._consumer, None
+        if consumer is not None:
             await consumer.stop()
 
     async def keys_in(self, gaps: Iterable[Gap]) -> dict[TopicPartition, set[bytes]]:
