@@ -128,8 +128,12 @@ class RecordSink:
 
     def expect(self, tp: TopicPartition, offset: int) -> None:
         """This worker has read state partition `tp` up to `offset` (exclusive): its next
-        record there should land at `offset`, unless another writer comes in between."""
-        self._next_state[tp] = offset
+        record there should land at `offset`, unless another writer comes in between.
+
+        A batch may be published before the assignment's tables count as recovered (and
+        so before this is called): the expectation its records left stands.
+        """
+        self._next_state[tp] = max(offset, self._next_state.get(tp, offset))
 
     def expected(self) -> dict[TopicPartition, int]:
         """Per state partition, the offset this worker's next record there should get."""
