@@ -466,17 +466,7 @@ class ConsumeLoop:
     async def _still_member(self, source: Source) -> None:
         """Raise `Fenced` unless the group coordinator counts this worker a member (asked
         again while it cannot answer)."""
-        delays = self.backoff.delays()
-        while True:
-            try:
-                await source.check_membership()
-                return
-            except Fenced:
-                raise
-            except Exception as exc:
-                if not retriable(exc):
-                    raise BatchFailed(f"asking the group coordinator failed: {exc!r}") from exc
-                await asyncio.sleep(next(delays))
+        await self._retried(source.check_membership)
 
     async def _write_over(self, source: Source, gaps: list[Gap]) -> None:
         """Write this worker's stored value of every key another writer wrote in `gaps` over
@@ -498,15 +488,17 @@ class ConsumeLoop:
             await self._publish(source)
             gaps = self.sink.take_gaps()
 
-    async def _retried(self, read: Callable[[], Awaitable[Any]]) -> Any:
-        """`read()`, again with backoff while the broker is away."""
+    async def _retried(self, ask: Callable[[], Awaitable[Any]]) -> Any:
+        """`ask()`, again with backoff while the broker is away; `Fenced` goes through."""
         delays = self.backoff.delays()
         while True:
             try:
-                return await read()
+                return await ask()
+            except Fenced:
+                raise
             except Exception as exc:
                 if not retriable(exc):
-                    raise BatchFailed(f"reading the state partitions failed: {exc!r}") from exc
+                    raise BatchFailed(f"asking the broker failed: {exc!r}") from exc
                 await asyncio.sleep(next(delays))
 
     async def _write_over_before_leaving(self, source: Source) -> None:

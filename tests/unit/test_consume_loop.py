@@ -491,9 +491,10 @@ def test_a_worker_whose_records_landed_after_another_writers_drops_its_batch() -
     asyncio.run(scenario())
 
 
-def test_a_revoked_owner_writes_over_records_another_writer_put_after_its_last() -> None:
+def revoked_after_a_batch(states: FakeStates) -> tuple[FakeProcessor, FakeSource]:
+    """An owner that expects its next record of CHANGELOG at 50 applies a batch, then its
+    partitions are revoked."""
     processor, sink = FakeProcessor(), FakeSink(expects={CHANGELOG: 50})
-    states = FakeStates(ends_now={CHANGELOG: 53}, keys={CHANGELOG: {b"c3"}})
     source = FakeSource([records(CHECKOUTS, range(0, 2))])
     loop = make_loop(processor, sink)
     loop.states = states
@@ -503,22 +504,19 @@ def test_a_revoked_owner_writes_over_records_another_writer_put_after_its_last()
         await loop.on_revoked()
 
     asyncio.run(scenario())
+    return processor, source
+
+
+def test_a_revoked_owner_writes_over_records_another_writer_put_after_its_last() -> None:
+    states = FakeStates(ends_now={CHANGELOG: 53}, keys={CHANGELOG: {b"c3"}})
+    processor, _ = revoked_after_a_batch(states)
     assert states.read == [[Gap(CHANGELOG, 50, 53)]]
     assert processor.rewritten == [{CHANGELOG: {b"c3"}}]
 
 
 def test_a_revoked_owner_whose_partitions_nobody_else_wrote_reads_nothing() -> None:
-    processor, sink = FakeProcessor(), FakeSink(expects={CHANGELOG: 50})
     states = FakeStates(ends_now={CHANGELOG: 50})
-    source = FakeSource([records(CHECKOUTS, range(0, 2))])
-    loop = make_loop(processor, sink)
-    loop.states = states
-
-    async def scenario() -> None:
-        await loop.run(source)
-        await loop.on_revoked()
-
-    asyncio.run(scenario())
+    processor, source = revoked_after_a_batch(states)
     assert states.read == [] and processor.rewritten == []
     assert source.membership_checks == 0
 
