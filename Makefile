@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test unit lint chaos bench bench-core bench-scale bench-lateness bench-replay bench-risk bench-links bench-startup bench-broker kafka kafka-start kafka-stop promtool tmux clean
+.PHONY: demo test unit lint chaos bench bench-core bench-scale bench-lateness bench-replay bench-risk bench-links bench-startup bench-broker kafka kafka-start kafka-stop promtool tmux faketime clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -19,7 +19,7 @@ demo: $(STAMP) kafka
 	$(PY) -m hitrun.dev.demo
 
 ## test: the whole suite, integration tests included, against a real local broker
-test: $(STAMP) kafka promtool tmux
+test: $(STAMP) kafka promtool tmux faketime
 	$(PY) -m pytest
 
 # The operations tests need promtool and a Prometheus server: Debian's package.
@@ -35,6 +35,13 @@ tmux:
 		if [ "$$(id -u)" = 0 ]; then \
 			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tmux; \
 		else echo "install tmux for the demo's test"; exit 1; fi; }
+
+# A worker whose system clock is wrong runs under libfaketime in a test: Debian's package.
+faketime:
+	@ls /usr/lib/*/faketime/libfaketimeMT.so.1 >/dev/null 2>&1 || { \
+		if [ "$$(id -u)" = 0 ]; then \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libfaketime; \
+		else echo "install Debian's libfaketime for the worker clock test"; exit 1; fi; }
 
 unit: $(STAMP)
 	$(PY) -m pytest tests/unit

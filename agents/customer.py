@@ -85,6 +85,7 @@ from hitrun.streams.app import (
     metrics,
     settings,
 )
+from hitrun.streams.brokertime import broker_time
 from hitrun.streams.clock import (
     ClockRecord,
     DeadlineIndex,
@@ -508,7 +509,7 @@ class PartitionTimers:
     def heard_from(self, number: int, sources: Mapping[int, datetime | None]) -> None:
         """A mark was read: take its progress and notice the sources that went silent."""
         now = time.monotonic()
-        believable = datetime.now(UTC) + MAX_CLOCK_SKEW
+        believable = broker_time.now() + MAX_CLOCK_SKEW
         for source, at in sources.items():
             if at is None:
                 continue  # its owner has read nothing of it yet (just assigned, recovering)
@@ -1164,7 +1165,7 @@ def advance_customer(partition: PartitionTimers, customer_id: str, now: datetime
     if unlinked:
         publish_links(customer_id, unlinked)
     if not REPLAY:
-        wall = datetime.now(UTC)
+        wall = broker_time.now()
         for effect in effects:
             if isinstance(effect, (SendReminder, RecordStrike)):
                 metrics.timer_lateness.observe(max((wall - effect.at).total_seconds(), 0.0))
@@ -1256,7 +1257,7 @@ def apply_to_customer(
         publish_links(customer_id, unlinked)
     metrics.count_input(msg.topic, event.type, "duplicate" if duplicate else "processed")
     if not REPLAY:  # a replayed event's lag is its age
-        lag = (datetime.now(UTC) - event.occurred_at).total_seconds()
+        lag = (broker_time.now() - event.occurred_at).total_seconds()
         metrics.event_lag.observe(max(lag, 0.0))
 
 
@@ -1340,7 +1341,7 @@ def observe_retention(
 def from_future(msg: RawMessage, at: datetime, what: str) -> bool:
     """Live, whether `at` is further ahead of the worker's clock than HITRUN_MAX_CLOCK_SKEW
     allows: then `msg` is dead-lettered as `from_future`."""
-    if REPLAY or at <= datetime.now(UTC) + MAX_CLOCK_SKEW:
+    if REPLAY or at <= broker_time.now() + MAX_CLOCK_SKEW:
         return False
     error = FromFuture(
         f"{what} {at.isoformat()} is more than {MAX_CLOCK_SKEW} ahead "
@@ -1453,7 +1454,7 @@ def dispatch(msg: RawMessage, verdict: Verdict, partition: PartitionTimers) -> N
     if type(verdict) is Accepted:
         accept(msg, verdict.event, partition)
     elif isinstance(verdict, Reroute):
-        if ALIGN_SOURCES and verdict.at <= datetime.now(UTC) + MAX_CLOCK_SKEW:
+        if ALIGN_SOURCES and verdict.at <= broker_time.now() + MAX_CLOCK_SKEW:
             read = partition.rerouted_to
             if msg.topic not in read or verdict.at > read[msg.topic]:
                 read[msg.topic] = verdict.at
@@ -1532,7 +1533,7 @@ def queue_marks(caught_up: CaughtUp, owned: Iterable[int]) -> None:
     Queued after the batch's reroutes, so each mark follows in its partition
     every event rerouted before it.
     """
-    wall = datetime.now(UTC)
+    wall = broker_time.now()
     reached = {number: read_progress(number, caught_up, wall) for number in sorted(owned)}
     # Every partition gets a mark, one without sources too: that marks arrive at all
     # tells a partition that a silent source is silent, not the broker away.
@@ -2029,7 +2030,15 @@ sink = RecordSink(
     client_options(settings),
     client_id=f"{settings.app_id}-sink",
     state_topics=frozenset({changelog_topic_name}),
+    clock=broker_time,
+    # A mark vouching for nothing: the broker's time is read from its delivery before
+    # anything else is written, or a tick moved a clock.
+    probe=OutRecord(
+        settings.reroute_topic, None, progress.encode_mark({}), 0, progress.MARK_HEADERS
+    ),
 )
+
+metrics.wall_clock_offset.set_function(broker_time.offset_s)
 
 changelog_reader = ChangelogReader(settings)
 consume_loop = ConsumeLoop(
@@ -2052,6 +2061,7 @@ consume_loop = ConsumeLoop(
     fenced=metrics.fenced_batches.inc,
     states=changelog_reader,
     overwritten=metrics.overwritten_states.inc,
+    wall_ms=broker_time.now_ms,
 )
 faust_bridge.install(app, consume_loop)
 # The input topics are subscribed through the conductor, like an agent's would be.

@@ -187,9 +187,15 @@ class InvalidCommand(ValueError):
 
 
 def new_command(
-    key: bytes, action: str, signer: str, fields: Mapping[str, Any], ttl: timedelta
+    key: bytes,
+    action: str,
+    signer: str,
+    fields: Mapping[str, Any],
+    ttl: timedelta,
+    now: datetime | None = None,
 ) -> dict[str, Any]:
-    """A fresh admin command for `action`, signed by `signer` now and checked against the contract.
+    """A fresh admin command for `action`, signed by `signer` at `now` (default: the system
+    clock's) and checked against the contract.
 
     Raises InvalidCommand when a field breaks the contract.
     """
@@ -199,7 +205,7 @@ def new_command(
         "action": action,
         **{k: v for k, v in fields.items() if v is not None},
     }
-    signed = sign_command(key, command, signer, datetime.now(UTC), ttl)
+    signed = sign_command(key, command, signer, now or datetime.now(UTC), ttl)
     try:
         # On a copy: the validator fills in defaults, which the signature does not cover.
         compiled_validator("admin_action_requested.v1")(dict(signed))

@@ -74,6 +74,9 @@ class Processor(Protocol):
 
 
 class Sink(Protocol):
+    async def start(self) -> None:
+        """Connect (and read the broker's time: streams/brokertime.py)."""
+
     async def flush(
         self, fence: Callable[[], Awaitable[None]] | None = None
     ) -> dict[TopicPartition, int]: ...
@@ -159,6 +162,10 @@ def _not_told(count: int) -> None:
     pass
 
 
+def _system_ms() -> int:
+    return int(time.time() * 1000)
+
+
 def retriable(exc: BaseException) -> bool:
     """Is `exc` the broker being away (retry) rather than a refusal that will not change?"""
     if isinstance(exc, KafkaError):
@@ -190,6 +197,7 @@ class ConsumeLoop:
         fenced: Callable[[], None] = _not_counted,
         states: StateReader | None = None,
         overwritten: Callable[[int], None] = _not_told,
+        wall_ms: Callable[[], int] = _system_ms,
     ) -> None:
         self.processor = processor
         self.sink = sink
@@ -209,6 +217,8 @@ class ConsumeLoop:
         # worker's (`_write_over`); told how many keys were written over.
         self.states = states
         self.overwritten = overwritten
+        # Wall time for live ticks, in epoch ms (the worker's: the broker's clock).
+        self.wall_ms = wall_ms
         self.status = LoopStatus()
         self._lock = asyncio.Lock()
         # Bumped by every rebalance: a batch fetched in an older epoch is dropped.
@@ -231,6 +241,12 @@ class ConsumeLoop:
     async def run(self, source: Source) -> None:
         """Fetch, apply, publish and commit until the consumer stops."""
         self._source = source
+        try:
+            # Before the first record is applied or tick taken: the sink reads the time.
+            await self._retried(self.sink.start)
+        except BatchFailed as exc:
+            self.on_fatal(exc.__cause__ or exc)
+            return
         while not source.stopping():
             epoch = self._epoch
             if epoch == self._fenced_epoch:
@@ -407,7 +423,7 @@ class ConsumeLoop:
         if now - self._last_tick < self.tick_interval_s:
             return False
         self._last_tick = now
-        wall_ms = int(time.time() * 1000)
+        wall_ms = self.wall_ms()
         ticked = False
         for partition in sorted(source.owned_partitions(self.clock_topics[0])):
             if self.caught_up(source, partition):

@@ -187,6 +187,12 @@ class Metrics:
             registry=registry,
         )
         self.processing_error = Children(self.processing_errors)
+        self.wall_clock_offset = Gauge(
+            "hitrun_wall_clock_offset_seconds",
+            "How far the worker's system clock is ahead of the broker's (behind: negative); "
+            "the worker runs on the broker's (NaN until it has read it).",
+            registry=registry,
+        )
         self.held_events = Gauge(
             "hitrun_held_events",
             "Events read but held until the partition's other input topics have passed their "

@@ -8,19 +8,27 @@ builds one Kafka record batch per topic partition, sends each with a single
 `send_batch`, and waits until the broker has acknowledged every one of them.
 The agent acknowledges its input batch only after that, so a committed offset
 never runs ahead of the records it produced, whatever Faust's producer does.
+
+Records are stamped with the broker's time (streams/brokertime.py), which
+the sink reads from each delivery to a LogAppendTime topic and, before its
+first flush, from a probe record.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, cast
 
 import msgspec
 from aiokafka import AIOKafkaProducer, TopicPartition
 
+from hitrun.streams.brokertime import BrokerTime
 from hitrun.streams.partitioning import partition_for_key
+
+log = logging.getLogger(__name__)
 
 Headers = Sequence[tuple[str, bytes]]
 # A record batch handed to the producer: its partition, record count and delivery future.
@@ -56,6 +64,8 @@ class RecordSink:
         connection: Mapping[str, Any],
         client_id: str,
         state_topics: frozenset[str] = frozenset(),
+        clock: BrokerTime | None = None,
+        probe: OutRecord | None = None,
     ) -> None:
         # Keyword arguments for the producer: servers, TLS, SASL (streams/kafka_auth.py).
         self._connection = dict(connection)
@@ -66,6 +76,10 @@ class RecordSink:
         # input is processed again (the same alert ids), never the other way
         # round (state saying "done" for alerts that never reached the broker).
         self._state_topics = state_topics
+        # The broker's time, read from deliveries; it stamps the records sent. `probe`: a
+        # record sent once as the producer starts, so the time is read before any other.
+        self._clock = clock or BrokerTime()
+        self._probe = probe
         self._producer: AIOKafkaProducer | None = None
         self._records: list[OutRecord] = []
         # Records of a failed flush, by (topic, partition), and the offsets a
@@ -111,6 +125,27 @@ class RecordSink:
                 await producer.stop()  # its connections; the next flush starts a new one
                 raise
             self._producer = producer
+        if self._probe is not None:
+            await self._read_the_time(self._producer, self._probe)
+            self._probe = None
+
+    async def _read_the_time(self, producer: AIOKafkaProducer, probe: OutRecord) -> None:
+        """Send `probe` and read the broker's time from its delivery."""
+        delivered = await producer.send_and_wait(
+            probe.topic,
+            probe.value,
+            key=probe.key,
+            partition=probe.partition,
+            headers=list(probe.headers),
+        )
+        self._clock.heard(delivered.timestamp, delivered.timestamp_type)
+        if not self._clock.known:
+            log.warning(
+                "topic %s keeps the producers' times (message.timestamp.type=CreateTime), so "
+                "this worker cannot read the broker's clock and runs on its own: set it to "
+                "LogAppendTime (README, Operations)",
+                probe.topic,
+            )
 
     async def stop(self) -> None:
         producer, self._producer = self._producer, None
@@ -192,13 +227,14 @@ class RecordSink:
         undelivered = self._undelivered
         sent: list[tuple[tuple[str, int], list[Sent]]] = []
         failure: BaseException | None = None
+        stamp = self._clock.now_ms()
         for topic, partition in keys:
             group = undelivered[topic, partition]
             try:
                 sent.append(
                     (
                         (topic, partition),
-                        await send_partition(producer, topic, partition, group),
+                        await send_partition(producer, topic, partition, group, stamp),
                     )
                 )
             except Exception as exc:  # the broker is away: retried by the next flush
@@ -211,7 +247,9 @@ class RecordSink:
                 continue
             for (tp, count, _), delivered in zip(batches, outcomes, strict=True):
                 # A batch's delivery gives its base offset; its records follow it.
-                base = cast(Any, delivered).offset
+                metadata = cast(Any, delivered)
+                self._clock.heard(metadata.timestamp, metadata.timestamp_type)
+                base = metadata.offset
                 self._delivered[tp] = base + count - 1
                 if tp.topic in self._state_topics:
                     self._note_state_batch(tp, base, count)
@@ -237,27 +275,32 @@ class RecordSink:
 
 
 async def send_partition(
-    producer: AIOKafkaProducer, topic: str, partition: int, group: list[OutRecord]
+    producer: AIOKafkaProducer,
+    topic: str,
+    partition: int,
+    group: list[OutRecord],
+    timestamp_ms: int | None = None,
 ) -> list[Sent]:
     """Hand one partition's records to the producer, in order, in as few record batches as
-    they fit; returns each batch's partition, record count and delivery future."""
+    they fit, stamped `timestamp_ms` (None: the producer's clock); returns each batch's
+    partition, record count and delivery future."""
     tp = TopicPartition(topic, partition)
     sent: list[Sent] = []
     batch, count = producer.create_batch(), 0
     for record in group:
-        if not _append(batch, record):
+        if not _append(batch, record, timestamp_ms):
             sent.append((tp, count, await producer.send_batch(batch, topic, partition=partition)))
             batch, count = producer.create_batch(), 0
-            if not _append(batch, record):
+            if not _append(batch, record, timestamp_ms):
                 raise ValueError(f"a record for {topic} does not fit in an empty batch")
         count += 1
     sent.append((tp, count, await producer.send_batch(batch, topic, partition=partition)))
     return sent
 
 
-def _append(batch: Any, record: OutRecord) -> bool:
+def _append(batch: Any, record: OutRecord, timestamp_ms: int | None) -> bool:
     """Add the record to an aiokafka batch; False when the batch is full."""
     added = batch.append(
-        key=record.key, value=record.value, timestamp=None, headers=list(record.headers)
+        key=record.key, value=record.value, timestamp=timestamp_ms, headers=list(record.headers)
     )
     return added is not None

@@ -3,19 +3,28 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaConnectionError
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka.errors import KafkaConnectionError, KafkaError
 
 from hitrun.streams.config import Settings
 from hitrun.streams.kafka_auth import BrokerUnreachable, bootstrap_servers, client_options, started
 
+log = logging.getLogger(__name__)
+
 _TOPIC_ALREADY_EXISTS = 36
 _DAY_MS = 86_400_000
+# Configs hitrun sets on its topics that exist already (an upgrade): others (retention)
+# are the operator's to tune.
+ENFORCED_CONFIGS = frozenset({"message.timestamp.type"})
+# DescribeConfigs: a config set on the topic itself.
+_DYNAMIC_TOPIC_CONFIG = 1
 
 
 @dataclass(frozen=True)
@@ -38,7 +47,15 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     """Every topic the worker reads or writes."""
     n = settings.partitions
     specs = [TopicSpec(name, n) for name in settings.input_topics]
-    specs.append(TopicSpec(settings.reroute_topic, n, {"retention.ms": str(7 * _DAY_MS)}))
+    # Stamped by the broker's clock: the workers read its time from their writes to it
+    # (streams/brokertime.py).
+    specs.append(
+        TopicSpec(
+            settings.reroute_topic,
+            n,
+            {"retention.ms": str(7 * _DAY_MS), "message.timestamp.type": "LogAppendTime"},
+        )
+    )
     # The identity stage's input and output: each stage's state is in the table.
     specs.append(TopicSpec(settings.identity_topic, n, {"retention.ms": str(7 * _DAY_MS)}))
     specs.append(TopicSpec(settings.links_topic, n, {"retention.ms": str(7 * _DAY_MS)}))
@@ -107,6 +124,7 @@ async def ensure_topics(
         if created:
             await _wait_for_leaders(admin, created, within or 60.0)
         await _check_partition_counts(admin, specs)
+        await _enforce_configs(admin, [s for s in specs if s.name not in created])
         return created
     finally:
         await admin.close()
@@ -157,6 +175,67 @@ async def _create_missing(
 
 def _topic_errors(response: Any) -> list[tuple[Any, ...]]:
     return [tuple(entry) for entry in response.topic_errors]
+
+
+async def _enforce_configs(admin: AIOKafkaAdminClient, specs: list[TopicSpec]) -> None:
+    """Set ENFORCED_CONFIGS on existing topics that differ (created by an older version).
+
+    AlterConfigs replaces a topic's whole set of configs, so the ones set on the
+    topic are sent again with it. A principal without the right to alter topic
+    configs gets a warning; the worker says what it then lacks.
+    """
+    wanted = {s.name: {k: v for k, v in s.config.items() if k in ENFORCED_CONFIGS} for s in specs}
+    wanted = {name: configs for name, configs in wanted.items() if configs}
+    if not wanted:
+        return
+    try:
+        (described,) = await admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, name) for name in wanted]
+        )
+        changes = []
+        for error, _, _, name, entries in described.resources:
+            if error:
+                continue
+            present = {entry[0]: (entry[1], entry[3]) for entry in entries}
+            if all(present.get(k, (None, 0))[0] == v for k, v in wanted[name].items()):
+                continue
+            own = {
+                k: value
+                for k, (value, source) in present.items()
+                if source == _DYNAMIC_TOPIC_CONFIG
+            }
+            changes.append(ConfigResource(ConfigResourceType.TOPIC, name, {**own, **wanted[name]}))
+        if not changes:
+            return
+        for response in await admin.alter_configs(changes):
+            for error, message, _, name in response.resources:
+                if error:
+                    raise KafkaError(f"altering the configs of {name}: error {error} {message}")
+        for change in changes:
+            log.info("topic %s: set %s", change.name, wanted[change.name])
+        await _wait_for_configs(admin, {c.name: wanted[c.name] for c in changes})
+    except KafkaError as exc:
+        log.warning("could not set %s on existing topics: %r", sorted(wanted), exc)
+
+
+async def _wait_for_configs(
+    admin: AIOKafkaAdminClient, wanted: Mapping[str, Mapping[str, str]], within_s: float = 10.0
+) -> None:
+    """Until the broker describes each topic with the configs just set (applied through the
+    controller, they reach the broker a moment later)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within_s
+    resources = [ConfigResource(ConfigResourceType.TOPIC, name) for name in wanted]
+    while loop.time() < deadline:
+        (described,) = await admin.describe_configs(resources)
+        present = {
+            name: {entry[0]: entry[1] for entry in entries}
+            for _, _, _, name, entries in described.resources
+        }
+        if all(present.get(n, {}).get(k) == v for n, c in wanted.items() for k, v in c.items()):
+            return
+        await asyncio.sleep(0.1)
+    log.warning("topics %s do not show their new configs after %.0fs", sorted(wanted), within_s)
 
 
 async def _wait_for_leaders(admin: AIOKafkaAdminClient, names: list[str], within_s: float) -> None:

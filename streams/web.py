@@ -32,6 +32,7 @@ from hitrun.agents.why import explain
 from hitrun.streams import faust_bridge
 from hitrun.streams.app import admin_topic, app, settings
 from hitrun.streams.auth import OPERATOR, SUPPORT, Identity, InvalidCommand, Tokens, new_command
+from hitrun.streams.brokertime import broker_time
 from hitrun.streams.codec import encode
 
 log = logging.getLogger(__name__)
@@ -246,12 +247,22 @@ async def _admin_action(
         )
     fields = ({"shop_id": _ERASE_SHOP} if action == "erase" else {}) | body
     try:
+        # Dated by the worker's clock (the broker's), which its expiry is checked against.
         signed = new_command(
-            settings.admin_key.encode(), action, identity.name, fields, settings.admin_command_ttl
+            settings.admin_key.encode(),
+            action,
+            identity.name,
+            fields,
+            settings.admin_command_ttl,
+            broker_time.now(),
         )
     except InvalidCommand as exc:
         return self.json({"error": f"invalid request: {exc}"}, status=400)
-    await admin_topic.send(key=signed["customer_id"].encode(), value=encode(signed))
+    await admin_topic.send(
+        key=signed["customer_id"].encode(),
+        value=encode(signed),
+        timestamp=broker_time.now_ms() / 1000.0,
+    )
     log.info(
         "admin %s of customer %s requested by %s",
         action,

@@ -10,7 +10,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from hitrun.streams.config import Settings
@@ -25,12 +25,10 @@ async def layout(settings: Settings) -> tuple[dict[str, int], dict[str, Any]]:
     try:
         names = [settings.changelog_topic, settings.leader_topic]
         counts = {t["topic"]: len(t["partitions"]) for t in await admin.describe_topics(names)}
-        resource = ConfigResource(ConfigResourceType.TOPIC, settings.changelog_topic)
-        (response,) = await admin.describe_configs([resource])
-        entries = response.resources[0][4]
-        return counts, {entry[0]: entry[1] for entry in entries}
     finally:
         await admin.close()
+    configs = await configs_of(settings, settings.changelog_topic)
+    return counts, {name: value for name, (value, _) in configs.items()}
 
 
 def test_the_worker_topics_include_the_changelog_and_the_leader_topic(
@@ -42,3 +40,58 @@ def test_the_worker_topics_include_the_changelog_and_the_leader_topic(
     counts, config = asyncio.run(layout(settings))
     assert counts == {settings.changelog_topic: settings.partitions, settings.leader_topic: 1}
     assert config["cleanup.policy"] == "compact"
+
+
+async def configs_of(settings: Settings, topic: str) -> dict[str, tuple[str, int]]:
+    """The topic's configs: value and source (1: set on the topic)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        resource = ConfigResource(ConfigResourceType.TOPIC, topic)
+        for _ in range(50):  # a topic just created may not be described yet
+            (response,) = await admin.describe_configs([resource])
+            error, _, _, _, entries = response.resources[0]
+            if not error and entries:
+                return {entry[0]: (entry[1], entry[3]) for entry in entries}
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"topic {topic} not described: {response.resources}")
+    finally:
+        await admin.close()
+
+
+async def create_as_an_older_version_did(settings: Settings) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        # CreateTime (the default) and a retention an operator chose.
+        topic = NewTopic(
+            settings.reroute_topic,
+            settings.partitions,
+            1,
+            topic_configs={"retention.ms": "12345678"},
+        )
+        await admin.create_topics([topic])
+    finally:
+        await admin.close()
+
+
+def test_the_reroute_topic_is_stamped_by_the_broker_even_when_an_older_version_made_it(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """The workers read the broker's time from their writes to it (streams/brokertime.py)."""
+    fresh = settings_of(unique_env(kafka_bootstrap, tmp_path))
+    asyncio.run(ensure_topics(fresh))
+    configs = asyncio.run(configs_of(fresh, fresh.reroute_topic))
+    assert configs["message.timestamp.type"][0] == "LogAppendTime"
+
+    older = settings_of(unique_env(kafka_bootstrap, tmp_path))
+    asyncio.run(create_as_an_older_version_did(older))
+    assert asyncio.run(configs_of(older, older.reroute_topic))["message.timestamp.type"] == (
+        "CreateTime",
+        5,  # the broker's default
+    )
+    created = asyncio.run(ensure_topics(older))
+    assert older.reroute_topic not in created
+    configs = asyncio.run(configs_of(older, older.reroute_topic))
+    assert configs["message.timestamp.type"] == ("LogAppendTime", 1)
+    assert configs["retention.ms"] == ("12345678", 1)  # the operator's, kept

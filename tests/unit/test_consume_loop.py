@@ -39,6 +39,7 @@ class Record:
 class FakeProcessor:
     applied: list[tuple[str, int, int]] = field(default_factory=list)
     ticks: list[int] = field(default_factory=list)
+    tick_walls: list[int] = field(default_factory=list)
     holding: dict[TopicPartition, int] = field(default_factory=dict)
     confirmed_batches: int = 0
     resets: int = 0
@@ -57,6 +58,7 @@ class FakeProcessor:
 
     def tick(self, partition: int, wall_ms: int) -> None:
         self.ticks.append(partition)
+        self.tick_walls.append(wall_ms)
 
     def settle(self, caught_up: Any, owned: Any) -> bool:
         return False
@@ -88,6 +90,14 @@ class FakeSink:
     gaps: list[list[Gap]] = field(default_factory=list)
     expects: dict[TopicPartition, int] = field(default_factory=dict)
     found: list[Gap] = field(default_factory=list)
+    # Raised by `start`, one per call, before it succeeds.
+    start_failures: list[BaseException] = field(default_factory=list)
+    started: int = 0
+
+    async def start(self) -> None:
+        if self.start_failures:
+            raise self.start_failures.pop(0)
+        self.started += 1
 
     def take_gaps(self) -> list[Gap]:
         found, self.found = self.found, []
@@ -545,6 +555,34 @@ def test_live_ticks_move_only_partitions_whose_input_is_caught_up() -> None:
     )
     asyncio.run(make_loop(processor, sink, live=True).run(source))
     assert processor.ticks == [0]
+
+
+def test_the_sink_reads_the_time_before_anything_is_applied_and_ticks_take_the_workers_time() -> (
+    None
+):
+    processor = FakeProcessor()
+    sink = FakeSink(start_failures=[KafkaConnectionError(), KafkaConnectionError()])
+    source = FakeSource([records(CHECKOUTS, range(0, 2))], ends={tp(CHECKOUTS): 2, tp(PAYMENTS): 0})
+    loop = make_loop(processor, sink, live=True)
+    loop.wall_ms = lambda: 1_234_000
+    started_before: list[int] = []
+
+    async def watch() -> None:
+        started_before.append(sink.started)
+
+    source.before_fetch_returns = watch
+    asyncio.run(loop.run(source))
+    assert started_before == [1]  # started (retried twice) before the first fetch
+    assert processor.tick_walls == [1_234_000]
+
+
+def test_a_sink_that_cannot_start_for_a_lasting_reason_stops_the_worker() -> None:
+    fatal: list[Any] = []
+    processor, sink = FakeProcessor(), FakeSink(start_failures=[RecordTooLargeError()])
+    source = FakeSource([records(CHECKOUTS, range(0, 2))])
+    asyncio.run(make_loop(processor, sink, fatal=fatal).run(source))
+    assert len(fatal) == 1 and isinstance(fatal[0], RecordTooLargeError)
+    assert processor.applied == [] and source.fetched == 0
 
 
 def test_a_partition_never_fetched_is_not_caught_up() -> None:

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import math
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaConnectionError
 
+from hitrun.streams.brokertime import BrokerTime
 from hitrun.streams.faust_bridge import Fenced
 from hitrun.streams.partitioning import partition_for_key
 from hitrun.streams.sink import Gap, OutRecord, RecordSink
@@ -19,29 +22,67 @@ from hitrun.streams.sink import Gap, OutRecord, RecordSink
 class FakeBatch:
     room: int
     records: list[tuple[bytes | None, bytes | None, list[Any]]] = field(default_factory=list)
+    timestamps: list[int | None] = field(default_factory=list)
 
     def append(
-        self, *, key: bytes | None, value: bytes | None, timestamp: None, headers: list[Any]
+        self,
+        *,
+        key: bytes | None,
+        value: bytes | None,
+        timestamp: int | None,
+        headers: list[Any],
     ) -> object | None:
         if len(self.records) == self.room:
             return None
         self.records.append((key, value, headers))
+        self.timestamps.append(timestamp)
         return object()
 
 
 @dataclass
 class Delivered:
     offset: int
+    # As aiokafka gives them: the broker's append time and type 1 from a LogAppendTime
+    # topic, -1 and type 0 (CreateTime) otherwise.
+    timestamp: int = -1
+    timestamp_type: int = 0
 
 
 class FakeProducer:
-    """Batches hold `room` records; each topic partition's log starts at offset 100."""
+    """Batches hold `room` records; each topic partition's log starts at offset 100. The
+    topics in `log_append` are stamped by the broker's clock, `broker_ms`."""
 
-    def __init__(self, room: int, partitions: int) -> None:
+    def __init__(
+        self,
+        room: int,
+        partitions: int,
+        log_append: frozenset[str] = frozenset(),
+        broker_ms: int = 0,
+    ) -> None:
         self.room = room
         self.partitions = partitions
+        self.log_append = log_append
+        self.broker_ms = broker_ms
         self.sent: list[tuple[str, int, FakeBatch]] = []
         self.ends: dict[tuple[str, int], int] = {}
+        self.probes: list[tuple[str, bytes | None, int | None]] = []
+
+    def delivered(self, topic: str, offset: int) -> Delivered:
+        if topic in self.log_append:
+            return Delivered(offset, self.broker_ms, 1)
+        return Delivered(offset)
+
+    async def send_and_wait(
+        self,
+        topic: str,
+        value: bytes | None,
+        *,
+        key: bytes | None,
+        partition: int | None,
+        headers: list[Any],
+    ) -> Delivered:
+        self.probes.append((topic, value, partition))
+        return self.delivered(topic, 0)
 
     def create_batch(self) -> FakeBatch:
         return FakeBatch(self.room)
@@ -53,7 +94,7 @@ class FakeProducer:
         base = self.ends.get((topic, partition), 100)
         self.ends[topic, partition] = base + len(batch.records)
         future: asyncio.Future[Delivered] = asyncio.get_running_loop().create_future()
-        future.set_result(Delivered(base))
+        future.set_result(self.delivered(topic, base))
         return future
 
     async def partitions_for(self, topic: str) -> set[int]:
@@ -299,3 +340,83 @@ def test_records_survive_a_flush_that_cannot_look_up_a_topics_partitions() -> No
     assert sorted(values_sent(producer)) == [b"after", b"keyed", b"placed"]
     alerts = [v for t, _, b in producer.sent if t == "alerts" for _, v, _ in b.records]
     assert alerts == [b"placed", b"after"]
+
+
+class FakeClock:
+    """A system clock and a monotonic clock, moved by hand."""
+
+    def __init__(self, wall: float, monotonic: float) -> None:
+        self.wall, self.mono = wall, monotonic
+
+    def time(self) -> float:
+        return self.wall
+
+    def monotonic(self) -> float:
+        return self.mono
+
+
+def test_the_probe_reads_the_brokers_time_before_anything_else_and_records_carry_it() -> None:
+    fake = FakeClock(wall=1_000_000.0 + 7200, monotonic=50.0)  # two hours ahead
+    clock = BrokerTime(fake.time, fake.monotonic)
+    probe = OutRecord("reroute", None, b"probe", 0)
+    sink = RecordSink(
+        {"bootstrap_servers": ["127.0.0.1:1"]}, client_id="t", clock=clock, probe=probe
+    )
+    producer = FakeProducer(room=10, partitions=2, log_append=frozenset({"reroute"}))
+    producer.broker_ms = 1_000_000_000
+    sink._producer = producer  # type: ignore[assignment]
+    sink.put(OutRecord("alerts", b"k", b"v", 1))
+
+    async def run() -> None:
+        await sink.start()
+        assert producer.probes == [("reroute", b"probe", 0)]
+        fake.mono += 2.5  # the broker's clock runs on as the monotonic one does
+        await sink.flush()
+        await sink.start()  # the probe goes once
+
+    asyncio.run(run())
+    assert len(producer.probes) == 1
+    ((topic, partition, batch),) = producer.sent
+    assert (topic, partition) == ("alerts", 1)
+    assert batch.timestamps == [1_000_002_500]  # the broker's time, not the system clock's
+    assert clock.offset_s() == pytest.approx(7200 - 2.5)
+
+
+def test_the_clock_reads_only_log_append_times_and_never_goes_back() -> None:
+    fake = FakeClock(wall=2_000.0, monotonic=10.0)
+    clock = BrokerTime(fake.time, fake.monotonic)
+    assert not clock.known and clock.now_ms() == 2_000_000 and math.isnan(clock.offset_s())
+    clock.heard(5_000_000, 0)  # CreateTime: the producer's own clock, not the broker's
+    assert not clock.known
+    clock.heard(1_000_000, 1)
+    assert clock.now_ms() == 1_000_000
+    fake.mono += 1.0
+    assert clock.now_ms() == 1_001_000
+    # A reading that arrived late (the response took its time) is a lower bound: kept out.
+    clock.heard(1_000_500, 1)
+    assert clock.now_ms() == 1_001_000
+    clock.heard(1_001_200, 1)
+    assert clock.now_ms() == 1_001_200
+    fake.wall += 3600  # the system clock steps: the worker's time does not
+    assert clock.now_ms() == 1_001_200
+    assert clock.now() == datetime.fromtimestamp(1_001.2, tz=UTC)
+
+
+def test_records_keep_their_order_and_get_a_create_time_when_no_broker_time_is_known() -> None:
+    fake = FakeClock(wall=3_000.0, monotonic=1.0)
+    sink = RecordSink(
+        {"bootstrap_servers": ["127.0.0.1:1"]},
+        client_id="t",
+        clock=BrokerTime(fake.time, fake.monotonic),
+        probe=OutRecord("reroute", None, b"probe", 0),
+    )
+    producer = FakeProducer(room=10, partitions=2)  # no LogAppendTime topic
+    sink._producer = producer  # type: ignore[assignment]
+    sink.put(OutRecord("alerts", b"k", b"v", 0))
+
+    async def run() -> None:
+        await sink.flush()
+
+    asyncio.run(run())
+    assert producer.probes == [("reroute", b"probe", 0)]
+    assert producer.sent[0][2].timestamps == [3_000_000]  # the system clock's
