@@ -96,6 +96,7 @@ from hitrun.streams.clock import (
 )
 from hitrun.streams.codec import encode
 from hitrun.streams.errors import (
+    EventIdReused,
     FromFuture,
     InputRejected,
     LateEvent,
@@ -1236,8 +1237,14 @@ def apply_to_customer(
             return
     # Clean-ups wait for the customer's next touch (next_due): this is one.
     unpaid.prune(state.unpaid, now, policies)
+    digest = unpaid.event_digest(event)
     duplicate = event.event_id in state.unpaid.seen
-    state.unpaid, effects = unpaid.handle(state.unpaid, event, policies)
+    if duplicate:
+        reused = unpaid.reused_id(state.unpaid, event, digest)
+        if reused is not None:
+            dead_letter(msg, Rejected(dead_letter_for(msg, EventIdReused(reused))))
+            return
+    state.unpaid, effects = unpaid.handle(state.unpaid, event, policies, digest)
     kept: list[RetentionEffect] = []
     if not duplicate:
         # The customer's own timers up to the event fire first (tie rule), even

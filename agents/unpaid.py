@@ -8,6 +8,7 @@ dispatches the returned effects.
 from __future__ import annotations
 
 import functools
+import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -137,6 +138,9 @@ class UnpaidState(msgspec.Struct, gc=False, omit_defaults=True):
     offences: dict[str, Offences] = msgspec.field(default_factory=dict)
     held: dict[str, list[HeldPayment]] = msgspec.field(default_factory=dict)
     seen: dict[str, datetime] = msgspec.field(default_factory=dict)
+    # The digest (`event_digest`) of each seen event, to tell the same event sent again
+    # from another event under the same id; absent for events seen by older versions.
+    digests: dict[str, int] = msgspec.field(default_factory=dict)
     last_reminder_at: datetime | None = None
     # Listings through a link (policy `linked_accounts: blacklist`) set aside while the
     # customer is on the same list by its own: they resume when it ends.
@@ -155,6 +159,7 @@ class UnpaidState(msgspec.Struct, gc=False, omit_defaults=True):
             or self.offences
             or self.held
             or self.seen
+            or self.digests
             or self.last_reminder_at
             or self.waiting
             or self.ended
@@ -177,18 +182,45 @@ class _Run:
 # Events
 
 
+_DIGEST_ENCODER = msgspec.json.Encoder()
+
+
+def event_digest(event: CustomerEvent) -> int:
+    """A digest of everything the event says (its decoded fields, not its bytes: the same
+    event serialized another way has the same digest). A record type that gains a field
+    changes its events' digests: an event sent again across that upgrade, within the
+    dedupe window, is then dead-lettered as reused (it was applied: nothing is lost)."""
+    return zlib.crc32(_DIGEST_ENCODER.encode(event))
+
+
+def reused_id(state: UnpaidState, event: CustomerEvent, digest: int) -> str | None:
+    """Why `event` is refused when its event_id was seen (within the dedupe window) on an
+    event with another digest; None for a new event or the same one again (a duplicate)."""
+    known = state.digests.get(event.event_id)
+    if known is None or known == digest or event.event_id not in state.seen:
+        return None
+    return (
+        f"event_id {event.event_id!r} was used by another event of this customer "
+        f"(at {state.seen[event.event_id].isoformat()}) with other content; an event sent "
+        "again must say the same, a new event needs its own event_id"
+    )
+
+
 def handle(
-    state: UnpaidState, event: CustomerEvent, policies: Policies
+    state: UnpaidState, event: CustomerEvent, policies: Policies, digest: int | None = None
 ) -> tuple[UnpaidState, list[Effect]]:
-    """Apply one event at its own event time.
+    """Apply one event at its own event time; one whose event_id was seen changes nothing.
 
     Timers due before it must already have fired, and the state must be
-    pruned up to the stream clock (`advance` and `prune` do both).
+    pruned up to the stream clock (`advance` and `prune` do both). `digest`
+    (`event_digest`) is kept with the event_id, for `reused_id`.
     """
     run = _Run(event.customer_id, policies)
     if event.event_id in state.seen:
         return state, []
     state.seen[event.event_id] = event.occurred_at
+    if digest is not None:
+        state.digests[event.event_id] = digest
     if type(event) is CheckoutConfirmed:
         _on_checkout(state, event, run)
     elif type(event) is PaymentAttempted:
@@ -1037,6 +1069,8 @@ def prune(state: UnpaidState, now: datetime, policies: Policies) -> None:
     horizon = now - default.dedupe_window
     state.closed = {k: v for k, v in state.closed.items() if v > horizon}
     state.seen = {k: v for k, v in state.seen.items() if v > horizon}
+    if state.digests:
+        state.digests = {k: v for k, v in state.digests.items() if k in state.seen}
     if (
         state.last_reminder_at is not None
         and state.last_reminder_at + default.reminder_cooldown <= now

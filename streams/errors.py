@@ -88,6 +88,14 @@ class Unauthenticated(InputRejected):
     reason = "unauthenticated"
 
 
+class EventIdReused(InputRejected):
+    """An event whose event_id the customer's events already used for an event with other
+    content: dropped as a duplicate, it would vanish (a payment then leaves its order to
+    expire)."""
+
+    reason = "event_id_reused"
+
+
 class Misrouted(InputRejected):
     """Still in the wrong partition after being rerouted once: a partition-count mismatch."""
 
@@ -112,5 +120,6 @@ REASONS: tuple[str, ...] = tuple(
         ProcessingError,
         FromFuture,
         Unauthenticated,
+        EventIdReused,
     )
 )

@@ -32,10 +32,10 @@ def test_a_message_whose_detector_raises_is_dead_lettered_and_the_batch_goes_on(
 ) -> None:
     original = customer.unpaid.handle
 
-    def handle(state: Any, event: Any, policies: Any) -> Any:
+    def handle(state: Any, event: Any, policies: Any, *rest: Any) -> Any:
         if event.customer_id == "pe-bad":
             raise ZeroDivisionError("a bug in a detector")
-        return original(state, event, policies)
+        return original(state, event, policies, *rest)
 
     monkeypatch.setattr(customer.unpaid, "handle", handle)
     bad = checkout("pe-bad", "o-bad", 1)
@@ -61,11 +61,11 @@ def test_a_failing_message_leaves_changes_made_earlier_in_the_batch_in_place(
 ) -> None:
     original = customer.unpaid.handle
 
-    def handle(state: Any, event: Any, policies: Any) -> Any:
+    def handle(state: Any, event: Any, policies: Any, *rest: Any) -> Any:
         if event.order_id == "o-second":
             state.open.clear()  # the core changes the state in place, then fails
             raise RuntimeError("halfway")
-        return original(state, event, policies)
+        return original(state, event, policies, *rest)
 
     monkeypatch.setattr(customer.unpaid, "handle", handle)
     run_batch(checkout("pe-same", "o-first"), checkout("pe-same", "o-second", 1))
@@ -126,7 +126,7 @@ def test_a_customer_whose_timers_raise_does_not_stop_the_other_customers_deadlin
 def test_stop_mode_raises_instead(sink: Sink, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(customer, "STOP_ON_ERROR", True)
 
-    def handle(state: Any, event: Any, policies: Any) -> Any:
+    def handle(state: Any, event: Any, policies: Any, *rest: Any) -> Any:
         raise ZeroDivisionError("stop here")
 
     monkeypatch.setattr(customer.unpaid, "handle", handle)
