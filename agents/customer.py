@@ -2069,6 +2069,7 @@ consume_loop = ConsumeLoop(
     states=changelog_reader,
     overwritten=metrics.overwritten_states.inc,
     wall_ms=broker_time.now_ms,
+    partitions=settings.partitions,
 )
 faust_bridge.install(app, consume_loop)
 # The input topics are subscribed through the conductor, like an agent's would be.

@@ -360,6 +360,14 @@ class FaustSource:
         value = consumer.highwater(tp)
         return None if value is None else int(value)
 
+    def partition_count(self, topic: str) -> int | None:
+        """How many partitions `topic` has in the consumer's cluster metadata (None: unknown)."""
+        consumer = self._consumer._thread._consumer
+        if consumer is None:
+            return None
+        found = consumer._client.cluster.partitions_for_topic(topic)
+        return None if found is None else len(found)
+
     def start_offset(self, tp: TopicPartition) -> int | None:
         """Where reading `tp` started after the last assignment (its committed offset)."""
         value = self._consumer._read_offset.get(tp)

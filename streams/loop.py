@@ -31,6 +31,7 @@ from aiokafka.errors import CommitFailedError, KafkaError
 from hitrun.streams.faust_bridge import Fenced, RecordMap
 from hitrun.streams.ingest import RawMessage
 from hitrun.streams.sink import Gap
+from hitrun.streams.topics import TopicLayoutError
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +101,7 @@ class Source(Protocol):
     async def fetch(self, wait_s: float) -> RecordMap: ...
     async def pass_on(self, tp: TopicPartition, records: Any) -> None: ...
     def highwater(self, tp: TopicPartition) -> int | None: ...
+    def partition_count(self, topic: str) -> int | None: ...
     def start_offset(self, tp: TopicPartition) -> int | None: ...
     async def rewind(self, tp: TopicPartition, offset: int | None) -> None: ...
     def owned_partitions(self, topic: str) -> set[int]: ...
@@ -198,6 +200,7 @@ class ConsumeLoop:
         states: StateReader | None = None,
         overwritten: Callable[[int], None] = _not_told,
         wall_ms: Callable[[], int] = _system_ms,
+        partitions: int | None = None,
     ) -> None:
         self.processor = processor
         self.sink = sink
@@ -219,6 +222,8 @@ class ConsumeLoop:
         self.overwritten = overwritten
         # Wall time for live ticks, in epoch ms (the worker's: the broker's clock).
         self.wall_ms = wall_ms
+        # The partition count every one of `topics` must have (HITRUN_PARTITIONS).
+        self.partitions = partitions
         self.status = LoopStatus()
         self._lock = asyncio.Lock()
         # Bumped by every rebalance: a batch fetched in an older epoch is dropped.
@@ -274,7 +279,7 @@ class ConsumeLoop:
                     continue
                 try:
                     if not self.status.prepared and source.recovered():
-                        self._prepare()
+                        self._prepare(source)
                     await self._rewind_displaced(source)
                     ours = await self._from_the_start(source, ours)
                     await self._batch(source, ours)
@@ -366,8 +371,18 @@ class ConsumeLoop:
             kept[tp] = batch if start is None else [r for r in batch if r.offset >= start]
         return kept
 
-    def _prepare(self) -> None:
-        """Prepare the processor for this assignment, once its tables are recovered."""
+    def _prepare(self, source: Source) -> None:
+        """Prepare the processor for this assignment, once its tables are recovered.
+
+        First, every topic must still have the partition count the worker was
+        started with. Partitions added to a topic while the group runs (an
+        operator's `kafka-topics --alter`) come to the group with a rebalance;
+        Faust then assigns the topics of each partition count apart, so one
+        worker could apply a customer's checkouts while another owns the
+        customer's state and payments. The worker stops instead, before applying
+        anything of the assignment; started again, it refuses the layout too.
+        """
+        self._check_layout(source)
         started = time.perf_counter()
         try:
             self.processor.prepare()
@@ -375,6 +390,19 @@ class ConsumeLoop:
             raise BatchFailed(repr(exc)) from exc
         self.spent("apply", time.perf_counter() - started)
         self.status.prepared = True
+
+    def _check_layout(self, source: Source) -> None:
+        if self.partitions is None:
+            return
+        for topic in sorted(self.topics):
+            count = source.partition_count(topic)
+            if count is not None and count != self.partitions:
+                layout = TopicLayoutError(
+                    f"topic {topic} has {count} partitions now, HITRUN_PARTITIONS says "
+                    f"{self.partitions}; co-partitioned topics must match (partitions added "
+                    "to an input topic split its customers from their state: docs/architecture.md)"
+                )
+                raise BatchFailed(str(layout)) from layout
 
     async def _batch(self, source: Source, records: dict[TopicPartition, list[Any]]) -> None:
         applied = 0

@@ -10,12 +10,13 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from hitrun.streams.config import Settings
+from hitrun.streams.processes import WorkerProcess
 from hitrun.streams.topics import ensure_topics
-from tests.integration.harness import settings_of, unique_env
+from tests.integration.harness import settings_of, start_worker, unique_env
 
 
 async def layout(settings: Settings) -> tuple[dict[str, int], dict[str, Any]]:
@@ -95,3 +96,40 @@ def test_the_reroute_topic_is_stamped_by_the_broker_even_when_an_older_version_m
     configs = asyncio.run(configs_of(older, older.reroute_topic))
     assert configs["message.timestamp.type"] == ("LogAppendTime", 1)
     assert configs["retention.ms"] == ("12345678", 1)  # the operator's, kept
+
+
+async def grow(settings: Settings, topic: str, total: int) -> None:
+    """What an operator's `kafka-topics --alter --partitions` does."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        await admin.create_partitions({topic: NewPartitions(total_count=total)})
+    finally:
+        await admin.close()
+
+
+def test_a_running_worker_stops_when_an_input_topic_gains_partitions(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """Faust would assign the grown topic apart from the others: one worker could then apply
+    a customer's checkouts while another owns the customer's payments and state."""
+    env = unique_env(kafka_bootstrap, tmp_path)
+    settings = settings_of(env)
+    grown = f"topic {settings.topic_checkouts} has {settings.partitions * 2} partitions"
+    worker = start_worker(env, tmp_path)
+    try:
+        asyncio.run(grow(settings, settings.topic_checkouts, settings.partitions * 2))
+        assert worker.process is not None
+        # The consumer's metadata is refreshed every 30 s; the rebalance follows.
+        assert worker.process.wait(timeout=90) != 0
+        assert f"{grown} now" in worker.log_tail(200)
+    finally:
+        worker.stop()
+    # Started again, it refuses the layout before it joins the group.
+    again = WorkerProcess(env, tmp_path / "again.log").launch()
+    try:
+        assert again.process is not None
+        assert again.process.wait(timeout=60) != 0
+        assert grown in again.log_tail(200)
+    finally:
+        again.stop()

@@ -19,6 +19,7 @@ from hitrun.streams.faust_bridge import Fenced
 from hitrun.streams.ingest import RawMessage
 from hitrun.streams.loop import Backoff, ConsumeLoop
 from hitrun.streams.sink import Gap
+from hitrun.streams.topics import TopicLayoutError
 
 CHECKOUTS = "shop.checkouts"
 PAYMENTS = "shop.payments"
@@ -137,6 +138,8 @@ class FakeSource:
     # What the next membership checks raise (None, and past the list: still a member).
     membership: list[BaseException | None] = field(default_factory=list)
     membership_checks: int = 0
+    # Partition counts per topic in the cluster's metadata (absent: unknown).
+    counts: dict[str, int] = field(default_factory=dict)
 
     def stopping(self) -> bool:
         return self.done
@@ -154,6 +157,9 @@ class FakeSource:
 
     async def pass_on(self, tp: TopicPartition, records: Any) -> None:
         pass
+
+    def partition_count(self, topic: str) -> int | None:
+        return self.counts.get(topic)
 
     def highwater(self, tp: TopicPartition) -> int | None:
         return self.ends.get(tp)
@@ -292,6 +298,31 @@ def test_the_processor_is_prepared_once_recovered_and_before_its_first_record() 
     assert seen == [False, False, False, True]
     assert processor.prepared_after == [0]
     assert loop.status.prepared
+
+
+def test_a_worker_stops_before_applying_an_assignment_of_topics_that_gained_partitions() -> None:
+    fatal: list[Any] = []
+    processor, sink = FakeProcessor(), FakeSink()
+    source = FakeSource(
+        [records(CHECKOUTS, range(0, 2)), records(CHECKOUTS, range(2, 4))],
+        counts={CHECKOUTS: 8, PAYMENTS: 4},
+    )
+    loop = make_loop(processor, sink, fatal=fatal)
+    loop.partitions = 4
+    asyncio.run(loop.run(source))
+    assert len(fatal) == 1 and isinstance(fatal[0], TopicLayoutError)
+    assert f"topic {CHECKOUTS} has 8 partitions now" in str(fatal[0])
+    assert processor.applied == [] and processor.prepared_after == []
+    assert source.commits == [] and sink.flushes == 0
+
+
+def test_a_layout_as_started_is_prepared_as_usual() -> None:
+    processor, sink = FakeProcessor(), FakeSink()
+    source = FakeSource([records(CHECKOUTS, range(0, 2))], counts={CHECKOUTS: 4, PAYMENTS: 4})
+    loop = make_loop(processor, sink)
+    loop.partitions = 4
+    asyncio.run(loop.run(source))
+    assert processor.prepared_after == [0] and len(processor.applied) == 2
 
 
 def test_a_rebalance_prepares_the_processor_again() -> None:

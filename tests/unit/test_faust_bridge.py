@@ -497,6 +497,15 @@ def test_aiokafkas_coordinator_has_what_the_membership_check_uses() -> None:
     assert aiokafka.errors.RebalanceInProgressError.errno == 27
 
 
+def test_the_partition_count_comes_from_the_aiokafka_consumers_cluster_metadata() -> None:
+    from aiokafka.cluster import ClusterMetadata
+
+    cluster = ClusterMetadata()
+    assert cluster.partitions_for_topic("unknown") is None
+    assert "self.cluster = ClusterMetadata" in inspect.getsource(aiokafka.AIOKafkaClient.__init__)
+    assert "self._client = AIOKafkaClient" in inspect.getsource(aiokafka.AIOKafkaConsumer.__init__)
+
+
 def test_the_recovery_keeps_each_active_changelog_partitions_end_less_one() -> None:
     # `recovered_ends` reads it to know where the worker's first state record of each
     # partition should land (streams/repair.py).
