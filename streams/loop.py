@@ -279,7 +279,8 @@ class ConsumeLoop:
                     continue
                 try:
                     if not self.status.prepared and source.recovered():
-                        self._prepare(source)
+                        self._check_layout(source)
+                        self._prepare()
                     await self._rewind_displaced(source)
                     ours = await self._from_the_start(source, ours)
                     await self._batch(source, ours)
@@ -371,18 +372,8 @@ class ConsumeLoop:
             kept[tp] = batch if start is None else [r for r in batch if r.offset >= start]
         return kept
 
-    def _prepare(self, source: Source) -> None:
-        """Prepare the processor for this assignment, once its tables are recovered.
-
-        First, every topic must still have the partition count the worker was
-        started with. Partitions added to a topic while the group runs (an
-        operator's `kafka-topics --alter`) come to the group with a rebalance;
-        Faust then assigns the topics of each partition count apart, so one
-        worker could apply a customer's checkouts while another owns the
-        customer's state and payments. The worker stops instead, before applying
-        anything of the assignment; started again, it refuses the layout too.
-        """
-        self._check_layout(source)
+    def _prepare(self) -> None:
+        """Prepare the processor for this assignment, once its tables are recovered."""
         started = time.perf_counter()
         try:
             self.processor.prepare()
@@ -392,6 +383,16 @@ class ConsumeLoop:
         self.status.prepared = True
 
     def _check_layout(self, source: Source) -> None:
+        """Before an assignment is applied: every topic must still have the partition count
+        the worker was started with.
+
+        Partitions added to a topic while the group runs (an operator's
+        `kafka-topics --alter`) come to the group with a rebalance; Faust then
+        assigns the topics of each partition count apart, so one worker could
+        apply a customer's checkouts while another owns the customer's state and
+        payments. The worker stops instead, before applying anything of the
+        assignment; started again, it refuses the layout too.
+        """
         if self.partitions is None:
             return
         for topic in sorted(self.topics):
