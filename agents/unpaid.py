@@ -1070,9 +1070,10 @@ def prune(state: UnpaidState, now: datetime, policies: Policies) -> None:
         state.ended = {k: e for k, e in state.ended.items() if e.end + memory > now}
     horizon = now - default.dedupe_window
     state.closed = {k: v for k, v in state.closed.items() if v > horizon}
-    state.seen = {k: v for k, v in state.seen.items() if v > horizon}
-    if state.digests:
-        state.digests = {k: v for k, v in state.digests.items() if k in state.seen}
+    seen = {k: v for k, v in state.seen.items() if v > horizon}
+    if state.digests and len(seen) < len(state.seen):
+        state.digests = {k: v for k, v in state.digests.items() if k in seen}
+    state.seen = seen
     if (
         state.last_reminder_at is not None
         and state.last_reminder_at + default.reminder_cooldown <= now
