@@ -189,9 +189,9 @@ _DIGEST_ENCODER = msgspec.msgpack.Encoder()
 def event_digest(event: CustomerEvent) -> int:
     """A digest of everything the event says (its decoded fields, not its bytes: the same
     event serialized another way, or its times written in another offset, has the same
-    digest). A record type that gains a field
-    changes its events' digests: an event sent again across that upgrade, within the
-    dedupe window, is then dead-lettered as reused (it was applied: nothing is lost)."""
+    digest). A record type that gains a field changes its events' digests: an event sent
+    again across that upgrade, within the dedupe window, is then dead-lettered as reused
+    (it was applied: nothing is lost)."""
     return zlib.crc32(_DIGEST_ENCODER.encode(event))
 
 

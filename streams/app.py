@@ -39,7 +39,8 @@ app = faust.App(
     broker_heartbeat_interval=min(0.25, settings.session_timeout.total_seconds() / 4),
     consumer_auto_offset_reset="earliest",
     # Partitions added to a topic reach the group with a metadata refresh; the loop then
-    # stops the worker rather than apply a split assignment (streams/loop.py, `_prepare`).
+    # stops the worker rather than apply a split assignment (streams/loop.py,
+    # `_check_layout`).
     # aiokafka's default is five minutes.
     consumer_metadata_max_age_ms=30_000,
     # One fetch is one batch of hitrun's loop (streams/loop.py).

@@ -189,22 +189,12 @@ async def _enforce_configs(admin: AIOKafkaAdminClient, specs: list[TopicSpec]) -
     if not wanted:
         return
     try:
-        (described,) = await admin.describe_configs(
-            [ConfigResource(ConfigResourceType.TOPIC, name) for name in wanted]
-        )
-        changes = []
-        for error, _, _, name, entries in described.resources:
-            if error:
-                continue
-            present = {entry[0]: (entry[1], entry[3]) for entry in entries}
-            if all(present.get(k, (None, 0))[0] == v for k, v in wanted[name].items()):
-                continue
-            own = {
-                k: value
-                for k, (value, source) in present.items()
-                if source == _DYNAMIC_TOPIC_CONFIG
-            }
-            changes.append(ConfigResource(ConfigResourceType.TOPIC, name, {**own, **wanted[name]}))
+        described = await _configs_of(admin, wanted)
+        changes = [
+            ConfigResource(ConfigResourceType.TOPIC, name, _set_on(present) | wanted[name])
+            for name, present in described.items()
+            if not _has(present, wanted[name])
+        ]
         if not changes:
             return
         for response in await admin.alter_configs(changes):
@@ -218,6 +208,29 @@ async def _enforce_configs(admin: AIOKafkaAdminClient, specs: list[TopicSpec]) -
         log.warning("could not set %s on existing topics: %r", sorted(wanted), exc)
 
 
+async def _configs_of(
+    admin: AIOKafkaAdminClient, names: Collection[str]
+) -> dict[str, dict[str, tuple[str, int]]]:
+    """Per topic the broker describes (others left out), each config's value and source."""
+    (described,) = await admin.describe_configs(
+        [ConfigResource(ConfigResourceType.TOPIC, name) for name in names]
+    )
+    return {
+        name: {entry[0]: (entry[1], entry[3]) for entry in entries}
+        for error, _, _, name, entries in described.resources
+        if not error
+    }
+
+
+def _set_on(present: Mapping[str, tuple[str, int]]) -> dict[str, str]:
+    """The configs set on the topic itself (not defaults of the broker's)."""
+    return {k: value for k, (value, source) in present.items() if source == _DYNAMIC_TOPIC_CONFIG}
+
+
+def _has(present: Mapping[str, tuple[str, int]], wanted: Mapping[str, str]) -> bool:
+    return all(present.get(k, ("", 0))[0] == v for k, v in wanted.items())
+
+
 async def _wait_for_configs(
     admin: AIOKafkaAdminClient, wanted: Mapping[str, Mapping[str, str]], within_s: float = 10.0
 ) -> None:
@@ -225,14 +238,9 @@ async def _wait_for_configs(
     controller, they reach the broker a moment later)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + within_s
-    resources = [ConfigResource(ConfigResourceType.TOPIC, name) for name in wanted]
     while loop.time() < deadline:
-        (described,) = await admin.describe_configs(resources)
-        present = {
-            name: {entry[0]: entry[1] for entry in entries}
-            for _, _, _, name, entries in described.resources
-        }
-        if all(present.get(n, {}).get(k) == v for n, c in wanted.items() for k, v in c.items()):
+        described = await _configs_of(admin, wanted)
+        if all(_has(described.get(name, {}), configs) for name, configs in wanted.items()):
             return
         await asyncio.sleep(0.1)
     log.warning("topics %s do not show their new configs after %.0fs", sorted(wanted), within_s)

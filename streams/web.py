@@ -261,7 +261,7 @@ async def _admin_action(
     await admin_topic.send(
         key=signed["customer_id"].encode(),
         value=encode(signed),
-        timestamp=broker_time.now_ms() / 1000.0,
+        timestamp=broker_time.now_s(),
     )
     log.info(
         "admin %s of customer %s requested by %s",
