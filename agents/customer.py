@@ -383,6 +383,10 @@ class PartitionTimers:
     # reports, each applied in event-time order (`HeldStage`).
     sightings: HeldStage = field(default_factory=lambda: HeldStage())
     reports: HeldStage = field(default_factory=lambda: HeldStage(resting=False))
+    # Customers whose links age out at a time the clock has passed but the link reports
+    # have not (`links_until`), with that time: they age once the reports get there
+    # (`age_waiting`), not when the clock does.
+    links_waiting: dict[str, datetime] = field(default_factory=dict)
 
     def record(self) -> ClockRecord:
         """The clock record's fields as they are now (a copy: the clock moves on)."""
@@ -610,6 +614,10 @@ class Timers:
             self._aside = {}
             for number in self.owned:
                 held = self.partitions.get(number)
+                if held is not None:
+                    # Due again at once when the index is taken back: they wait again.
+                    for customer_id, due in held.links_waiting.items():
+                        held.index.schedule(customer_id, due)
                 self._aside[number] = SetAside(
                     DeadlineIndex() if held is None else held.index,
                     self.tallies.get(number, Tally()),
@@ -784,9 +792,9 @@ class Timers:
         )
 
 
-def next_due(state: CustomerState) -> datetime | None:
+def next_due(state: CustomerState, after: datetime | None = None) -> datetime | None:
     """When the customer's timers next run on the stream clock (agents/state.py, `next_wake`)."""
-    return next_wake(state, policies, retention_policy, LATENESS, link_policy)
+    return next_wake(state, policies, retention_policy, LATENESS, link_policy, after)
 
 
 # Stored with each state's wake time: a summary written under other policies is
@@ -1129,25 +1137,52 @@ def fire_due(partition: PartitionTimers, now: datetime) -> None:
     if not index.has_due(now):
         return
     for _due, customer_id in index.pop_due(now):
-        mark = sink.mark()
-        cache.begin()
-        try:
-            advance_customer(partition, customer_id, now)
-        except Exception as exc:
-            if STOP_ON_ERROR:
-                raise
-            sink.truncate(mark)
-            cache.rollback()
-            metrics.processing_error("timer", type(exc).__name__).inc()
-            log.error(
-                "timers of customer %s failed and were set aside: %s: %s",
-                customer_id,
-                type(exc).__name__,
-                exc,
-                extra={"customer_id": customer_id, "reason": "processing_error"},
-            )
-        else:
-            cache.end()
+        advance_scoped(partition, customer_id, now)
+
+
+def advance_scoped(partition: PartitionTimers, customer_id: str, now: datetime) -> None:
+    """Run one customer's due timers in a scope of its own (`fire_due`)."""
+    mark = sink.mark()
+    cache.begin()
+    try:
+        advance_customer(partition, customer_id, now)
+    except Exception as exc:
+        if STOP_ON_ERROR:
+            raise
+        sink.truncate(mark)
+        cache.rollback()
+        metrics.processing_error("timer", type(exc).__name__).inc()
+        log.error(
+            "timers of customer %s failed and were set aside: %s: %s",
+            customer_id,
+            type(exc).__name__,
+            exc,
+            extra={"customer_id": customer_id, "reason": "processing_error"},
+        )
+    else:
+        cache.end()
+
+
+def links_until(partition: PartitionTimers, now: datetime) -> datetime:
+    """How far a customer's links may age at clock time `now`: with the link reports in
+    event-time order (ORDER_SIGHTINGS), no further than the partition has applied them
+    (every report before `reports.before`), so that a link ages out after the reports
+    of earlier times and before those of later ones, in every run."""
+    if ORDER_SIGHTINGS and partition.reports.before < now:
+        return partition.reports.before
+    return now
+
+
+def age_waiting(partition: PartitionTimers) -> None:
+    """Age the links of the customers that waited for the link reports to get this far."""
+    now = partition.clock.now
+    if not partition.links_waiting or now is None:
+        return
+    upto = links_until(partition, now)
+    ready = sorted((due, c) for c, due in partition.links_waiting.items() if due <= upto)
+    for _due, customer_id in ready:
+        del partition.links_waiting[customer_id]
+        advance_scoped(partition, customer_id, now)
 
 
 def advance_customer(partition: PartitionTimers, customer_id: str, now: datetime) -> None:
@@ -1155,13 +1190,20 @@ def advance_customer(partition: PartitionTimers, customer_id: str, now: datetime
     state, stored = cache.load(customer_id)
     if not stored:
         return
-    # Links that age out first: a blacklisting through one ends with it, at `now`.
-    unlinked, changes = linked_changes(customer_id, state, now)
-    state.unpaid, fired = unpaid.advance(state.unpaid, customer_id, now, policies)
+    # Links that age out first: a blacklisting through one ends with it.
+    unlinked, changes = linked_changes(partition, customer_id, state, now)
+    linked_upto = links_until(partition, now)
+    state.unpaid, fired = unpaid.advance(state.unpaid, customer_id, now, policies, linked_upto)
     effects = changes + fired
     kept = retention.advance(state.retention, customer_id, now - LATENESS, retention_policy)
     wake = next_due(state)
     cache.store(customer_id, state, wake)
+    if wake is not None and wake <= now:
+        # A link that ages out, or a blacklisting through one that ends, at a time the
+        # link reports have not reached: it waits for them, and the index holds what
+        # comes after (`pop_due` would hand the customer back at once).
+        partition.links_waiting[customer_id] = wake
+        wake = next_due(state, after=now)
     partition.index.schedule(customer_id, wake)
     if unlinked:
         publish_links(customer_id, unlinked)
@@ -1175,15 +1217,16 @@ def advance_customer(partition: PartitionTimers, customer_id: str, now: datetime
 
 
 def linked_changes(
-    customer_id: str, state: CustomerState, now: datetime
+    partition: PartitionTimers, customer_id: str, state: CustomerState, now: datetime
 ) -> tuple[list[LinkEffect], list[Effect]]:
-    """Age the customer's links to `now`: the unlinks, and what they change on its blacklists.
-    A customer with no identity part (most, when events carry no identifiers) has nothing
-    to age or follow: no calls for it."""
+    """Age the customer's links as far as the link reports allow (`links_until`), and
+    follow them at `now`: the unlinks, and what they change on its blacklists. A customer
+    with no identity part (most, when events carry no identifiers) has nothing to age or
+    follow: no calls for it."""
     if state.identity is None:
         return [], []
-    unlinked = link_rules.age(customer_id, state, now)
-    return unlinked, link_rules.follow(customer_id, state, unlinked, now)
+    unlinked, changes = link_rules.expire(customer_id, state, links_until(partition, now))
+    return unlinked, changes + link_rules.follow(customer_id, state, [], now)
 
 
 def apply(partition: PartitionTimers, event: CustomerEvent, msg: RawMessage) -> None:
@@ -1251,7 +1294,7 @@ def apply_to_customer(
         # those the LATENESS delay has not fired on the stream clock yet.
         kept = retention.advance(state.retention, customer_id, event.occurred_at, retention_policy)
         kept += observe_retention(state.retention, event, effects)
-    unlinked, changes = linked_changes(customer_id, state, now)
+    unlinked, changes = linked_changes(partition, customer_id, state, now)
     effects += changes
     if not duplicate and (type(event) is CheckoutConfirmed or type(event) is PaymentAttempted):
         announce(customer_id, state, event.identifiers, event.occurred_at)
@@ -1296,6 +1339,7 @@ def erase(partition: PartitionTimers, event: AdminActionRequested, msg: RawMessa
             queue_sighting(sighting)
     cache.store(customer_id, CustomerState(), None)
     partition.index.schedule(customer_id, None)
+    partition.links_waiting.pop(customer_id, None)
     key = customer_id.encode()
     queue(settings.topic_blacklist_status, key, None)
     record = {
@@ -1653,6 +1697,8 @@ def take_held(partition: PartitionTimers, msg: RawMessage) -> None:
     partition.read(msg)
     if at < stage.before:
         apply_held_record(msg, record)
+        if not sightings:
+            after_reports(partition)
         return
     # Workers send these at event or clock times, which never run ahead of the wall
     # clock: one that does (written by someone else) would hold back the commit of
@@ -1722,10 +1768,23 @@ def release_held(partition: PartitionTimers, stage: HeldStage) -> bool:
     linked to an account blacklisted through it was blacklisted beside its own
     blacklisting, not yet made again, instead of after it).
     """
-    released = stage.release(own_progress(partition) if stage is partition.reports else None)
+    reports = stage is partition.reports
+    released = stage.release(own_progress(partition) if reports else None)
     for held in released:
         apply_held_record(*cast(tuple[RawMessage, Sighting | Report], held))
+    if reports:
+        after_reports(partition)
     return bool(released)
+
+
+def after_reports(partition: PartitionTimers) -> None:
+    """Fire what link reports made due at a time the clock has passed (a link heard of
+    late that has aged out since, a blacklisting through it that has ended), and age
+    the links that waited for the reports to get this far."""
+    now = partition.clock.now
+    if now is not None:
+        fire_due(partition, now)
+        age_waiting(partition)
 
 
 def queue_stage_marks(topic: str, sent: Mapping[int, datetime]) -> None:
@@ -1765,6 +1824,7 @@ def apply_report(msg: RawMessage) -> None:
     report = read_report(msg)
     if report is not None:
         deliver(msg, report)
+        after_reports(timers.of(msg.partition))
 
 
 def read_report(msg: RawMessage) -> Report | None:
@@ -1785,7 +1845,11 @@ def deliver(msg: RawMessage, report: Report) -> None:
 
     def receive() -> None:
         state, _ = cache.load(customer_id)
+        # Links that age out before the report's time first, at their own times.
+        aged, aged_changes = link_rules.expire(customer_id, state, identity.heard_at(report))
         effects, changes = link_rules.hear(customer_id, state, report)
+        effects = aged + effects
+        changes = aged_changes + changes
         state.tidy()
         wake = next_due(state)
         cache.store(customer_id, state, wake)

@@ -287,6 +287,9 @@ class IdentityState(msgspec.Struct, gc=False, omit_defaults=True):
 
     announced: dict[str, datetime] = msgspec.field(default_factory=dict)
     links: dict[str, Link] = msgspec.field(default_factory=dict)
+    # How far its links have aged (`LinkRules.expire`): a report of an earlier time
+    # heard after that brings no evidence that had aged out by then.
+    aged: datetime | None = None
 
     def is_empty(self) -> bool:
         return not self.announced and not self.links
@@ -339,6 +342,11 @@ def announce(
     customer's blacklistings or strikes changed)."""
     scopes = tuple(sorted(listed))
     notes = tuple(sorted(strikes, key=lambda n: (n.at, n.order_id)))[-MAX_STRIKES:]
+    # Announcements older than the window are forgotten as of the event's own time, not
+    # when the links age (that waits for the link reports).
+    horizon = at - policy.window
+    for key in [k for k, last in state.announced.items() if last < horizon]:
+        del state.announced[key]
     due: list[str] = []
     for kind, hashed in (identifiers or {}).items():
         key = f"{kind}:{hashed}"
@@ -403,7 +411,14 @@ def receive(
     at = heard_at(report)
     link = state.links.setdefault(report.other, Link())
     key = f"{report.kind}:{report.prefix}"
-    link.evidence[key] = max(report.evidence_at, link.evidence.get(key, report.evidence_at))
+    # As of `at`, or of how far the links have aged if further: evidence aged out by
+    # then counts no more, whenever the report arrives (a strong link's ages out at its
+    # own time: `LinkRules.expire`, before this).
+    horizon = (at if state.aged is None or state.aged < at else state.aged) - policy.window
+    for stale in [k for k, seen in link.evidence.items() if seen <= horizon]:
+        del link.evidence[stale]
+    if report.evidence_at > horizon:
+        link.evidence[key] = max(report.evidence_at, link.evidence.get(key, report.evidence_at))
     link.listed = sorted(report.other_listed)
     link.strikes = list(report.other_strikes)
     effects += _settle(state, customer_id, report.other, at, policy, "evidence_aged_out")
@@ -429,7 +444,8 @@ def age(
     effects: list[LinkEffect] = []
     for other in sorted(state.links):
         link = state.links[other]
-        stale = [k for k, at in link.evidence.items() if at < horizon]
+        # Evidence seen at t counts until t + window: `next_expiry` is when it stops.
+        stale = [k for k, at in link.evidence.items() if at <= horizon]
         if stale:
             for key in stale:
                 del link.evidence[key]
@@ -437,13 +453,18 @@ def age(
     return effects
 
 
-def next_expiry(state: IdentityState, policy: LinkPolicy) -> datetime | None:
-    """When the oldest evidence of a strong link ages out (None: no strong link)."""
+def next_expiry(
+    state: IdentityState, policy: LinkPolicy, after: datetime | None = None
+) -> datetime | None:
+    """When the oldest evidence of a strong link ages out (None: no strong link), or the
+    oldest that ages out after `after`."""
     times = [
         min(link.evidence.values()) + policy.window
         for link in state.links.values()
         if link.strong_since is not None and link.evidence
     ]
+    if after is not None:
+        times = [t for t in times if t > after]
     return min(times) if times else None  # min(..., default=None) parses keywords: slower
 
 

@@ -78,6 +78,27 @@ class LinkRules:
         state.tidy()
         return unlinked
 
+    def expire(
+        self, customer_id: str, state: CustomerState, upto: datetime
+    ) -> tuple[list[LinkEffect], list[Effect]]:
+        """Age the customer's strong links up to `upto`, each at the time its evidence ages
+        out (not at whatever time the clock has reached): the unlinks, and what they change
+        on its blacklists then. The same steps whenever they run, so the link alerts do not
+        depend on how far the customer's own clock ran ahead of its link reports."""
+        unlinked: list[LinkEffect] = []
+        changes: list[Effect] = []
+        while state.identity is not None:
+            due = identity.next_expiry(state.identity, self.link_policy)
+            if due is None or due > upto:
+                break
+            gone = self.age(customer_id, state, due)
+            unlinked += gone
+            changes += self.follow(customer_id, state, gone, due)
+        links = state.identity
+        if links is not None and (links.aged is None or links.aged < upto):
+            links.aged = upto
+        return unlinked, changes
+
     def hear(
         self, customer_id: str, state: CustomerState, report: Report
     ) -> tuple[list[LinkEffect], list[Effect]]:

@@ -57,8 +57,10 @@ def next_wake(
     retention_policy: RetentionPolicy,
     lateness: timedelta,
     link_policy: LinkPolicy | None = None,
+    after: datetime | None = None,
 ) -> datetime | None:
-    """When the customer's timers must next run on the stream clock (retention's `lateness` later).
+    """When the customer's timers must next run on the stream clock (retention's `lateness` later);
+    with `after`, the first of them after it (those up to it wait for link reports).
 
     The unpaid detector's clean-ups (ids past the dedupe window, strikes past
     their window) wake the customer only when nothing else is due: otherwise
@@ -70,16 +72,21 @@ def next_wake(
     (`retention.next_wake`). A strong link whose evidence
     ages out wakes the customer (the unlink is an alert).
     """
-    due = unpaid.next_timer(state.unpaid, policies)
+    due = unpaid.next_timer(state.unpaid, policies, after=after)
     kept = retention.next_wake(state.retention, retention_policy)
-    if kept is not None and (due is None or kept + lateness < due):
+    if (
+        kept is not None
+        and (after is None or kept + lateness > after)
+        and (due is None or kept + lateness < due)
+    ):
         due = kept + lateness
     if link_policy is not None and state.identity is not None and state.identity.links:
-        unlink = identity.next_expiry(state.identity, link_policy)
+        unlink = identity.next_expiry(state.identity, link_policy, after)
         if unlink is not None and (due is None or unlink < due):
             due = unlink
     if due is None:
-        return unpaid.next_cleanup(state.unpaid, policies)
+        cleanup = unpaid.next_cleanup(state.unpaid, policies)
+        return cleanup if after is None or cleanup is None or cleanup > after else None
     return due
 
 

@@ -173,6 +173,8 @@ class _Run:
     customer_id: str
     policies: Policies
     effects: list[Effect] = field(default_factory=list)
+    # Blacklistings through links end no later than this (`advance`).
+    linked_upto: datetime | None = None
 
     def policy(self, shop_id: str) -> UnpaidPolicy:
         return self.policies.for_shop(shop_id)
@@ -390,7 +392,7 @@ def _on_admin(state: UnpaidState, event: AdminActionRequested, run: _Run) -> Non
         listing = Listing(
             scope, at, until, _next_offence(state, scope, at, policy), True, event.actor
         )
-        _list_own(state, listing)
+        run.effects += _list_own(state, run.customer_id, listing)
         state.offences[scope] = Offences(listing.offence)
         run.effects.append(
             Blacklist(
@@ -539,7 +541,7 @@ def enlist(
         [s.order_id for s in own],
         linked_evidence=[(other, line.order_id) for other, line in linked],
     )
-    _list_own(state, listing)
+    ended = _list_own(state, customer_id, listing)
     # The previous offence's end stays until this one ends: undone (a reversed
     # strike), the record is as before, and ages out from that end.
     previous = state.offences.get(scope)
@@ -569,7 +571,7 @@ def enlist(
         reason=reason,
         linked_accounts=tuple(accounts),
     )
-    return [blacklisted]
+    return [*ended, blacklisted]
 
 
 def on_own_list(state: UnpaidState, scope: str) -> bool:
@@ -577,13 +579,19 @@ def on_own_list(state: UnpaidState, scope: str) -> bool:
     return listing is not None and listing.linked_to is None
 
 
-def _list_own(state: UnpaidState, listing: Listing) -> None:
+def _list_own(state: UnpaidState, customer_id: str, listing: Listing) -> list[Effect]:
     """Put the customer on a list by its own; a listing through a link it replaces waits
-    for this one to end."""
+    for this one to end, or, had it ended before this one began (its end waited for the
+    link reports: `advance`), ends then."""
     replaced = state.listings.get(listing.scope)
+    ended: list[Effect] = []
     if replaced is not None and replaced.linked_to is not None:
-        state.waiting[listing.scope] = replaced
+        if replaced.until <= listing.since:
+            ended.append(_expired(customer_id, replaced))
+        else:
+            state.waiting[listing.scope] = replaced
     state.listings[listing.scope] = listing
+    return ended
 
 
 def ended_listing(listing: Listing) -> EndedListing:
@@ -902,17 +910,34 @@ def next_due(state: UnpaidState, policies: Policies) -> datetime | None:
     return timer
 
 
-def next_timer(state: UnpaidState, policies: Policies) -> datetime | None:
-    """The earliest reminder, expiry, end of a listing or of a payment hold: what has effects."""
+def next_timer(
+    state: UnpaidState,
+    policies: Policies,
+    linked_upto: datetime | None = None,
+    after: datetime | None = None,
+) -> datetime | None:
+    """The earliest reminder, expiry, end of a listing or of a payment hold: what has effects.
+
+    Ends of listings through links after `linked_upto` are left out (`advance`), and
+    with `after`, every time up to it."""
     # Called after every change of every customer: empty parts are skipped
     # without building anything (most customers have only a few parts).
     times: list[datetime] = []
     for order in state.open.values():
         times.extend(_order_times(order, state.last_reminder_at, policies.for_shop(order.shop_id)))
     if state.listings:
-        times.extend(listing.until for listing in state.listings.values())
+        if linked_upto is None:
+            times.extend(listing.until for listing in state.listings.values())
+        else:
+            times.extend(
+                listing.until
+                for listing in state.listings.values()
+                if listing.linked_to is None or listing.until <= linked_upto
+            )
     if state.held:
         times.extend(h.hold_until for holds in state.held.values() for h in holds)
+    if after is not None:
+        times = [t for t in times if t > after]
     return min(times) if times else None  # min(..., default=None) parses keywords: slower
 
 
@@ -951,12 +976,20 @@ def next_cleanup(state: UnpaidState, policies: Policies) -> datetime | None:
 
 
 def advance(
-    state: UnpaidState, customer_id: str, now: datetime, policies: Policies
+    state: UnpaidState,
+    customer_id: str,
+    now: datetime,
+    policies: Policies,
+    linked_upto: datetime | None = None,
 ) -> tuple[UnpaidState, list[Effect]]:
-    """Fire, in time order, every reminder, expiry and blacklisting end due by `now`; then prune."""
-    run = _Run(customer_id, policies)
+    """Fire, in time order, every reminder, expiry and blacklisting end due by `now`; then prune.
+
+    A blacklisting through a link ends no later than `linked_upto`: a link report of an
+    earlier time, still on its way, may end it sooner (the link taken back, the linked
+    account's blacklisting cut short), and its end waits for it."""
+    run = _Run(customer_id, policies, linked_upto=linked_upto)
     while True:
-        due = next_timer(state, policies)
+        due = next_timer(state, policies, linked_upto)
         if due is None or due > now:
             break
         _fire(state, due, run)
@@ -976,7 +1009,9 @@ def _fire(state: UnpaidState, at: datetime, run: _Run) -> None:
             _close(state, order, "abandoned", at, run)
     for scope in sorted(state.listings):
         listing = state.listings[scope]
-        if listing.until <= at:
+        if listing.until <= at and (
+            listing.linked_to is None or run.linked_upto is None or listing.until <= run.linked_upto
+        ):
             del state.listings[scope]
             run.effects.append(_expired(run.customer_id, listing))
             run.effects += _listing_ended(state, run.customer_id, listing, listing.until)

@@ -92,10 +92,11 @@ def test_with_blacklistings_through_links_kills_change_no_alert(
 def test_with_blacklistings_through_links_two_clean_runs_send_the_same_alerts(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
-    # Without kills, the opt-in policies decide the same in two runs of two workers,
-    # whichever order the broker delivers in: every alert, each id once (a blacklisting
-    # through a link and one by strikes counted together can begin at one instant),
-    # every link alert whole, and every final status.
+    # Without kills, blacklistings that follow links decide the same in two runs of two
+    # workers, whichever order the broker delivers in: every alert, each id once, every
+    # link alert whole, and every final status. (Strikes counted together are left out:
+    # a customer they blacklist announces again at an instant the stages have passed,
+    # applied as it arrives, and two runs can differ there; docs/detection.md, Limits.)
     _, traffic = traffic_of(12_000, seed=3)
     report = chaos_kills(
         kafka_bootstrap,
@@ -105,7 +106,7 @@ def test_with_blacklistings_through_links_two_clean_runs_send_the_same_alerts(
         0,
         15,
         traffic=traffic,
-        settings_env=LINK_POLICIES,
+        settings_env={"HITRUN_LINKED_ACCOUNTS": "blacklist"},
     )
     assert report.kills == 0
     assert_same_alerts(report)

@@ -25,6 +25,9 @@ from hitrun.agents.identity import (
     Shared,
     Sighting,
 )
+from hitrun.agents.linking import LinkRules
+from hitrun.agents.policy import Policies, UnpaidPolicy
+from hitrun.agents.state import CustomerState
 from hitrun.schemas import compiled_validator
 
 T0 = datetime(2026, 3, 1, 12, tzinfo=UTC)
@@ -198,6 +201,42 @@ def test_evidence_ages_out_and_the_link_is_taken_back() -> None:
     unlinked = identity.age(w.customers["a"], "a", expiry + timedelta(seconds=1), POLICY)
     assert [(e.other, e.cause) for e in unlinked] == [("b", "evidence_aged_out")]
     assert w.customers["a"].links == {}
+
+
+def test_links_age_out_at_the_time_their_evidence_does_however_late_they_are_aged() -> None:
+    # The unlink is at the evidence's expiry, not at the time the aging ran: a customer's
+    # clock may be far ahead of its link reports, and the alert must not depend on it.
+    w = World()
+    w.event("a", T0, phone=h("p"))
+    w.event("b", T0 + timedelta(days=1), phone=h("p"), email=h("b@x"))
+    w.event("a", T0 + timedelta(days=30), email=h("b@x"))
+    state = CustomerState(identity=w.customers["a"])
+    rules = LinkRules(Policies(UnpaidPolicy()), POLICY)
+    # The phone ages out first; the email (seen by both a day later) keeps the link.
+    first = T0 + POLICY.window
+    unlinked, _ = rules.expire("a", state, first + timedelta(days=100))
+    assert [(e.other, e.at, e.cause) for e in unlinked] == [
+        ("b", T0 + timedelta(days=1) + POLICY.window, "evidence_aged_out")
+    ]
+    assert state.identity is not None and state.identity.aged == first + timedelta(days=100)
+    # Aged no further than asked: nothing left to age, the same.
+    assert rules.expire("a", state, first + timedelta(days=200)) == ([], [])
+
+
+def test_a_report_heard_after_its_evidence_aged_out_links_nothing() -> None:
+    # A report of an earlier time, heard after the customer's links aged past it, brings
+    # no evidence that had aged out by then: in time, its link would have aged out too.
+    w = World()
+    w.event("a", T0, phone=h("p"))
+    w.event("b", T0 + timedelta(days=1), phone=h("p"))
+    report = Shared("a", "b", "phone", h("p")[:12], T0, T0 + timedelta(days=1), ())
+    late = IdentityState(aged=T0 + POLICY.window)
+    assert identity.receive(late, "a", report, POLICY) == []
+    assert late.links == {}
+    # Heard while its evidence still counts, it links.
+    early = IdentityState(aged=T0 + POLICY.window - timedelta(seconds=1))
+    linked = identity.receive(early, "a", report, POLICY)
+    assert [type(e) for e in linked] == [AccountLinked]
 
 
 def test_an_old_sighting_does_not_link_a_new_customer() -> None:

@@ -212,6 +212,44 @@ def test_a_link_that_ages_out_ends_the_blacklisting_through_it() -> None:
     assert ended.at >= T0 + LINKS.window  # not before the link's evidence aged out
 
 
+def clock_past_a_linked_end(past: timedelta) -> tuple[World, datetime, datetime]:
+    """The evader's new account on the old one's blacklist through the link; its clock
+    `past` that blacklisting's end, its link reports a day short of it: nothing fired."""
+    w = World()
+    evader(w)
+    state = w.state("new").unpaid
+    end = state.listings["shop-1"].until
+    state, effects = unpaid.advance(state, "new", end + past, w.policies, linked_upto=end - DAY)
+    assert effects == []
+    return w, end, end + past
+
+
+def test_a_blacklisting_through_a_link_ends_once_the_link_reports_are_that_far() -> None:
+    # The customer's clock runs ahead of its link reports: a report of an earlier time
+    # may still take the link back, and the blacklisting through it ends then, not at
+    # its own end because the clock got there first.
+    w, end, clock = clock_past_a_linked_end(5 * DAY)
+    held = w.state("new").unpaid
+    assert held.listings["shop-1"].linked_to == "old"
+    assert unpaid.next_timer(held, w.policies, linked_upto=end - DAY) is None
+    # The report comes: the link was taken back ten days before the end.
+    unpaid.end_linked(held, "old", None, end - 10 * DAY)
+    held, effects = unpaid.advance(held, "new", clock, w.policies, linked_upto=clock)
+    (ended,) = effects
+    assert isinstance(ended, Unblacklist) and ended.at == end - 10 * DAY
+
+
+def test_an_own_blacklisting_after_one_through_a_link_that_waited_ends_that_one() -> None:
+    # The end of a blacklisting through a link waited for the link reports when the
+    # customer earned one of its own: the first ended before the second began.
+    w, end, later = clock_past_a_linked_end(3 * DAY)
+    state = w.state("new").unpaid
+    effects = unpaid.enlist(state, "new", "shop-1", later, [], [], w.policies.default)
+    assert [type(e) for e in effects] == [Unblacklist, Blacklist]
+    assert effects[0].at == end and effects[0].linked_to == "old"
+    assert state.waiting == {} and state.listings["shop-1"].linked_to is None
+
+
 def test_a_listing_through_a_link_travels_no_further() -> None:
     # new is linked to old (phone) and, through a shared card, to third: third is
     # linked to no blacklisted account of its own, so it stays off the list.

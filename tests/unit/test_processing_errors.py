@@ -98,10 +98,10 @@ def test_a_customer_whose_timers_raise_does_not_stop_the_other_customers_deadlin
     run_batch(checkout("pe-t1", "o-t1"), checkout("pe-t2", "o-t2"))
     original = customer.unpaid.advance
 
-    def advance(state: Any, customer_id: str, now: Any, policies: Any) -> Any:
+    def advance(state: Any, customer_id: str, now: Any, policies: Any, *rest: Any) -> Any:
         if customer_id == "pe-t1":
             raise KeyError("timer bug")
-        return original(state, customer_id, now, policies)
+        return original(state, customer_id, now, policies, *rest)
 
     monkeypatch.setattr(customer.unpaid, "advance", advance)
     # A later event in each of their partitions moves the clock past both deadlines.
