@@ -282,6 +282,17 @@ class Link(msgspec.Struct, gc=False, omit_defaults=True):
     counted: list[str] = msgspec.field(default_factory=list)
 
 
+class AgedOut(msgspec.Struct, gc=False, array_like=True):
+    """A strong link that aged out: strong from `since` until `until`, flagged for those
+    blacklistings (scope, since), made by that evidence. A report of a time it stood,
+    heard after it aged out, is decided against it (`_heard_late`)."""
+
+    since: datetime
+    until: datetime
+    flagged: list[tuple[str, datetime]]
+    linked_by: list[tuple[str, datetime]]
+
+
 class IdentityState(msgspec.Struct, gc=False, omit_defaults=True):
     """The customer's announced identifiers ("kind:hash" -> last announced) and links."""
 
@@ -290,6 +301,9 @@ class IdentityState(msgspec.Struct, gc=False, omit_defaults=True):
     # How far its links have aged (`LinkRules.expire`): a report of an earlier time
     # heard after that brings no evidence that had aged out by then.
     aged: datetime | None = None
+    # The strong links that aged out, by the other account, while a report of a time
+    # they stood may still come (`age`).
+    aged_out: dict[str, AgedOut] = msgspec.field(default_factory=dict)
 
     def is_empty(self) -> bool:
         return not self.announced and not self.links
@@ -415,6 +429,11 @@ def receive(
     # then counts no more, whenever the report arrives (a strong link's ages out at its
     # own time: `LinkRules.expire`, before this).
     horizon = (at if state.aged is None or state.aged < at else state.aged) - policy.window
+    past = state.aged_out.get(report.other)
+    if report.evidence_at <= horizon and past is not None and past.since <= at < past.until:
+        if not link.evidence:
+            del state.links[report.other]
+        return _heard_late(customer_id, report, past, at)
     for stale in [k for k, seen in link.evidence.items() if seen <= horizon]:
         del link.evidence[stale]
     if report.evidence_at > horizon:
@@ -442,14 +461,36 @@ def age(
     for key in [k for k, at in state.announced.items() if at < horizon]:
         del state.announced[key]
     effects: list[LinkEffect] = []
+    for other in [o for o, past in state.aged_out.items() if past.until <= horizon]:
+        del state.aged_out[other]
     for other in sorted(state.links):
         link = state.links[other]
         # Evidence seen at t counts until t + window: `next_expiry` is when it stops.
         stale = [k for k, at in link.evidence.items() if at <= horizon]
         if stale:
+            since, flagged, linked_by = link.strong_since, list(link.flagged), link.linked_by
             for key in stale:
                 del link.evidence[key]
-            effects += _settle(state, customer_id, other, now, policy, "evidence_aged_out")
+            unlinked = _settle(state, customer_id, other, now, policy, "evidence_aged_out")
+            if unlinked and since is not None:
+                state.aged_out[other] = AgedOut(since, now, flagged, list(linked_by))
+            effects += unlinked
+    return effects
+
+
+def _heard_late(customer_id: str, report: Shared, past: AgedOut, at: datetime) -> list[LinkEffect]:
+    """A report of time `at`, when the link stood, heard after it aged out: the flags it
+    would have raised then (a blacklisting through the link ends where the link did:
+    `carry_listings`), and no link made again."""
+    effects: list[LinkEffect] = []
+    for scope, since, until in sorted(report.other_listed):
+        flagged_at = max(past.since, since)
+        if (scope, since) in past.flagged or flagged_at >= min(until, past.until):
+            continue
+        past.flagged.append((scope, since))
+        listing = ((scope, since, until),)
+        named = tuple(past.linked_by)
+        effects.append(LinkedAccountFlagged(customer_id, report.other, flagged_at, listing, named))
     return effects
 
 
@@ -490,6 +531,7 @@ def _settle(
             del state.links[other]
         return effects
     if link.strong_since is None:
+        state.aged_out.pop(other, None)
         link.strong_since = at
         link.generation += 1
         link.linked_by = list(evidence)
@@ -550,6 +592,10 @@ def carry_listings(
     # this one by the same time: its listings arrive with every report of the link.
     for listing in [*listed.listings.values(), *listed.waiting.values()]:
         link = None if listing.linked_to is None else state.links.get(listing.linked_to)
+        if listing.linked_to is not None and (link is None or link.strong_since is None):
+            past = state.aged_out.get(listing.linked_to)
+            if past is not None:
+                unpaid.end_linked(listed, listing.linked_to, listing.scope, past.until)
         if link is None or listing.linked_to is None:
             continue
         basis = [

@@ -239,6 +239,27 @@ def test_a_report_heard_after_its_evidence_aged_out_links_nothing() -> None:
     assert [type(e) for e in linked] == [AccountLinked]
 
 
+def test_a_report_heard_after_its_link_aged_out_decides_as_it_would_have_in_time() -> None:
+    # The other account announced again (a blacklisting of its own began) at a time the
+    # link stood; heard only after the link aged out, it flags as it would have then,
+    # once, and makes no link again.
+    w = World()
+    w.event("a", T0, phone=h("p"))
+    w.event("b", T0 + timedelta(days=1), phone=h("p"))
+    state = w.customers["a"]
+    rules = LinkRules(Policies(UnpaidPolicy()), POLICY)
+    end = T0 + POLICY.window
+    (unlinked,), _ = rules.expire("a", CustomerState(identity=state), end + timedelta(days=9))
+    assert isinstance(unlinked, AccountUnlinked) and unlinked.at == end
+    listed = (("shop-1", T0 + timedelta(days=30), T0 + timedelta(days=120)),)
+    told = T0 + timedelta(days=30)
+    report = Shared("a", "b", "phone", h("p")[:12], T0, T0 + timedelta(days=1), listed, (), told)
+    (flag,) = identity.receive(state, "a", report, POLICY)
+    assert isinstance(flag, LinkedAccountFlagged) and flag.at == told
+    assert flag.listings == listed and "b" not in state.links
+    assert identity.receive(state, "a", report, POLICY) == []  # flagged once
+
+
 def test_an_old_sighting_does_not_link_a_new_customer() -> None:
     w = World()
     w.event("a", T0, phone=h("p"))

@@ -241,29 +241,37 @@ def test_with_strikes_counted_together_every_alert_is_the_same_whatever_the_orde
 AGING_ORDERS = ((2, "first"), (3, "last"), (8, "any time"))
 
 
-@pytest.mark.parametrize("linked_accounts", ["flag", "blacklist"])
+@pytest.mark.parametrize(
+    ("linked_accounts", "linked_strikes"),
+    [("flag", "separate"), ("blacklist", "separate"), ("blacklist", "shared")],
+)
 def test_links_age_out_at_the_same_time_whatever_the_order(
-    two_stages: Sink, monkeypatch: pytest.MonkeyPatch, linked_accounts: str
+    two_stages: Sink, monkeypatch: pytest.MonkeyPatch, linked_accounts: str, linked_strikes: str
 ) -> None:
     # A link ages out at the time its evidence does, after the reports of earlier
     # times and before those of later ones: not when the customer's clock, running
     # ahead of its reports, happens to pass that time. Before, 13 to 105 alerts of an
     # order differed (links made twice, unlinks at the clock's time, links heard of
-    # after the clock had passed their end never taken back).
-    follow_links(monkeypatch, linked_accounts, linked_strikes="separate")
+    # after the clock had passed their end never taken back). With strikes counted
+    # together, an announcement made again at an instant the stages had passed reaches
+    # accounts whose links aged out since: it is decided against the link as it stood.
+    follow_links(monkeypatch, linked_accounts, linked_strikes)
     logs = simulated(4_000, 3)
     first = run(logs, two_stages, seed=1)
     assert_one_alert_per_id(first)
     found = [orjson.loads(a) for a in alerts(first)]
     aged = [a for a in found if a["type"] == "account_unlinked"]
     assert sum(a["cause"] == "evidence_aged_out" for a in aged) >= 50
-    if linked_accounts == "blacklist":
+    if linked_accounts == "blacklist" and linked_strikes == "separate":
         # Every blacklisting through a link ends by the replay's end, heard of late or not.
-        listed = through_links(first)
+        # (With strikes counted together, one set aside by the customer's own blacklisting
+        # may end within it, silently.)
+        listed = [a for a in through_links(first) if a["reason"].startswith("linked to account")]
         ended = [
             a
             for a in found
-            if a["type"] == "customer_unblacklisted" and a.get("linked_customer_ids")
+            if a["type"] == "customer_unblacklisted"
+            and a["reason"].startswith("the blacklisting of linked account")
         ]
         assert len(listed) >= 50
         assert len(ended) >= len(listed)
