@@ -283,14 +283,17 @@ class Link(msgspec.Struct, gc=False, omit_defaults=True):
 
 
 class AgedOut(msgspec.Struct, gc=False, array_like=True):
-    """A strong link that aged out: strong from `since` until `until`, flagged for those
-    blacklistings (scope, since), made by that evidence. A report of a time it stood,
-    heard after it aged out, is decided against it (`_heard_late`)."""
+    """A strong link that aged out, or that an identifier turning common took back: strong
+    from `since` until `until`, flagged for those blacklistings (scope, since), made by
+    that evidence. A report of a time it stood, heard after it ended, is decided against
+    it (`_heard_late`)."""
 
     since: datetime
     until: datetime
     flagged: list[tuple[str, datetime]]
     linked_by: list[tuple[str, datetime]]
+    # Taken back because these identifiers turned common ("kind:prefix"), not aged out.
+    common: list[str] = msgspec.field(default_factory=list)
 
 
 class IdentityState(msgspec.Struct, gc=False, omit_defaults=True):
@@ -415,10 +418,13 @@ def receive(
         key = f"{report.kind}:{report.prefix}"
         for other in sorted(state.links):
             link = state.links[other]
+            since, flagged, linked_by = link.strong_since, list(link.flagged), link.linked_by
             if link.evidence.pop(key, None) is not None:
-                effects += _settle(
-                    state, customer_id, other, report.at, policy, "identifier_common"
-                )
+                taken = _settle(state, customer_id, other, report.at, policy, "identifier_common")
+                if taken and since is not None:
+                    ended = AgedOut(since, report.at, flagged, list(linked_by), [key])
+                    state.aged_out[other] = ended
+                effects += taken
         return effects
     # What the report makes, it makes when its announcement was made: a link evicted or
     # taken back earlier and told again by a later announcement is linked again then.
@@ -430,7 +436,11 @@ def receive(
     # own time: `LinkRules.expire`, before this).
     horizon = (at if state.aged is None or state.aged < at else state.aged) - policy.window
     past = state.aged_out.get(report.other)
-    if report.evidence_at <= horizon and past is not None and past.since <= at < past.until:
+    if (
+        past is not None
+        and past.since <= at < past.until
+        and (report.evidence_at <= horizon or key in past.common)
+    ):
         if not link.evidence:
             del state.links[report.other]
         return _heard_late(customer_id, report, past, at)

@@ -94,9 +94,11 @@ def test_with_blacklistings_through_links_two_clean_runs_send_the_same_alerts(
 ) -> None:
     # Without kills, blacklistings that follow links decide the same in two runs of two
     # workers, whichever order the broker delivers in: every alert, each id once, every
-    # link alert whole, and every final status. (Strikes counted together are left out:
-    # a customer they blacklist announces again at an instant the stages have passed,
-    # applied as it arrives, and two runs can differ there; docs/detection.md, Limits.)
+    # link alert whole, and every final status. A customer's clock runs ahead of its
+    # link reports: links age out, and blacklistings through them end, in the reports'
+    # order (docs/detection.md). (Strikes counted together are left out: a customer
+    # they blacklist announces again at an instant the stages have passed, applied as
+    # it arrives, and two runs still differ there now and then; docs/detection.md.)
     _, traffic = traffic_of(12_000, seed=3)
     report = chaos_kills(
         kafka_bootstrap,

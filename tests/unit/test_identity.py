@@ -260,6 +260,25 @@ def test_a_report_heard_after_its_link_aged_out_decides_as_it_would_have_in_time
     assert identity.receive(state, "a", report, POLICY) == []  # flagged once
 
 
+def test_a_report_heard_after_its_identifier_turned_common_links_nothing_again() -> None:
+    # The phone turned common and took the link back; a report of a time the link
+    # stood, about that phone and heard only then, flags as it would have in time and
+    # does not make the link again through an identifier that links nothing now.
+    w = World()
+    w.event("a", T0, phone=h("p"))
+    w.event("b", T0 + timedelta(days=1), phone=h("p"))
+    state = w.customers["a"]
+    common = T0 + timedelta(days=40)
+    (taken,) = identity.receive(state, "a", Dropped("a", "phone", h("p")[:12], common), POLICY)
+    assert isinstance(taken, AccountUnlinked) and taken.cause == "identifier_common"
+    listed = (("shop-1", T0 + timedelta(days=30), T0 + timedelta(days=120)),)
+    told = T0 + timedelta(days=30)
+    report = Shared("a", "b", "phone", h("p")[:12], T0, T0 + timedelta(days=1), listed, (), told)
+    (flag,) = identity.receive(state, "a", report, POLICY)
+    assert isinstance(flag, LinkedAccountFlagged) and flag.at == told
+    assert "b" not in state.links
+
+
 def test_an_old_sighting_does_not_link_a_new_customer() -> None:
     w = World()
     w.event("a", T0, phone=h("p"))

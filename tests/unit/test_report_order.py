@@ -250,7 +250,7 @@ def test_links_age_out_at_the_same_time_whatever_the_order(
 ) -> None:
     # A link ages out at the time its evidence does, after the reports of earlier
     # times and before those of later ones: not when the customer's clock, running
-    # ahead of its reports, happens to pass that time. Before, 13 to 105 alerts of an
+    # ahead of its reports, happens to pass that time. Before, 16 to 111 alerts of an
     # order differed (links made twice, unlinks at the clock's time, links heard of
     # after the clock had passed their end never taken back). With strikes counted
     # together, an announcement made again at an instant the stages had passed reaches
