@@ -1191,8 +1191,8 @@ def advance_customer(partition: PartitionTimers, customer_id: str, now: datetime
     if not stored:
         return
     # Links that age out first: a blacklisting through one ends with it.
-    unlinked, changes = linked_changes(partition, customer_id, state, now)
     linked_upto = links_until(partition, now)
+    unlinked, changes = linked_changes(customer_id, state, linked_upto, now)
     state.unpaid, fired = unpaid.advance(state.unpaid, customer_id, now, policies, linked_upto)
     effects = changes + fired
     kept = retention.advance(state.retention, customer_id, now - LATENESS, retention_policy)
@@ -1217,15 +1217,15 @@ def advance_customer(partition: PartitionTimers, customer_id: str, now: datetime
 
 
 def linked_changes(
-    partition: PartitionTimers, customer_id: str, state: CustomerState, now: datetime
+    customer_id: str, state: CustomerState, upto: datetime, now: datetime
 ) -> tuple[list[LinkEffect], list[Effect]]:
-    """Age the customer's links as far as the link reports allow (`links_until`), and
-    follow them at `now`: the unlinks, and what they change on its blacklists. A customer
-    with no identity part (most, when events carry no identifiers) has nothing to age or
-    follow: no calls for it."""
+    """Age the customer's links up to `upto`, as far as the link reports allow
+    (`links_until`), and follow them at `now`: the unlinks, and what they change on its
+    blacklists. A customer with no identity part (most, when events carry no
+    identifiers) has nothing to age or follow: no calls for it."""
     if state.identity is None:
         return [], []
-    unlinked, changes = link_rules.expire(customer_id, state, links_until(partition, now))
+    unlinked, changes = link_rules.expire(customer_id, state, upto)
     return unlinked, changes + link_rules.follow(customer_id, state, [], now)
 
 
@@ -1294,7 +1294,7 @@ def apply_to_customer(
         # those the LATENESS delay has not fired on the stream clock yet.
         kept = retention.advance(state.retention, customer_id, event.occurred_at, retention_policy)
         kept += observe_retention(state.retention, event, effects)
-    unlinked, changes = linked_changes(partition, customer_id, state, now)
+    unlinked, changes = linked_changes(customer_id, state, links_until(partition, now), now)
     effects += changes
     if not duplicate and (type(event) is CheckoutConfirmed or type(event) is PaymentAttempted):
         announce(customer_id, state, event.identifiers, event.occurred_at)

@@ -417,19 +417,14 @@ def receive(
     if isinstance(report, Dropped):
         key = f"{report.kind}:{report.prefix}"
         for other in sorted(state.links):
-            link = state.links[other]
-            since, flagged, linked_by = link.strong_since, list(link.flagged), link.linked_by
-            if link.evidence.pop(key, None) is not None:
-                taken = _settle(state, customer_id, other, report.at, policy, "identifier_common")
-                if taken and since is not None:
-                    ended = AgedOut(since, report.at, flagged, list(linked_by), [key])
-                    state.aged_out[other] = ended
-                effects += taken
+            if key in state.links[other].evidence:
+                effects += _drop_evidence(
+                    state, customer_id, other, [key], report.at, policy, "identifier_common"
+                )
         return effects
     # What the report makes, it makes when its announcement was made: a link evicted or
     # taken back earlier and told again by a later announcement is linked again then.
     at = heard_at(report)
-    link = state.links.setdefault(report.other, Link())
     key = f"{report.kind}:{report.prefix}"
     # As of `at`, or of how far the links have aged if further: evidence aged out by
     # then counts no more, whenever the report arrives (a strong link's ages out at its
@@ -441,9 +436,8 @@ def receive(
         and past.since <= at < past.until
         and (report.evidence_at <= horizon or key in past.common)
     ):
-        if not link.evidence:
-            del state.links[report.other]
         return _heard_late(customer_id, report, past, at)
+    link = state.links.setdefault(report.other, Link())
     for stale in [k for k, seen in link.evidence.items() if seen <= horizon]:
         del link.evidence[stale]
     if report.evidence_at > horizon:
@@ -474,18 +468,36 @@ def age(
     for other in [o for o, past in state.aged_out.items() if past.until <= horizon]:
         del state.aged_out[other]
     for other in sorted(state.links):
-        link = state.links[other]
         # Evidence seen at t counts until t + window: `next_expiry` is when it stops.
-        stale = [k for k, at in link.evidence.items() if at <= horizon]
+        stale = [k for k, at in state.links[other].evidence.items() if at <= horizon]
         if stale:
-            since, flagged, linked_by = link.strong_since, list(link.flagged), link.linked_by
-            for key in stale:
-                del link.evidence[key]
-            unlinked = _settle(state, customer_id, other, now, policy, "evidence_aged_out")
-            if unlinked and since is not None:
-                state.aged_out[other] = AgedOut(since, now, flagged, list(linked_by))
-            effects += unlinked
+            effects += _drop_evidence(
+                state, customer_id, other, stale, now, policy, "evidence_aged_out"
+            )
     return effects
+
+
+def _drop_evidence(
+    state: IdentityState,
+    customer_id: str,
+    other: str,
+    keys: list[str],
+    at: datetime,
+    policy: LinkPolicy,
+    cause: str,
+) -> list[LinkEffect]:
+    """Take evidence `keys` off the link to `other` at `at`; a strong link that no longer
+    stands is remembered as it stood (`aged_out`) for the reports of its time still to
+    come. The unlinks."""
+    link = state.links[other]
+    since, flagged, linked_by = link.strong_since, list(link.flagged), list(link.linked_by)
+    for key in keys:
+        del link.evidence[key]
+    unlinked = _settle(state, customer_id, other, at, policy, cause)
+    if unlinked and since is not None:
+        common = keys if cause == "identifier_common" else []
+        state.aged_out[other] = AgedOut(since, at, flagged, linked_by, common)
+    return unlinked
 
 
 def _heard_late(customer_id: str, report: Shared, past: AgedOut, at: datetime) -> list[LinkEffect]:
