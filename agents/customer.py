@@ -104,6 +104,7 @@ from hitrun.streams.errors import (
     SchemaViolation,
     Unauthenticated,
 )
+from hitrun.streams.fencing import WriterTokens, token_of
 from hitrun.streams.ingest import (
     Accepted,
     RawMessage,
@@ -119,7 +120,14 @@ from hitrun.streams.logs import AlertCounts
 from hitrun.streams.loop import CaughtUp, ConsumeLoop
 from hitrun.streams.partitioning import partition_for_key
 from hitrun.streams.repair import ChangelogReader
-from hitrun.streams.rocks import PartitionedRocksStore, get_raw, owned_items, write_raw
+from hitrun.streams.rocks import (
+    PartitionedRocksStore,
+    get_raw,
+    owned_items,
+    store_rise,
+    stored_rise,
+    write_raw,
+)
 from hitrun.streams.sink import Headers, OutRecord, RecordSink
 
 log = logging.getLogger(__name__)
@@ -185,6 +193,27 @@ class CustomerTable(faust.Table):
             return partition_for_key(key[len(IDENTITY_KEY_PREFIX) :], settings.partitions)
         return partition_for_key(key, settings.partitions)
 
+    def apply_changelog_batch(self, batch: Iterable[Any]) -> None:
+        """Apply changelog records read (a recovery, a standby), but none a removed worker
+        wrote after its successor (`writers`, streams/fencing.py)."""
+        admitted = []
+        skipped: dict[int, int] = {}
+        for event in batch:
+            msg = event.message
+            if writers.admit(msg.partition, msg.offset, token_of(msg.headers)):
+                admitted.append(event)
+            else:
+                skipped[msg.partition] = skipped.get(msg.partition, 0) + 1
+        for number, count in sorted(skipped.items()):
+            metrics.stale_states_skipped.inc(count)
+            log.warning(
+                "%s[%d]: skipped %d state records a removed worker wrote after its successor's",
+                self.changelog_topic.get_topic_name(),
+                number,
+                count,
+            )
+        super().apply_changelog_batch(admitted)
+
     def _new_store_by_url(self, url: str | URL) -> StoreT:
         if URL(url).scheme == "rocksdb":
             return PartitionedRocksStore(
@@ -228,6 +257,12 @@ customers_table = CustomerTable(
     help="Per-customer detector state (agents/state.py), keyed by customer id.",
 )
 app.tables.add(customers_table)
+# Writer tokens of the table's changelog partitions: read in `apply_changelog_batch`,
+# named by every state record this worker writes (`CustomerProcessor`).
+writers = WriterTokens(
+    stored=lambda number: stored_rise(customers_table.data, number),
+    store=lambda number, rise: store_rise(customers_table.data, number, rise),
+)
 
 
 # Replay: the watermarked input topics decide the release. Live: the reroute
@@ -1915,6 +1950,8 @@ class CustomerProcessor:
         self._staged_marks_at: float = float("-inf")
         # Applied, settled or ticked since the last batch the broker confirmed.
         self._unconfirmed = False
+        # The writer token of each partition the unconfirmed batches wrote state records of.
+        self._tokens: dict[int, int] = {}
 
     def prepare(self) -> None:
         timers.prepare()
@@ -1924,11 +1961,19 @@ class CustomerProcessor:
             if tp.topic == changelog_topic_name:
                 sink.expect(tp, end)
 
+    def _state_headers(self, number: int) -> Headers:
+        """The headers of this batch's state records of partition `number`: its writer token
+        (streams/fencing.py), noted for `confirmed`."""
+        token = writers.token(number, app.consumer_generation_id)
+        self._tokens[number] = token
+        return writers.headers(number, app.consumer_generation_id)
+
     def rewrite(self, keys: Mapping[TopicPartition, set[bytes]]) -> None:
         store = customers_table.data
         for tp, written in keys.items():
+            headers = self._state_headers(tp.partition)
             for key in sorted(written):
-                sink.put(OutRecord(tp.topic, key, get_raw(store, key), tp.partition))
+                sink.put(OutRecord(tp.topic, key, get_raw(store, key), tp.partition, headers))
 
     def apply(self, msg: RawMessage) -> None:
         self._unconfirmed = True
@@ -2039,15 +2084,19 @@ class CustomerProcessor:
         for number, partition in timers.partitions.items():
             changed = sorted(writes.pop(number, []), key=lambda write: write[1] is not None)
             record = partition.write_record(changed)
+            if record is None and not changed:
+                continue
+            headers = self._state_headers(number)
             if record is not None:
                 key = clock_key(number)
                 self._clock_writes.append((key, record))
-                sink.put(OutRecord(changelog_topic_name, key, record, number))
+                sink.put(OutRecord(changelog_topic_name, key, record, number, headers))
             for key, value in changed:
-                sink.put(OutRecord(changelog_topic_name, key, value, number))
+                sink.put(OutRecord(changelog_topic_name, key, value, number, headers))
         for number, orphans in writes.items():  # of no partition this worker owns
+            headers = self._state_headers(number)
             for key, value in orphans:
-                sink.put(OutRecord(changelog_topic_name, key, value, number))
+                sink.put(OutRecord(changelog_topic_name, key, value, number, headers))
 
     def confirmed(self, delivered: Mapping[TopicPartition, int]) -> None:
         writes = cache.commit(timers.tally)
@@ -2060,6 +2109,11 @@ class CustomerProcessor:
         # persistent store (RocksDB) then recovers only the changelog's tail.
         offsets = {tp: o for tp, o in delivered.items() if tp.topic == changelog_topic_name}
         write_raw(customers_table.data, writes, offsets)
+        for tp, offset in offsets.items():
+            token = self._tokens.get(tp.partition)
+            if token is not None:
+                writers.wrote(tp.partition, offset, token)
+        self._tokens.clear()
         timers.set_gauges()
         metrics.held_events.set(sum(len(p.buffer) for p in timers.partitions.values()))
         self._unconfirmed = False
@@ -2075,6 +2129,7 @@ class CustomerProcessor:
         timers.clear(keep_indexes=settled)
         self._unconfirmed = False
         self._clock_writes.clear()
+        self._tokens.clear()
 
 
 def stop_without_commit(exc: BaseException) -> None:

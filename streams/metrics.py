@@ -244,6 +244,13 @@ class Metrics:
             "wrote its stored value over each.",
             registry=registry,
         )
+        self.stale_states_skipped = Counter(
+            "hitrun_stale_state_records_skipped_total",
+            "State records read from the changelog (a recovery, a standby) and not applied: "
+            "their writer token is below one read before them, so a worker the group had "
+            "removed wrote them after its successor had begun (streams/fencing.py).",
+            registry=registry,
+        )
         self.consumer_lag = Gauge(
             "hitrun_consumer_lag_messages",
             "End offset minus committed offset, per input topic partition this worker owns.",

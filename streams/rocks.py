@@ -20,6 +20,8 @@ from faust.stores import rocksdb
 from faust.types import TP, StoreT
 from rocksdict import WriteBatch
 
+from hitrun.streams.fencing import Rise
+
 # Memory per open partition database. Faust's defaults are sized for one large
 # database (a 2 GiB block cache and three 64 MiB write buffers, each per
 # database): with one database per partition, a worker rebuilding its store
@@ -32,6 +34,11 @@ MEMORY_OPTIONS: dict[str, Any] = {
     "max_write_buffer_number": 2,
     "block_cache_size": 4 * 1024 * 1024,
 }
+
+
+# Where the writer token last rose in a partition's changelog (streams/fencing.py),
+# kept in its database beside Faust's offset key, and hidden like it.
+WRITER_KEY = b"__hitrun\0writer__"
 
 
 class PartitionedRocksStore(rocksdb.Store):
@@ -69,6 +76,26 @@ class PartitionedRocksStore(rocksdb.Store):
     def get_raw(self, key: bytes) -> bytes | None:
         """The stored bytes of a key, without the table's codec and sensors."""
         return self._get(key)
+
+    def _visible_keys(self, db: Any) -> Iterator[bytes]:
+        for key in super()._visible_keys(db):
+            if key != WRITER_KEY:
+                yield key
+
+    def _visible_items(self, db: Any) -> Iterator[tuple[bytes, bytes]]:
+        for key, value in super()._visible_items(db):
+            if key != WRITER_KEY:
+                yield key, value
+
+    def stored_rise(self, partition: int) -> Rise | None:
+        kept = self._db_for_partition(partition).get(WRITER_KEY)
+        if kept is None:
+            return None
+        offset, token = kept.split()
+        return int(offset), int(token)
+
+    def store_rise(self, partition: int, rise: Rise) -> None:
+        self._db_for_partition(partition).put(WRITER_KEY, b"%d %d" % rise)
 
     def write_raw(
         self, writes: Iterable[tuple[bytes, bytes | None]], offsets: Mapping[TP, int]
@@ -135,3 +162,17 @@ def write_raw(
             store[key] = value
     for tp, offset in offsets.items():
         store.set_persisted_offset(tp, offset)
+
+
+def stored_rise(store: StoreT, partition: int) -> Rise | None:
+    """The writer token's last rise a persistent store kept of `partition` (None: none, or
+    a memory store, which reads the whole changelog again)."""
+    if isinstance(store, PartitionedRocksStore):
+        return store.stored_rise(partition)
+    return None
+
+
+def store_rise(store: StoreT, partition: int, rise: Rise) -> None:
+    """Keep the writer token's last rise of `partition` in a persistent store."""
+    if isinstance(store, PartitionedRocksStore):
+        store.store_rise(partition, rise)

@@ -10,7 +10,14 @@ from faust.types import TP
 
 import hitrun.agents.customer as customer
 from hitrun.streams.partitioning import partition_for_key
-from hitrun.streams.rocks import MEMORY_OPTIONS, PartitionedRocksStore, get_raw, write_raw
+from hitrun.streams.rocks import (
+    MEMORY_OPTIONS,
+    PartitionedRocksStore,
+    get_raw,
+    store_rise,
+    stored_rise,
+    write_raw,
+)
 
 
 @pytest.fixture
@@ -51,3 +58,16 @@ def test_a_batch_lands_in_each_key_partition_with_its_changelog_offset(
         held = {k for k, _ in store.items_of(p)}
         assert held == {k for k in keys[5:] if partition_for_key(k, partitions) == p}
         assert store.persisted_offset(TP(changelog, p)) == 40 + p
+
+
+def test_the_rocksdb_store_keeps_the_rise_out_of_sight_of_the_table(
+    store: PartitionedRocksStore,
+) -> None:
+    key = b"c-rise"
+    partition = partition_for_key(key, customer.settings.partitions)
+    assert stored_rise(store, partition) is None
+    write_raw(store, [(key, b"value")], {})
+    store_rise(store, partition, (41, 7))
+    assert stored_rise(store, partition) == (41, 7)
+    assert list(store.items_of(partition)) == [(key, b"value")]
+    assert list(store._visible_keys(store._db_for_partition(partition))) == [key]

@@ -34,11 +34,13 @@ def test_the_agent_writes_its_stored_value_of_each_key_over_another_writers(sink
     # The other writer touched the customer, the partition's clock record and a key this
     # worker holds nothing for: each gets what the store holds (a tombstone for nothing).
     customer.CustomerProcessor().rewrite({tp: {b"c-over", clock, b"c-never"}})
+    # Each names this worker's writer token (streams/fencing.py).
+    headers = customer.writers.headers(number, customer.app.consumer_generation_id)
     assert sorted(sink.records, key=lambda r: r.key or b"") == sorted(
         [
-            OutRecord(CHANGELOG, b"c-over", stored_state, number),
-            OutRecord(CHANGELOG, clock, stored_clock, number),
-            OutRecord(CHANGELOG, b"c-never", None, number),
+            OutRecord(CHANGELOG, b"c-over", stored_state, number, headers),
+            OutRecord(CHANGELOG, clock, stored_clock, number, headers),
+            OutRecord(CHANGELOG, b"c-never", None, number, headers),
         ],
         key=lambda r: r.key or b"",
     )
