@@ -277,6 +277,9 @@ class Link(msgspec.Struct, gc=False, omit_defaults=True):
     generation: int = 0  # how many times the link became strong
     # The evidence that made it strong, this generation: what its flags name.
     linked_by: list[tuple[str, datetime]] = msgspec.field(default_factory=list)
+    # Of that evidence, what an identifier turning common took off while the link stood
+    # on, and when: a flag of an earlier time, heard after, still names it.
+    dropped: dict[str, datetime] = msgspec.field(default_factory=dict)
     strikes: list[StrikeNote] = msgspec.field(default_factory=list)  # the other's, last heard
     # The other's strikes (order ids) a blacklisting of this customer already counted.
     counted: list[str] = msgspec.field(default_factory=list)
@@ -294,6 +297,8 @@ class AgedOut(msgspec.Struct, gc=False, array_like=True):
     linked_by: list[tuple[str, datetime]]
     # Taken back because these identifiers turned common ("kind:prefix"), not aged out.
     common: list[str] = msgspec.field(default_factory=list)
+    # What of `linked_by` turned common before, and when (`Link.dropped`).
+    dropped: dict[str, datetime] = msgspec.field(default_factory=dict)
 
 
 class IdentityState(msgspec.Struct, gc=False, omit_defaults=True):
@@ -491,13 +496,35 @@ def _drop_evidence(
     come. The unlinks."""
     link = state.links[other]
     since, flagged, linked_by = link.strong_since, list(link.flagged), list(link.linked_by)
+    dropped = dict(link.dropped)
     for key in keys:
         del link.evidence[key]
     unlinked = _settle(state, customer_id, other, at, policy, cause)
     if unlinked and since is not None:
         common = keys if cause == "identifier_common" else []
-        state.aged_out[other] = AgedOut(since, at, flagged, linked_by, common)
+        state.aged_out[other] = AgedOut(since, at, flagged, linked_by, common, dropped)
+    elif cause == "identifier_common" and link.strong_since is not None:
+        for key in keys:
+            if any(made == key for made, _seen in link.linked_by):
+                link.dropped.setdefault(key, at)
     return unlinked
+
+
+def _standing(
+    linked_by: list[tuple[str, datetime]],
+    dropped: dict[str, datetime],
+    at: datetime,
+    evidence: dict[str, datetime] | None = None,
+) -> tuple[tuple[str, datetime], ...]:
+    """Of the evidence that made a link, what it still had at `at`: what it has now
+    (`evidence`; None: all of it), and what an identifier turning common took off after
+    `at` (`dropped`)."""
+    return tuple(
+        (key, seen)
+        for key, seen in linked_by
+        if (key in dropped and dropped[key] > at)
+        or (key not in dropped and (evidence is None or key in evidence))
+    )
 
 
 def _heard_late(customer_id: str, report: Shared, past: AgedOut, at: datetime) -> list[LinkEffect]:
@@ -511,7 +538,7 @@ def _heard_late(customer_id: str, report: Shared, past: AgedOut, at: datetime) -
             continue
         past.flagged.append((scope, since))
         listing = ((scope, since, until),)
-        named = tuple(past.linked_by)
+        named = _standing(past.linked_by, past.dropped, flagged_at) or tuple(past.linked_by)
         effects.append(LinkedAccountFlagged(customer_id, report.other, flagged_at, listing, named))
     return effects
 
@@ -549,6 +576,7 @@ def _settle(
         link.strong_since = None
         link.flagged = []
         link.linked_by = []
+        link.dropped = {}
         if not link.evidence:
             del state.links[other]
         return effects
@@ -557,22 +585,24 @@ def _settle(
         link.strong_since = at
         link.generation += 1
         link.linked_by = list(evidence)
+        link.dropped = {}
         effects.append(AccountLinked(customer_id, other, at, link.generation, evidence))
     # Flagged for each blacklisting of the other's that overlaps the link in event time,
     # whenever the stage happened to hear of either, naming the evidence that made the
     # link: what else it heard by then depends on the order reports of one instant
     # came in (a report of the other's blacklisting is made again, of the same instant,
     # once the other heard of the link; after a restart it is read with the first ones).
-    # Of that evidence, what has not aged out; a link whose evidence that made it has
-    # all aged out (strong by later evidence), or stored before `linked_by` was kept,
-    # names its evidence as it stands.
+    # Of that evidence, what still stood at the flag's time (not aged out, not turned
+    # common by then: a flag heard of after an identifier turned common names it all the
+    # same); a link whose evidence that made it has all aged out (strong by later
+    # evidence), or stored before `linked_by` was kept, names its evidence as it stands.
     for scope, since, until in link.listed:
         if (scope, since) in link.flagged or max(link.strong_since, since) >= until:
             continue
         link.flagged.append((scope, since))
         flagged_at = max(link.strong_since, since)
         listing = ((scope, since, until),)
-        named = tuple(kv for kv in link.linked_by if kv[0] in link.evidence) or evidence
+        named = _standing(link.linked_by, link.dropped, flagged_at, link.evidence) or evidence
         effects.append(LinkedAccountFlagged(customer_id, other, flagged_at, listing, named))
     return effects
 

@@ -547,3 +547,37 @@ def test_a_flag_names_no_evidence_that_aged_out_since_the_link_was_made() -> Non
     (flagged,) = identity.receive(state, "x", told, POLICY)
     assert isinstance(flagged, LinkedAccountFlagged)
     assert flagged.evidence == ((f"email:{email}", later),)
+
+
+def test_a_flag_heard_after_an_identifier_of_its_link_turned_common_names_it_as_in_time() -> None:
+    # Seen a year's traffic (seed 11 of test_report_order.py's, 4,000 messages): the link
+    # made by a device and a phone, the device turning common months later while the
+    # phone holds the link. The other account's blacklisting of before that, heard
+    # after the device was dropped (an announcement made again, applied as it arrives),
+    # named the phone alone: what a flag names went by the order reports were read.
+    device, phone = h("shared tablet")[:12], h("+62812")[:12]
+    seen = T0 - timedelta(days=12)
+    made_by = ((f"device:{device}", seen), (f"phone:{phone}", seen))
+    listing = (("shop-3", T0, T0 + timedelta(days=90)),)
+    common = T0 + timedelta(days=210)
+    reports = [
+        Shared("x", "xr", "device", device, seen, T0, ()),
+        Shared("x", "xr", "phone", phone, seen, T0, ()),
+    ]
+    told = Shared("x", "xr", "phone", phone, seen, T0, listing)
+    dropped = Dropped("x", "device", device, common)
+
+    def flags(*later: Report) -> list[LinkEffect]:
+        state = IdentityState()
+        effects = [e for r in (*reports, *later) for e in identity.receive(state, "x", r, POLICY)]
+        return [e for e in effects if isinstance(e, LinkedAccountFlagged)]
+
+    in_time = flags(told, dropped)
+    heard_after = flags(dropped, told)
+    assert in_time == heard_after
+    assert [f.evidence for f in in_time] == [made_by]
+    # A blacklisting that began after the device turned common names the phone alone.
+    since = common + timedelta(days=1)
+    later_listing = (("shop-4", since, since + timedelta(days=90)),)
+    (after,) = flags(dropped, Shared("x", "xr", "phone", phone, seen, since, later_listing))
+    assert after.evidence == ((f"phone:{phone}", seen),)
