@@ -1950,8 +1950,6 @@ class CustomerProcessor:
         self._staged_marks_at: float = float("-inf")
         # Applied, settled or ticked since the last batch the broker confirmed.
         self._unconfirmed = False
-        # The writer token of each partition the unconfirmed batches wrote state records of.
-        self._tokens: dict[int, int] = {}
 
     def prepare(self) -> None:
         timers.prepare()
@@ -1963,9 +1961,7 @@ class CustomerProcessor:
 
     def _state_headers(self, number: int) -> Headers:
         """The headers of this batch's state records of partition `number`: its writer token
-        (streams/fencing.py), noted for `confirmed`."""
-        token = writers.token(number, app.consumer_generation_id)
-        self._tokens[number] = token
+        (streams/fencing.py)."""
         return writers.headers(number, app.consumer_generation_id)
 
     def rewrite(self, keys: Mapping[TopicPartition, set[bytes]]) -> None:
@@ -2110,10 +2106,7 @@ class CustomerProcessor:
         offsets = {tp: o for tp, o in delivered.items() if tp.topic == changelog_topic_name}
         write_raw(customers_table.data, writes, offsets)
         for tp, offset in offsets.items():
-            token = self._tokens.get(tp.partition)
-            if token is not None:
-                writers.wrote(tp.partition, offset, token)
-        self._tokens.clear()
+            writers.wrote(tp.partition, offset)
         timers.set_gauges()
         metrics.held_events.set(sum(len(p.buffer) for p in timers.partitions.values()))
         self._unconfirmed = False
@@ -2129,7 +2122,6 @@ class CustomerProcessor:
         timers.clear(keep_indexes=settled)
         self._unconfirmed = False
         self._clock_writes.clear()
-        self._tokens.clear()
 
 
 def stop_without_commit(exc: BaseException) -> None:

@@ -105,8 +105,13 @@ class WriterTokens:
         self.store(partition, (offset, token))
         return True
 
-    def wrote(self, partition: int, offset: int, token: int) -> None:
-        """This worker's records of `token` landed in `partition` up to `offset`."""
+    def wrote(self, partition: int, offset: int) -> None:
+        """This worker's records of `partition` (named with its `token`) landed up to
+        `offset`."""
+        own = self._own.get(partition)
+        if own is None:
+            return
+        token = own[1]
         rises = self._rises_of(partition)
         if not rises or token > rises[-1][1]:
             rises.append((offset, token))

@@ -51,7 +51,7 @@ def test_reading_again_from_an_earlier_offset_forgets_what_was_read_from_there()
 def test_a_token_is_the_generation_or_the_highest_token_seen_and_fixed_within_it() -> None:
     tokens = WriterTokens()
     assert tokens.token(0, 4) == 4
-    tokens.wrote(0, 10, 4)
+    tokens.wrote(0, 10)
     assert tokens.token(0, 4) == 4
     assert tokens.token(0, 9) == 9
     # The group started over (its metadata expired): generation 1, but the changelog
@@ -60,7 +60,7 @@ def test_a_token_is_the_generation_or_the_highest_token_seen_and_fixed_within_it
     fresh = WriterTokens()
     assert read(fresh, 0, [(0, 9), (1, 9)]) == [0, 1]
     assert fresh.token(0, 1) == 9
-    fresh.wrote(0, 5, 9)
+    fresh.wrote(0, 5)
     assert fresh.token(0, 2) == 9, "its own records do not raise it"
     assert fresh.token(0, 12) == 12
 
@@ -94,7 +94,8 @@ def test_a_store_keeps_the_last_rise_and_a_restart_starts_from_it() -> None:
     kept: dict[int, Rise] = {}
     tokens = WriterTokens(stored=kept.get, store=kept.__setitem__)
     read(tokens, 3, [(0, 2), (1, 2), (2, 5)])
-    tokens.wrote(3, 9, 6)
+    assert tokens.token(3, 6) == 6
+    tokens.wrote(3, 9)
     assert kept == {3: (9, 6)}
     # A restart reading the changelog's tail from offset 10 on.
     restarted = WriterTokens(stored=kept.get, store=kept.__setitem__)
