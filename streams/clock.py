@@ -295,9 +295,13 @@ def to_micros(moment: datetime) -> int:
     epoch = _EPOCHS.get(zone)
     if epoch is None:
         if type(zone) is not timezone:  # a zone with rules (DST): its offset varies
-            return (moment - EPOCH) // _MICROSECOND
-        epoch = _EPOCHS[zone] = EPOCH.astimezone(zone)
-    return (moment - epoch) // _MICROSECOND
+            epoch = EPOCH
+        else:
+            epoch = _EPOCHS[zone] = EPOCH.astimezone(zone)
+    # The span's fields, not `span // _MICROSECOND`: a timedelta division converts both
+    # to Python integers through several multiplications (about a fifth slower).
+    span = moment - epoch
+    return (span.days * 86_400 + span.seconds) * 1_000_000 + span.microseconds
 
 
 def from_micros(micros: int) -> datetime:
