@@ -1227,9 +1227,12 @@ def advance_customer(partition: PartitionTimers, customer_id: str, now: datetime
         return
     # Links that age out first: a blacklisting through one ends with it.
     linked_upto = links_until(partition, now)
-    unlinked, changes = linked_changes(customer_id, state, linked_upto, now)
+    unlinked: list[LinkEffect] = []
+    changes: list[Effect] = []
+    if state.identity is not None:  # most customers have no identity part: no calls
+        unlinked, changes = linked_changes(customer_id, state, linked_upto, now)
     state.unpaid, fired = unpaid.advance(state.unpaid, customer_id, now, policies, linked_upto)
-    effects = changes + fired
+    effects = changes + fired if changes else fired
     kept = retention.advance(state.retention, customer_id, now - LATENESS, retention_policy)
     wake = next_due(state)
     cache.store(customer_id, state, wake)
@@ -1247,8 +1250,10 @@ def advance_customer(partition: PartitionTimers, customer_id: str, now: datetime
         for effect in effects:
             if isinstance(effect, (SendReminder, RecordStrike)):
                 metrics.timer_lateness.observe(max((wall - effect.at).total_seconds(), 0.0))
-    publish(customer_id, state, effects)
-    publish_retention(customer_id, kept)
+    if effects:
+        publish(customer_id, state, effects)
+    if kept:
+        publish_retention(customer_id, kept)
 
 
 def linked_changes(
@@ -1329,15 +1334,23 @@ def apply_to_customer(
         # those the LATENESS delay has not fired on the stream clock yet.
         kept = retention.advance(state.retention, customer_id, event.occurred_at, retention_policy)
         kept += observe_retention(state.retention, event, effects)
-    unlinked, changes = linked_changes(customer_id, state, links_until(partition, now), now)
-    effects += changes
-    if not duplicate and (type(event) is CheckoutConfirmed or type(event) is PaymentAttempted):
+    unlinked: list[LinkEffect] = []
+    if state.identity is not None:  # most customers have no identity part: no calls
+        unlinked, changes = linked_changes(customer_id, state, links_until(partition, now), now)
+        effects += changes
+    if (
+        not duplicate
+        and (type(event) is CheckoutConfirmed or type(event) is PaymentAttempted)
+        and (event.identifiers or state.identity is not None)  # else nothing to announce
+    ):
         announce(customer_id, state, event.identifiers, event.occurred_at)
     wake = next_due(state)
     cache.store(customer_id, state, wake)
     partition.index.schedule(customer_id, wake)
-    publish(customer_id, state, effects)
-    publish_retention(customer_id, kept)
+    if effects:
+        publish(customer_id, state, effects)
+    if kept:
+        publish_retention(customer_id, kept)
     if unlinked:
         publish_links(customer_id, unlinked)
     metrics.count_input(msg.topic, event.type, "duplicate" if duplicate else "processed")

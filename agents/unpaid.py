@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import zlib
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -889,16 +888,12 @@ def _reminder_time(
     return None if step is None else step[1]
 
 
-def _order_times(
-    order: OpenOrder, last: datetime | None, policy: UnpaidPolicy
-) -> Iterable[datetime]:
-    reminder = _reminder_time(order, last, policy)
-    if reminder is not None:
-        yield reminder
-    if order.deadline is not None:
-        yield order.deadline
-    else:
-        yield order.checkout_at + policy.cod_max_open
+def _order_times(order: OpenOrder, last: datetime | None, policy: UnpaidPolicy) -> list[datetime]:
+    """The order's next reminder, if one can go out, and its deadline (cash on delivery:
+    the longest it may stay open). A list, not a generator: asked after every change."""
+    end = order.deadline if order.deadline is not None else order.checkout_at + policy.cod_max_open
+    step = _next_step(order, last, policy)
+    return [end] if step is None else [step[1], end]
 
 
 def next_due(state: UnpaidState, policies: Policies) -> datetime | None:
@@ -924,7 +919,7 @@ def next_timer(
     # without building anything (most customers have only a few parts).
     times: list[datetime] = []
     for order in state.open.values():
-        times.extend(_order_times(order, state.last_reminder_at, policies.for_shop(order.shop_id)))
+        times += _order_times(order, state.last_reminder_at, policies.for_shop(order.shop_id))
     if state.listings:
         if linked_upto is None:
             times.extend(listing.until for listing in state.listings.values())

@@ -13,7 +13,7 @@ import pytest
 
 import hitrun.agents.customer as customer
 from hitrun.agents.state import stored_summary
-from hitrun.streams.clock import to_micros
+from hitrun.streams.clock import DeadlineIndex, to_micros
 from hitrun.streams.ingest import ORIGIN_HEADER, RawMessage
 from tests.unit.agent_shell import (
     SETTINGS,
@@ -156,18 +156,20 @@ def test_a_hostile_origin_header_is_ignored_and_the_message_dead_lettered_where_
 def test_a_state_put_back_is_stored_with_its_own_wake_time(
     sink: Sink, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The second checkout (due in two minutes) is applied and stored, then its alerts fail:
-    the state goes back to the first checkout's, and so must the wake time stored with it."""
-    original = customer.publish_retention
+    """The second checkout (due in two minutes) is applied and stored, then scheduling its
+    wake fails: the state goes back to the first checkout's, and so must the wake time
+    stored with it."""
+    original = DeadlineIndex.schedule
     calls = []
 
-    def publish_retention(customer_id: str, effects: Any) -> None:
+    def schedule(index: DeadlineIndex, customer_id: str, due: Any) -> None:
         calls.append(customer_id)
         if len(calls) == 2:
+            assert customer.cache.pending()  # the state is stored for the batch's end
             raise RuntimeError("after the store")
-        original(customer_id, effects)
+        original(index, customer_id, due)
 
-    monkeypatch.setattr(customer, "publish_retention", publish_retention)
+    monkeypatch.setattr(DeadlineIndex, "schedule", schedule)
     soon = {
         "type": "checkout_confirmed",
         "event_id": "o-soon-co",
