@@ -1083,14 +1083,19 @@ V1_FIELDS = (
 )
 
 
+# Each alert role's topic.
+OUTPUT_TOPICS = settings.output_topics
+
+
 def queue_alert(customer_id: str, alert: Alert) -> None:
     """Queue one alert for its topic, count it and log it."""
     body = alert.body
+    kind: str = body["type"]
     if V1_FIELDS is not None:  # what a later schema version added is left out
-        body = {name: value for name, value in body.items() if name in V1_FIELDS[alert.type]}
-    queue(settings.output_topics[alert.role], alert.key.encode(), encode_alert(body))
-    metrics.count_alert(alert.type)
-    alert_log.note(alert.type, customer_id, alert.body["alert_id"])
+        body = {name: value for name, value in body.items() if name in V1_FIELDS[kind]}
+    sink.put(OutRecord(OUTPUT_TOPICS[alert.role], alert.key.encode(), encode_alert(body)))
+    metrics.count_alert(kind)
+    alert_log.note(kind, customer_id, body["alert_id"])
 
 
 # The effects `publish` has nothing to do for (no alert, no metric, no status): every paid
