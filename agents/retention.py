@@ -350,7 +350,8 @@ def _fire(
     effects: list[RetentionEffect],
 ) -> None:
     """Fire what is due at `at` (the earliest due instant)."""
-    state.traits = [t for t in state.traits if t.at + policy.trait_memory > at]
+    if state.traits:  # a comprehension is a call of its own
+        state.traits = [t for t in state.traits if t.at + policy.trait_memory > at]
     if state.inquiry_at is not None and state.inquiry_at + policy.window <= at:
         assert state.inquiry_shop is not None
         effects.append(

@@ -1084,26 +1084,34 @@ def prune(state: UnpaidState, now: datetime, policies: Policies) -> None:
     if cleanup is None or cleanup > now:
         return
     default = policies.default
-    for oid in [oid for oid, e in state.expired.items() if e.grace_until <= now]:
-        state.closed[oid] = state.expired.pop(oid).expired_at
-    state.strikes = [s for s in state.strikes if s.at + default.strike_window > now]
-    for scope in [
-        s for s, o in state.offences.items() if o.last_end is not None and s not in state.listings
-    ]:
-        last_end = state.offences[scope].last_end
-        if last_end is not None and last_end + default.repeat_offender_memory <= now:
-            del state.offences[scope]
+    # Each part only when it holds anything: a comprehension is a call of its own.
+    if state.expired:
+        for oid in [oid for oid, e in state.expired.items() if e.grace_until <= now]:
+            state.closed[oid] = state.expired.pop(oid).expired_at
+    if state.strikes:
+        state.strikes = [s for s in state.strikes if s.at + default.strike_window > now]
+    if state.offences:
+        for scope in [
+            s
+            for s, o in state.offences.items()
+            if o.last_end is not None and s not in state.listings
+        ]:
+            last_end = state.offences[scope].last_end
+            if last_end is not None and last_end + default.repeat_offender_memory <= now:
+                del state.offences[scope]
     if state.waiting:
         state.waiting = {k: w for k, w in state.waiting.items() if w.until > now}
     if state.ended:
         memory = default.repeat_offender_memory
         state.ended = {k: e for k, e in state.ended.items() if e.end + memory > now}
     horizon = now - default.dedupe_window
-    state.closed = {k: v for k, v in state.closed.items() if v > horizon}
-    seen = {k: v for k, v in state.seen.items() if v > horizon}
-    if state.digests and len(seen) < len(state.seen):
-        state.digests = {k: v for k, v in state.digests.items() if k in seen}
-    state.seen = seen
+    if state.closed:
+        state.closed = {k: v for k, v in state.closed.items() if v > horizon}
+    if state.seen:
+        seen = {k: v for k, v in state.seen.items() if v > horizon}
+        if state.digests and len(seen) < len(state.seen):
+            state.digests = {k: v for k, v in state.digests.items() if k in seen}
+        state.seen = seen
     if (
         state.last_reminder_at is not None
         and state.last_reminder_at + default.reminder_cooldown <= now
