@@ -1266,10 +1266,8 @@ def linked_changes(
 ) -> tuple[list[LinkEffect], list[Effect]]:
     """Age the customer's links up to `upto`, as far as the link reports allow
     (`links_until`), and follow them at `now`: the unlinks, and what they change on its
-    blacklists. A customer with no identity part (most, when events carry no
-    identifiers) has nothing to age or follow: no calls for it."""
-    if state.identity is None:
-        return [], []
+    blacklists. Only for a customer with an identity part: one without has nothing
+    to age or follow, and its callers skip the call."""
     unlinked, changes = link_rules.expire(customer_id, state, upto)
     return unlinked, changes + link_rules.follow(customer_id, state, [], now)
 
