@@ -2198,7 +2198,7 @@ consume_loop = ConsumeLoop(
     wall_ms=broker_time.now_ms,
     partitions=settings.partitions,
 )
-faust_bridge.install(app, consume_loop)
+faust_bridge.install(app, consume_loop, fetch_total_bytes=settings.fetch_total_bytes)
 # The input topics are subscribed through the conductor, like an agent's would be.
 app.topics.add(input_topic)
 

@@ -313,6 +313,10 @@ class Settings:
     batch_size: int = _setting("2000", _positive_int)
     # Bytes one fetch may bring per partition (Kafka's max.partition.fetch.bytes).
     fetch_max_bytes: int = _setting("1048576", _positive_int)
+    # Bytes one fetch may bring over all partitions (Kafka's fetch.max.bytes): what a
+    # worker holds fetched and not yet applied, whatever the number of partitions with
+    # a backlog. The broker sends a partition's first record batch even when larger.
+    fetch_total_bytes: int = _setting("8388608", _positive_int)
     # Customer states kept decoded between batches (about 2.5 KB each); 0: decode every batch.
     state_cache: int = _setting("20000", _count)
     # The worker's event loop: libuv's (uvloop) or the standard library's.

@@ -22,8 +22,9 @@ The internals used, all of faust-streaming 0.15's aiokafka driver:
   topics hitrun does not own, such as changelogs during recovery, still go to
   the conductor), `_stopped`;
 - `AIOKafkaConsumerThread._create_worker_consumer` (makes the aiokafka
-  consumer with `fetch_max_wait_ms=1500`, which aiokafka keeps as
-  `_fetch_max_wait_ms` until it starts): `HitrunConsumerThread`;
+  consumer with `fetch_max_wait_ms=1500` and aiokafka's `fetch_max_bytes`
+  of 50 MiB, which aiokafka keeps as `_fetch_max_wait_ms` and
+  `_fetch_max_bytes` until it starts): `HitrunConsumerThread`;
 - `Consumer._read_offset` (the committed offsets `perform_seek` read back
   when the partitions were resumed);
 - `Consumer._thread` (the consumer thread and its aiokafka consumer):
@@ -138,11 +139,23 @@ class HitrunConsumer(faust_aiokafka.Consumer):
 
 class HitrunConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
     """Faust's consumer thread, whose aiokafka consumer waits at most FETCH_MAX_WAIT_MS
-    for an idle fetch."""
+    for an idle fetch, and asks at most `fetch_total_bytes` of a fetch over all its
+    partitions (Kafka's fetch.max.bytes).
+
+    Faust bounds a fetch per partition only (`consumer_max_fetch_size`), and aiokafka
+    keeps what a fetch brought until the loop takes it: a worker assigned many
+    partitions with a backlog (catching up after an outage, or recovering its
+    changelog partitions after a rebalance) would otherwise hold up to the
+    per-partition bound for each of them, 50 MiB at most.
+    """
+
+    fetch_total_bytes: ClassVar[int] = 50 * 1024 * 1024  # aiokafka's default
 
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)
-        consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS  # read when the consumer starts
+        # Both read when the consumer starts (its fetcher is made there).
+        consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS
+        consumer._fetch_max_bytes = type(self).fetch_total_bytes
         return consumer
 
 
@@ -226,14 +239,17 @@ def tables_recovered(app: Any) -> bool:
     return bool(tables.recovery.completed.is_set() and tables.actives_ready)
 
 
-def install(app: faust.App, runner: Runner) -> None:
-    """Make `app`'s consumer hand its fetched batches to `runner`.
+def install(app: faust.App, runner: Runner, *, fetch_total_bytes: int | None = None) -> None:
+    """Make `app`'s consumer hand its fetched batches to `runner`, and ask at most
+    `fetch_total_bytes` of a fetch (aiokafka's default when None).
 
     Must run before the app creates its consumer (at worker start).
     """
     if app._consumer is not None:
         raise RuntimeError("the app's consumer exists already; install the loop before it starts")
     HitrunConsumer.runner = runner
+    if fetch_total_bytes is not None:
+        HitrunConsumerThread.fetch_total_bytes = fetch_total_bytes
     # Transport.create_consumer instantiates `self.Consumer`, create_producer `self.Producer`.
     app.transport.Consumer = HitrunConsumer  # type: ignore[misc]  # a ClassVar set per transport
     app.transport.Producer = HitrunProducer  # type: ignore[misc]

@@ -78,8 +78,10 @@ def test_install_makes_the_app_create_a_consumer_that_hands_batches_to_the_runne
             seen.append(source)
 
     previous = faust_bridge.HitrunConsumer.runner
+    total = faust_bridge.HitrunConsumerThread.fetch_total_bytes
     try:
-        faust_bridge.install(app, Runner())
+        faust_bridge.install(app, Runner(), fetch_total_bytes=5 << 20)
+        assert faust_bridge.HitrunConsumerThread.fetch_total_bytes == 5 << 20
         # Transport.create_consumer instantiates transport.Consumer.
         assert app.transport.Consumer is faust_bridge.HitrunConsumer
         assert "self.Consumer(" in inspect.getsource(type(app.transport).create_consumer)
@@ -90,6 +92,7 @@ def test_install_makes_the_app_create_a_consumer_that_hands_batches_to_the_runne
         assert len(seen) == 1 and isinstance(seen[0], faust_bridge.FaustSource)
     finally:
         faust_bridge.HitrunConsumer.runner = previous
+        faust_bridge.HitrunConsumerThread.fetch_total_bytes = total
 
 
 def test_the_consumer_state_faustsource_reads_is_set_up_by_faust() -> None:
@@ -254,22 +257,30 @@ def test_faust_sleeps_a_second_fetching_nothing_and_waits_a_second_and_a_half_id
     assert "await self.wait(self.can_resume_flow)" in wait_next
     create = inspect.getsource(faust_aiokafka.AIOKafkaConsumerThread._create_worker_consumer)
     assert "fetch_max_wait_ms=1500" in create
+    assert "fetch_max_bytes" not in create  # aiokafka's default: 50 MiB a fetch
     start = inspect.getsource(aiokafka.AIOKafkaConsumer.start)
     assert "fetch_max_wait_ms=self._fetch_max_wait_ms" in start
+    assert "fetch_max_bytes=self._fetch_max_bytes" in start
+    assert inspect.signature(aiokafka.AIOKafkaConsumer).parameters["fetch_max_bytes"].default == (
+        50 * 1024 * 1024
+    )
 
 
 def test_hitruns_consumer_thread_makes_an_aiokafka_consumer_that_holds_idle_fetches_briefly(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    made = SimpleNamespace(_fetch_max_wait_ms=1500)  # an aiokafka consumer not started yet
+    # an aiokafka consumer not started yet
+    made = SimpleNamespace(_fetch_max_wait_ms=1500, _fetch_max_bytes=50 * 1024 * 1024)
     monkeypatch.setattr(
         faust_aiokafka.AIOKafkaConsumerThread,
         "_create_worker_consumer",
         lambda self, transport: made,
     )
+    monkeypatch.setattr(faust_bridge.HitrunConsumerThread, "fetch_total_bytes", 3 << 20)
     thread = object.__new__(faust_bridge.HitrunConsumerThread)
     assert thread._create_worker_consumer(object()) is made
     assert made._fetch_max_wait_ms == faust_bridge.FETCH_MAX_WAIT_MS < 1500
+    assert made._fetch_max_bytes == 3 << 20
     consumer = object.__new__(faust_bridge.HitrunConsumer)
     assert "HitrunConsumerThread(" in inspect.getsource(type(consumer)._new_consumer_thread)
 
@@ -523,3 +534,12 @@ def test_the_recovery_keeps_each_active_changelog_partitions_end_less_one() -> N
         aiokafka.TopicPartition("changelog", 0): 42,
         aiokafka.TopicPartition("changelog", 1): 0,
     }
+
+
+def test_the_worker_bounds_a_fetch_over_all_its_partitions_by_its_setting() -> None:
+    from hitrun.agents import customer
+
+    total = customer.settings.fetch_total_bytes
+    assert total == 8 * 1024 * 1024  # HITRUN_FETCH_TOTAL_BYTES
+    assert faust_bridge.HitrunConsumer.runner is customer.consume_loop
+    assert faust_bridge.HitrunConsumerThread.fetch_total_bytes == total
