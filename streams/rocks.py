@@ -14,11 +14,12 @@ absent, never opened.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from functools import cache
 from typing import Any, cast
 
 from faust.stores import rocksdb
 from faust.types import TP, StoreT
-from rocksdict import WriteBatch
+from rocksdict import Options, WriteBatch, WriteBufferManager
 
 from hitrun.streams.fencing import Rise
 
@@ -34,6 +35,28 @@ MEMORY_OPTIONS: dict[str, Any] = {
     "max_write_buffer_number": 2,
     "block_cache_size": 4 * 1024 * 1024,
 }
+# The memtables of all the partition databases of a worker together (RocksDB's write
+# buffer manager flushes the largest past it). Each database's own bound alone let a
+# worker keep up to two write buffers per partition in memory, filled or not depending
+# on where each partition's flush cycle stood: 64 MiB for eight partitions.
+MEMTABLES_BYTES = 16 * 1024 * 1024
+
+
+@cache
+def shared_write_buffers() -> WriteBufferManager:
+    """The process's write buffer manager, which every partition database counts against."""
+    return WriteBufferManager(MEMTABLES_BYTES, False)
+
+
+class BoundedRocksOptions(rocksdb.RocksDBOptions):
+    """Faust's options for a partition's database, its memtables counted with the
+    worker's others (`shared_write_buffers`)."""
+
+    def as_options(self) -> Options:
+        options = super().as_options()
+        if self.use_rocksdict:  # (python-rocksdb's options have no such setting)
+            options.set_write_buffer_manager(shared_write_buffers())
+        return options
 
 
 # Where the writer token last rose in a partition's changelog (streams/fencing.py),
@@ -48,6 +71,11 @@ class PartitionedRocksStore(rocksdb.Store):
         options = {**MEMORY_OPTIONS, **(kwargs.pop("options", None) or {})}
         options.setdefault("driver", "rocksdict")
         super().__init__(url, app, table, options=options, **kwargs)
+        # What Faust made, with the shared write buffers (Faust pops the driver and
+        # read_only from `self.options`).
+        self.rocksdb_options = BoundedRocksOptions(
+            **(self.options or {}), use_rocksdict=self.use_rocksdict
+        )
 
     def _partition(self, key: bytes) -> int:
         return cast(int, self.table.partition_for_key(key))

@@ -12,8 +12,10 @@ import hitrun.agents.customer as customer
 from hitrun.streams.partitioning import partition_for_key
 from hitrun.streams.rocks import (
     MEMORY_OPTIONS,
+    MEMTABLES_BYTES,
     PartitionedRocksStore,
     get_raw,
+    shared_write_buffers,
     store_rise,
     stored_rise,
     write_raw,
@@ -38,6 +40,29 @@ def test_each_partition_database_is_opened_with_the_bounded_memory_options(
     for name, value in MEMORY_OPTIONS.items():
         assert getattr(options, name) == value
     assert MEMORY_OPTIONS["block_cache_size"] < 64 * 1024 * 1024
+
+
+def test_the_memtables_of_every_partition_database_count_against_one_bound(
+    store: PartitionedRocksStore,
+) -> None:
+    manager = shared_write_buffers()
+    assert manager.enabled() and manager.get_buffer_size() == MEMTABLES_BYTES
+    # Less than a write buffer's worth per partition: no flush empties them meanwhile.
+    per_partition = MEMORY_OPTIONS["write_buffer_size"] // 4
+    partitions = customer.settings.partitions
+    keys: dict[int, list[bytes]] = {p: [] for p in range(partitions)}
+    n = 0
+    while min(len(k) for k in keys.values()) * 1000 < per_partition:
+        key = f"rocks-mem-{n}".encode()
+        keys[partition_for_key(key, partitions)].append(key)
+        n += 1
+    before = manager.get_usage()
+    for p in (0, 1):
+        count = per_partition // 1000
+        write_raw(store, [(key, bytes(900)) for key in keys[p][:count]], {})
+        # The write landed in the memtable of partition p's database, counted here.
+        assert manager.get_usage() - before >= (p + 1) * per_partition * 3 // 4
+    assert set(store._dbs) == {0, 1}
 
 
 def test_a_batch_lands_in_each_key_partition_with_its_changelog_offset(
