@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -49,16 +50,15 @@ def test_the_memtables_of_every_partition_database_count_against_one_bound(
     assert manager.enabled() and manager.get_buffer_size() == MEMTABLES_BYTES
     # Less than a write buffer's worth per partition: no flush empties them meanwhile.
     per_partition = MEMORY_OPTIONS["write_buffer_size"] // 4
+    count = per_partition // 1000  # states of 900 bytes, about 1,000 with their keys
     partitions = customer.settings.partitions
-    keys: dict[int, list[bytes]] = {p: [] for p in range(partitions)}
-    n = 0
-    while min(len(k) for k in keys.values()) * 1000 < per_partition:
-        key = f"rocks-mem-{n}".encode()
-        keys[partition_for_key(key, partitions)].append(key)
-        n += 1
+    names = (f"rocks-mem-{n}".encode() for n in itertools.count())
+    keys: dict[int, list[bytes]] = {0: [], 1: []}
+    while min(len(k) for k in keys.values()) < count:
+        key = next(names)
+        keys.get(partition_for_key(key, partitions), []).append(key)
     before = manager.get_usage()
     for p in (0, 1):
-        count = per_partition // 1000
         write_raw(store, [(key, bytes(900)) for key in keys[p][:count]], {})
         # The write landed in the memtable of partition p's database, counted here.
         assert manager.get_usage() - before >= (p + 1) * per_partition * 3 // 4
