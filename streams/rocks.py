@@ -15,11 +15,21 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from functools import cache
+from pathlib import Path
 from typing import Any, cast
 
 from faust.stores import rocksdb
 from faust.types import TP, StoreT
-from rocksdict import Options, WriteBatch, WriteBufferManager
+from rocksdict import (
+    AccessType,
+    BlockBasedIndexType,
+    BlockBasedOptions,
+    Cache,
+    Options,
+    ReadOptions,
+    WriteBatch,
+    WriteBufferManager,
+)
 
 from hitrun.streams.fencing import Rise
 
@@ -27,14 +37,19 @@ from hitrun.streams.fencing import Rise
 # database (a 2 GiB block cache and three 64 MiB write buffers, each per
 # database): with one database per partition, a worker rebuilding its store
 # from the changelog reached 930 MB, and reads filled a block cache per
-# partition. These bound a partition's database to about 12 MiB. Reads are
-# point reads of a customer's state, decoded once and then kept in hitrun's
-# own state cache; the operating system's page cache still holds the files.
+# partition. These bound a partition's memtables; its block cache is the
+# worker's one (`shared_block_cache`).
 MEMORY_OPTIONS: dict[str, Any] = {
     "write_buffer_size": 4 * 1024 * 1024,
     "max_write_buffer_number": 2,
-    "block_cache_size": 4 * 1024 * 1024,
 }
+# The block cache of all the partition databases of a worker together. Reads are point
+# reads of a customer's state, decoded once and then kept in hitrun's own state cache,
+# spread over every customer: a cache holds a small share of the blocks whatever its
+# size, and the operating system's page cache still holds the files. A cache per
+# database filled up to its bound in every owned partition (8 MiB each since a reopen
+# gave each one rocksdict's default, `BoundedRocksOptions.open`).
+BLOCK_CACHE_BYTES = 8 * 1024 * 1024
 # The memtables of all the partition databases of a worker together (RocksDB's write
 # buffer manager flushes the largest past it). Each database's own bound alone let a
 # worker keep up to two write buffers per partition in memory, filled or not depending
@@ -48,15 +63,46 @@ def shared_write_buffers() -> WriteBufferManager:
     return WriteBufferManager(MEMTABLES_BYTES, False)
 
 
+@cache
+def shared_block_cache() -> Cache:
+    """The process's block cache, which every partition database reads through."""
+    return Cache(BLOCK_CACHE_BYTES)
+
+
 class BoundedRocksOptions(rocksdb.RocksDBOptions):
-    """Faust's options for a partition's database, its memtables counted with the
-    worker's others (`shared_write_buffers`)."""
+    """Faust's options for a partition's database, its memtables and block cache counted
+    with the worker's others (`shared_write_buffers`, `shared_block_cache`)."""
 
     def as_options(self) -> Options:
         options = super().as_options()
-        if self.use_rocksdict:  # (python-rocksdb's options have no such setting)
+        if self.use_rocksdict:  # (python-rocksdb's options have no such settings)
             options.set_write_buffer_manager(shared_write_buffers())
+            # Faust's table options (its Bloom filter and index), with the shared cache.
+            table = BlockBasedOptions()
+            table.set_bloom_filter(self.bloom_filter_size, True)
+            table.set_block_cache(shared_block_cache())
+            table.set_index_type(BlockBasedIndexType.binary_search())
+            options.set_block_based_table_factory(table)
         return options
+
+    def open(self, path: Path, *, read_only: bool = False) -> Any:
+        """Open the database with these options, also when it exists already.
+
+        Given options but no column families, rocksdict opens an existing
+        database's column families (its data) with the options its last open
+        wrote down, and a block cache of its own of 8 MiB: none of the options
+        here but the database-wide ones applied after a restart. Faust's `open`
+        gives none.
+        """
+        if not self.use_rocksdict:
+            return super().open(path, read_only=read_only)
+        options = self.as_options()
+        access = AccessType.read_write() if self.ttl is None else AccessType.with_ttl(self.ttl)
+        db = rocksdb.DB(
+            str(path), options=options, column_families={"default": options}, access_type=access
+        )
+        db.set_read_options(ReadOptions())
+        return db
 
 
 # Where the writer token last rose in a partition's changelog (streams/fencing.py),

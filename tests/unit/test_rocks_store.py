@@ -12,10 +12,12 @@ from faust.types import TP
 import hitrun.agents.customer as customer
 from hitrun.streams.partitioning import partition_for_key
 from hitrun.streams.rocks import (
+    BLOCK_CACHE_BYTES,
     MEMORY_OPTIONS,
     MEMTABLES_BYTES,
     PartitionedRocksStore,
     get_raw,
+    shared_block_cache,
     shared_write_buffers,
     store_rise,
     stored_rise,
@@ -25,12 +27,9 @@ from hitrun.streams.rocks import (
 
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[PartitionedRocksStore]:
-    opened = PartitionedRocksStore(
-        f"rocksdb://{tmp_path}/customers", customer.app, customer.customers_table
-    )
+    opened = open_store(tmp_path)
     yield opened
-    for db in opened._dbs.values():
-        db.close()
+    close_store(opened)
 
 
 def test_each_partition_database_is_opened_with_the_bounded_memory_options(
@@ -40,7 +39,52 @@ def test_each_partition_database_is_opened_with_the_bounded_memory_options(
     assert options.use_rocksdict
     for name, value in MEMORY_OPTIONS.items():
         assert getattr(options, name) == value
-    assert MEMORY_OPTIONS["block_cache_size"] < 64 * 1024 * 1024
+    assert shared_block_cache().get_usage() <= BLOCK_CACHE_BYTES < 64 * 1024 * 1024
+
+
+def open_store(path: Path) -> PartitionedRocksStore:
+    return PartitionedRocksStore(
+        f"rocksdb://{path}/customers", customer.app, customer.customers_table
+    )
+
+
+def close_store(store: PartitionedRocksStore) -> None:
+    for db in store._dbs.values():
+        db.close()
+    store._dbs.clear()
+
+
+def test_every_partition_database_reads_through_the_shared_block_cache_also_reopened(
+    tmp_path: Path,
+) -> None:
+    """rocksdict opens an existing database's data with the options it last wrote down and
+    a block cache of its own unless told otherwise: a restarted worker had one per
+    partition, each of 8 MiB."""
+    keys = [f"rocks-cache-{n}".encode() for n in range(200)]
+    store = open_store(tmp_path)
+    write_raw(store, [(key, bytes(900)) for key in keys], {})
+    for db in store._dbs.values():
+        db.flush()  # into table files, read back through the block cache
+    close_store(store)
+
+    partitions = {partition_for_key(k, customer.settings.partitions) for k in keys}
+    store = open_store(tmp_path)
+    try:
+        for partition in partitions:  # as an assignment opens them
+            store._db_for_partition(partition)
+        cache = shared_block_cache()
+        for key in keys:
+            before = cache.get_usage()
+            assert get_raw(store, key) == bytes(900)
+            if cache.get_usage() > before:
+                break
+        else:
+            pytest.fail("no read of the reopened store went through the shared block cache")
+        assert len(partitions) > 1
+        for db in store._dbs.values():
+            assert db.property_int_value("rocksdb.block-cache-capacity") == BLOCK_CACHE_BYTES
+    finally:
+        close_store(store)
 
 
 def test_the_memtables_of_every_partition_database_count_against_one_bound(
