@@ -44,6 +44,7 @@ from bench.throughput import cluster, own_run
 from hitrun.dev.worker import WorkerProcess, topic_env
 from hitrun.streams.config import Settings
 from hitrun.streams.partitioning import partition_for_key
+from hitrun.streams.replay import Progress
 from hitrun.streams.topics import ensure_topics
 
 PARTITIONS = 8
@@ -135,6 +136,8 @@ def run(bootstrap: str, workdir: Path, args: argparse.Namespace) -> None:
     try:
         rate = backlog_rate(first, len(backlog))
         rebuild = first.metric("hitrun_index_rebuild_seconds_sum")
+        # Counted as processed when applied; the last batch's states are stored after that.
+        asyncio.run(committed_all(settings, 120))
         after_events = memory(first)
         with WorkerProcess(empty_env, workdir / "empty.log") as empty:
             base = backlog_rate(empty, len(backlog))
@@ -252,6 +255,29 @@ def backlog_rate(worker: WorkerProcess, events: int) -> float:
         if ready and worker.metric("hitrun_input_events_total", outcome="processed") >= events:
             return events / (time.perf_counter() - ready)
         time.sleep(0.05)
+
+
+async def committed_all(settings: Settings, seconds: float) -> None:
+    """Wait until the group has committed every record of the input topics: each batch's
+    states are stored before its offsets are committed. (Not the internal topics: a live
+    worker's last progress marks stay uncommitted until more input comes.)"""
+    left: dict[Any, int] = {}
+    inputs = set(settings.watermarked_topics)
+    try:
+        async with asyncio.timeout(seconds), Progress(settings) as progress:
+            while True:
+                left = {
+                    tp: n
+                    for tp, n in (await progress.remaining_by_partition()).items()
+                    if tp.topic in inputs and n
+                }
+                if not left:
+                    return
+                await asyncio.sleep(0.1)
+    except TimeoutError:
+        raise SystemExit(
+            f"bench-scale: the input was not all committed in {seconds:.0f}s: {left}"
+        ) from None
 
 
 def rebalance_stalls(
