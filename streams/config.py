@@ -310,9 +310,9 @@ class Settings:
     # without committing, as for a broker refusal).
     on_processing_error: str = _setting("dead_letter", _choice("dead_letter", "stop"))
     # The loop applies at most batch_size fetched records at a time (one fetch).
-    batch_size: int = _setting("2000", _positive_int)
+    batch_size: int = _setting("6000", _positive_int)
     # Bytes one fetch may bring per partition (Kafka's max.partition.fetch.bytes).
-    fetch_max_bytes: int = _setting("1048576", _positive_int)
+    fetch_max_bytes: int = _setting("4194304", _positive_int)
     # Bytes one fetch may bring over all partitions (Kafka's fetch.max.bytes): what a
     # worker holds fetched and not yet applied, whatever the number of partitions with
     # a backlog. The broker sends a partition's first record batch even when larger.
