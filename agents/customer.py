@@ -2165,6 +2165,7 @@ sink = RecordSink(
     client_id=f"{settings.app_id}-sink",
     state_topics=frozenset({changelog_topic_name}),
     clock=broker_time,
+    batch_bytes=settings.produce_batch_bytes,
     # A mark vouching for nothing: the broker's time is read from its delivery before
     # anything else is written, or a tick moved a clock.
     probe=OutRecord(

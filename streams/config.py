@@ -317,6 +317,10 @@ class Settings:
     # worker holds fetched and not yet applied, whatever the number of partitions with
     # a backlog. The broker sends a partition's first record batch even when larger.
     fetch_total_bytes: int = _setting("8388608", _positive_int)
+    # Bytes of one record batch the worker produces at most (alerts, state records): a
+    # partition's records of a batch go in as few as fit. At most the brokers' and the
+    # output topics' message.max.bytes (1,048,588 by default).
+    produce_batch_bytes: int = _setting("1048576", _positive_int)
     # Customer states kept decoded between batches (about 2.5 KB each); 0: decode every batch.
     state_cache: int = _setting("20000", _count)
     # The worker's event loop: libuv's (uvloop) or the standard library's.

@@ -56,6 +56,14 @@ class OutRecord(msgspec.Struct, frozen=True):
     headers: Headers = ()
 
 
+# The most bytes of one record batch: what a broker accepts by default (message.max.bytes,
+# 1,048,588 bytes, a batch's limit). aiokafka's producer keeps one batch per partition
+# waiting and one request per broker in flight, so a partition's batches go one round
+# trip after another: with aiokafka's default of 16 KiB, a batch's 300 KB of state
+# records for a partition took 19 round trips.
+BATCH_BYTES = 1024 * 1024
+
+
 class RecordSink:
     """Collects records with `put`; `flush` sends them and returns the last offset per partition."""
 
@@ -66,10 +74,12 @@ class RecordSink:
         state_topics: frozenset[str] = frozenset(),
         clock: BrokerTime | None = None,
         probe: OutRecord | None = None,
+        batch_bytes: int = BATCH_BYTES,
     ) -> None:
         # Keyword arguments for the producer: servers, TLS, SASL (streams/kafka_auth.py).
         self._connection = dict(connection)
         self._client_id = client_id
+        self._batch_bytes = batch_bytes
         # Records of these topics (the table's changelog) are sent only once
         # every other record of the flush is delivered: a crash in between then
         # leaves outputs without the state that says they were sent, and the
@@ -116,8 +126,10 @@ class RecordSink:
                 client_id=self._client_id,
                 # Every in-sync replica has each record before the batch is acknowledged.
                 acks="all",
-                # The sink batches itself and sends at once.
+                # The sink batches itself and sends at once, a partition's records in as
+                # few record batches as fit.
                 linger_ms=0,
+                max_batch_size=self._batch_bytes,
             )
             try:
                 await producer.start()

@@ -9,13 +9,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from aiokafka import TopicPartition
+from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaConnectionError
 
 from hitrun.streams.brokertime import BrokerTime
 from hitrun.streams.faust_bridge import Fenced
 from hitrun.streams.partitioning import partition_for_key
-from hitrun.streams.sink import Gap, OutRecord, RecordSink
+from hitrun.streams.sink import BATCH_BYTES, Gap, OutRecord, RecordSink
 
 
 @dataclass
@@ -420,3 +420,41 @@ def test_records_keep_their_order_and_get_a_create_time_when_no_broker_time_is_k
     asyncio.run(run())
     assert producer.probes == [("reroute", b"probe", 0)]
     assert producer.sent[0][2].timestamps == [3_000_000]  # the system clock's
+
+
+def test_the_sinks_producer_puts_a_partitions_state_records_of_a_batch_in_one_record_batch(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """aiokafka keeps one batch per partition waiting and one request per broker in flight:
+    each record batch of a partition is a round trip of its own. Its default batch of
+    16 KiB held a few dozen states."""
+    made: list[AIOKafkaProducer] = []
+
+    class Unstarted(AIOKafkaProducer):  # the real producer, never connected
+        def __init__(self, **options: Any) -> None:
+            super().__init__(**options)
+            made.append(self)
+
+        async def start(self) -> None:
+            pass
+
+    monkeypatch.setattr("hitrun.streams.sink.AIOKafkaProducer", Unstarted)
+    sink = RecordSink({"bootstrap_servers": ["127.0.0.1:1"]}, client_id="t")
+
+    async def run() -> None:
+        await sink.start()
+        batch = made[0].create_batch()
+        # 600 states of 550 bytes: what a batch of 6,000 events writes to one of 8 partitions.
+        for n in range(600):
+            added = batch.append(key=f"c{n:07d}".encode(), value=bytes(550), timestamp=0)
+            assert added is not None, f"record {n} did not fit"
+        await made[0].stop()
+
+    asyncio.run(run())
+    assert BATCH_BYTES <= 1_048_588  # a broker's default message.max.bytes
+
+
+def test_the_worker_sets_its_sinks_record_batch_size() -> None:
+    from hitrun.agents import customer
+
+    assert customer.sink._batch_bytes == customer.settings.produce_batch_bytes == BATCH_BYTES
