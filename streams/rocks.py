@@ -117,8 +117,9 @@ class PartitionedRocksStore(rocksdb.Store):
         options = {**MEMORY_OPTIONS, **(kwargs.pop("options", None) or {})}
         options.setdefault("driver", "rocksdict")
         super().__init__(url, app, table, options=options, **kwargs)
-        # What Faust made, with the shared write buffers (Faust pops the driver and
-        # read_only from `self.options`).
+        # What Faust made, with the shared write buffers and block cache, opened with them
+        # also when the database exists (Faust pops the driver and read_only from
+        # `self.options`).
         self.rocksdb_options = BoundedRocksOptions(
             **(self.options or {}), use_rocksdict=self.use_rocksdict
         )
